@@ -1,0 +1,97 @@
+"""``create_app(settings)``: the Starlette application with its lifespan.
+
+The lifespan opens the store, makes every stored workspace known to presence, and starts the
+hub; on the way out it stops the hub and closes the store cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import WebSocketRoute
+
+from hub.backends.memory import MemoryBackend
+from hub.hub import Hub
+from hub.presence import Presence
+from hub.rest import Rest, error_response
+from hub.settings import Settings
+from hub.store import Store, open_store
+from hub.ws import socket_endpoint
+
+__all__ = ["Services", "create_app"]
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The parts one app runs on; exposed as ``app.state.services`` for operators and tests."""
+
+    settings: Settings
+    presence: Presence
+    backend: MemoryBackend
+    store: Store
+    hub: Hub
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "bad_request")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal error")
+
+
+def create_app(settings: Settings) -> Starlette:
+    presence = Presence(
+        create_grace=settings.create_grace,
+        detach_grace=settings.detach_grace,
+        retire_ttl=settings.retire_ttl,
+    )
+    backend = MemoryBackend(presence)
+    store = open_store(settings.database_url)
+    hub = Hub(
+        backend,
+        coalesce_window=settings.coalesce_window,
+        max_outbox_bytes=settings.max_outbox_bytes,
+    )
+    services = Services(settings, presence, backend, store, hub)
+    rest = Rest(hub, backend, store, settings.max_body_bytes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            for workspace in await store.list_workspaces():
+                await backend.add_workspace(workspace.id)
+            await hub.start()
+            try:
+                yield
+            finally:
+                await hub.close()
+        finally:
+            await store.close()
+
+    routes = [
+        *rest.routes(),
+        WebSocketRoute("/v1/workspaces/{workspace_id}/ws", socket_endpoint(hub)),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,71 @@
+"""The ``hub`` command. ``main(argv)`` returns the exit status, so tests call it directly.
+
+    hub serve [--host H] [--port P] [--database-url URL] [--create-grace S] ...
+
+Every flag of ``serve`` is also read from its ``HUB_*`` environment variable; a flag wins. A bad
+value ends the command with one line naming the setting and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+
+from hub.errors import ConfigError
+from hub.settings import SETTINGS_HELP, Settings
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description="Presence hub: live viewer counts.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the hub (embedded defaults, no set-up)")
+    for f in fields(Settings):
+        env = "HUB_" + f.name.upper()
+        serve.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            metavar=f.name.split("_")[-1].upper(),
+            help=f"{SETTINGS_HELP[f.name]} (env {env}, default {f.default})",
+        )
+    return parser
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from hub.app import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws="auto",
+        ws_per_message_deflate=False,
+        ws_max_size=settings.max_frame_bytes,
+        lifespan="on",
+        log_level=settings.log_level,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    # uvicorn leaves a failed start-up (port taken, lifespan error) with started False.
+    return 0 if server.started else 1
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    try:
+        settings = Settings.from_env(env, **vars(args))
+    except ConfigError as exc:
+        print(f"hub: error: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings)

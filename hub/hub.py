@@ -1,0 +1,378 @@
+"""The async shell around presence: local sockets per workspace, coalesced fan-out, outboxes.
+
+Flow of one change: a backend call commits a :class:`~hub.presence.Diff` and hands it to
+:meth:`Hub._on_change`; the workspace's :class:`Room` merges it into its pending window; the
+first change after a quiet period is flushed on the next loop turn, later ones within
+``coalesce_window`` of the previous flush wait for it. A flush encodes one ``counts`` frame and
+queues the same bytes on every socket of the workspace. A socket that falls behind gets its
+pending ``counts`` merged into one per-socket frame (latest value wins); past
+``max_outbox_bytes`` queued it is closed with 4409.
+
+Each :class:`Connection` is one WebSocket stream. Its outbox is drained by one writer task, so
+a slow socket never delays the others, and frames leave in the order they were queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from hub import protocol
+from hub.backends import PresenceBackend
+from hub.errors import PeerError
+from hub.presence import Diff, Snapshot
+from hub.protocol import CloseCode, Command, Counts, Ping, Pong, SetSession, Sync
+
+__all__ = ["Connection", "Hub", "Room"]
+
+log = logging.getLogger(__name__)
+
+SendText = Callable[[str], Awaitable[None]]
+SendClose = Callable[[int], Awaitable[None]]
+
+
+class Outgoing:
+    """One encoded frame, shared by every socket it is queued on."""
+
+    __slots__ = ("size", "text")
+
+    def __init__(self, data: bytes) -> None:
+        self.text = data.decode()
+        self.size = len(data)
+
+
+class MergedCounts:
+    """The pending ``counts`` of one socket that fell behind: later values overwrite earlier."""
+
+    __slots__ = ("counts", "online", "seq", "size")
+
+    def __init__(self, frame: Counts, size: int) -> None:
+        self.seq = frame.seq
+        self.counts = dict(frame.counts)
+        self.online = frame.online
+        # What the outbox bound charges for this slot: the size of the frame it started from.
+        self.size = size
+
+    def merge(self, frame: Counts) -> None:
+        self.seq = frame.seq
+        self.counts.update(frame.counts)
+        if frame.online is not None:
+            self.online = frame.online
+
+    def encode(self) -> str:
+        return protocol.encode(Counts(self.seq, self.counts, self.online)).decode()
+
+
+class Connection:
+    """One WebSocket stream of a client in a workspace, with its bounded outbox."""
+
+    _ids = itertools.count(1)
+
+    __slots__ = (
+        "_close_code",
+        "_merged",
+        "_queue",
+        "_queued_bytes",
+        "_send_close",
+        "_send_text",
+        "_wake",
+        "attached",
+        "client_id",
+        "id",
+        "max_outbox_bytes",
+        "workspace_id",
+    )
+
+    def __init__(
+        self,
+        workspace_id: str,
+        client_id: str,
+        send_text: SendText,
+        send_close: SendClose,
+        max_outbox_bytes: int,
+    ) -> None:
+        self.id = f"c{next(self._ids)}"
+        self.workspace_id = workspace_id
+        self.client_id = client_id
+        self.max_outbox_bytes = max_outbox_bytes
+        # False once the claim is gone (retired client, deleted workspace): nothing to detach.
+        self.attached = True
+        self._send_text = send_text
+        self._send_close = send_close
+        self._queue: deque[Outgoing | MergedCounts] = deque()
+        self._queued_bytes = 0
+        self._merged: MergedCounts | None = None  # the queue's last item when it is merged
+        self._close_code: int | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def closing(self) -> bool:
+        return self._close_code is not None
+
+    def push(self, frame: Outgoing) -> None:
+        """Queue one frame; past the outbox bound the socket is closed with 4409."""
+        if self._close_code is not None:
+            return
+        self._queue.append(frame)
+        self._merged = None
+        self._queued_bytes += frame.size
+        if self._queued_bytes > self.max_outbox_bytes:
+            log.warning("%s slow consumer: %d bytes queued", self.id, self._queued_bytes)
+            self._queue.clear()
+            self._queued_bytes = 0
+            self.close(CloseCode.SLOW_CONSUMER)
+            return
+        self._wake.set()
+
+    def push_counts(self, frame: Counts, shared: Outgoing) -> None:
+        """Queue a workspace ``counts`` frame: the shared bytes when the outbox is empty, else
+        merged into this socket's pending ``counts`` so a slow reader never piles them up."""
+        if self._close_code is not None:
+            return
+        if not self._queue:
+            self.push(shared)
+        elif self._merged is not None:
+            self._merged.merge(frame)
+        else:
+            self._merged = MergedCounts(frame, shared.size)
+            self._queue.append(self._merged)
+            self._queued_bytes += shared.size
+            self._wake.set()
+
+    def close(self, code: int) -> None:
+        """Close after the frames already queued (4409 drops them first)."""
+        if self._close_code is None:
+            self._close_code = code
+            self._wake.set()
+
+    async def run(self) -> None:
+        """The writer: drains the outbox in order, then sends the close when one is asked."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    item = self._queue.popleft()
+                    if item is self._merged:
+                        self._merged = None
+                    self._queued_bytes -= item.size
+                    if isinstance(item, Outgoing):
+                        await self._send_text(item.text)
+                    else:
+                        await self._send_text(item.encode())
+                if self._close_code is not None:
+                    await self._send_close(self._close_code)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the peer went away mid-send; the reader sees the disconnect
+            log.debug("%s writer stopped: %r", self.id, exc)
+
+
+class Room:
+    """The local sockets of one workspace and the changes waiting for the next flush."""
+
+    __slots__ = (
+        "base",
+        "base_online",
+        "conns",
+        "flush_handle",
+        "last_flush",
+        "online",
+        "seq",
+        "values",
+        "workspace_id",
+    )
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.workspace_id = snapshot.workspace_id
+        self.conns: set[Connection] = set()
+        # The workspace's counts as of the newest diff seen here.
+        self.values: dict[str, int] = dict(snapshot.counts)
+        self.online = snapshot.online
+        self.seq = snapshot.seq
+        # Values as of the last flush, for the sessions (and online) touched since.
+        self.base: dict[str, int] = {}
+        self.base_online: int | None = None
+        self.flush_handle: asyncio.Handle | None = None
+        self.last_flush = float("-inf")
+
+    def merge(self, diff: Diff) -> None:
+        if diff.seq <= self.seq:
+            return  # already reflected (seen before this room's snapshot)
+        self.seq = diff.seq
+        for session_id, n in diff.counts.items():
+            self.base.setdefault(session_id, self.values.get(session_id, 0))
+            if n:
+                self.values[session_id] = n
+            else:
+                self.values.pop(session_id, None)
+        if diff.online is not None:
+            if self.base_online is None:
+                self.base_online = self.online
+            self.online = diff.online
+
+    def take(self) -> Counts:
+        """The frame for everything merged since the last flush; changes that cancelled out
+        leave ``counts`` empty but still advance ``seq``."""
+        counts = {
+            sid: self.values.get(sid, 0)
+            for sid, before in self.base.items()
+            if self.values.get(sid, 0) != before
+        }
+        online = self.online if self.base_online not in (None, self.online) else None
+        self.base = {}
+        self.base_online = None
+        return Counts(self.seq, counts, online)
+
+
+class Hub:
+    """Local connections per workspace, and the fan-out of backend changes to them."""
+
+    def __init__(
+        self, backend: PresenceBackend, *, coalesce_window: float, max_outbox_bytes: int
+    ) -> None:
+        self.backend = backend
+        self.coalesce_window = coalesce_window
+        self.max_outbox_bytes = max_outbox_bytes
+        self.rooms: dict[str, Room] = {}
+        self._by_client: dict[str, set[Connection]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.backend.start(self._on_change)
+
+    async def close(self) -> None:
+        for room in self.rooms.values():
+            if room.flush_handle is not None:
+                room.flush_handle.cancel()
+        await self.backend.close()
+
+    @property
+    def socket_count(self) -> int:
+        return sum(len(room.conns) for room in self.rooms.values())
+
+    # -- sockets ----------------------------------------------------------------------------
+
+    async def join(
+        self, workspace_id: str, client_id: str, send_text: SendText, send_close: SendClose
+    ) -> Connection:
+        """Attach a new stream and queue its snapshot as its first frame.
+
+        Raises the backend's PeerError (unknown workspace, retired client) before anything is
+        registered.
+        """
+        await self.backend.attach(workspace_id, client_id)
+        snapshot = await self.backend.snapshot(workspace_id)
+        conn = Connection(workspace_id, client_id, send_text, send_close, self.max_outbox_bytes)
+        room = self.rooms.get(workspace_id)
+        if room is None:
+            room = self.rooms[workspace_id] = Room(snapshot)
+        room.conns.add(conn)
+        self._by_client.setdefault(client_id, set()).add(conn)
+        conn.push(self._snapshot_frame(snapshot, client_id, None))
+        log.info("%s joined workspace=%s client=%s", conn.id, workspace_id, client_id)
+        return conn
+
+    async def leave(self, conn: Connection) -> None:
+        """Unregister a stream that ended, and detach it unless its claim is already gone."""
+        room = self.rooms.get(conn.workspace_id)
+        if room is not None:
+            room.conns.discard(conn)
+            if not room.conns:
+                if room.flush_handle is not None:
+                    room.flush_handle.cancel()
+                del self.rooms[conn.workspace_id]
+        conns = self._by_client.get(conn.client_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._by_client[conn.client_id]
+        if conn.attached:
+            conn.attached = False
+            await self.backend.detach(conn.workspace_id, conn.client_id)
+        log.info("%s left", conn.id)
+
+    async def command(self, conn: Connection, text: str) -> None:
+        """Handle one text frame from a socket; peer errors become error frames."""
+        try:
+            command = protocol.parse(text)
+            await self._apply(conn, command)
+        except PeerError as exc:
+            conn.push(Outgoing(protocol.encode(protocol.Error.of(exc))))
+
+    async def _apply(self, conn: Connection, command: Command) -> None:
+        if isinstance(command, SetSession):
+            diff = await self.backend.set_session(
+                conn.workspace_id, conn.client_id, command.session_id
+            )
+            if command.ref is not None:
+                conn.push(Outgoing(protocol.encode(protocol.Ack(command.ref, diff.seq))))
+        elif isinstance(command, Sync):
+            snapshot = await self.backend.snapshot(conn.workspace_id)
+            conn.push(self._snapshot_frame(snapshot, conn.client_id, command.ref))
+        elif isinstance(command, Ping):
+            conn.push(Outgoing(protocol.encode(Pong(command.ref))))
+
+    @staticmethod
+    def _snapshot_frame(snapshot: Snapshot, client_id: str, ref: protocol.Ref | None) -> Outgoing:
+        frame = protocol.SnapshotFrame(
+            snapshot.workspace_id, client_id, snapshot.seq, snapshot.online, snapshot.counts, ref
+        )
+        return Outgoing(protocol.encode(frame))
+
+    # -- events from REST -------------------------------------------------------------------
+
+    def publish_session(self, workspace_id: str, op: str, session: dict[str, Any]) -> None:
+        """Tell every local socket of the workspace that a session record changed."""
+        room = self.rooms.get(workspace_id)
+        if room is None:
+            return
+        shared = Outgoing(protocol.encode(protocol.SessionEvent(op, session)))
+        for conn in room.conns:
+            conn.push(shared)
+
+    def close_client(self, client_id: str, code: int) -> None:
+        """Close every local socket of a client whose claims are gone (retire)."""
+        for conn in list(self._by_client.get(client_id, ())):
+            conn.attached = False
+            conn.close(code)
+
+    def close_workspace(self, workspace_id: str, code: int) -> None:
+        """Close every local socket of a workspace whose claims are gone (delete)."""
+        room = self.rooms.get(workspace_id)
+        for conn in list(room.conns) if room is not None else ():
+            conn.attached = False
+            conn.close(code)
+
+    # -- fan-out ----------------------------------------------------------------------------
+
+    def _on_change(self, diff: Diff) -> None:
+        room = self.rooms.get(diff.workspace_id)
+        if room is None:
+            return  # nobody here is watching this workspace
+        room.merge(diff)
+        if room.flush_handle is not None:
+            return  # a flush is already due; it will carry this change
+        loop = self._loop
+        assert loop is not None
+        due = room.last_flush + self.coalesce_window
+        if loop.time() >= due:
+            room.flush_handle = loop.call_soon(self._flush, room)
+        else:
+            room.flush_handle = loop.call_at(due, self._flush, room)
+
+    def _flush(self, room: Room) -> None:
+        loop = self._loop
+        assert loop is not None
+        room.flush_handle = None
+        room.last_flush = loop.time()
+        frame = room.take()
+        shared = Outgoing(protocol.encode(frame))
+        for conn in room.conns:
+            conn.push_counts(frame, shared)

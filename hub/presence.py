@@ -1,0 +1,375 @@
+"""The presence core: who is looking at which session of a workspace, as a pure state machine.
+
+Theory of operation
+-------------------
+A **claim** is the presence record of one client in one workspace. It is in one of three states:
+
+    held      created by ``hold`` (a creation hold), no stream yet; expires after create_grace
+    attached  streams >= 1; the only state that counts
+    grace     the last stream closed without a release; expires after detach_grace
+
+Transitions (PROTOCOL.md section 1):
+
+    (none) --hold--> held          held/grace --attach--> attached      grace --hold--> held
+    attached --detach(last)--> grace, or removed at once when the claim was released
+    held/grace --deadline--> removed          any --retire--> removed, client refused for retire_ttl
+
+Counting rule: ``attached_clients(S)`` is the number of attached claims whose ``session_id`` is
+S, and ``online`` the number of attached claims. Both are kept incrementally (a change costs
+O(1), a snapshot O(sessions with viewers)); nothing ever rescans the claims.
+
+Every method takes ``now`` (seconds on any monotonic clock the caller chooses) and returns a
+:class:`Diff`: the sessions whose count moved (new absolute values, 0 included), ``online`` when
+it moved, and the workspace ``seq``, which grows by exactly one per state change that moves a
+count. A call that moves nothing returns an empty diff carrying the current ``seq``.
+
+Time never passes by itself here: the shell asks :meth:`Presence.next_deadline` when to wake and
+then calls :meth:`Presence.expire` with the time it woke at. No I/O, no asyncio, no clock reads.
+
+The empty session id ``""`` means "no session" (a landing page): such attached claims count in
+``online`` and in ``attached_clients("")`` but never appear in ``counts`` maps, which name only
+real sessions.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from hub.errors import ClientRetired, NotAttached, WorkspaceNotFound
+
+__all__ = ["ClaimState", "ClaimView", "Diff", "Presence", "Snapshot"]
+
+
+class ClaimState(StrEnum):
+    HELD = "held"
+    ATTACHED = "attached"
+    GRACE = "grace"
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """What one state change moved in one workspace."""
+
+    workspace_id: str
+    seq: int
+    counts: dict[str, int] = field(default_factory=dict)
+    online: int | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.counts) or self.online is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole presence of a workspace at version ``seq``; ``counts`` lists only n > 0."""
+
+    workspace_id: str
+    seq: int
+    online: int
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimView:
+    """A claim as operators see it (``GET /v1/workspaces/{id}/clients``)."""
+
+    client_id: str
+    streams: int
+    session_id: str
+    state: ClaimState
+    released: bool
+
+
+@dataclass(slots=True)
+class _Claim:
+    client_id: str
+    session_id: str = ""
+    streams: int = 0
+    released: bool = False
+    # With streams == 0: True for a creation hold, False for a detach grace.
+    held: bool = True
+    # Expiry of the hold or grace; None while attached.
+    deadline: float | None = None
+
+    @property
+    def state(self) -> ClaimState:
+        if self.streams:
+            return ClaimState.ATTACHED
+        return ClaimState.HELD if self.held else ClaimState.GRACE
+
+
+@dataclass(slots=True)
+class _Space:
+    """Presence of one workspace. Invariant: counts/idle/online equal a recount of claims."""
+
+    claims: dict[str, _Claim] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # session -> n, only n > 0, no ""
+    idle: int = 0  # attached claims with session ""
+    online: int = 0
+    seq: int = 0
+
+
+class _Change:
+    """Collects the count moves of one state change and turns them into a Diff."""
+
+    __slots__ = ("_counts", "_online_before", "_space", "_wid")
+
+    def __init__(self, wid: str, space: _Space) -> None:
+        self._wid = wid
+        self._space = space
+        self._online_before = space.online
+        self._counts: dict[str, int] = {}
+
+    def count(self, session_id: str, delta: int) -> None:
+        """One attached claim enters (+1) or leaves (-1) ``session_id``."""
+        space = self._space
+        space.online += delta
+        if session_id == "":
+            space.idle += delta
+            return
+        n = space.counts.get(session_id, 0) + delta
+        if n:
+            space.counts[session_id] = n
+        else:
+            del space.counts[session_id]
+        self._counts[session_id] = n
+
+    def diff(self) -> Diff:
+        space = self._space
+        online = space.online if space.online != self._online_before else None
+        if self._counts or online is not None:
+            space.seq += 1
+        return Diff(self._wid, space.seq, self._counts, online)
+
+
+# Timer heap entries: (deadline, tiebreak, workspace_id or "" for a retirement, client_id).
+_Timer = tuple[float, int, str, str]
+
+
+class Presence:
+    """Claims of every known workspace, their counts, and the timers that expire them."""
+
+    def __init__(
+        self, *, create_grace: float = 30.0, detach_grace: float = 10.0, retire_ttl: float = 86400.0
+    ) -> None:
+        self.create_grace = create_grace
+        self.detach_grace = detach_grace
+        self.retire_ttl = retire_ttl
+        self._spaces: dict[str, _Space] = {}
+        self._by_client: dict[str, set[str]] = {}  # client -> workspaces it has claims in
+        self._retired: dict[str, float] = {}  # client -> refused until
+        self._timers: list[_Timer] = []
+        self._tiebreak = 0
+
+    # -- workspaces -------------------------------------------------------------------------
+
+    def add_workspace(self, workspace_id: str) -> None:
+        """Make a workspace known (idempotent); presence calls on unknown ones are refused."""
+        self._spaces.setdefault(workspace_id, _Space())
+
+    def remove_workspace(self, workspace_id: str) -> None:
+        """Forget a workspace and all its claims (idempotent)."""
+        space = self._spaces.pop(workspace_id, None)
+        if space is None:
+            return
+        for client_id in space.claims:
+            self._unindex(workspace_id, client_id)
+
+    def has_workspace(self, workspace_id: str) -> bool:
+        return workspace_id in self._spaces
+
+    # -- claim lifecycle --------------------------------------------------------------------
+
+    def hold(self, workspace_id: str, client_id: str, now: float) -> Diff:
+        """A creation hold: a new claim counting nowhere, or a grace claim turned into one."""
+        space = self._space(workspace_id)
+        self._refuse_retired(client_id, now)
+        claim = space.claims.get(client_id)
+        if claim is None:
+            claim = self._new_claim(workspace_id, space, client_id)
+        claim.released = False
+        if not claim.streams:
+            claim.held = True
+            self._arm(workspace_id, claim, now + self.create_grace)
+        return Diff(workspace_id, space.seq)
+
+    def attach(self, workspace_id: str, client_id: str, now: float) -> Diff:
+        """One more stream of the client; the first one makes the claim count."""
+        space = self._space(workspace_id)
+        self._refuse_retired(client_id, now)
+        claim = space.claims.get(client_id)
+        if claim is None:
+            claim = self._new_claim(workspace_id, space, client_id)
+        change = _Change(workspace_id, space)
+        claim.streams += 1
+        if claim.streams == 1:
+            claim.deadline = None
+            change.count(claim.session_id, +1)
+        return change.diff()
+
+    def set_session(self, workspace_id: str, client_id: str, session_id: str, now: float) -> Diff:
+        """Move an attached client to ``session_id`` ("" for none)."""
+        space = self._space(workspace_id)
+        self._refuse_retired(client_id, now)
+        claim = space.claims.get(client_id)
+        if claim is None or not claim.streams:
+            raise NotAttached(f"client {client_id} has no live stream in this workspace")
+        change = _Change(workspace_id, space)
+        if claim.session_id != session_id:
+            change.count(claim.session_id, -1)
+            change.count(session_id, +1)
+            claim.session_id = session_id
+        return change.diff()
+
+    def detach(self, workspace_id: str, client_id: str, now: float) -> Diff:
+        """One stream of the client closed; the last one starts grace, or ends a released claim.
+
+        Tolerant by design: a stream whose claim was already removed (retired client, deleted
+        workspace) detaches into nothing and moves nothing.
+        """
+        space = self._spaces.get(workspace_id)
+        claim = space.claims.get(client_id) if space is not None else None
+        if space is None or claim is None or not claim.streams:
+            return Diff(workspace_id, space.seq if space is not None else 0)
+        change = _Change(workspace_id, space)
+        claim.streams -= 1
+        if not claim.streams:
+            change.count(claim.session_id, -1)
+            if claim.released:
+                self._remove(workspace_id, space, client_id)
+            else:
+                claim.held = False
+                self._arm(workspace_id, claim, now + self.detach_grace)
+        return change.diff()
+
+    def release(self, workspace_id: str, client_id: str, now: float) -> Diff:
+        """The client leaves without grace: now if it has no stream, else at its last close."""
+        space = self._space(workspace_id)
+        claim = space.claims.get(client_id)
+        if claim is not None:
+            if claim.streams:
+                claim.released = True
+            else:
+                self._remove(workspace_id, space, client_id)
+        return Diff(workspace_id, space.seq)
+
+    def retire(self, client_id: str, now: float) -> list[Diff]:
+        """Remove every claim of the client and refuse it for ``retire_ttl`` (idempotent)."""
+        until = now + self.retire_ttl
+        self._retired[client_id] = until
+        self._push(until, "", client_id)
+        diffs = []
+        for workspace_id in sorted(self._by_client.get(client_id, ())):
+            space = self._spaces[workspace_id]
+            claim = space.claims[client_id]
+            change = _Change(workspace_id, space)
+            if claim.streams:
+                change.count(claim.session_id, -1)
+            self._remove(workspace_id, space, client_id)
+            diffs.append(change.diff())
+        return diffs
+
+    def is_retired(self, client_id: str, now: float) -> bool:
+        until = self._retired.get(client_id)
+        return until is not None and now < until
+
+    # -- time -------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`expire` next has something to do, or None when no timer is pending."""
+        timers = self._timers
+        while timers and not self._live(timers[0]):
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
+    def expire(self, now: float) -> list[Diff]:
+        """Fire every timer due at ``now``; each fires once. Holds and graces count nowhere,
+        so expiry never moves a count: the diffs returned are empty, one per workspace touched.
+        """
+        touched: dict[str, Diff] = {}
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)
+            if not self._live(timer):
+                continue
+            _, _, workspace_id, client_id = timer
+            if workspace_id == "":
+                del self._retired[client_id]
+                continue
+            space = self._spaces[workspace_id]
+            self._remove(workspace_id, space, client_id)
+            touched[workspace_id] = Diff(workspace_id, space.seq)
+        return list(touched.values())
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def snapshot(self, workspace_id: str) -> Snapshot:
+        space = self._space(workspace_id)
+        return Snapshot(workspace_id, space.seq, space.online, dict(space.counts))
+
+    def attached_clients(self, workspace_id: str, session_id: str) -> int:
+        space = self._space(workspace_id)
+        return space.idle if session_id == "" else space.counts.get(session_id, 0)
+
+    def online(self, workspace_id: str) -> int:
+        return self._space(workspace_id).online
+
+    def seq(self, workspace_id: str) -> int:
+        return self._space(workspace_id).seq
+
+    def claims(self, workspace_id: str) -> list[ClaimView]:
+        return [
+            ClaimView(c.client_id, c.streams, c.session_id, c.state, c.released)
+            for c in self._space(workspace_id).claims.values()
+        ]
+
+    def claim_count(self) -> int:
+        """Claims held in every workspace (for leak checks and metrics)."""
+        return sum(len(space.claims) for space in self._spaces.values())
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _space(self, workspace_id: str) -> _Space:
+        space = self._spaces.get(workspace_id)
+        if space is None:
+            raise WorkspaceNotFound(f"workspace {workspace_id!r} not found")
+        return space
+
+    def _refuse_retired(self, client_id: str, now: float) -> None:
+        if self.is_retired(client_id, now):
+            raise ClientRetired(f"client {client_id} is retired")
+
+    def _new_claim(self, workspace_id: str, space: _Space, client_id: str) -> _Claim:
+        claim = space.claims[client_id] = _Claim(client_id)
+        self._by_client.setdefault(client_id, set()).add(workspace_id)
+        return claim
+
+    def _remove(self, workspace_id: str, space: _Space, client_id: str) -> None:
+        del space.claims[client_id]
+        self._unindex(workspace_id, client_id)
+
+    def _unindex(self, workspace_id: str, client_id: str) -> None:
+        spaces = self._by_client[client_id]
+        spaces.discard(workspace_id)
+        if not spaces:
+            del self._by_client[client_id]
+
+    def _arm(self, workspace_id: str, claim: _Claim, deadline: float) -> None:
+        claim.deadline = deadline
+        self._push(deadline, workspace_id, claim.client_id)
+
+    def _push(self, deadline: float, workspace_id: str, client_id: str) -> None:
+        self._tiebreak += 1
+        heapq.heappush(self._timers, (deadline, self._tiebreak, workspace_id, client_id))
+
+    def _live(self, timer: _Timer) -> bool:
+        """A timer is live while the thing it would expire still waits for that deadline."""
+        deadline, _, workspace_id, client_id = timer
+        if workspace_id == "":
+            return self._retired.get(client_id) == deadline
+        space = self._spaces.get(workspace_id)
+        claim = space.claims.get(client_id) if space is not None else None
+        return claim is not None and not claim.streams and claim.deadline == deadline

@@ -1,0 +1,356 @@
+"""REST routes of PROTOCOL.md section 3: thin handlers over the store, the backend and the hub.
+
+Every handler reads and checks its input (raising :class:`~hub.errors.PeerError`), calls the
+store and the presence backend, and answers JSON encoded with orjson. Presence figures
+(``online``, ``attached_clients``) are read from live presence at request time.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Set
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from hub.backends import PresenceBackend
+from hub.errors import (
+    BadRequest,
+    ClientRetired,
+    InvalidParentSession,
+    InvalidPath,
+    InvalidSessionId,
+    PayloadTooLarge,
+    PeerError,
+    SessionNotFound,
+    WorkspaceNotFound,
+)
+from hub.hub import Hub
+from hub.presence import Snapshot
+from hub.protocol import CloseCode, check_client_id, check_session_id
+from hub.store import SESSION_FIELDS, Session, Store, Workspace
+
+__all__ = ["Rest", "error_response", "json_response"]
+
+MAX_PATH_LENGTH = 4096
+MAX_INT64 = 2**63 - 1
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status, media_type="application/json")
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    return json_response({"error": code, "message": message}, status)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _peer_errors(handler: Handler) -> Handler:
+    """Turn a PeerError raised by a handler into its JSON error answer."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except PeerError as exc:
+            return error_response(exc.status, exc.code, exc.message)
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+def workspace_json(workspace: Workspace, online: int) -> dict[str, Any]:
+    return {
+        "id": workspace.id,
+        "path": workspace.path,
+        "created_at": workspace.created_at,
+        "online": online,
+    }
+
+
+def session_json(session: Session, attached_clients: int) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "workspace_id": session.workspace_id,
+        "parent_session_id": session.parent_session_id,
+        "title": session.title,
+        "message_count": session.message_count,
+        "prompt_tokens": session.prompt_tokens,
+        "completion_tokens": session.completion_tokens,
+        "cost": session.cost,
+        "created_at": session.created_at,
+        "updated_at": session.updated_at,
+        "is_busy": session.is_busy,
+        "attached_clients": attached_clients,
+    }
+
+
+def _check_fields(body: dict[str, Any], allowed: Set[str]) -> None:
+    unknown = body.keys() - allowed
+    if unknown:
+        raise BadRequest(f"unknown field {min(unknown)[:64]!r}")
+
+
+def _check_type(body: dict[str, Any], name: str, types: tuple[type, ...]) -> None:
+    """A present field must have one of ``types`` (a bool is never an int or a number)."""
+    value = body[name]
+    if isinstance(value, bool) and bool not in types:
+        ok = False
+    else:
+        ok = isinstance(value, types)
+    if not ok:
+        kinds = " or ".join("boolean" if t is bool else t.__name__ for t in types)
+        raise BadRequest(f"field {name!r} must be of type {kinds}")
+    if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= MAX_INT64:
+        raise BadRequest(f"field {name!r} must be between 0 and {MAX_INT64}")
+    if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+        raise BadRequest(f"field {name!r} must be a finite number >= 0")
+
+
+class Rest:
+    """The REST handlers, bound to one hub, backend and store."""
+
+    def __init__(self, hub: Hub, backend: PresenceBackend, store: Store, max_body: int) -> None:
+        self.hub = hub
+        self.backend = backend
+        self.store = store
+        self.max_body = max_body
+
+    def routes(self) -> list[BaseRoute]:
+        w = "/v1/workspaces/{workspace_id}"
+        table: list[tuple[str, Handler, list[str]]] = [
+            ("/v1/health", self.health, ["GET"]),
+            ("/v1/workspaces", self.create_workspace, ["POST"]),
+            ("/v1/workspaces", self.list_workspaces, ["GET"]),
+            (w, self.get_workspace, ["GET"]),
+            (w, self.delete_workspace, ["DELETE"]),
+            (w + "/clients", self.list_claims, ["GET"]),
+            (w + "/clients/{client_id}", self.release, ["DELETE"]),
+            ("/v1/clients/{client_id}", self.retire, ["DELETE"]),
+            (w + "/current-session", self.set_current_session, ["POST"]),
+            (w + "/presence", self.presence, ["GET"]),
+            (w + "/sessions", self.list_sessions, ["GET"]),
+            (w + "/sessions", self.create_session, ["POST"]),
+            (w + "/sessions/{session_id}", self.get_session, ["GET"]),
+            (w + "/sessions/{session_id}", self.update_session, ["PUT"]),
+            (w + "/sessions/{session_id}", self.delete_session, ["DELETE"]),
+        ]
+        return [Route(path, _peer_errors(h), methods=m) for path, h, m in table]
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        """The request body as a JSON object, at most ``max_body`` bytes."""
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+            chunks.append(chunk)
+        try:
+            body = orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError:
+            raise BadRequest("request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        return body
+
+    async def _workspace(self, request: Request) -> Workspace:
+        workspace_id = request.path_params["workspace_id"]
+        workspace = await self.store.get_workspace(workspace_id)
+        if workspace is None:
+            raise WorkspaceNotFound(f"workspace {workspace_id[:64]!r} not found")
+        return workspace
+
+    async def _session(self, request: Request, workspace: Workspace) -> Session:
+        session_id = self._path_session_id(request)
+        session = await self.store.get_session(workspace.id, session_id)
+        if session is None:
+            raise SessionNotFound(f"session {session_id[:64]!r} not found")
+        return session
+
+    @staticmethod
+    def _path_session_id(request: Request) -> str:
+        session_id = check_session_id(request.path_params["session_id"])
+        if session_id == "":
+            raise InvalidSessionId("session id must not be empty")
+        return session_id
+
+    async def _snapshot(self, workspace_id: str) -> Snapshot:
+        return await self.backend.snapshot(workspace_id)
+
+    async def _session_json(self, session: Session) -> dict[str, Any]:
+        snapshot = await self._snapshot(session.workspace_id)
+        return session_json(session, snapshot.counts.get(session.id, 0))
+
+    # -- routes -----------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def create_workspace(self, request: Request) -> Response:
+        """Get or create by path, then a creation hold for ``client_id`` (when given)."""
+        body = await self._body(request)
+        _check_fields(body, {"path", "client_id"})
+        if "path" not in body:
+            raise BadRequest("field 'path' is required")
+        _check_type(body, "path", (str,))
+        path = body["path"]
+        if not path or len(path) > MAX_PATH_LENGTH:
+            raise InvalidPath(f"path must be 1..{MAX_PATH_LENGTH} characters")
+        client_id = None
+        if body.get("client_id") is not None:
+            _check_type(body, "client_id", (str,))
+            client_id = check_client_id(body["client_id"])
+            if await self.backend.is_retired(client_id):
+                raise ClientRetired(f"client {client_id} is retired")
+        workspace = await self.store.create_workspace(path)
+        await self.backend.add_workspace(workspace.id)
+        if client_id is not None:
+            await self.backend.hold(workspace.id, client_id)
+        snapshot = await self._snapshot(workspace.id)
+        return json_response(workspace_json(workspace, snapshot.online))
+
+    async def list_workspaces(self, request: Request) -> Response:
+        result = []
+        for workspace in await self.store.list_workspaces():
+            snapshot = await self._snapshot(workspace.id)
+            result.append(workspace_json(workspace, snapshot.online))
+        return json_response(result)
+
+    async def get_workspace(self, request: Request) -> Response:
+        workspace = await self._workspace(request)
+        snapshot = await self._snapshot(workspace.id)
+        return json_response(workspace_json(workspace, snapshot.online))
+
+    async def delete_workspace(self, request: Request) -> Response:
+        workspace = await self._workspace(request)
+        await self.store.delete_workspace(workspace.id)
+        await self.backend.remove_workspace(workspace.id)
+        self.hub.close_workspace(workspace.id, CloseCode.NOT_FOUND)
+        return Response(status_code=204)
+
+    async def list_claims(self, request: Request) -> Response:
+        workspace = await self._workspace(request)
+        claims = await self.backend.claims(workspace.id)
+        return json_response(
+            [
+                {
+                    "client_id": c.client_id,
+                    "streams": c.streams,
+                    "session_id": c.session_id,
+                    "state": c.state.value,
+                    "released": c.released,
+                }
+                for c in claims
+            ]
+        )
+
+    async def release(self, request: Request) -> Response:
+        client_id = check_client_id(request.path_params["client_id"])
+        workspace = await self._workspace(request)
+        await self.backend.release(workspace.id, client_id)
+        return Response(status_code=204)
+
+    async def retire(self, request: Request) -> Response:
+        client_id = check_client_id(request.path_params["client_id"])
+        await self.backend.retire(client_id)
+        self.hub.close_client(client_id, CloseCode.RETIRED)
+        return Response(status_code=204)
+
+    async def set_current_session(self, request: Request) -> Response:
+        client_id = check_client_id(request.query_params.get("client_id"))
+        workspace = await self._workspace(request)
+        body = await self._body(request)
+        _check_fields(body, {"session_id"})
+        if "session_id" not in body:
+            raise BadRequest("field 'session_id' is required")
+        session_id = check_session_id(body["session_id"])
+        diff = await self.backend.set_session(workspace.id, client_id, session_id)
+        return json_response({"seq": diff.seq})
+
+    async def presence(self, request: Request) -> Response:
+        workspace = await self._workspace(request)
+        snapshot = await self._snapshot(workspace.id)
+        return json_response(
+            {
+                "workspace_id": workspace.id,
+                "seq": snapshot.seq,
+                "online": snapshot.online,
+                "counts": snapshot.counts,
+            }
+        )
+
+    async def list_sessions(self, request: Request) -> Response:
+        workspace = await self._workspace(request)
+        sessions = await self.store.list_sessions(workspace.id)
+        counts = (await self._snapshot(workspace.id)).counts
+        return json_response([session_json(s, counts.get(s.id, 0)) for s in sessions])
+
+    async def create_session(self, request: Request) -> Response:
+        workspace = await self._workspace(request)
+        body = await self._body(request)
+        _check_fields(body, {"id", "title", "parent_session_id"})
+        title = ""
+        if body.get("title") is not None:
+            _check_type(body, "title", (str,))
+            title = body["title"]
+        session_id = None
+        if body.get("id") is not None:
+            _check_type(body, "id", (str,))
+            session_id = check_session_id(body["id"])
+            if session_id == "":
+                raise InvalidSessionId("session id must not be empty")
+        parent = None
+        if body.get("parent_session_id") is not None:
+            _check_type(body, "parent_session_id", (str,))
+            parent = body["parent_session_id"]
+            try:
+                check_session_id(parent)
+            except PeerError:
+                raise InvalidParentSession("parent_session_id is not a valid session id") from None
+        session = await self.store.create_session(
+            workspace.id, session_id or str(uuid.uuid4()), title, parent
+        )
+        data = await self._session_json(session)
+        self.hub.publish_session(workspace.id, "created", data)
+        return json_response(data, 201)
+
+    async def get_session(self, request: Request) -> Response:
+        workspace = await self._workspace(request)
+        session = await self._session(request, workspace)
+        return json_response(await self._session_json(session))
+
+    async def update_session(self, request: Request) -> Response:
+        workspace = await self._workspace(request)
+        session_id = self._path_session_id(request)
+        body = await self._body(request)
+        _check_fields(body, SESSION_FIELDS.keys())
+        for name, types in SESSION_FIELDS.items():
+            if name in body:
+                _check_type(body, name, types)
+        session = await self.store.update_session(workspace.id, session_id, body)
+        if session is None:
+            raise SessionNotFound(f"session {session_id[:64]!r} not found")
+        data = await self._session_json(session)
+        self.hub.publish_session(workspace.id, "updated", data)
+        return json_response(data)
+
+    async def delete_session(self, request: Request) -> Response:
+        workspace = await self._workspace(request)
+        session_id = self._path_session_id(request)
+        session = await self.store.delete_session(workspace.id, session_id)
+        if session is None:
+            raise SessionNotFound(f"session {session_id[:64]!r} not found")
+        self.hub.publish_session(workspace.id, "deleted", await self._session_json(session))
+        return Response(status_code=204)

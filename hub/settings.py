@@ -1,0 +1,128 @@
+"""Settings: one frozen dataclass, read from ``HUB_*`` environment variables.
+
+The environment is passed in (``Settings.from_env(environ)``) so tests never touch the real
+one. Every bad value is a :class:`~hub.errors.ConfigError` that names the setting and the value,
+raised before the server starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from hub.errors import ConfigError
+
+__all__ = ["SETTINGS_HELP", "Settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``hub serve`` can be told. Durations are seconds and accept fractions."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = "sqlite:///hub.db"
+    create_grace: float = 30.0
+    detach_grace: float = 10.0
+    retire_ttl: float = 86400.0
+    coalesce_window: float = 0.05
+    max_outbox_bytes: int = 256 * 1024
+    max_frame_bytes: int = 64 * 1024
+    max_body_bytes: int = 64 * 1024
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Defaults, then ``HUB_<NAME>`` variables, then ``overrides`` (e.g. CLI flags).
+
+        Overrides that are ``None`` are ignored, so an argparse namespace can be passed whole.
+        """
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            env_name = "HUB_" + f.name.upper()
+            raw = overrides.get(f.name)
+            source = "--" + f.name.replace("_", "-")
+            if raw is None and env_name in environ:
+                raw, source = environ[env_name], env_name
+            if raw is not None:
+                values[f.name] = _PARSERS[f.name](source, raw)
+        return replace(cls(), **values)
+
+
+def _seconds(name: str, raw: object) -> float:
+    try:
+        value = float(str(raw))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected seconds (a number), got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}: expected a finite number of seconds >= 0, got {raw!r}")
+    return value
+
+
+def _positive_int(name: str, raw: object) -> int:
+    try:
+        value = int(str(raw))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: expected a whole number > 0, got {raw!r}")
+    return value
+
+
+def _port(name: str, raw: object) -> int:
+    value = _positive_int(name, raw) if raw not in (0, "0") else 0
+    if value > 65535:
+        raise ConfigError(f"{name}: expected a port number 0..65535, got {raw!r}")
+    return value
+
+
+def _text(name: str, raw: object) -> str:
+    value = str(raw).strip()
+    if not value:
+        raise ConfigError(f"{name}: must not be empty")
+    return value
+
+
+def _database_url(name: str, raw: object) -> str:
+    value = _text(name, raw)
+    if not value.startswith("sqlite:///"):
+        raise ConfigError(f"{name}: expected sqlite:///PATH or sqlite:///:memory:, got {value!r}")
+    return value
+
+
+def _log_level(name: str, raw: object) -> str:
+    value = _text(name, raw).lower()
+    if value not in {"critical", "error", "warning", "info", "debug"}:
+        raise ConfigError(f"{name}: expected one of debug, info, warning, error, critical")
+    return value
+
+
+_PARSERS: dict[str, Callable[[str, object], Any]] = {
+    "host": _text,
+    "port": _port,
+    "database_url": _database_url,
+    "create_grace": _seconds,
+    "detach_grace": _seconds,
+    "retire_ttl": _seconds,
+    "coalesce_window": _seconds,
+    "max_outbox_bytes": _positive_int,
+    "max_frame_bytes": _positive_int,
+    "max_body_bytes": _positive_int,
+    "log_level": _log_level,
+}
+
+SETTINGS_HELP: dict[str, str] = {
+    "host": "address to listen on",
+    "port": "TCP port to listen on (0 picks a free one)",
+    "database_url": "where sessions live: sqlite:///PATH (default sqlite:///hub.db) or :memory:",
+    "create_grace": "seconds a creation hold lasts without a stream",
+    "detach_grace": "seconds a claim waits in grace after its last stream drops",
+    "retire_ttl": "seconds a retired client id stays refused",
+    "coalesce_window": "seconds within which count changes merge into one frame",
+    "max_outbox_bytes": "bytes queued for one socket before it is closed with 4409",
+    "max_frame_bytes": "largest incoming WebSocket frame; larger closes with 1009",
+    "max_body_bytes": "largest REST request body; larger answers 413",
+    "log_level": "debug, info, warning, error or critical",
+}

@@ -1,0 +1,95 @@
+"""Durable records: workspaces and sessions, behind the :class:`Store` port.
+
+``open_store(url)`` picks the implementation from the URL scheme; SQLite (embedded, the default)
+is the only one so far. Records are frozen dataclasses; presence figures (``online``,
+``attached_clients``) are not stored: the REST shell adds them at read time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["SESSION_FIELDS", "Session", "Store", "Workspace", "open_store"]
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    id: str
+    path: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: str
+    workspace_id: str
+    parent_session_id: str | None
+    title: str
+    message_count: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    created_at: int
+    updated_at: int
+    is_busy: bool
+
+
+# Fields a PUT may change, with the JSON types each accepts.
+SESSION_FIELDS: dict[str, tuple[type, ...]] = {
+    "title": (str,),
+    "message_count": (int,),
+    "prompt_tokens": (int,),
+    "completion_tokens": (int,),
+    "cost": (int, float),
+    "is_busy": (bool,),
+}
+
+
+class Store(Protocol):
+    """Workspaces and sessions. Every write is durable once its coroutine returns."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def create_workspace(self, path: str) -> Workspace:
+        """Get or create by path: the first create wins, later ones return the same record."""
+        ...
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None: ...
+
+    async def list_workspaces(self) -> list[Workspace]: ...
+
+    async def delete_workspace(self, workspace_id: str) -> bool:
+        """Delete the workspace and its sessions; False when there was none."""
+        ...
+
+    async def create_session(
+        self, workspace_id: str, session_id: str, title: str, parent_session_id: str | None
+    ) -> Session:
+        """Raises Conflict when the id exists, InvalidParentSession for a foreign parent."""
+        ...
+
+    async def get_session(self, workspace_id: str, session_id: str) -> Session | None: ...
+
+    async def list_sessions(self, workspace_id: str) -> list[Session]: ...
+
+    async def update_session(
+        self, workspace_id: str, session_id: str, changes: dict[str, Any]
+    ) -> Session | None:
+        """Apply validated ``changes`` (keys of SESSION_FIELDS); None when there is no session."""
+        ...
+
+    async def delete_session(self, workspace_id: str, session_id: str) -> Session | None:
+        """Delete and return the session, or None when there was none."""
+        ...
+
+
+def open_store(url: str) -> Store:
+    """The store for a database URL (not yet opened)."""
+    if url.startswith("sqlite:///"):
+        from hub.store.sqlite import SqliteStore
+
+        return SqliteStore(url.removeprefix("sqlite:///"))
+    raise ValueError(f"unsupported database URL {url!r}")

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.settings import Settings
+from tests.harness import ServerThread
+
+# Short timers so lifecycle tests run in about a second; coalescing as shipped.
+GRACE = 0.6
+FAST: dict[str, Any] = {
+    "database_url": "sqlite:///:memory:",
+    "create_grace": GRACE,
+    "detach_grace": GRACE,
+    "retire_ttl": 2.0,
+}
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerThread]:
+    """One real hub for the whole run; tests isolate themselves by using fresh workspaces."""
+    srv = ServerThread(Settings.from_env({}, **FAST)).start()
+    baseline_tasks = srv.call(lambda: len(asyncio.all_tasks()))
+    yield srv
+    # Nothing leaks: once every socket is closed and the timers have run, nothing is left.
+    time.sleep(GRACE + 0.5)
+    left = srv.call(
+        lambda: (
+            srv.services.presence.claim_count(),
+            len(srv.services.hub.rooms),
+            len(asyncio.all_tasks()) - baseline_tasks,
+        )
+    )
+    srv.stop()
+    assert left == (0, 0, 0), "claims, rooms and tasks left behind"
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., ServerThread]]:
+    """A hub of one's own, with settings overridden (stopped at the end of the test)."""
+    started: list[ServerThread] = []
+
+    def make(**overrides: Any) -> ServerThread:
+        srv = ServerThread(Settings.from_env({}, **{**FAST, **overrides})).start()
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+async def http(server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
+        yield client
+
+
+@pytest.fixture
+async def workspace(http: httpx.AsyncClient) -> str:
+    """A fresh workspace on the shared server."""
+    response = await http.post("/v1/workspaces", json={"path": f"/ws/{os.urandom(8).hex()}"})
+    assert response.status_code == 200
+    workspace_id: str = response.json()["id"]
+    return workspace_id

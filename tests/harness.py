@@ -1,0 +1,159 @@
+"""Test harness: a real uvicorn server on a free port, and a viewer that applies frames.
+
+``ServerThread`` runs ``hub.create_app`` under uvicorn (the same config as ``hub serve``) on its
+own event loop in a background thread, so tests use real sockets and can still read the
+server's true state (``services``) once it is quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+
+from hub.app import Services, create_app
+from hub.settings import Settings
+
+
+class ServerThread:
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self.services: Services = self.app.state.services
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            ws="auto",
+            ws_per_message_deflate=False,
+            ws_max_size=settings.max_frame_bytes,
+            lifespan="on",
+            log_level="warning",
+        )
+        self.server = uvicorn.Server(config)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.port = 0
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.server.serve()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the server's loop thread (to read its state without racing it)."""
+        assert self.loop is not None
+        future = asyncio.run_coroutine_threadsafe(_call(fn), self.loop)
+        return future.result(timeout=5)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, workspace_id: str, client_id: str | None) -> str:
+        query = "" if client_id is None else f"?client_id={client_id}"
+        return f"ws://127.0.0.1:{self.port}/v1/workspaces/{workspace_id}/ws{query}"
+
+
+async def _call(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
+def new_client_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Viewer:
+    """A WebSocket client that applies snapshot and counts frames by ``seq``, like a UI."""
+
+    def __init__(self, ws: ClientConnection, client_id: str) -> None:
+        self.ws = ws
+        self.client_id = client_id
+        self.seq = -1
+        self.counts: dict[str, int] = {}
+        self.online = 0
+        self.frames: list[dict[str, Any]] = []
+        self.seqs_seen: list[int] = []
+
+    @classmethod
+    async def open(cls, url: str, client_id: str) -> Viewer:
+        ws = await connect(url, compression=None)
+        viewer = cls(ws, client_id)
+        first = await viewer.next()
+        assert first["type"] == "snapshot", first
+        return viewer
+
+    def apply(self, frame: dict[str, Any]) -> None:
+        self.frames.append(frame)
+        if "seq" in frame and frame["type"] in ("snapshot", "counts", "ack"):
+            self.seqs_seen.append(frame["seq"])
+        if frame["type"] == "snapshot":
+            self.seq = frame["seq"]
+            self.counts = dict(frame["counts"])
+            self.online = frame["online"]
+        elif frame["type"] == "counts" and frame["seq"] > self.seq:
+            self.seq = frame["seq"]
+            for sid, n in frame["counts"].items():
+                if n:
+                    self.counts[sid] = n
+                else:
+                    self.counts.pop(sid, None)
+            if "online" in frame:
+                self.online = frame["online"]
+
+    async def next(self, within: float = 5) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), within)
+        frame: dict[str, Any] = json.loads(raw)
+        self.apply(frame)
+        return frame
+
+    async def send(self, frame: dict[str, Any] | str | bytes) -> None:
+        await self.ws.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
+
+    async def until(
+        self, predicate: Callable[[Viewer], bool], within: float = 5
+    ) -> dict[str, Any] | None:
+        """Read frames until ``predicate(self)`` holds; fail after ``within`` seconds."""
+        deadline = asyncio.get_running_loop().time() + within
+        last = None
+        while not predicate(self):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"timed out: seq={self.seq} counts={self.counts} online={self.online}"
+                )
+            last = await self.next(remaining)
+        return last
+
+    async def expect(self, kind: str, within: float = 5) -> dict[str, Any]:
+        """The next frame of type ``kind``, skipping counts frames on the way."""
+        while True:
+            frame = await self.next(within)
+            if frame["type"] == kind:
+                return frame
+            assert frame["type"] == "counts", frame
+
+    async def close(self) -> None:
+        await self.ws.close()

@@ -1,0 +1,448 @@
+"""The presence core, driven synchronously with fake ``now`` values."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hub.errors import ClientRetired, NotAttached, WorkspaceNotFound
+from hub.presence import ClaimState, Presence
+
+W = "w1"
+A, B, C = "client-a", "client-b", "client-c"
+
+
+@pytest.fixture
+def p() -> Presence:
+    presence = Presence(create_grace=30, detach_grace=10, retire_ttl=100)
+    presence.add_workspace(W)
+    return presence
+
+
+def state(p: Presence, client: str, workspace: str = W) -> ClaimState | None:
+    for claim in p.claims(workspace):
+        if claim.client_id == client:
+            return claim.state
+    return None
+
+
+# -- the reference implementation's scenarios ------------------------------------------------
+
+
+def test_attach_then_set_session_counts_one(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.set_session(W, A, "S1", 0)
+    assert p.attached_clients(W, "S1") == 1
+    assert p.attached_clients(W, "S2") == 0
+
+
+def test_second_client_joins_then_switches(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.set_session(W, A, "S1", 0)
+    p.attach(W, B, 0)
+    p.set_session(W, B, "S1", 0)
+    assert p.attached_clients(W, "S1") == 2
+    diff = p.set_session(W, B, "S2", 0)
+    assert diff.counts == {"S1": 1, "S2": 1}
+    assert p.attached_clients(W, "S1") == 1
+    assert p.attached_clients(W, "S2") == 1
+
+
+def test_hold_only_client_never_counts_and_cannot_set(p: Presence) -> None:
+    diff = p.hold(W, A, 0)
+    assert not diff.changed
+    assert p.online(W) == 0
+    with pytest.raises(NotAttached):
+        p.set_session(W, A, "S1", 0)
+    assert p.snapshot(W).counts == {}
+
+
+def test_stream_without_session_counts_only_for_empty_id(p: Presence) -> None:
+    diff = p.attach(W, A, 0)
+    assert diff.online == 1 and diff.counts == {}
+    assert p.attached_clients(W, "") == 1
+    assert p.attached_clients(W, "S1") == 0
+    assert p.snapshot(W).counts == {}
+    assert p.online(W) == 1
+
+
+def test_detach_drops_the_count(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.set_session(W, A, "S1", 0)
+    diff = p.detach(W, A, 1)
+    assert diff.counts == {"S1": 0}
+    assert diff.online == 0
+    assert p.attached_clients(W, "S1") == 0
+    assert state(p, A) is ClaimState.GRACE
+
+
+def test_unknown_workspace_is_an_error(p: Presence) -> None:
+    calls: list[Callable[[], object]] = [
+        lambda: p.hold("nope", A, 0),
+        lambda: p.attach("nope", A, 0),
+        lambda: p.set_session("nope", A, "S1", 0),
+        lambda: p.release("nope", A, 0),
+        lambda: p.snapshot("nope"),
+        lambda: p.claims("nope"),
+    ]
+    for call in calls:
+        with pytest.raises(WorkspaceNotFound):
+            call()
+
+
+# -- lifecycle table, row by row -------------------------------------------------------------
+
+
+def test_hold_creates_a_hold_that_expires_after_create_grace(p: Presence) -> None:
+    p.hold(W, A, 0)
+    assert state(p, A) is ClaimState.HELD
+    assert p.next_deadline() == 30
+    p.expire(29.9)
+    assert state(p, A) is ClaimState.HELD
+    p.expire(30)
+    assert state(p, A) is None
+    assert p.next_deadline() is None
+
+
+def test_hold_turns_grace_into_a_fresh_hold_keeping_the_session(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.set_session(W, A, "S1", 0)
+    p.detach(W, A, 1)  # grace until 11
+    p.hold(W, A, 5)  # hold until 35
+    assert state(p, A) is ClaimState.HELD
+    p.expire(20)
+    assert state(p, A) is ClaimState.HELD
+    p.attach(W, A, 21)
+    assert p.attached_clients(W, "S1") == 1
+
+
+def test_hold_leaves_an_attached_claim_unchanged_but_clears_released(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.set_session(W, A, "S1", 0)
+    p.release(W, A, 0)
+    assert p.claims(W)[0].released
+    diff = p.hold(W, A, 1)
+    assert not diff.changed
+    claim = p.claims(W)[0]
+    assert claim.state is ClaimState.ATTACHED and not claim.released and claim.streams == 1
+    p.detach(W, A, 2)  # no longer released: grace, not removal
+    assert state(p, A) is ClaimState.GRACE
+
+
+def test_attach_without_prior_hold_creates_the_claim(p: Presence) -> None:
+    diff = p.attach(W, A, 0)
+    assert diff.online == 1
+    claim = p.claims(W)[0]
+    assert (claim.streams, claim.session_id, claim.state) == (1, "", ClaimState.ATTACHED)
+
+
+def test_attach_cancels_the_hold_timer(p: Presence) -> None:
+    p.hold(W, A, 0)
+    p.attach(W, A, 1)
+    assert p.next_deadline() is None
+    p.expire(1000)
+    assert state(p, A) is ClaimState.ATTACHED
+
+
+def test_attach_keeps_the_released_mark(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.release(W, A, 0)
+    p.attach(W, A, 1)
+    assert p.claims(W)[0].released
+    p.detach(W, A, 2)
+    p.detach(W, A, 3)
+    assert state(p, A) is None
+
+
+def test_one_client_with_two_streams_counts_once(p: Presence) -> None:
+    p.attach(W, A, 0)
+    diff = p.attach(W, A, 0)
+    assert not diff.changed
+    p.set_session(W, A, "S1", 0)
+    assert p.attached_clients(W, "S1") == 1
+    assert p.online(W) == 1
+    assert not p.detach(W, A, 1).changed  # one stream left: still counts
+    assert p.attached_clients(W, "S1") == 1
+    assert p.detach(W, A, 2).counts == {"S1": 0}
+
+
+def test_set_session_applies_to_every_stream_and_same_value_changes_nothing(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.attach(W, A, 0)
+    first = p.set_session(W, A, "S1", 0)
+    again = p.set_session(W, A, "S1", 0)
+    assert again.seq == first.seq and not again.changed
+    assert p.set_session(W, A, "", 0).counts == {"S1": 0}
+    assert p.attached_clients(W, "") == 1
+
+
+def test_grace_keeps_the_session_and_a_reconnect_resumes_counting(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.set_session(W, A, "S1", 0)
+    p.detach(W, A, 1)
+    assert p.attached_clients(W, "S1") == 0
+    assert p.online(W) == 0
+    diff = p.attach(W, A, 5)  # inside the 10 s grace
+    assert diff.counts == {"S1": 1}
+    assert p.next_deadline() is None
+
+
+def test_grace_expires_after_detach_grace(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.set_session(W, A, "S1", 0)
+    p.detach(W, A, 1)
+    assert p.next_deadline() == 11
+    p.expire(10.99)
+    assert state(p, A) is ClaimState.GRACE
+    p.expire(11)
+    assert state(p, A) is None
+    p.attach(W, A, 12)  # a fresh claim: no session any more
+    assert p.attached_clients(W, "S1") == 0
+    assert p.attached_clients(W, "") == 1
+
+
+def test_release_without_streams_removes_now(p: Presence) -> None:
+    p.hold(W, A, 0)
+    p.release(W, A, 1)
+    assert state(p, A) is None
+    assert p.next_deadline() is None
+    p.release(W, A, 2)  # idempotent
+
+
+def test_release_with_streams_skips_grace_at_the_last_close(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.set_session(W, A, "S1", 0)
+    p.release(W, A, 1)
+    assert p.attached_clients(W, "S1") == 1  # still counts while attached
+    diff = p.detach(W, A, 2)
+    assert diff.counts == {"S1": 0}
+    assert state(p, A) is None
+    assert p.next_deadline() is None
+
+
+def test_retire_removes_everywhere_and_refuses_later(p: Presence) -> None:
+    p.add_workspace("w2")
+    p.attach(W, A, 0)
+    p.set_session(W, A, "S1", 0)
+    p.hold("w2", A, 0)
+    p.attach(W, B, 0)
+    diffs = p.retire(A, 1)
+    assert [(d.workspace_id, d.counts, d.online) for d in diffs] == [
+        (W, {"S1": 0}, 1),
+        ("w2", {}, None),
+    ]
+    assert state(p, A) is None and state(p, A, "w2") is None
+    assert state(p, B) is ClaimState.ATTACHED
+    refused: list[Callable[[], object]] = [
+        lambda: p.hold(W, A, 2),
+        lambda: p.attach(W, A, 2),
+        lambda: p.set_session(W, A, "S1", 2),
+    ]
+    for call in refused:
+        with pytest.raises(ClientRetired):
+            call()
+    assert p.is_retired(A, 100.9)
+    p.expire(101)
+    assert not p.is_retired(A, 101)
+    p.attach(W, A, 101)  # accepted again after retire_ttl
+    assert p.retire(A, 200) and p.retire(A, 200) == []  # idempotent
+
+
+def test_detach_of_a_removed_claim_moves_nothing(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.retire(A, 1)
+    diff = p.detach(W, A, 2)
+    assert not diff.changed
+    p.remove_workspace(W)
+    assert not p.detach(W, B, 3).changed
+
+
+def test_remove_workspace_forgets_its_claims(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.hold(W, B, 0)
+    p.remove_workspace(W)
+    assert not p.has_workspace(W)
+    assert p.claim_count() == 0
+    assert p.next_deadline() is None
+    assert p.retire(A, 1) == []
+
+
+def test_timers_fire_exactly_once(p: Presence) -> None:
+    p.hold(W, A, 0)  # 30
+    p.attach(W, B, 0)
+    p.detach(W, B, 5)  # 15
+    p.attach(W, B, 6)
+    p.detach(W, B, 7)  # 17; the 15 entry is stale
+    assert p.next_deadline() == 17
+    p.expire(16)
+    assert state(p, B) is ClaimState.GRACE  # the stale 15 did not fire
+    p.expire(17)
+    assert state(p, B) is None
+    p.expire(17)
+    p.attach(W, B, 18)  # a fresh claim must not be hit by an old timer
+    p.expire(40)
+    assert state(p, B) is ClaimState.ATTACHED
+    assert state(p, A) is None
+
+
+def test_seq_grows_by_one_per_count_change_only(p: Presence) -> None:
+    seqs = [
+        p.hold(W, A, 0).seq,
+        p.attach(W, A, 0).seq,
+        p.set_session(W, A, "S1", 0).seq,
+        p.set_session(W, A, "S1", 0).seq,
+        p.attach(W, A, 0).seq,
+        p.detach(W, A, 1).seq,
+        p.detach(W, A, 1).seq,
+    ]
+    assert seqs == [0, 1, 2, 2, 2, 2, 3]
+
+
+def test_snapshot_lists_only_sessions_with_viewers(p: Presence) -> None:
+    p.attach(W, A, 0)
+    p.set_session(W, A, "S1", 0)
+    p.attach(W, B, 0)
+    p.set_session(W, B, "S2", 0)
+    p.set_session(W, B, "S1", 0)
+    snap = p.snapshot(W)
+    assert (snap.seq, snap.online, snap.counts) == (5, 2, {"S1": 2})
+
+
+# -- random sequences against a brute-force recount -------------------------------------------
+
+
+@dataclass
+class ModelClaim:
+    streams: int = 0
+    session: str = ""
+    released: bool = False
+    deadline: float | None = None
+
+
+class Model:
+    """The rules of PROTOCOL.md section 1, written the slow and obvious way."""
+
+    def __init__(self, cg: float, dg: float, ttl: float) -> None:
+        self.cg, self.dg, self.ttl = cg, dg, ttl
+        self.claims: dict[tuple[str, str], ModelClaim] = {}
+        self.retired: dict[str, float] = {}
+
+    def expire(self, now: float) -> None:
+        for key, c in list(self.claims.items()):
+            if c.streams == 0 and c.deadline is not None and c.deadline <= now:
+                del self.claims[key]
+        self.retired = {k: v for k, v in self.retired.items() if v > now}
+
+    def refused(self, client: str, now: float) -> bool:
+        return client in self.retired and now < self.retired[client]
+
+    def counts(self, w: str) -> tuple[dict[str, int], int]:
+        live = [c for (ws, _), c in self.claims.items() if ws == w and c.streams > 0]
+        counts = Counter(c.session for c in live if c.session)
+        return dict(counts), len(live)
+
+    def next_deadline(self) -> float | None:
+        times = [c.deadline for c in self.claims.values() if c.streams == 0 and c.deadline]
+        times += list(self.retired.values())
+        return min(times) if times else None
+
+
+OPS = ["hold", "attach", "detach", "set", "release", "retire"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(OPS),
+            st.sampled_from(["w1", "w2"]),
+            st.sampled_from([A, B, C]),
+            st.sampled_from(["", "S1", "S2"]),
+            st.sampled_from([0, 0, 0.5, 3, 11]),
+        ),
+        max_size=60,
+    )
+)
+def test_random_sequences_match_a_brute_force_recount(
+    ops: list[tuple[str, str, str, str, float]],
+) -> None:
+    p = Presence(create_grace=5, detach_grace=2, retire_ttl=20)
+    m = Model(5, 2, 20)
+    for w in ("w1", "w2"):
+        p.add_workspace(w)
+    now = 0.0
+    seqs = {"w1": 0, "w2": 0}
+    for op, w, client, session, dt in ops:
+        now += dt
+        p.expire(now)
+        m.expire(now)
+        key = (w, client)
+        claim = m.claims.get(key)
+        before = {ws: m.counts(ws) for ws in seqs}
+        if op == "hold":
+            if m.refused(client, now):
+                with pytest.raises(ClientRetired):
+                    p.hold(w, client, now)
+                continue
+            p.hold(w, client, now)
+            claim = m.claims.setdefault(key, ModelClaim())
+            claim.released = False
+            if claim.streams == 0:
+                claim.deadline = now + m.cg
+        elif op == "attach":
+            if m.refused(client, now):
+                with pytest.raises(ClientRetired):
+                    p.attach(w, client, now)
+                continue
+            p.attach(w, client, now)
+            claim = m.claims.setdefault(key, ModelClaim())
+            claim.streams += 1
+            claim.deadline = None
+        elif op == "detach":
+            p.detach(w, client, now)
+            if claim is not None and claim.streams > 0:
+                claim.streams -= 1
+                if claim.streams == 0:
+                    if claim.released:
+                        del m.claims[key]
+                    else:
+                        claim.deadline = now + m.dg
+        elif op == "set":
+            if m.refused(client, now):
+                with pytest.raises(ClientRetired):
+                    p.set_session(w, client, session, now)
+            elif claim is None or claim.streams == 0:
+                with pytest.raises(NotAttached):
+                    p.set_session(w, client, session, now)
+            else:
+                p.set_session(w, client, session, now)
+                claim.session = session
+        elif op == "release":
+            p.release(w, client, now)
+            if claim is not None:
+                if claim.streams:
+                    claim.released = True
+                else:
+                    del m.claims[key]
+        elif op == "retire":
+            p.retire(client, now)
+            m.retired[client] = now + m.ttl
+            for k in [k for k in m.claims if k[1] == client]:
+                del m.claims[k]
+        for ws in seqs:
+            counts, online = m.counts(ws)
+            snap = p.snapshot(ws)
+            assert (snap.counts, snap.online) == (counts, online)
+            assert p.attached_clients(ws, "") == sum(
+                1 for (x, _), c in m.claims.items() if x == ws and c.streams and not c.session
+            )
+            moved = before[ws] != (counts, online)
+            assert snap.seq == seqs[ws] + (1 if moved else 0)
+            seqs[ws] = snap.seq
+        assert p.next_deadline() == m.next_deadline()
+        assert p.claim_count() == len(m.claims)

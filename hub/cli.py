@@ -55,7 +55,11 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level,
     )
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully, then re-raises the captured Ctrl-C: not an error.
+        pass
     # uvicorn leaves a failed start-up (port taken, lifespan error) with started False.
     return 0 if server.started else 1
 

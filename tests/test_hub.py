@@ -1,0 +1,141 @@
+"""The hub shell in-process: coalescing, encode-once fan-out and bounded outboxes.
+
+Sockets are recording fakes here (the transport is not what is under test); the loop, the
+memory backend, the timers and the hub are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from hub.backends.memory import MemoryBackend
+from hub.hub import Connection, Hub
+from hub.presence import Presence
+
+W = "w"
+A, B = "client-a", "client-b"
+WINDOW = 0.2
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self.closed: int | None = None
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def send_text(self, text: str) -> None:
+        await self.gate.wait()
+        self.raw.append(text)
+        self.frames.append(json.loads(text))
+
+    async def send_close(self, code: int) -> None:
+        self.closed = code
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == kind]
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[Hub]:
+    presence = Presence(create_grace=5, detach_grace=5)
+    presence.add_workspace(W)
+    h = Hub(MemoryBackend(presence), coalesce_window=WINDOW, max_outbox_bytes=2000)
+    await h.start()
+    yield h
+    await h.close()
+
+
+async def join(hub: Hub, client: str) -> tuple[Connection, FakeSocket, asyncio.Task[None]]:
+    sock = FakeSocket()
+    conn = await hub.join(W, client, sock.send_text, sock.send_close)
+    task = asyncio.create_task(conn.run())
+    await settle()
+    return conn, sock, task
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_first_change_after_quiet_goes_out_on_the_next_loop_turn(hub: Hub) -> None:
+    _, sock, task = await join(hub, A)
+    assert [f["type"] for f in sock.frames] == ["snapshot"]
+    await hub.backend.set_session(W, A, "S1")
+    await settle()  # no timer involved: no sleep of the window
+    assert sock.of("counts")[-1]["counts"] == {"S1": 1}
+    task.cancel()
+
+
+async def test_changes_in_the_window_merge_and_a_cancel_out_still_advances_seq(
+    hub: Hub,
+) -> None:
+    _, watcher, task = await join(hub, A)
+    await join(hub, B)
+    await asyncio.sleep(WINDOW + 0.05)  # quiet again after the joins' own flush
+    await hub.backend.set_session(W, B, "S1")
+    await settle()
+    before = watcher.of("counts")[-1]
+    assert before["counts"] == {"S1": 1}
+    # Two changes inside the window after that flush: one frame, and they cancel out.
+    await hub.backend.set_session(W, B, "S2")
+    await hub.backend.set_session(W, B, "S1")
+    await settle()
+    assert watcher.of("counts")[-1] == before  # nothing yet: the window is still open
+    await asyncio.sleep(WINDOW + 0.1)
+    last = watcher.of("counts")[-1]
+    assert last == {"type": "counts", "seq": before["seq"] + 2, "counts": {}}
+    task.cancel()
+
+
+async def test_one_encoded_frame_is_shared_by_every_socket(hub: Hub) -> None:
+    socks = [await join(hub, f"client-{i}") for i in range(5)]
+    await asyncio.sleep(WINDOW + 0.05)
+    await hub.backend.set_session(W, "client-0", "S1")
+    await settle()
+    last = {sock.raw[-1] for _, sock, _ in socks}
+    assert len(last) == 1
+    for _, _, task in socks:
+        task.cancel()
+
+
+async def test_a_slow_reader_gets_its_pending_counts_merged(hub: Hub) -> None:
+    _, slow, task = await join(hub, A)
+    await join(hub, B)
+    await asyncio.sleep(WINDOW)
+    slow.gate.clear()  # the reader stops reading
+    for i in range(20):
+        await hub.backend.set_session(W, B, f"S{i}")
+        await asyncio.sleep(WINDOW + 0.01)
+    frames_before = len(slow.frames)
+    slow.gate.set()
+    await settle()
+    merged = slow.frames[frames_before:]
+    # One frame was in flight when the gate closed and one more was queued as shared bytes;
+    # every later change merged into a single per-socket frame.
+    assert len(merged) == 3
+    final = merged[-1]
+    assert final["counts"]["S19"] == 1 and final["counts"]["S18"] == 0
+    seqs = [f["seq"] for f in slow.frames if "seq" in f]
+    assert seqs == sorted(seqs)
+    assert slow.closed is None
+    task.cancel()
+
+
+async def test_past_the_outbox_bound_the_socket_is_closed_with_4409(hub: Hub) -> None:
+    conn, slow, task = await join(hub, A)
+    slow.gate.clear()
+    for i in range(40):  # session frames never merge: they pile up
+        hub.publish_session(W, "updated", {"id": f"S{i}", "title": "x" * 100})
+    assert conn.closing
+    slow.gate.set()
+    await settle()
+    assert slow.closed == 4409
+    assert task.done()

@@ -1,0 +1,98 @@
+"""The real ``hub serve`` process: acknowledged writes survive ``kill -9``, and a restarted hub
+knows its workspaces again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import Viewer, new_client_id
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class HubProcess:
+    def __init__(self, db: Path) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub", "serve", "--port", str(self.port)],
+            env={**os.environ, "HUB_DATABASE_URL": f"sqlite:///{db}", "HUB_LOG_LEVEL": "warning"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if httpx.get(self.url + "/v1/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.proc.kill()
+                raise RuntimeError(f"hub did not start: {self.proc.communicate()[0]!r}")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.communicate(timeout=10)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.proc.communicate(timeout=10)[0].decode()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "hub.db"
+
+
+async def test_acknowledged_writes_survive_kill_9(db: Path) -> None:
+    hub = HubProcess(db)
+    async with httpx.AsyncClient(base_url=hub.url) as http:
+        w = (await http.post("/v1/workspaces", json={"path": "/kept"})).json()
+        await http.post(f"/v1/workspaces/{w['id']}/sessions", json={"id": "S1", "title": "t"})
+        put = await http.put(
+            f"/v1/workspaces/{w['id']}/sessions/S1", json={"message_count": 7, "is_busy": True}
+        )
+        assert put.status_code == 200
+        for i in range(50):  # a burst of writes, each acknowledged before the kill
+            r = await http.post(f"/v1/workspaces/{w['id']}/sessions", json={"id": f"B{i}"})
+            assert r.status_code == 201
+    hub.kill9()
+
+    hub = HubProcess(db)
+    try:
+        async with httpx.AsyncClient(base_url=hub.url) as http:
+            assert (await http.get(f"/v1/workspaces/{w['id']}")).json()["path"] == "/kept"
+            s1 = (await http.get(f"/v1/workspaces/{w['id']}/sessions/S1")).json()
+            assert (s1["title"], s1["message_count"], s1["is_busy"]) == ("t", 7, True)
+            sessions = (await http.get(f"/v1/workspaces/{w['id']}/sessions")).json()
+            assert len(sessions) == 51
+        # Presence starts empty but the workspace is known: a socket attaches and counts.
+        client = new_client_id()
+        ws_url = f"ws://127.0.0.1:{hub.port}/v1/workspaces/{w['id']}/ws?client_id={client}"
+        v = await Viewer.open(ws_url, client)
+        assert v.online == 1
+        await v.close()
+    finally:
+        log = hub.stop()
+    assert "Traceback" not in log

@@ -1,0 +1,83 @@
+"""The Store contract, run against every store (SQLite on a file and in memory, for now)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hub.errors import Conflict, InvalidParentSession
+from hub.store import Store, open_store
+
+
+@pytest.fixture(params=["file", "memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    url = f"sqlite:///{tmp_path / 'hub.db'}" if request.param == "file" else "sqlite:///:memory:"
+    s = open_store(url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_workspace_get_or_create_by_path(store: Store) -> None:
+    first = await store.create_workspace("/a")
+    assert await store.create_workspace("/a") == first
+    second = await store.create_workspace("/b")
+    assert second.id != first.id
+    assert await store.get_workspace(first.id) == first
+    assert await store.get_workspace("missing") is None
+    assert await store.list_workspaces() == [first, second]
+
+
+async def test_delete_workspace_takes_its_sessions(store: Store) -> None:
+    w = await store.create_workspace("/a")
+    await store.create_session(w.id, "S1", "t", None)
+    assert await store.delete_workspace(w.id)
+    assert not await store.delete_workspace(w.id)
+    assert await store.get_session(w.id, "S1") is None
+    assert await store.list_workspaces() == []
+    again = await store.create_workspace("/a")  # the path is free again
+    assert again.id != w.id
+    assert await store.list_sessions(again.id) == []
+
+
+async def test_session_crud_and_conflicts(store: Store) -> None:
+    w = await store.create_workspace("/a")
+    s1 = await store.create_session(w.id, "S1", "one", None)
+    assert (s1.id, s1.title, s1.parent_session_id, s1.is_busy) == ("S1", "one", None, False)
+    with pytest.raises(Conflict):
+        await store.create_session(w.id, "S1", "dup", None)
+    child = await store.create_session(w.id, "S2", "", "S1")
+    assert child.parent_session_id == "S1"
+    with pytest.raises(InvalidParentSession):
+        await store.create_session(w.id, "S3", "", "missing")
+    updated = await store.update_session(w.id, "S1", {"is_busy": True, "cost": 1.5})
+    assert updated is not None and updated.is_busy is True and updated.cost == 1.5
+    assert updated.updated_at >= s1.updated_at
+    assert await store.update_session(w.id, "nope", {"title": "x"}) is None
+    assert [s.id for s in await store.list_sessions(w.id)] == ["S1", "S2"]
+    deleted = await store.delete_session(w.id, "S2")
+    assert deleted == child
+    assert await store.delete_session(w.id, "S2") is None
+    assert [s.id for s in await store.list_sessions(w.id)] == ["S1"]
+
+
+async def test_data_survives_reopening_the_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    s = open_store(url)
+    await s.open()
+    w = await s.create_workspace("/a")
+    await s.create_session(w.id, "S1", "kept", None)
+    await s.close()
+    s = open_store(url)
+    await s.open()
+    assert await s.get_workspace(w.id) == w
+    session = await s.get_session(w.id, "S1")
+    assert session is not None and session.title == "kept"
+    await s.close()
+
+
+def test_unsupported_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        open_store("mysql://x")

@@ -84,6 +84,7 @@ class Connection:
         "client_id",
         "id",
         "max_outbox_bytes",
+        "snapshot_seq",
         "workspace_id",
     )
 
@@ -101,6 +102,8 @@ class Connection:
         self.max_outbox_bytes = max_outbox_bytes
         # False once the claim is gone (retired client, deleted workspace): nothing to detach.
         self.attached = True
+        # The seq of the last snapshot queued: counts frames up to it carry nothing new.
+        self.snapshot_seq = -1
         self._send_text = send_text
         self._send_close = send_close
         self._queue: deque[Outgoing | MergedCounts] = deque()
@@ -131,7 +134,7 @@ class Connection:
     def push_counts(self, frame: Counts, shared: Outgoing) -> None:
         """Queue a workspace ``counts`` frame: the shared bytes when the outbox is empty, else
         merged into this socket's pending ``counts`` so a slow reader never piles them up."""
-        if self._close_code is not None:
+        if self._close_code is not None or frame.seq <= self.snapshot_seq:
             return
         if not self._queue:
             self.push(shared)
@@ -275,7 +278,7 @@ class Hub:
             room = self.rooms[workspace_id] = Room(snapshot)
         room.conns.add(conn)
         self._by_client.setdefault(client_id, set()).add(conn)
-        conn.push(self._snapshot_frame(snapshot, client_id, None))
+        self._push_snapshot(conn, snapshot, None)
         log.info("%s joined workspace=%s client=%s", conn.id, workspace_id, client_id)
         return conn
 
@@ -315,16 +318,22 @@ class Hub:
                 conn.push(Outgoing(protocol.encode(protocol.Ack(command.ref, diff.seq))))
         elif isinstance(command, Sync):
             snapshot = await self.backend.snapshot(conn.workspace_id)
-            conn.push(self._snapshot_frame(snapshot, conn.client_id, command.ref))
+            self._push_snapshot(conn, snapshot, command.ref)
         elif isinstance(command, Ping):
             conn.push(Outgoing(protocol.encode(Pong(command.ref))))
 
     @staticmethod
-    def _snapshot_frame(snapshot: Snapshot, client_id: str, ref: protocol.Ref | None) -> Outgoing:
+    def _push_snapshot(conn: Connection, snapshot: Snapshot, ref: protocol.Ref | None) -> None:
         frame = protocol.SnapshotFrame(
-            snapshot.workspace_id, client_id, snapshot.seq, snapshot.online, snapshot.counts, ref
+            snapshot.workspace_id,
+            conn.client_id,
+            snapshot.seq,
+            snapshot.online,
+            snapshot.counts,
+            ref,
         )
-        return Outgoing(protocol.encode(frame))
+        conn.push(Outgoing(protocol.encode(frame)))
+        conn.snapshot_seq = snapshot.seq
 
     # -- events from REST -------------------------------------------------------------------
 

@@ -79,7 +79,7 @@ async def test_changes_in_the_window_merge_and_a_cancel_out_still_advances_seq(
 ) -> None:
     _, watcher, task = await join(hub, A)
     await join(hub, B)
-    await asyncio.sleep(WINDOW + 0.05)  # quiet again after the joins' own flush
+    await asyncio.sleep(2 * WINDOW + 0.05)  # quiet: the joins' flush may itself wait a window
     await hub.backend.set_session(W, B, "S1")
     await settle()
     before = watcher.of("counts")[-1]
@@ -97,7 +97,7 @@ async def test_changes_in_the_window_merge_and_a_cancel_out_still_advances_seq(
 
 async def test_one_encoded_frame_is_shared_by_every_socket(hub: Hub) -> None:
     socks = [await join(hub, f"client-{i}") for i in range(5)]
-    await asyncio.sleep(WINDOW + 0.05)
+    await asyncio.sleep(2 * WINDOW + 0.05)
     await hub.backend.set_session(W, "client-0", "S1")
     await settle()
     last = {sock.raw[-1] for _, sock, _ in socks}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
@@ -23,6 +24,7 @@ from hub.presence import Presence
 from hub.rest import Rest, error_response
 from hub.settings import Settings
 from hub.store import Store, open_store
+from hub.transport import CaptureSend
 from hub.ws import socket_endpoint
 
 __all__ = ["Services", "create_app"]
@@ -90,6 +92,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(CaptureSend)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )

@@ -8,8 +8,10 @@ queues the same bytes on every socket of the workspace. A socket that falls behi
 pending ``counts`` merged into one per-socket frame (latest value wins); past
 ``max_outbox_bytes`` queued it is closed with 4409.
 
-Each :class:`Connection` is one WebSocket stream. Its outbox is drained by one writer task, so
-a slow socket never delays the others, and frames leave in the order they were queued.
+Each :class:`Connection` is one WebSocket stream. A frame goes straight to its transport when
+it can take it (see :mod:`hub.transport`), else into its outbox, drained by a writer task that
+lives only while there is a backlog; a slow socket never delays the others, and frames leave in
+the order they were sent.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from hub.backends import PresenceBackend
 from hub.errors import PeerError
 from hub.presence import Diff, Snapshot
 from hub.protocol import CloseCode, Command, Counts, Ping, Pong, SetSession, Sync
+from hub.transport import DirectWriter, frame_text
 
 __all__ = ["Connection", "Hub", "Room"]
 
@@ -36,13 +39,28 @@ SendClose = Callable[[int], Awaitable[None]]
 
 
 class Outgoing:
-    """One encoded frame, shared by every socket it is queued on."""
+    """One encoded frame, shared by every socket it is queued on; text and wire form are made
+    once, on first use."""
 
-    __slots__ = ("size", "text")
+    __slots__ = ("_text", "_wire", "data", "size")
 
     def __init__(self, data: bytes) -> None:
-        self.text = data.decode()
+        self.data = data
         self.size = len(data)
+        self._text: str | None = None
+        self._wire: bytes | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.data.decode()
+        return self._text
+
+    @property
+    def wire(self) -> bytes:
+        if self._wire is None:
+            self._wire = frame_text(self.data)
+        return self._wire
 
 
 class MergedCounts:
@@ -63,23 +81,39 @@ class MergedCounts:
         if frame.online is not None:
             self.online = frame.online
 
-    def encode(self) -> str:
+    @property
+    def text(self) -> str:
         return protocol.encode(Counts(self.seq, self.counts, self.online)).decode()
 
 
+# How long a socket closed for being slow may take to flush its close before it is cut.
+SLOW_CLOSE_GRACE = 2.0
+
+
 class Connection:
-    """One WebSocket stream of a client in a workspace, with its bounded outbox."""
+    """One WebSocket stream of a client in a workspace, with its bounded outbox.
+
+    Frames go out by one of two paths, never both at once, so their order is kept:
+
+    - direct: the pre-framed bytes are written to the transport at once (when the socket has a
+      :class:`~hub.transport.DirectWriter`, it is ready, and nothing is queued);
+    - queued: the frame waits in the outbox, drained through the ASGI ``send`` by a writer
+      task that exists only while the outbox is not empty.
+
+    Invariant: the outbox is empty whenever no writer task is running.
+    """
 
     _ids = itertools.count(1)
 
     __slots__ = (
         "_close_code",
+        "_direct",
         "_merged",
         "_queue",
         "_queued_bytes",
         "_send_close",
         "_send_text",
-        "_wake",
+        "_writer",
         "attached",
         "client_id",
         "id",
@@ -95,6 +129,7 @@ class Connection:
         send_text: SendText,
         send_close: SendClose,
         max_outbox_bytes: int,
+        direct: DirectWriter | None = None,
     ) -> None:
         self.id = f"c{next(self._ids)}"
         self.workspace_id = workspace_id
@@ -106,74 +141,100 @@ class Connection:
         self.snapshot_seq = -1
         self._send_text = send_text
         self._send_close = send_close
-        self._queue: deque[Outgoing | MergedCounts] = deque()
+        self._direct = direct
+        self._queue: deque[Outgoing | MergedCounts] | None = None  # made on first backlog
         self._queued_bytes = 0
         self._merged: MergedCounts | None = None  # the queue's last item when it is merged
         self._close_code: int | None = None
-        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def closing(self) -> bool:
         return self._close_code is not None
 
+    @property
+    def direct(self) -> bool:
+        """Whether this socket can take the direct path at all."""
+        return self._direct is not None
+
     def push(self, frame: Outgoing) -> None:
-        """Queue one frame; past the outbox bound the socket is closed with 4409."""
+        """Send one frame now if the socket can take it, else queue it (bounded)."""
         if self._close_code is not None:
             return
-        self._queue.append(frame)
-        self._merged = None
-        self._queued_bytes += frame.size
-        if self._queued_bytes > self.max_outbox_bytes:
-            log.warning("%s slow consumer: %d bytes queued", self.id, self._queued_bytes)
-            self._queue.clear()
-            self._queued_bytes = 0
-            self.close(CloseCode.SLOW_CONSUMER)
-            return
-        self._wake.set()
+        direct = self._direct
+        if direct is not None and self._writer is None and direct.ready():
+            direct.write(frame.wire)
+        else:
+            self._enqueue(frame)
 
     def push_counts(self, frame: Counts, shared: Outgoing) -> None:
-        """Queue a workspace ``counts`` frame: the shared bytes when the outbox is empty, else
+        """Send a workspace ``counts`` frame: the shared bytes when nothing is backed up, else
         merged into this socket's pending ``counts`` so a slow reader never piles them up."""
         if self._close_code is not None or frame.seq <= self.snapshot_seq:
             return
-        if not self._queue:
+        if self._writer is None:
             self.push(shared)
         elif self._merged is not None:
             self._merged.merge(frame)
         else:
-            self._merged = MergedCounts(frame, shared.size)
-            self._queue.append(self._merged)
-            self._queued_bytes += shared.size
-            self._wake.set()
+            self._enqueue(MergedCounts(frame, shared.size))
 
     def close(self, code: int) -> None:
-        """Close after the frames already queued (4409 drops them first)."""
+        """Close after the frames already queued."""
         if self._close_code is None:
             self._close_code = code
-            self._wake.set()
+            self._start_writer()
 
-    async def run(self) -> None:
-        """The writer: drains the outbox in order, then sends the close when one is asked."""
+    def stop(self) -> None:
+        """The socket has ended: drop the outbox and stop writing."""
+        self._close_code = self._close_code or CloseCode.NORMAL
+        if self._queue:
+            self._queue.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+
+    def _enqueue(self, item: Outgoing | MergedCounts) -> None:
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(item)
+        self._merged = item if isinstance(item, MergedCounts) else None
+        self._queued_bytes += item.size
+        if self._queued_bytes > self.max_outbox_bytes:
+            self._overflow()
+        self._start_writer()
+
+    def _overflow(self) -> None:
+        log.warning("%s slow consumer: %d bytes queued, closing 4409", self.id, self._queued_bytes)
+        assert self._queue is not None
+        self._queue.clear()
+        self._merged = None
+        self._queued_bytes = 0
+        self._close_code = CloseCode.SLOW_CONSUMER
+        if self._direct is not None:
+            # A peer that does not read may never let the close through: cut it in time.
+            asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE, self._direct.abort)
+
+    def _start_writer(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._drain(), name=f"writer-{self.id}"
+            )
+
+    async def _drain(self) -> None:
+        """The writer: empties the outbox in order, then sends the close when one is asked."""
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._queue:
-                    item = self._queue.popleft()
-                    if item is self._merged:
-                        self._merged = None
-                    self._queued_bytes -= item.size
-                    if isinstance(item, Outgoing):
-                        await self._send_text(item.text)
-                    else:
-                        await self._send_text(item.encode())
-                if self._close_code is not None:
-                    await self._send_close(self._close_code)
-                    return
-        except asyncio.CancelledError:
-            raise
+            while self._queue:
+                item = self._queue.popleft()
+                if item is self._merged:
+                    self._merged = None
+                self._queued_bytes -= item.size
+                await self._send_text(item.text)
+            if self._close_code is not None:
+                await self._send_close(self._close_code)
         except Exception as exc:  # the peer went away mid-send; the reader sees the disconnect
             log.debug("%s writer stopped: %r", self.id, exc)
+        finally:
+            self._writer = None
 
 
 class Room:
@@ -263,7 +324,12 @@ class Hub:
     # -- sockets ----------------------------------------------------------------------------
 
     async def join(
-        self, workspace_id: str, client_id: str, send_text: SendText, send_close: SendClose
+        self,
+        workspace_id: str,
+        client_id: str,
+        send_text: SendText,
+        send_close: SendClose,
+        direct: DirectWriter | None = None,
     ) -> Connection:
         """Attach a new stream and queue its snapshot as its first frame.
 
@@ -272,7 +338,9 @@ class Hub:
         """
         await self.backend.attach(workspace_id, client_id)
         snapshot = await self.backend.snapshot(workspace_id)
-        conn = Connection(workspace_id, client_id, send_text, send_close, self.max_outbox_bytes)
+        conn = Connection(
+            workspace_id, client_id, send_text, send_close, self.max_outbox_bytes, direct
+        )
         room = self.rooms.get(workspace_id)
         if room is None:
             room = self.rooms[workspace_id] = Room(snapshot)
@@ -284,6 +352,7 @@ class Hub:
 
     async def leave(self, conn: Connection) -> None:
         """Unregister a stream that ended, and detach it unless its claim is already gone."""
+        conn.stop()
         room = self.rooms.get(conn.workspace_id)
         if room is not None:
             room.conns.discard(conn)

@@ -2,14 +2,11 @@
 
 It accepts first (so a browser can read the close code of a refusal), checks the client id
 (4400) and joins the hub (4404 unknown workspace, 4410 retired client), then feeds every text
-frame to the hub while the connection's writer drains its outbox. It always leaves the hub in
-``finally``, however the socket ended.
+frame to the hub. It always leaves the hub in ``finally``, however the socket ended.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -19,6 +16,7 @@ from hub import protocol
 from hub.errors import PeerError, UnsupportedFrame
 from hub.hub import Hub, Outgoing
 from hub.protocol import check_client_id
+from hub.transport import SCOPE_KEY, direct_writer
 
 __all__ = ["socket_endpoint"]
 
@@ -42,11 +40,11 @@ def socket_endpoint(hub: Hub) -> Callable[[WebSocket], Awaitable[None]]:
         try:
             client_id = check_client_id(websocket.query_params.get("client_id"))
             workspace_id = websocket.path_params["workspace_id"]
-            conn = await hub.join(workspace_id, client_id, send_text, send_close)
+            direct = direct_writer(websocket.scope.get(SCOPE_KEY))
+            conn = await hub.join(workspace_id, client_id, send_text, send_close, direct)
         except PeerError as exc:
             await websocket.close(exc.close_code, exc.message[:100])
             return
-        writer = asyncio.create_task(conn.run(), name=f"writer-{conn.id}")
         try:
             while True:
                 message = await websocket.receive()
@@ -58,9 +56,6 @@ def socket_endpoint(hub: Hub) -> Callable[[WebSocket], Awaitable[None]]:
                 else:
                     conn.push(_BINARY_REFUSED)
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
             await hub.leave(conn)
 
     return presence_socket

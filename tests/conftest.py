@@ -22,10 +22,12 @@ FAST: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[ServerThread]:
-    """One real hub for the whole run; tests isolate themselves by using fresh workspaces."""
-    srv = ServerThread(Settings.from_env({}, **FAST)).start()
+@pytest.fixture(scope="session", params=["websockets-sansio", "wsproto"])
+def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    """A real hub shared by the run (tests isolate themselves with fresh workspaces), once on
+    each uvicorn WebSocket implementation, so both the direct and the portable send path run
+    every end-to-end test."""
+    srv = ServerThread(Settings.from_env({}, **FAST), ws=request.param).start()
     baseline_tasks = srv.call(lambda: len(asyncio.all_tasks()))
     yield srv
     # Nothing leaks: once every socket is closed and the timers have run, nothing is left.

@@ -23,14 +23,17 @@ from hub.settings import Settings
 
 
 class ServerThread:
-    def __init__(self, settings: Settings) -> None:
+    """``ws`` picks uvicorn's WebSocket implementation: ``websockets-sansio`` (what ``hub serve``
+    runs; frames take the direct path) or ``wsproto`` (frames take the portable ASGI path)."""
+
+    def __init__(self, settings: Settings, ws: str = "websockets-sansio") -> None:
         self.app = create_app(settings)
         self.services: Services = self.app.state.services
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
             port=0,
-            ws="auto",
+            ws=ws,
             ws_per_message_deflate=False,
             ws_max_size=settings.max_frame_bytes,
             lifespan="on",

@@ -427,3 +427,13 @@ async def test_state_after_everyone_leaves_is_empty(
     snap = await presence(http, workspace)
     assert (snap["online"], snap["counts"]) == (0, {})
     assert await claims(http, workspace) == {}
+
+
+async def test_the_send_path_is_the_one_the_implementation_allows(
+    server: ServerThread, workspace: str
+) -> None:
+    v = await viewer(server, workspace)
+    paths = server.call(lambda: {c.direct for c in server.services.hub.rooms[workspace].conns})
+    expected = server.server.config.ws == "websockets-sansio"
+    assert paths == {expected}
+    await v.close()

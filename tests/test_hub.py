@@ -52,12 +52,12 @@ async def hub() -> AsyncIterator[Hub]:
     await h.close()
 
 
-async def join(hub: Hub, client: str) -> tuple[Connection, FakeSocket, asyncio.Task[None]]:
+async def join(hub: Hub, client: str) -> tuple[Connection, FakeSocket]:
     sock = FakeSocket()
     conn = await hub.join(W, client, sock.send_text, sock.send_close)
-    task = asyncio.create_task(conn.run())
+    assert not conn.direct  # fakes have no transport: the portable, queued path
     await settle()
-    return conn, sock, task
+    return conn, sock
 
 
 async def settle() -> None:
@@ -66,18 +66,17 @@ async def settle() -> None:
 
 
 async def test_first_change_after_quiet_goes_out_on_the_next_loop_turn(hub: Hub) -> None:
-    _, sock, task = await join(hub, A)
+    _, sock = await join(hub, A)
     assert [f["type"] for f in sock.frames] == ["snapshot"]
     await hub.backend.set_session(W, A, "S1")
     await settle()  # no timer involved: no sleep of the window
     assert sock.of("counts")[-1]["counts"] == {"S1": 1}
-    task.cancel()
 
 
 async def test_changes_in_the_window_merge_and_a_cancel_out_still_advances_seq(
     hub: Hub,
 ) -> None:
-    _, watcher, task = await join(hub, A)
+    _, watcher = await join(hub, A)
     await join(hub, B)
     await asyncio.sleep(2 * WINDOW + 0.05)  # quiet: the joins' flush may itself wait a window
     await hub.backend.set_session(W, B, "S1")
@@ -92,7 +91,6 @@ async def test_changes_in_the_window_merge_and_a_cancel_out_still_advances_seq(
     await asyncio.sleep(WINDOW + 0.1)
     last = watcher.of("counts")[-1]
     assert last == {"type": "counts", "seq": before["seq"] + 2, "counts": {}}
-    task.cancel()
 
 
 async def test_one_encoded_frame_is_shared_by_every_socket(hub: Hub) -> None:
@@ -100,14 +98,12 @@ async def test_one_encoded_frame_is_shared_by_every_socket(hub: Hub) -> None:
     await asyncio.sleep(2 * WINDOW + 0.05)
     await hub.backend.set_session(W, "client-0", "S1")
     await settle()
-    last = {sock.raw[-1] for _, sock, _ in socks}
+    last = {sock.raw[-1] for _, sock in socks}
     assert len(last) == 1
-    for _, _, task in socks:
-        task.cancel()
 
 
 async def test_a_slow_reader_gets_its_pending_counts_merged(hub: Hub) -> None:
-    _, slow, task = await join(hub, A)
+    _, slow = await join(hub, A)
     await join(hub, B)
     await asyncio.sleep(WINDOW)
     slow.gate.clear()  # the reader stops reading
@@ -118,19 +114,18 @@ async def test_a_slow_reader_gets_its_pending_counts_merged(hub: Hub) -> None:
     slow.gate.set()
     await settle()
     merged = slow.frames[frames_before:]
-    # One frame was in flight when the gate closed and one more was queued as shared bytes;
-    # every later change merged into a single per-socket frame.
-    assert len(merged) == 3
+    # One frame was in flight when the gate closed; every later change merged into a single
+    # per-socket frame.
+    assert len(merged) == 2
     final = merged[-1]
     assert final["counts"]["S19"] == 1 and final["counts"]["S18"] == 0
     seqs = [f["seq"] for f in slow.frames if "seq" in f]
     assert seqs == sorted(seqs)
     assert slow.closed is None
-    task.cancel()
 
 
 async def test_past_the_outbox_bound_the_socket_is_closed_with_4409(hub: Hub) -> None:
-    conn, slow, task = await join(hub, A)
+    conn, slow = await join(hub, A)
     slow.gate.clear()
     for i in range(40):  # session frames never merge: they pile up
         hub.publish_session(W, "updated", {"id": f"S{i}", "title": "x" * 100})
@@ -138,4 +133,3 @@ async def test_past_the_outbox_bound_the_socket_is_closed_with_4409(hub: Hub) ->
     slow.gate.set()
     await settle()
     assert slow.closed == 4409
-    assert task.done()

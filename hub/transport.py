@@ -1,0 +1,99 @@
+"""Direct writes of pre-framed bytes to a uvicorn WebSocket transport: the fan-out fast path.
+
+A server-to-client WebSocket frame is not masked, so without extensions its bytes are the same
+for every recipient: a flush frames its ``counts`` once and writes the same bytes to every
+socket's transport, instead of framing per socket through the ASGI ``send``.
+
+This reaches below uvicorn's public interface, so it is guarded: :func:`direct_writer` returns
+a writer only for uvicorn's ``websockets-sansio`` protocol class (the one tested), only when the
+socket negotiated no extension, and only if the attributes it relies on are there. Otherwise
+(another implementation, permessage-deflate, a future uvicorn that moved things) it returns
+``None`` and the connection uses the portable ASGI path. :meth:`DirectWriter.ready` is checked
+before every write: the fast path is taken only while the transport is open and not paused by
+flow control, and nothing is queued on the portable path.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+# The one implementation this was written and tested against.
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+
+__all__ = ["SCOPE_KEY", "CaptureSend", "DirectWriter", "direct_writer", "frame_text"]
+
+# Where CaptureSend leaves the server's own ASGI ``send`` in a WebSocket scope.
+SCOPE_KEY = "hub.asgi_send"
+
+_OPEN = State.OPEN
+
+_NEEDED = ("transport", "writable", "close_sent", "conn")
+
+
+def frame_text(payload: bytes) -> bytes:
+    """One final, unmasked text frame (RFC 6455 section 5.2) carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        return struct.pack("!BB", 0x81, n) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+class DirectWriter:
+    """Writes whole frames to one connection's transport, bypassing per-socket framing."""
+
+    __slots__ = ("_proto",)
+
+    def __init__(self, proto: Any) -> None:
+        self._proto = proto
+
+    def ready(self) -> bool:
+        """True while a frame written now goes out in order after everything sent before."""
+        proto = self._proto
+        return (
+            proto.writable.is_set()
+            and not proto.close_sent
+            and proto.conn.state is _OPEN
+            and not proto.transport.is_closing()
+        )
+
+    def write(self, wire: bytes) -> None:
+        self._proto.transport.write(wire)
+
+    def abort(self) -> None:
+        """Cut the connection now (a peer that stopped reading cannot take a closing handshake)."""
+        transport = self._proto.transport
+        if not transport.is_closing() or transport.get_write_buffer_size():
+            transport.abort()
+
+
+def direct_writer(asgi_send: Callable[..., Any] | None) -> DirectWriter | None:
+    """A DirectWriter for the connection behind an ASGI ``send``, when that is safe."""
+    proto = getattr(asgi_send, "__self__", None)
+    if type(proto) is not WebSocketsSansIOProtocol:
+        return None
+    if not all(hasattr(proto, name) for name in _NEEDED):
+        return None
+    if getattr(proto.conn, "extensions", None) != []:
+        return None
+    return DirectWriter(proto)
+
+
+class CaptureSend:
+    """ASGI middleware: records the server's own ``send`` of a WebSocket scope under
+    :data:`SCOPE_KEY`, before Starlette's layers wrap it, so :func:`direct_writer` can find the
+    connection behind it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[SCOPE_KEY] = send
+        await self.app(scope, receive, send)

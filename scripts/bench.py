@@ -1,0 +1,497 @@
+"""Fan-out benchmark: the hub against a ``websockets.broadcast()`` baseline, in one run.
+
+    .venv/bin/python scripts/bench.py                     # N=1000 and N=5000, R=100/s, 10 s
+    .venv/bin/python scripts/bench.py --n 2000 --rate 50 --seconds 5 --json out.json
+    .venv/bin/python scripts/bench.py --quick             # small smoke run (the test suite's)
+
+For each N and each server (the hub as users run it: ``hub serve``, one worker, in-memory
+presence, default settings; and ``scripts/baseline_server.py``), this process (not the server)
+opens N viewer sockets in one workspace plus a driver client that changes its session R times
+per second, and measures:
+
+- server CPU per delivered frame: the server process's own CPU time (``/proc/PID/stat``) over
+  the fan-out phase divided by the frames the viewers received;
+- delivered frames/s;
+- delivery latency p50/p99/max: from the driver's receipt of the ``ack`` of a change to each
+  viewer's receipt of a frame with ``seq >= ack.seq`` (a sample of viewers);
+- idle server memory per connection: RSS growth over opening the N sockets, divided by N;
+- server CPU per incoming ``set_session``: a separate workspace where one client sends them
+  one after the other, each waiting for its ack;
+- lost frames (a viewer that never reaches the final ``seq``) and out-of-order ones (a ``seq``
+  lower than one seen before on the same socket); both must be 0.
+
+Every figure is also printed as the ratio hub/baseline, because these machines are shared and
+absolute times drift. The viewers are a minimal asyncio WebSocket client (no library) so the
+load side stays cheap enough to keep up with the servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import resource
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from array import array
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SEQ = re.compile(rb'"seq":(\d+)')
+REF = re.compile(rb'"ref":(\d+)')
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# -- a minimal WebSocket client -------------------------------------------------------------
+
+
+class WsClient(asyncio.Protocol):
+    """Handshake, then unmasked server frames. Text frames go to ``on_text``."""
+
+    def __init__(self, path: str, host: str, port: int, read: bool = True) -> None:
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}"
+            "\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.read = read
+        self.buf = bytearray()
+        self.open = False
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 101 " not in buf[:end]:
+                self.ready.set_exception(RuntimeError(bytes(buf[:end]).decode()))
+                return
+            del buf[: end + 4]
+            self.open = True
+            if not self.read and self.transport is not None:
+                self.transport.pause_reading()
+        pos = 0
+        n = len(buf)
+        while n - pos >= 2:
+            opcode = buf[pos] & 0x0F
+            length = buf[pos + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = struct.unpack_from("!H", buf, pos + 2)[0]
+                head = 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = struct.unpack_from("!Q", buf, pos + 2)[0]
+                head = 10
+            if n - pos < head + length:
+                break
+            payload = bytes(buf[pos + head : pos + head + length])
+            pos += head + length
+            if opcode == 1:
+                self.on_text(payload)
+            elif opcode == 8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                if not self.closed.done():
+                    self.closed.set_result(code)
+            elif opcode == 9:
+                self.send(payload, opcode=0xA)
+        del buf[:pos]
+
+    def on_text(self, payload: bytes) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def send(self, payload: bytes, opcode: int = 1) -> None:
+        mask = os.urandom(4)
+        n = len(payload)
+        if n < 126:
+            head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        else:
+            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        assert self.transport is not None
+        self.transport.write(head + mask + masked)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(1006)
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed during handshake"))
+
+
+class Viewer(WsClient):
+    """Records the arrival time and seq of every frame after the first (the snapshot)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.times = array("d")
+        self.seqs = array("q")
+        self.last = -1
+        self.disorder = 0
+        self.recording = False
+
+    def on_text(self, payload: bytes) -> None:
+        m = SEQ.search(payload)
+        if m is None:
+            return
+        seq = int(m.group(1))
+        if not self.ready.done():
+            self.last = seq
+            self.ready.set_result(None)
+            return
+        if seq < self.last:
+            self.disorder += 1
+        self.last = max(self.last, seq)
+        if self.recording:
+            self.times.append(time.monotonic())
+            self.seqs.append(seq)
+
+
+class Driver(WsClient):
+    """Sends set_session frames with integer refs; records each ack's arrival time and seq."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acks: dict[int, tuple[float, int]] = {}
+        self.waiter: asyncio.Future[None] | None = None
+
+    def on_text(self, payload: bytes) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+            return
+        if b'"ack"' in payload:
+            ref = REF.search(payload)
+            seq = SEQ.search(payload)
+            if ref and seq:
+                self.acks[int(ref.group(1))] = (time.monotonic(), int(seq.group(1)))
+                if self.waiter is not None and not self.waiter.done():
+                    self.waiter.set_result(None)
+
+    def set_session(self, ref: int, session: str) -> None:
+        frame = {"type": "set_session", "session_id": session, "ref": ref}
+        self.send(json.dumps(frame).encode())
+
+    async def set_and_wait(self, ref: int, session: str) -> None:
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.set_session(ref, session)
+        await asyncio.wait_for(self.waiter, 10)
+
+
+# -- the servers ----------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, kind: str, port: int, workdir: str) -> None:
+        self.kind = kind
+        self.port = port
+        if kind == "hub":
+            cmd = [str(ROOT / ".venv/bin/hub"), "serve", "--port", str(port),
+                   "--log-level", "warning"]  # fmt: skip
+        else:
+            cmd = [sys.executable, str(ROOT / "scripts/baseline_server.py"), "--port", str(port)]
+        self.proc = subprocess.Popen(
+            cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            preexec_fn=_raise_nofile,
+        )  # fmt: skip
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited: {self.proc.stdout.read()!r}")  # type: ignore[union-attr]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/health", timeout=1):
+                    return
+            except OSError as exc:
+                if "426" in str(exc) or "Upgrade" in str(exc):  # the baseline: up, WS only
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.kind} did not start")
+
+    def workspace(self, path: str) -> str:
+        if self.kind != "hub":
+            return path.strip("/").replace("/", "-")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/v1/workspaces",
+            data=json.dumps({"path": path}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(req) as response:
+            workspace_id: str = json.loads(response.read())["id"]
+            return workspace_id
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def rss(self) -> int:
+        return int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1]) * PAGE
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            out = self.proc.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out = self.proc.communicate()[0]
+        return out.decode(errors="replace")
+
+
+def _raise_nofile() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# -- one run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    server: str
+    n: int
+    rate: float
+    seconds: float
+    cpu_per_frame_us: float = 0.0
+    frames_per_s: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    latency_max_ms: float = 0.0
+    idle_bytes_per_conn: float = 0.0
+    cpu_per_set_session_us: float = 0.0
+    lost: int = 0
+    out_of_order: int = 0
+    delivered: int = 0
+    changes: int = 0
+    peak_rss_mb: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+async def connect_all(cls: type[WsClient], port: int, paths: list[str], read: bool = True,
+                      batch: int = 500) -> list[Any]:  # fmt: skip
+    loop = asyncio.get_running_loop()
+    clients: list[Any] = []
+    for start in range(0, len(paths), batch):
+        made = await asyncio.gather(
+            *(
+                loop.create_connection(lambda p=p: cls(p, "127.0.0.1", port, read), "127.0.0.1", port)
+                for p in paths[start : start + batch]
+            )
+        )
+        group = [protocol for _, protocol in made]
+        if read:
+            await asyncio.wait_for(asyncio.gather(*(c.ready for c in group)), 60)
+        clients.extend(group)
+    return clients
+
+
+async def run_one(kind: str, n: int, rate: float, seconds: float, workspaces: int,
+                  sets: int, sample: int) -> Result:  # fmt: skip
+    result = Result(kind, n, rate, seconds)
+    with tempfile.TemporaryDirectory() as workdir:
+        server = Server(kind, free_port(), workdir)
+        try:
+            server.wait_ready()
+            await _measure(server, result, n, rate, seconds, workspaces, sets, sample)
+        finally:
+            log = server.stop()
+            if "Traceback" in log:
+                result.notes.append("server log has a traceback")
+                print(log[-3000:], file=sys.stderr)
+    return result
+
+
+async def _measure(server: Server, result: Result, n: int, rate: float, seconds: float,
+                   workspaces: int, sets: int, sample: int) -> None:  # fmt: skip
+    port = server.port
+    ids = [server.workspace(f"/bench/{i}") for i in range(workspaces)]
+    side = server.workspace("/bench/set-session")
+    cid = "00000000-0000-4000-8000-{:012d}"
+
+    def ws_path(workspace: str, i: int) -> str:
+        if server.kind == "hub":
+            return f"/v1/workspaces/{workspace}/ws?client_id={cid.format(i)}"
+        return f"/{workspace}"
+
+    # Idle memory per connection.
+    await asyncio.sleep(0.5)
+    rss0 = server.rss()
+    paths = [ws_path(ids[i % workspaces], i) for i in range(n)]
+    viewers: list[Viewer] = await connect_all(Viewer, port, paths)
+    await asyncio.sleep(1.0)
+    result.idle_bytes_per_conn = (server.rss() - rss0) / n
+
+    # CPU per incoming set_session (one client alone in its workspace).
+    (solo,) = await connect_all(Driver, port, [ws_path(side, 10**9)])
+    for i in range(50):  # warm-up
+        await solo.set_and_wait(i, f"W{i % 2}")
+    cpu0 = server.cpu()
+    for i in range(sets):
+        await solo.set_and_wait(1000 + i, f"S{i % 2}")
+    result.cpu_per_set_session_us = (server.cpu() - cpu0) / sets * 1e6
+
+    # Fan-out: one driver per workspace, R changes per second in all.
+    drivers: list[Driver] = await connect_all(
+        Driver, port, [ws_path(w, 10**9 + 1 + i) for i, w in enumerate(ids)]
+    )
+    await asyncio.sleep(0.5)
+    for v in viewers:
+        v.recording = True
+    cpu0 = server.cpu()
+    t0 = time.monotonic()
+    interval = 1 / rate
+    ref = 0
+    while time.monotonic() - t0 < seconds:
+        driver = drivers[ref % len(drivers)]
+        driver.set_session(ref, f"S{ref % 3}")
+        ref += 1
+        next_at = t0 + ref * interval
+        await asyncio.sleep(max(0, next_at - time.monotonic()))
+    result.changes = ref
+    # Drain: every ack back, every viewer at its workspace's final seq (or give up).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sum(len(d.acks) for d in drivers) < ref:
+        await asyncio.sleep(0.01)
+    final = {}
+    for i, d in enumerate(drivers):
+        final[ids[i]] = max((seq for _, seq in d.acks.values()), default=-1)
+    targets = [final[ids[i % workspaces]] for i in range(n)]
+    while time.monotonic() < deadline and any(
+        v.last < t for v, t in zip(viewers, targets, strict=True)
+    ):
+        await asyncio.sleep(0.01)
+    elapsed = time.monotonic() - t0
+    cpu = server.cpu() - cpu0
+    result.peak_rss_mb = server.rss() / 2**20
+    result.delivered = sum(len(v.seqs) for v in viewers)
+    result.frames_per_s = result.delivered / elapsed
+    result.cpu_per_frame_us = cpu / max(result.delivered, 1) * 1e6
+    result.lost = sum(1 for v, t in zip(viewers, targets, strict=True) if v.last < t)
+    result.out_of_order = sum(v.disorder for v in viewers)
+
+    # Latency: ack of a change -> a viewer's first frame with seq >= ack.seq.
+    latencies: list[float] = []
+    step = max(1, n // sample)
+    acks = [sorted(d.acks.values(), key=lambda a: a[1]) for d in drivers]
+    for i in range(0, n, step):
+        v = viewers[i]
+        ack_list = acks[i % workspaces]
+        j = 0
+        seqs, times = v.seqs, v.times
+        for t_ack, seq in ack_list:
+            while j < len(seqs) and seqs[j] < seq:
+                j += 1
+            if j == len(seqs):
+                break
+            latencies.append(max(0.0, times[j] - t_ack))
+    if latencies:
+        latencies.sort()
+        result.latency_p50_ms = statistics.median(latencies) * 1e3
+        result.latency_p99_ms = latencies[int(len(latencies) * 0.99) - 1] * 1e3
+        result.latency_max_ms = latencies[-1] * 1e3
+
+    for c in [*viewers, *drivers, solo]:
+        if c.transport is not None:
+            c.transport.close()
+    await asyncio.sleep(0.2)
+
+
+# -- reporting ------------------------------------------------------------------------------
+
+FIGURES = [
+    ("cpu_per_frame_us", "server CPU per delivered frame (us)"),
+    ("frames_per_s", "delivered frames/s"),
+    ("latency_p50_ms", "latency p50 (ms)"),
+    ("latency_p99_ms", "latency p99 (ms)"),
+    ("latency_max_ms", "latency max (ms)"),
+    ("idle_bytes_per_conn", "idle memory per connection (bytes)"),
+    ("cpu_per_set_session_us", "server CPU per set_session (us)"),
+    ("lost", "lost frames"),
+    ("out_of_order", "out-of-order frames"),
+]
+
+
+def table(hub: Result, base: Result) -> str:
+    lines = [
+        f"N={hub.n} R={hub.rate:g}/s T={hub.seconds:g}s changes={hub.changes}",
+        f"{'figure':40} {'hub':>12} {'baseline':>12} {'hub/base':>9}",
+    ]
+    for key, label in FIGURES:
+        h, b = getattr(hub, key), getattr(base, key)
+        ratio = f"{h / b:.2f}x" if b else "-"
+        lines.append(f"{label:40} {h:12.2f} {b:12.2f} {ratio:>9}")
+    for r in (hub, base):
+        for note in r.notes:
+            lines.append(f"note ({r.server}): {note}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 5000], help="viewer sockets")
+    parser.add_argument("--rate", type=float, default=100, help="changes per second")
+    parser.add_argument("--seconds", type=float, default=10, help="fan-out phase length")
+    parser.add_argument("--workspaces", type=int, default=1, help="spread viewers over W")
+    parser.add_argument("--sets", type=int, default=2000, help="set_session ops for its CPU")
+    parser.add_argument("--sample", type=int, default=500, help="viewers sampled for latency")
+    parser.add_argument("--servers", nargs="+", default=["hub", "baseline"])
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--quick", action="store_true", help="N=50, 2 s, a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.seconds, args.sets, args.rate = [50], 2.0, 200, 50.0
+    _raise_nofile()
+    results: list[Result] = []
+    for n in args.n:
+        by_kind = {}
+        for kind in args.servers:
+            r = asyncio.run(
+                run_one(kind, n, args.rate, args.seconds, args.workspaces, args.sets, args.sample)
+            )
+            results.append(r)
+            by_kind[kind] = r
+        if "hub" in by_kind and "baseline" in by_kind:
+            print(table(by_kind["hub"], by_kind["baseline"]), flush=True)
+            print(flush=True)
+        else:
+            for r in by_kind.values():
+                print(json.dumps(asdict(r)), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

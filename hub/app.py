@@ -16,7 +16,6 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import WebSocketRoute
 
 from hub.backends.memory import MemoryBackend
 from hub.hub import Hub
@@ -24,8 +23,7 @@ from hub.presence import Presence
 from hub.rest import Rest, error_response
 from hub.settings import Settings
 from hub.store import Store, open_store
-from hub.transport import CaptureSend
-from hub.ws import socket_endpoint
+from hub.ws import SocketRoute
 
 __all__ = ["Services", "create_app"]
 
@@ -86,13 +84,9 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await store.close()
 
-    routes = [
-        *rest.routes(),
-        WebSocketRoute("/v1/workspaces/{workspace_id}/ws", socket_endpoint(hub)),
-    ]
     app = Starlette(
-        routes=routes,
-        middleware=[Middleware(CaptureSend)],
+        routes=rest.routes(),
+        middleware=[Middleware(SocketRoute, hub=hub)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )

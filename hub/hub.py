@@ -20,8 +20,9 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any
+
+from starlette.types import Send
 
 from hub import protocol
 from hub.backends import PresenceBackend
@@ -33,9 +34,6 @@ from hub.transport import DirectWriter, frame_text
 __all__ = ["Connection", "Hub", "Room"]
 
 log = logging.getLogger(__name__)
-
-SendText = Callable[[str], Awaitable[None]]
-SendClose = Callable[[int], Awaitable[None]]
 
 
 class Outgoing:
@@ -111,8 +109,7 @@ class Connection:
         "_merged",
         "_queue",
         "_queued_bytes",
-        "_send_close",
-        "_send_text",
+        "_send",
         "_writer",
         "attached",
         "client_id",
@@ -126,8 +123,7 @@ class Connection:
         self,
         workspace_id: str,
         client_id: str,
-        send_text: SendText,
-        send_close: SendClose,
+        send: Send,
         max_outbox_bytes: int,
         direct: DirectWriter | None = None,
     ) -> None:
@@ -139,8 +135,7 @@ class Connection:
         self.attached = True
         # The seq of the last snapshot queued: counts frames up to it carry nothing new.
         self.snapshot_seq = -1
-        self._send_text = send_text
-        self._send_close = send_close
+        self._send = send  # the ASGI send of the socket
         self._direct = direct
         self._queue: deque[Outgoing | MergedCounts] | None = None  # made on first backlog
         self._queued_bytes = 0
@@ -228,9 +223,9 @@ class Connection:
                 if item is self._merged:
                     self._merged = None
                 self._queued_bytes -= item.size
-                await self._send_text(item.text)
+                await self._send({"type": "websocket.send", "text": item.text})
             if self._close_code is not None:
-                await self._send_close(self._close_code)
+                await self._send({"type": "websocket.close", "code": self._close_code})
         except Exception as exc:  # the peer went away mid-send; the reader sees the disconnect
             log.debug("%s writer stopped: %r", self.id, exc)
         finally:
@@ -327,8 +322,7 @@ class Hub:
         self,
         workspace_id: str,
         client_id: str,
-        send_text: SendText,
-        send_close: SendClose,
+        send: Send,
         direct: DirectWriter | None = None,
     ) -> Connection:
         """Attach a new stream and queue its snapshot as its first frame.
@@ -338,9 +332,7 @@ class Hub:
         """
         await self.backend.attach(workspace_id, client_id)
         snapshot = await self.backend.snapshot(workspace_id)
-        conn = Connection(
-            workspace_id, client_id, send_text, send_close, self.max_outbox_bytes, direct
-        )
+        conn = Connection(workspace_id, client_id, send, self.max_outbox_bytes, direct)
         room = self.rooms.get(workspace_id)
         if room is None:
             room = self.rooms[workspace_id] = Room(snapshot)

@@ -19,16 +19,11 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 # The one implementation this was written and tested against.
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
-__all__ = ["SCOPE_KEY", "CaptureSend", "DirectWriter", "direct_writer", "frame_text"]
-
-# Where CaptureSend leaves the server's own ASGI ``send`` in a WebSocket scope.
-SCOPE_KEY = "hub.asgi_send"
+__all__ = ["DirectWriter", "direct_writer", "frame_text"]
 
 _OPEN = State.OPEN
 
@@ -83,17 +78,3 @@ def direct_writer(asgi_send: Callable[..., Any] | None) -> DirectWriter | None:
     if getattr(proto.conn, "extensions", None) != []:
         return None
     return DirectWriter(proto)
-
-
-class CaptureSend:
-    """ASGI middleware: records the server's own ``send`` of a WebSocket scope under
-    :data:`SCOPE_KEY`, before Starlette's layers wrap it, so :func:`direct_writer` can find the
-    connection behind it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope[SCOPE_KEY] = send
-        await self.app(scope, receive, send)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -30,13 +30,14 @@ class FakeSocket:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def send_text(self, text: str) -> None:
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        """An ASGI send: a text frame waits while the gate is closed (a peer not reading)."""
+        if message["type"] == "websocket.close":
+            self.closed = message["code"]
+            return
         await self.gate.wait()
-        self.raw.append(text)
-        self.frames.append(json.loads(text))
-
-    async def send_close(self, code: int) -> None:
-        self.closed = code
+        self.raw.append(message["text"])
+        self.frames.append(json.loads(message["text"]))
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [f for f in self.frames if f["type"] == kind]
@@ -54,7 +55,7 @@ async def hub() -> AsyncIterator[Hub]:
 
 async def join(hub: Hub, client: str) -> tuple[Connection, FakeSocket]:
     sock = FakeSocket()
-    conn = await hub.join(W, client, sock.send_text, sock.send_close)
+    conn = await hub.join(W, client, sock.send)
     assert not conn.direct  # fakes have no transport: the portable, queued path
     await settle()
     return conn, sock

@@ -42,6 +42,7 @@ import tempfile
 import time
 import urllib.request
 from array import array
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,7 @@ class WsClient(asyncio.Protocol):
         self.closed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
@@ -195,10 +195,14 @@ class Driver(WsClient):
         frame = {"type": "set_session", "session_id": session, "ref": ref}
         self.send(json.dumps(frame).encode())
 
-    async def set_and_wait(self, ref: int, session: str) -> None:
+    async def burst(self, first_ref: int, count: int) -> None:
+        """Send ``count`` set_session frames at once and wait for all their acks."""
         self.waiter = asyncio.get_running_loop().create_future()
-        self.set_session(ref, session)
-        await asyncio.wait_for(self.waiter, 10)
+        for ref in range(first_ref, first_ref + count):
+            self.set_session(ref, f"S{ref % 2}")
+        while not all(ref in self.acks for ref in range(first_ref, first_ref + count)):
+            await asyncio.wait_for(self.waiter, 10)
+            self.waiter = asyncio.get_running_loop().create_future()
 
 
 # -- the servers ----------------------------------------------------------------------------
@@ -209,7 +213,7 @@ class Server:
         self.kind = kind
         self.port = port
         if kind == "hub":
-            cmd = [str(ROOT / ".venv/bin/hub"), "serve", "--port", str(port),
+            cmd = [sys.executable, "-m", "hub", "serve", "--port", str(port),
                    "--log-level", "warning"]  # fmt: skip
         else:
             cmd = [sys.executable, str(ROOT / "scripts/baseline_server.py"), "--port", str(port)]
@@ -299,6 +303,12 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
+async def poll(done: Callable[[], bool], deadline: float) -> None:
+    """Wait until ``done()`` or the deadline: the state polled is spread over many sockets."""
+    while not done() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
 async def connect_all(cls: type[WsClient], port: int, paths: list[str], read: bool = True,
                       batch: int = 500) -> list[Any]:  # fmt: skip
     loop = asyncio.get_running_loop()
@@ -306,7 +316,9 @@ async def connect_all(cls: type[WsClient], port: int, paths: list[str], read: bo
     for start in range(0, len(paths), batch):
         made = await asyncio.gather(
             *(
-                loop.create_connection(lambda p=p: cls(p, "127.0.0.1", port, read), "127.0.0.1", port)
+                loop.create_connection(
+                    lambda p=p: cls(p, "127.0.0.1", port, read), "127.0.0.1", port
+                )
                 for p in paths[start : start + batch]
             )
         )
@@ -353,13 +365,13 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
     await asyncio.sleep(1.0)
     result.idle_bytes_per_conn = (server.rss() - rss0) / n
 
-    # CPU per incoming set_session (one client alone in its workspace).
+    # CPU per incoming set_session: one client alone in its workspace sends them in bursts of
+    # 50 (each burst waits for its acks), so wake-up costs are shared as in real traffic.
     (solo,) = await connect_all(Driver, port, [ws_path(side, 10**9)])
-    for i in range(50):  # warm-up
-        await solo.set_and_wait(i, f"W{i % 2}")
+    await solo.burst(0, 50)  # warm-up
     cpu0 = server.cpu()
-    for i in range(sets):
-        await solo.set_and_wait(1000 + i, f"S{i % 2}")
+    for first in range(1000, 1000 + sets, 50):
+        await solo.burst(first, 50)
     result.cpu_per_set_session_us = (server.cpu() - cpu0) / sets * 1e6
 
     # Fan-out: one driver per workspace, R changes per second in all.
@@ -373,25 +385,23 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
     t0 = time.monotonic()
     interval = 1 / rate
     ref = 0
-    while time.monotonic() - t0 < seconds:
-        driver = drivers[ref % len(drivers)]
-        driver.set_session(ref, f"S{ref % 3}")
-        ref += 1
-        next_at = t0 + ref * interval
-        await asyncio.sleep(max(0, next_at - time.monotonic()))
+    total = int(rate * seconds)
+    while ref < total:
+        # Catch up when the loop fell behind, so R changes per second are really sent.
+        due = min(total, int((time.monotonic() - t0) / interval) + 1)
+        while ref < due:
+            drivers[ref % len(drivers)].set_session(ref, f"S{ref % 3}")
+            ref += 1
+        await asyncio.sleep(max(0, t0 + ref * interval - time.monotonic()))
     result.changes = ref
     # Drain: every ack back, every viewer at its workspace's final seq (or give up).
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and sum(len(d.acks) for d in drivers) < ref:
-        await asyncio.sleep(0.01)
+    await poll(lambda: sum(len(d.acks) for d in drivers) >= ref, deadline)
     final = {}
     for i, d in enumerate(drivers):
         final[ids[i]] = max((seq for _, seq in d.acks.values()), default=-1)
     targets = [final[ids[i % workspaces]] for i in range(n)]
-    while time.monotonic() < deadline and any(
-        v.last < t for v, t in zip(viewers, targets, strict=True)
-    ):
-        await asyncio.sleep(0.01)
+    await poll(lambda: all(v.last >= t for v, t in zip(viewers, targets, strict=True)), deadline)
     elapsed = time.monotonic() - t0
     cpu = server.cpu() - cpu0
     result.peak_rss_mb = server.rss() / 2**20
@@ -473,11 +483,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n, args.seconds, args.sets, args.rate = [50], 2.0, 200, 50.0
     _raise_nofile()
+    try:  # the load side only: it must keep up with the servers (the hub does not use it)
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
     results: list[Result] = []
     for n in args.n:
         by_kind = {}
         for kind in args.servers:
-            r = asyncio.run(
+            r = run(
                 run_one(kind, n, args.rate, args.seconds, args.workspaces, args.sets, args.sample)
             )
             results.append(r)

@@ -1,0 +1,36 @@
+"""``scripts/bench.py --quick`` as a smoke test: it runs against both servers and nothing is lost.
+
+Timings are never asserted here (they belong to the benchmark's report); only that every
+figure was measured and that no frame was lost or reordered.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_measures_everything_and_loses_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "hub/base" in proc.stdout  # the ratio table was printed
+    results = json.loads(out.read_text())
+    assert sorted(r["server"] for r in results) == ["baseline", "hub"]
+    for r in results:
+        assert r["notes"] == [], r  # e.g. no traceback in the server's log
+        assert (r["lost"], r["out_of_order"]) == (0, 0), r
+        assert r["changes"] == int(r["rate"] * r["seconds"])
+        assert r["delivered"] > 0
+        for key in ("cpu_per_frame_us", "frames_per_s", "latency_p99_ms", "cpu_per_set_session_us"):
+            assert math.isfinite(r[key]) and r[key] >= 0, (key, r)

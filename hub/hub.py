@@ -85,7 +85,7 @@ class MergedCounts:
 
 
 # How long a socket closed for being slow may take to flush its close before it is cut.
-SLOW_CLOSE_GRACE = 2.0
+SLOW_CLOSE_GRACE = 5.0
 
 
 class Connection:
@@ -194,20 +194,29 @@ class Connection:
         self._queue.append(item)
         self._merged = item if isinstance(item, MergedCounts) else None
         self._queued_bytes += item.size
-        if self._queued_bytes > self.max_outbox_bytes:
-            self._overflow()
-        self._start_writer()
+        pending = self._queued_bytes
+        if self._direct is not None:
+            pending += self._direct.buffered()
+        if pending > self.max_outbox_bytes:
+            self._overflow(pending)
+        else:
+            self._start_writer()
 
-    def _overflow(self) -> None:
-        log.warning("%s slow consumer: %d bytes queued, closing 4409", self.id, self._queued_bytes)
+    def _overflow(self, pending: int) -> None:
+        """Too much is waiting for this socket: drop it and close with 4409."""
+        log.warning("%s slow consumer: %d bytes pending, closing 4409", self.id, pending)
         assert self._queue is not None
         self._queue.clear()
         self._merged = None
         self._queued_bytes = 0
-        self._close_code = CloseCode.SLOW_CONSUMER
         if self._direct is not None:
-            # A peer that does not read may never let the close through: cut it in time.
-            asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE, self._direct.abort)
+            # The writer may be blocked on flow control for good: close beside it, now.
+            self._close_code = CloseCode.SLOW_CONSUMER
+            if self._writer is not None:
+                self._writer.cancel()
+            self._direct.close(CloseCode.SLOW_CONSUMER, SLOW_CLOSE_GRACE)
+        else:
+            self.close(CloseCode.SLOW_CONSUMER)
 
     def _start_writer(self) -> None:
         if self._writer is None:

@@ -14,11 +14,14 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from typing import Any
+
+import uvicorn
 
 from hub.errors import ConfigError
 from hub.settings import SETTINGS_HELP, Settings
 
-__all__ = ["main"]
+__all__ = ["main", "uvicorn_config"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,25 +39,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve(settings: Settings) -> int:
-    import uvicorn
-
+def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvicorn.Config:
+    """How the hub runs under uvicorn: named WebSocket implementation (``websockets-sansio``,
+    the one the direct send path is written for), permessage-deflate off, the hub's frame
+    limit. ``app`` defaults to ``create_app(settings)``; tests override ``port``, ``ws``..."""
     from hub.app import create_app
 
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "ws": "websockets-sansio",
+        "loop": settings.loop,
+        "ws_per_message_deflate": False,
+        "ws_max_size": settings.max_frame_bytes,
+        "lifespan": "on",
+        "log_level": settings.log_level,
+    }
+    return uvicorn.Config(app or create_app(settings), **{**options, **overrides})
+
+
+def serve(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        ws="auto",
-        ws_per_message_deflate=False,
-        ws_max_size=settings.max_frame_bytes,
-        lifespan="on",
-        log_level=settings.log_level,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(settings))
     try:
         server.run()
     except KeyboardInterrupt:

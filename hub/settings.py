@@ -32,6 +32,7 @@ class Settings:
     max_frame_bytes: int = 64 * 1024
     max_body_bytes: int = 64 * 1024
     log_level: str = "info"
+    loop: str = "asyncio"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -99,6 +100,18 @@ def _log_level(name: str, raw: object) -> str:
     return value
 
 
+def _loop(name: str, raw: object) -> str:
+    value = _text(name, raw).lower()
+    if value not in {"asyncio", "uvloop"}:
+        raise ConfigError(f"{name}: expected asyncio or uvloop, got {raw!r}")
+    if value == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"{name}: uvloop is not installed (pip install uvloop)") from None
+    return value
+
+
 _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "host": _text,
     "port": _port,
@@ -111,6 +124,7 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "max_frame_bytes": _positive_int,
     "max_body_bytes": _positive_int,
     "log_level": _log_level,
+    "loop": _loop,
 }
 
 SETTINGS_HELP: dict[str, str] = {
@@ -125,4 +139,5 @@ SETTINGS_HELP: dict[str, str] = {
     "max_frame_bytes": "largest incoming WebSocket frame; larger closes with 1009",
     "max_body_bytes": "largest REST request body; larger answers 413",
     "log_level": "debug, info, warning, error or critical",
+    "loop": "event loop: asyncio, or uvloop when installed",
 }

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+HUB_ARGS: list[str] = []  # extra ``hub serve`` flags (--hub-args)
 SEQ = re.compile(rb'"seq":(\d+)')
 REF = re.compile(rb'"ref":(\d+)')
 TICK = os.sysconf("SC_CLK_TCK")
@@ -214,7 +215,7 @@ class Server:
         self.port = port
         if kind == "hub":
             cmd = [sys.executable, "-m", "hub", "serve", "--port", str(port),
-                   "--log-level", "warning"]  # fmt: skip
+                   "--log-level", "warning", *HUB_ARGS]  # fmt: skip
         else:
             cmd = [sys.executable, str(ROOT / "scripts/baseline_server.py"), "--port", str(port)]
         self.proc = subprocess.Popen(
@@ -478,10 +479,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=500, help="viewers sampled for latency")
     parser.add_argument("--servers", nargs="+", default=["hub", "baseline"])
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--hub-args", default="", help='extra hub serve flags, e.g. "--loop uvloop"'
+    )
     parser.add_argument("--quick", action="store_true", help="N=50, 2 s, a smoke run")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.seconds, args.sets, args.rate = [50], 2.0, 200, 50.0
+    HUB_ARGS.extend(args.hub_args.split())
     _raise_nofile()
     try:  # the load side only: it must keep up with the servers (the hub does not use it)
         import uvloop

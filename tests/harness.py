@@ -19,6 +19,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from hub.app import Services, create_app
+from hub.cli import uvicorn_config
 from hub.settings import Settings
 
 
@@ -29,16 +30,7 @@ class ServerThread:
     def __init__(self, settings: Settings, ws: str = "websockets-sansio") -> None:
         self.app = create_app(settings)
         self.services: Services = self.app.state.services
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=0,
-            ws=ws,
-            ws_per_message_deflate=False,
-            ws_max_size=settings.max_frame_bytes,
-            lifespan="on",
-            log_level="warning",
-        )
+        config = uvicorn_config(settings, self.app, port=0, ws=ws, log_level="warning")
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -40,6 +40,7 @@ def test_environment_then_flags() -> None:
         ({"HUB_MAX_OUTBOX_BYTES": "0"}, {}, "HUB_MAX_OUTBOX_BYTES"),
         ({"HUB_DATABASE_URL": "postgres://x"}, {}, "HUB_DATABASE_URL"),
         ({"HUB_LOG_LEVEL": "loud"}, {}, "HUB_LOG_LEVEL"),
+        ({"HUB_LOOP": "trio"}, {}, "HUB_LOOP"),
         ({}, {"port": "http"}, "--port"),
         ({"HUB_DETACH_GRACE": "1"}, {"detach_grace": "x"}, "--detach-grace"),
     ],

@@ -330,6 +330,29 @@ async def connect_all(cls: type[WsClient], port: int, paths: list[str], read: bo
     return clients
 
 
+def latencies(
+    viewers: list[Viewer], acks: list[list[tuple[float, int]]], sample: int
+) -> tuple[float, float, float]:
+    """p50, p99 and max (ms) from each ack of a change to a viewer's first frame with
+    ``seq >= ack.seq``, over a sample of viewers (viewer i is in workspace i % len(acks))."""
+    found: list[float] = []
+    step = max(1, len(viewers) // sample)
+    for i in range(0, len(viewers), step):
+        seqs, times = viewers[i].seqs, viewers[i].times
+        j = 0
+        for t_ack, seq in acks[i % len(acks)]:
+            while j < len(seqs) and seqs[j] < seq:
+                j += 1
+            if j == len(seqs):
+                break
+            found.append(max(0.0, times[j] - t_ack))
+    if not found:
+        return 0.0, 0.0, 0.0
+    found.sort()
+    p99 = found[max(0, int(len(found) * 0.99) - 1)]
+    return statistics.median(found) * 1e3, p99 * 1e3, found[-1] * 1e3
+
+
 async def run_one(kind: str, n: int, rate: float, seconds: float, workspaces: int,
                   sets: int, sample: int) -> Result:  # fmt: skip
     result = Result(kind, n, rate, seconds)
@@ -412,31 +435,139 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
     result.lost = sum(1 for v, t in zip(viewers, targets, strict=True) if v.last < t)
     result.out_of_order = sum(v.disorder for v in viewers)
 
-    # Latency: ack of a change -> a viewer's first frame with seq >= ack.seq.
-    latencies: list[float] = []
-    step = max(1, n // sample)
     acks = [sorted(d.acks.values(), key=lambda a: a[1]) for d in drivers]
-    for i in range(0, n, step):
-        v = viewers[i]
-        ack_list = acks[i % workspaces]
-        j = 0
-        seqs, times = v.seqs, v.times
-        for t_ack, seq in ack_list:
-            while j < len(seqs) and seqs[j] < seq:
-                j += 1
-            if j == len(seqs):
-                break
-            latencies.append(max(0.0, times[j] - t_ack))
-    if latencies:
-        latencies.sort()
-        result.latency_p50_ms = statistics.median(latencies) * 1e3
-        result.latency_p99_ms = latencies[int(len(latencies) * 0.99) - 1] * 1e3
-        result.latency_max_ms = latencies[-1] * 1e3
+    lat = latencies(viewers, acks, sample)
+    result.latency_p50_ms, result.latency_p99_ms, result.latency_max_ms = lat
 
     for c in [*viewers, *drivers, solo]:
         if c.transport is not None:
             c.transport.close()
     await asyncio.sleep(0.2)
+
+
+# -- slow consumers -------------------------------------------------------------------------
+
+
+@dataclass
+class SlowResult:
+    readers: int
+    slow: int
+    latency_p99_ms: float = 0.0
+    peak_rss_mb: float = 0.0
+    closed_4409: int = 0
+    slowest_close_s: float = 0.0
+    lost: int = 0
+
+
+def _http(port: int, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    with urllib.request.urlopen(req, timeout=10) as response:
+        raw = response.read()
+        return json.loads(raw) if raw else None
+
+
+async def run_slow(readers: int, slow: int, rate: float, seconds: float, sample: int,
+                   updates: float, title: int) -> SlowResult:  # fmt: skip
+    """Readers next to sockets that never read, under counts and session-update traffic."""
+    result = SlowResult(readers, slow)
+    with tempfile.TemporaryDirectory() as workdir:
+        server = Server("hub", free_port(), workdir)
+        try:
+            server.wait_ready()
+            await _measure_slow(server, result, rate, seconds, sample, updates, title)
+        finally:
+            server.stop()
+    return result
+
+
+async def _measure_slow(server: Server, result: SlowResult, rate: float, seconds: float,
+                        sample: int, updates: float, title: int) -> None:  # fmt: skip
+    port = server.port
+    w = server.workspace("/bench/slow")
+    base = f"/v1/workspaces/{w}"
+    await asyncio.to_thread(_http, port, "POST", f"{base}/sessions", {"id": "S0"})
+    cid = "00000000-0000-4000-8000-{:012d}"
+    viewers: list[Viewer] = await connect_all(
+        Viewer, port, [f"{base}/ws?client_id={cid.format(i)}" for i in range(result.readers)]
+    )
+    slow_ids = [cid.format(10**6 + i) for i in range(result.slow)]
+    slow: list[WsClient] = await connect_all(
+        WsClient, port, [f"{base}/ws?client_id={c}" for c in slow_ids], read=False
+    )
+    (driver,) = await connect_all(Driver, port, [f"{base}/ws?client_id={cid.format(10**9)}"])
+    for v in viewers:
+        v.recording = True
+    closed_at: dict[str, float] = {}
+    t0 = time.monotonic()
+
+    async def watch() -> None:
+        """Sample RSS; note when each slow client stops being attached and let it read its
+        close then. Runs until cancelled."""
+        while True:
+            claims = await asyncio.to_thread(_http, port, "GET", f"{base}/clients")
+            states = {c["client_id"]: c["state"] for c in claims}
+            for c, client in zip(slow_ids, slow, strict=True):
+                if c not in closed_at and states.get(c) != "attached":
+                    closed_at[c] = time.monotonic() - t0
+                    if client.transport is not None:
+                        client.transport.resume_reading()
+            result.peak_rss_mb = max(result.peak_rss_mb, server.rss() / 2**20)
+            await asyncio.sleep(0.25)
+
+    async def update_sessions() -> None:
+        i = 0
+        while time.monotonic() - t0 < seconds:
+            body = {"title": "t" * title, "message_count": i}
+            await asyncio.to_thread(_http, port, "PUT", f"{base}/sessions/S0", body)
+            i += 1
+            await asyncio.sleep(max(0, t0 + i / updates - time.monotonic()))
+
+    watcher = asyncio.create_task(watch())
+    updater = asyncio.create_task(update_sessions())
+    ref = 0
+    while ref < int(rate * seconds):
+        due = min(int(rate * seconds), int((time.monotonic() - t0) * rate) + 1)
+        while ref < due:
+            driver.set_session(ref, f"S{ref % 3}")
+            ref += 1
+        await asyncio.sleep(max(0, t0 + ref / rate - time.monotonic()))
+    await updater
+    deadline = time.monotonic() + 10
+    await poll(lambda: len(driver.acks) >= ref, deadline)
+    final = max(seq for _, seq in driver.acks.values())
+    await poll(lambda: all(v.last >= final for v in viewers), deadline)
+    if result.slow:
+        await poll(lambda: len(closed_at) == len(slow_ids), time.monotonic() + 15)
+    watcher.cancel()
+    result.lost = sum(1 for v in viewers if v.last < final)
+    result.latency_p99_ms = latencies(viewers, [sorted(driver.acks.values(), key=lambda a: a[1])],
+                                      sample)[1]  # fmt: skip
+    await asyncio.gather(*(asyncio.wait_for(c.closed, 3) for c in slow), return_exceptions=True)
+    result.closed_4409 = sum(1 for c in slow if c.closed.done() and c.closed.result() == 4409)
+    result.slowest_close_s = max(closed_at.values(), default=0.0)
+    for c in [*viewers, *slow, driver]:
+        if c.transport is not None:
+            c.transport.close()
+    await asyncio.sleep(0.2)
+
+
+def slow_table(calm: SlowResult, busy: SlowResult, rate: float, updates: float,
+               title: int) -> str:  # fmt: skip
+    return "\n".join(
+        [
+            f"slow consumers: {busy.readers} readers, {busy.slow} never-reading sockets, "
+            f"R={rate:g}/s + {updates:g} session updates/s of {title} B",
+            f"{'figure':40} {'no slow':>12} {'with slow':>12} {'ratio':>9}",
+            f"{'readers latency p99 (ms)':40} {calm.latency_p99_ms:12.2f} "
+            f"{busy.latency_p99_ms:12.2f} {busy.latency_p99_ms / calm.latency_p99_ms:8.2f}x",
+            f"{'peak server RSS (MB)':40} {calm.peak_rss_mb:12.1f} {busy.peak_rss_mb:12.1f} "
+            f"{busy.peak_rss_mb / calm.peak_rss_mb:8.2f}x",
+            f"{'readers lost frames':40} {calm.lost:12d} {busy.lost:12d}",
+            f"{'slow sockets closed with 4409':40} {'-':>12} {busy.closed_4409:>7d}/{busy.slow}",
+            f"{'last slow socket closed after (s)':40} {'-':>12} {busy.slowest_close_s:12.2f}",
+        ]
+    )
 
 
 # -- reporting ------------------------------------------------------------------------------
@@ -475,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100, help="changes per second")
     parser.add_argument("--seconds", type=float, default=10, help="fan-out phase length")
     parser.add_argument("--workspaces", type=int, default=1, help="spread viewers over W")
-    parser.add_argument("--sets", type=int, default=2000, help="set_session ops for its CPU")
+    parser.add_argument("--sets", type=int, default=10000, help="set_session ops for its CPU")
     parser.add_argument("--sample", type=int, default=500, help="viewers sampled for latency")
     parser.add_argument("--servers", nargs="+", default=["hub", "baseline"])
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -483,6 +614,14 @@ def main(argv: list[str] | None = None) -> int:
         "--hub-args", default="", help='extra hub serve flags, e.g. "--loop uvloop"'
     )
     parser.add_argument("--quick", action="store_true", help="N=50, 2 s, a smoke run")
+    parser.add_argument(
+        "--slow",
+        type=int,
+        default=0,
+        help="the slow-consumer scenario: this many never-reading sockets",
+    )
+    parser.add_argument("--updates", type=float, default=50, help="--slow: session updates/s")
+    parser.add_argument("--title", type=int, default=4000, help="--slow: bytes per update")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.seconds, args.sets, args.rate = [50], 2.0, 200, 50.0
@@ -494,6 +633,16 @@ def main(argv: list[str] | None = None) -> int:
         run = uvloop.run
     except ImportError:
         run = asyncio.run
+    if args.slow:
+        for n in args.n:
+            calm, busy = (
+                run(run_slow(n, s, args.rate, args.seconds, args.sample, args.updates, args.title))
+                for s in (0, args.slow)
+            )
+            print(slow_table(calm, busy, args.rate, args.updates, args.title), flush=True)
+            if args.json:
+                args.json.write_text(json.dumps([asdict(calm), asdict(busy)], indent=2))
+        return 0
     results: list[Result] = []
     for n in args.n:
         by_kind = {}

@@ -9,7 +9,6 @@ Optional fields (``ref``, ``online``) are left out of the JSON when they are ``N
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, ClassVar
@@ -53,6 +52,8 @@ MAX_REF_LENGTH = 256
 # Integer refs stay within what a JavaScript client can echo back exactly.
 MAX_SAFE_INTEGER = 2**53 - 1
 
+# Unicode category Cc, exactly: C0 controls, DEL and C1 controls.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -96,7 +97,7 @@ def check_session_id(value: object, *, ref: Ref | None = None) -> str:
         raise InvalidSessionId(
             f"session_id is longer than {MAX_SESSION_ID_LENGTH} characters", ref=ref
         )
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
+    if _CONTROL.search(value):
         raise InvalidSessionId("session_id contains a control character", ref=ref)
     return value
 

@@ -52,3 +52,18 @@ def test_session_ids() -> None:
         protocol.check_session_id("a\u0085")  # C1 control
     with pytest.raises(BadRequest):
         protocol.check_session_id(1)
+
+
+def test_control_characters_are_exactly_unicode_category_cc() -> None:
+    import unicodedata
+
+    for code in range(0x110000):
+        ch = chr(code)
+        if 0xD800 <= code <= 0xDFFF:
+            continue  # lone surrogates never reach here: the JSON parser refuses them
+        refused = unicodedata.category(ch) == "Cc"
+        try:
+            protocol.check_session_id(ch)
+            assert not refused, hex(code)
+        except InvalidSessionId:
+            assert refused, hex(code)

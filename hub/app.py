@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.backends.memory import MemoryBackend
-from hub.hub import Hub
+from hub.hub import Hub, Limits
 from hub.presence import Presence
 from hub.rest import Rest, error_response
 from hub.settings import Settings
@@ -66,6 +66,13 @@ def create_app(settings: Settings) -> Starlette:
         backend,
         coalesce_window=settings.coalesce_window,
         max_outbox_bytes=settings.max_outbox_bytes,
+        limits=Limits(
+            max_sockets=settings.max_sockets,
+            max_streams=settings.max_streams_per_client,
+            rate=settings.rate_limit,
+            burst=settings.rate_burst,
+            rate_close_after=settings.rate_close_after,
+        ),
     )
     services = Services(settings, presence, backend, store, hub)
     rest = Rest(hub, backend, store, settings.max_body_bytes)

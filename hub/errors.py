@@ -18,6 +18,8 @@ in this tree: it raises the ordinary ``ValueError``/``TypeError``/``RuntimeError
     │   ├── Conflict               409 conflict
     │   ├── ClientRetired          410 client_retired, close 4410
     │   ├── PayloadTooLarge        413 payload_too_large
+    │   ├── OverCapacity           close 1013 (too many sockets, or streams of one client)
+    │   ├── RateLimited            error frame rate_limited; close 4429 when it goes on
     │   ├── BadJson                error frame bad_json (a text frame that is not JSON)
     │   ├── UnsupportedFrame       error frame unsupported_frame (a binary frame)
     │   └── UnknownType            error frame unknown_type
@@ -38,8 +40,10 @@ __all__ = [
     "InvalidPath",
     "InvalidSessionId",
     "NotAttached",
+    "OverCapacity",
     "PayloadTooLarge",
     "PeerError",
+    "RateLimited",
     "SessionNotFound",
     "UnknownType",
     "UnsupportedFrame",
@@ -119,6 +123,18 @@ class PayloadTooLarge(PeerError):
 
 class ConfigError(HubError):
     """A setting has a value the hub cannot run with; the message names the setting."""
+
+
+class OverCapacity(PeerError):
+    code = "over_capacity"
+    status = 503
+    close_code = 1013
+
+
+class RateLimited(PeerError):
+    code = "rate_limited"
+    status = 429
+    close_code = 4429
 
 
 class BadJson(PeerError):

@@ -20,18 +20,20 @@ import asyncio
 import itertools
 import logging
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import Send
 
 from hub import protocol
 from hub.backends import PresenceBackend
-from hub.errors import PeerError
+from hub.errors import OverCapacity, PeerError, RateLimited
+from hub.limits import RateLimit
 from hub.presence import Diff, Snapshot
 from hub.protocol import CloseCode, Command, Counts, Ping, Pong, SetSession, Sync
 from hub.transport import DirectWriter, frame_text
 
-__all__ = ["Connection", "Hub", "Room"]
+__all__ = ["Connection", "Hub", "Limits", "Room"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,7 @@ class Connection:
         "client_id",
         "id",
         "max_outbox_bytes",
+        "rate",
         "snapshot_seq",
         "workspace_id",
     )
@@ -126,8 +129,10 @@ class Connection:
         send: Send,
         max_outbox_bytes: int,
         direct: DirectWriter | None = None,
+        rate: RateLimit | None = None,
     ) -> None:
         self.id = f"c{next(self._ids)}"
+        self.rate = rate  # None: no limit
         self.workspace_id = workspace_id
         self.client_id = client_id
         self.max_outbox_bytes = max_outbox_bytes
@@ -241,6 +246,22 @@ class Connection:
             self._writer = None
 
 
+_RATE_LIMITED = Outgoing(
+    protocol.encode(protocol.Error.of(RateLimited("too many frames: slow down")))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one process and one socket may take (see the HUB_* settings of the same names)."""
+
+    max_sockets: int = 50_000
+    max_streams: int = 8  # per client per workspace
+    rate: float = 20.0  # frames a second per socket; 0: no limit
+    burst: int = 50
+    rate_close_after: float = 5.0
+
+
 class Room:
     """The local sockets of one workspace and the changes waiting for the next flush."""
 
@@ -302,11 +323,18 @@ class Hub:
     """Local connections per workspace, and the fan-out of backend changes to them."""
 
     def __init__(
-        self, backend: PresenceBackend, *, coalesce_window: float, max_outbox_bytes: int
+        self,
+        backend: PresenceBackend,
+        *,
+        coalesce_window: float,
+        max_outbox_bytes: int,
+        limits: Limits | None = None,
     ) -> None:
         self.backend = backend
         self.coalesce_window = coalesce_window
         self.max_outbox_bytes = max_outbox_bytes
+        self.limits = limits or Limits()
+        self.sockets = 0  # local sockets joined and not yet left
         self.rooms: dict[str, Room] = {}
         self._by_client: dict[str, set[Connection]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -321,10 +349,6 @@ class Hub:
                 room.flush_handle.cancel()
         await self.backend.close()
 
-    @property
-    def socket_count(self) -> int:
-        return sum(len(room.conns) for room in self.rooms.values())
-
     # -- sockets ----------------------------------------------------------------------------
 
     async def join(
@@ -336,12 +360,21 @@ class Hub:
     ) -> Connection:
         """Attach a new stream and queue its snapshot as its first frame.
 
-        Raises the backend's PeerError (unknown workspace, retired client) before anything is
-        registered.
+        Raises a PeerError (over capacity, unknown workspace, retired client) before anything
+        is attached or registered.
         """
+        limits = self.limits
+        if self.sockets >= limits.max_sockets:
+            raise OverCapacity(f"this server holds its maximum of {limits.max_sockets} sockets")
+        mine = self._by_client.get(client_id, ())
+        if sum(1 for c in mine if c.workspace_id == workspace_id) >= limits.max_streams:
+            raise OverCapacity(f"client has {limits.max_streams} sockets in this workspace")
         await self.backend.attach(workspace_id, client_id)
         snapshot = await self.backend.snapshot(workspace_id)
-        conn = Connection(workspace_id, client_id, send, self.max_outbox_bytes, direct)
+        loop = asyncio.get_running_loop()
+        rate = RateLimit(limits.rate, limits.burst, loop.time()) if limits.rate else None
+        conn = Connection(workspace_id, client_id, send, self.max_outbox_bytes, direct, rate)
+        self.sockets += 1
         room = self.rooms.get(workspace_id)
         if room is None:
             room = self.rooms[workspace_id] = Room(snapshot)
@@ -354,6 +387,7 @@ class Hub:
     async def leave(self, conn: Connection) -> None:
         """Unregister a stream that ended, and detach it unless its claim is already gone."""
         conn.stop()
+        self.sockets -= 1
         room = self.rooms.get(conn.workspace_id)
         if room is not None:
             room.conns.discard(conn)
@@ -373,6 +407,15 @@ class Hub:
 
     async def command(self, conn: Connection, text: str) -> None:
         """Handle one text frame from a socket; peer errors become error frames."""
+        rate = conn.rate
+        if rate is not None:
+            now = asyncio.get_running_loop().time()
+            if not rate.allow(now):
+                if rate.refusing_for(now) >= self.limits.rate_close_after:
+                    conn.close(CloseCode.RATE_LIMITED)
+                else:
+                    conn.push(_RATE_LIMITED)
+                return
         try:
             command = protocol.parse(text)
             await self._apply(conn, command)

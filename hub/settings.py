@@ -33,6 +33,13 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     log_level: str = "info"
     loop: str = "asyncio"
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    rate_limit: float = 20.0
+    rate_burst: int = 50
+    rate_close_after: float = 5.0
+    max_streams_per_client: int = 8
+    max_sockets: int = 50_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -52,14 +59,21 @@ class Settings:
         return replace(cls(), **values)
 
 
-def _seconds(name: str, raw: object) -> float:
-    try:
-        value = float(str(raw))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected seconds (a number), got {raw!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name}: expected a finite number of seconds >= 0, got {raw!r}")
-    return value
+def _non_negative(unit: str) -> Callable[[str, object], float]:
+    def parse(name: str, raw: object) -> float:
+        try:
+            value = float(str(raw))
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{name}: expected {unit}, a finite number >= 0, got {raw!r}")
+        return value
+
+    return parse
+
+
+_seconds = _non_negative("seconds")
+_per_second = _non_negative("a rate per second")
 
 
 def _positive_int(name: str, raw: object) -> int:
@@ -125,6 +139,13 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "max_body_bytes": _positive_int,
     "log_level": _log_level,
     "loop": _loop,
+    "ping_interval": _seconds,
+    "ping_timeout": _seconds,
+    "rate_limit": _per_second,
+    "rate_burst": _positive_int,
+    "rate_close_after": _seconds,
+    "max_streams_per_client": _positive_int,
+    "max_sockets": _positive_int,
 }
 
 SETTINGS_HELP: dict[str, str] = {
@@ -140,4 +161,11 @@ SETTINGS_HELP: dict[str, str] = {
     "max_body_bytes": "largest REST request body; larger answers 413",
     "log_level": "debug, info, warning, error or critical",
     "loop": "event loop: asyncio, or uvloop when installed",
+    "ping_interval": "seconds between server pings on each socket (0: no pings)",
+    "ping_timeout": "seconds a peer has to answer a ping before it is dropped with 4408",
+    "rate_limit": "frames per second one socket may send on average (0: no limit)",
+    "rate_burst": "frames one socket may send at once above the average",
+    "rate_close_after": "seconds a socket may stay over its rate before it is closed with 4429",
+    "max_streams_per_client": "sockets one client may hold in one workspace; more close 1013",
+    "max_sockets": "sockets one process holds at most; more close 1013",
 }

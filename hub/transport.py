@@ -24,9 +24,12 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
-__all__ = ["DirectWriter", "direct_writer", "frame_text"]
+from hub.protocol import CloseCode
+
+__all__ = ["DirectWriter", "HubWebSocketProtocol", "direct_writer", "frame_text"]
 
 _OPEN = State.OPEN
+
 
 # The kernel send buffer of a socket on the direct path (Linux doubles it). Fixed, instead of
 # autotuned up to net.ipv4.tcp_wmem's 4 MB: it bounds kernel memory per connection, and a peer
@@ -34,6 +37,50 @@ _OPEN = State.OPEN
 SEND_BUFFER = 64 * 1024
 
 _NEEDED = ("transport", "writable", "close_sent", "conn", "queue", "loop", "read_paused")
+
+
+# A WebSocket handshake's request head (line and headers) at most; larger gets 431.
+MAX_HEAD_BYTES = 8 * 1024
+MAX_HEAD_LINES = 100
+_HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 35\r\nConnection: close\r\n\r\nrequest head larger than 8 KiB/100\n"
+)
+
+
+class HubWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` protocol with two changes.
+
+    - Keepalive: uvicorn pings every ``ws_ping_interval`` and drops a peer that does not answer
+      within ``ws_ping_timeout``, closing with 1011; the contract names 4408 for that, so a
+      client knows to reconnect rather than back off for a server error.
+    - Handshake size: a request head over 8 KiB or 100 lines is answered 431 and closed. (The
+      websockets parser refuses such heads but uvicorn never sends its answer, leaving the
+      client waiting; too many headers even trips an assertion in it.)
+    """
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.state is State.CONNECTING and (
+            len(data) > MAX_HEAD_BYTES or data.count(b"\n") > MAX_HEAD_LINES
+        ):
+            self.transport.write(_HEAD_TOO_LARGE)
+            self.transport.close()
+            return
+        super().data_received(data)
+
+    def keepalive_timeout(self) -> None:
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        if self.close_sent or self.transport.is_closing():
+            return
+        self.conn.send_close(CloseCode.KEEPALIVE_TIMEOUT, "keepalive timeout")
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.transport.close()
+
+
+# The protocol classes the direct path was written and tested against.
+_TESTED = (WebSocketsSansIOProtocol, HubWebSocketProtocol)
 
 
 def frame_text(payload: bytes) -> bytes:
@@ -95,7 +142,7 @@ class DirectWriter:
 def direct_writer(asgi_send: Callable[..., Any] | None) -> DirectWriter | None:
     """A DirectWriter for the connection behind an ASGI ``send``, when that is safe."""
     proto = getattr(asgi_send, "__self__", None)
-    if type(proto) is not WebSocketsSansIOProtocol:
+    if proto is None or type(proto) not in _TESTED:
         return None
     if not all(hasattr(proto, name) for name in _NEEDED):
         return None

@@ -22,7 +22,7 @@ FAST: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="session", params=["websockets-sansio", "wsproto"])
+@pytest.fixture(scope="session", params=["hub", "wsproto"])
 def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
     """A real hub shared by the run (tests isolate themselves with fresh workspaces), once on
     each uvicorn WebSocket implementation, so both the direct and the portable send path run

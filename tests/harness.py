@@ -8,7 +8,11 @@ server's true state (``services``) once it is quiet.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -24,13 +28,16 @@ from hub.settings import Settings
 
 
 class ServerThread:
-    """``ws`` picks uvicorn's WebSocket implementation: ``websockets-sansio`` (what ``hub serve``
-    runs; frames take the direct path) or ``wsproto`` (frames take the portable ASGI path)."""
+    """``ws`` picks uvicorn's WebSocket implementation: ``hub`` (what ``hub serve`` runs:
+    websockets-sansio, frames take the direct path) or ``wsproto`` (the portable ASGI path)."""
 
-    def __init__(self, settings: Settings, ws: str = "websockets-sansio") -> None:
+    def __init__(self, settings: Settings, ws: str = "hub") -> None:
         self.app = create_app(settings)
         self.services: Services = self.app.state.services
-        config = uvicorn_config(settings, self.app, port=0, ws=ws, log_level="warning")
+        overrides: dict[str, Any] = {"port": 0, "log_level": "warning"}
+        if ws != "hub":
+            overrides["ws"] = ws
+        config = uvicorn_config(settings, self.app, **overrides)
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -152,3 +159,48 @@ class Viewer:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+class NonReader:
+    """A raw socket that completes the handshake, then never reads (tiny receive buffer)."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        assert b" 101 " in head
+
+    def read_close_code(self) -> int | None:
+        """Read what the server sent, up to its close frame; that frame's code, if one came."""
+        self.sock.settimeout(5)
+        data = bytearray()
+        pos = 0
+        while True:
+            while pos + 2 <= len(data):  # parse every complete frame received so far
+                opcode, n = data[pos] & 0x0F, data[pos + 1] & 0x7F
+                head = 2
+                if n == 126:
+                    if pos + 4 > len(data):
+                        break
+                    n, head = struct.unpack_from("!H", data, pos + 2)[0], 4
+                if pos + head + n > len(data):
+                    break
+                if opcode == 8:
+                    code: int = struct.unpack_from("!H", data, pos + head)[0]
+                    return code
+                pos += head + n
+            try:
+                chunk = self.sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                return None
+            if not chunk:
+                return None
+            data += chunk

@@ -1,21 +1,23 @@
-"""The real ``hub serve`` process: acknowledged writes survive ``kill -9``, and a restarted hub
-knows its workspaces again."""
+"""The real ``hub serve`` process: acknowledged writes survive ``kill -9``, a restarted hub
+knows its workspaces again, and SIGTERM is a graceful shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 
-from tests.harness import Viewer, new_client_id
+from tests.harness import ServerThread, Viewer, new_client_id
 
 
 def free_port() -> int:
@@ -96,3 +98,47 @@ async def test_acknowledged_writes_survive_kill_9(db: Path) -> None:
     finally:
         log = hub.stop()
     assert "Traceback" not in log
+
+
+async def test_sigterm_closes_every_socket_with_1012_and_exits_cleanly(db: Path) -> None:
+    hub = HubProcess(db)
+    async with httpx.AsyncClient(base_url=hub.url) as http:
+        w = (await http.post("/v1/workspaces", json={"path": "/term"})).json()["id"]
+    clients = [new_client_id() for _ in range(20)]
+    viewers = [
+        await Viewer.open(f"ws://127.0.0.1:{hub.port}/v1/workspaces/{w}/ws?client_id={c}", c)
+        for c in clients
+    ]
+    started = time.monotonic()
+    hub.proc.send_signal(signal.SIGTERM)
+
+    async def close_code(v: Viewer) -> int | None:
+        try:
+            while True:
+                await v.next(within=5)
+        except ConnectionClosed:
+            return v.ws.close_code
+
+    codes = await asyncio.gather(*(close_code(v) for v in viewers))
+    assert codes == [1012] * len(viewers)
+    assert time.monotonic() - started < 2
+    log = hub.proc.communicate(timeout=10)[0].decode()  # wait: a second signal forces the exit
+    assert hub.proc.returncode == 0, log
+    assert "Traceback" not in log, log
+    # The store was closed cleanly: SQLite folded the WAL back into the database and removed it.
+    assert not await asyncio.to_thread(Path(f"{db}-wal").exists)
+
+
+async def test_shutdown_puts_claims_into_grace_not_released(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    server = make_server(detach_grace=30)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        w = (await http.post("/v1/workspaces", json={"path": "/shutdown"})).json()["id"]
+    client = new_client_id()
+    v = await Viewer.open(server.ws_url(w, client), client)
+    await v.send({"type": "set_session", "session_id": "S1"})
+    await v.until(lambda x: x.counts == {"S1": 1})
+    await asyncio.to_thread(server.stop)
+    (claim,) = server.services.presence.claims(w)
+    assert (claim.state.value, claim.session_id, claim.released) == ("grace", "S1", False)

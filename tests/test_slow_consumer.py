@@ -8,60 +8,11 @@ that is session records updated many times a second, as a coding agent does with
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import socket
-import struct
 from collections.abc import Callable
 
 import httpx
 
-from tests.harness import ServerThread, Viewer, new_client_id
-
-
-class NonReader:
-    """A raw socket that completes the handshake, then never reads (tiny receive buffer)."""
-
-    def __init__(self, port: int, path: str) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += self.sock.recv(1)
-        assert b" 101 " in head
-
-    def read_close_code(self) -> int | None:
-        """Read what the server sent, up to its close frame; that frame's code, if one came."""
-        self.sock.settimeout(5)
-        data = bytearray()
-        pos = 0
-        while True:
-            while pos + 2 <= len(data):  # parse every complete frame received so far
-                opcode, n = data[pos] & 0x0F, data[pos + 1] & 0x7F
-                head = 2
-                if n == 126:
-                    if pos + 4 > len(data):
-                        break
-                    n, head = struct.unpack_from("!H", data, pos + 2)[0], 4
-                if pos + head + n > len(data):
-                    break
-                if opcode == 8:
-                    code: int = struct.unpack_from("!H", data, pos + head)[0]
-                    return code
-                pos += head + n
-            try:
-                chunk = self.sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                return None
-            if not chunk:
-                return None
-            data += chunk
+from tests.harness import NonReader, ServerThread, Viewer, new_client_id
 
 
 async def test_sockets_that_stop_reading_are_closed_with_4409(

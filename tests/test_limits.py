@@ -1,0 +1,145 @@
+"""Limits and keepalive end to end: past each HUB_* limit comes the answer the contract names."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.harness import NonReader, ServerThread, Viewer, new_client_id
+
+MakeServer = Callable[..., ServerThread]
+
+
+async def workspace_of(server: ServerThread) -> str:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.post("/v1/workspaces", json={"path": "/limits"})
+        workspace_id: str = response.json()["id"]
+        return workspace_id
+
+
+async def claims(server: ServerThread, workspace: str) -> dict[str, str]:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        rows = (await http.get(f"/v1/workspaces/{workspace}/clients")).json()
+        return {c["client_id"]: c["state"] for c in rows}
+
+
+async def close_code_of(url: str) -> int | None:
+    async with connect(url) as ws:
+        try:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        except ConnectionClosed:
+            return ws.close_code
+
+
+async def test_frames_over_the_rate_get_rate_limited_then_4429(make_server: MakeServer) -> None:
+    server = make_server(rate_limit=5, rate_burst=5, rate_close_after=1.0)
+    w = await workspace_of(server)
+    client = new_client_id()
+    v = await Viewer.open(server.ws_url(w, client), client)
+    for i in range(12):
+        await v.send({"type": "ping", "ref": i})
+    answers = [await v.next() for _ in range(12)]
+    assert [a["type"] for a in answers] == ["pong"] * 5 + ["error"] * 7
+    assert {a["code"] for a in answers[5:]} == {"rate_limited"}
+    await asyncio.sleep(0.5)  # the bucket refills at 5/s
+    await v.send({"type": "ping", "ref": "again"})
+    assert await v.next() == {"type": "pong", "ref": "again"}
+    # Kept up without a break for rate_close_after: closed with 4429.
+    with_close = None
+    for _ in range(200):
+        try:
+            await v.send({"type": "ping"})
+        except ConnectionClosed:
+            with_close = v.ws.close_code
+            break
+        await asyncio.sleep(0.02)
+    if with_close is None:
+        try:
+            while True:
+                await v.next(within=2)
+        except ConnectionClosed:
+            with_close = v.ws.close_code
+    assert with_close == 4429
+
+
+async def test_streams_per_client_per_workspace(make_server: MakeServer) -> None:
+    server = make_server(max_streams_per_client=2)
+    w = await workspace_of(server)
+    a = new_client_id()
+    tabs = [await Viewer.open(server.ws_url(w, a), a) for _ in range(2)]
+    assert await close_code_of(server.ws_url(w, a)) == 1013
+    other = new_client_id()
+    ok = await Viewer.open(server.ws_url(w, other), other)  # another client is not affected
+    await tabs[0].close()
+    await asyncio.sleep(0.1)
+    again = await Viewer.open(server.ws_url(w, a), a)  # room again for the first client
+    assert (await claims(server, w))[a] == "attached"
+    for v in (tabs[1], ok, again):
+        await v.close()
+
+
+async def test_sockets_per_process(make_server: MakeServer) -> None:
+    server = make_server(max_sockets=3)
+    w = await workspace_of(server)
+    ids = [new_client_id() for _ in range(3)]
+    open_ = [await Viewer.open(server.ws_url(w, c), c) for c in ids]
+    refused = new_client_id()
+    assert await close_code_of(server.ws_url(w, refused)) == 1013
+    assert refused not in await claims(server, w)  # refused before any claim was touched
+    await open_[0].close()
+    await asyncio.sleep(0.1)
+    late = await Viewer.open(server.ws_url(w, refused), refused)
+    for v in (*open_[1:], late):
+        await v.close()
+
+
+async def test_a_silent_peer_is_dropped_with_4408_and_its_claim_enters_grace(
+    make_server: MakeServer,
+) -> None:
+    server = make_server(ping_interval=0.3, ping_timeout=0.3, detach_grace=5)
+    w = await workspace_of(server)
+    silent_id, live_id = new_client_id(), new_client_id()
+    silent = NonReader(server.port, f"/v1/workspaces/{w}/ws?client_id={silent_id}")
+    live = await Viewer.open(server.ws_url(w, live_id), live_id)  # answers pings by itself
+    await asyncio.sleep(0.3 + 0.3 + 1)
+    states = await claims(server, w)
+    assert states == {silent_id: "grace", live_id: "attached"}
+    assert await asyncio.to_thread(silent.read_close_code) == 4408
+    silent.sock.close()
+    await live.close()
+
+
+def raw_head(port: int, head: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(head.encode())
+        return s.recv(200)
+
+
+UPGRADE = (
+    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def test_oversized_handshakes_get_431_at_once(make_server: MakeServer) -> None:
+    server = make_server()
+    w = await workspace_of(server)
+    path = f"/v1/workspaces/{w}/ws?client_id={new_client_id()}"
+    long_query = f"GET {path}&pad={'a' * 9000} HTTP/1.1\r\nHost: x\r\n{UPGRADE}"
+    long_header = f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Pad: {'b' * 9000}\r\n{UPGRADE}"
+    many = "".join(f"X-{i}: v\r\n" for i in range(300))
+    many_headers = f"GET {path} HTTP/1.1\r\nHost: x\r\n{many}{UPGRADE}"
+    for head in (long_query, long_header, many_headers):
+        answer = await asyncio.to_thread(raw_head, server.port, head)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer
+    normal = await asyncio.to_thread(
+        raw_head, server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n{UPGRADE}"
+    )
+    assert normal.startswith(b"HTTP/1.1 101 ")
+    assert await claims(server, w) != {}  # the server is still serving

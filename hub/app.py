@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hub.auth import Auth, OriginPolicy, RedactTokens
 from hub.backends.memory import MemoryBackend
 from hub.hub import Hub, Limits
 from hub.presence import Presence
@@ -75,7 +76,9 @@ def create_app(settings: Settings) -> Starlette:
         ),
     )
     services = Services(settings, presence, backend, store, hub)
-    rest = Rest(hub, backend, store, settings.max_body_bytes)
+    auth = Auth(settings.auth_secret)
+    rest = Rest(hub, backend, store, settings.max_body_bytes, auth)
+    RedactTokens.install()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -93,7 +96,11 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=rest.routes(),
-        middleware=[Middleware(SocketRoute, hub=hub)],
+        middleware=[
+            Middleware(
+                SocketRoute, hub=hub, auth=auth, origins=OriginPolicy(settings.allowed_origins)
+            )
+        ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )

@@ -18,6 +18,9 @@ in this tree: it raises the ordinary ``ValueError``/``TypeError``/``RuntimeError
     │   ├── Conflict               409 conflict
     │   ├── ClientRetired          410 client_retired, close 4410
     │   ├── PayloadTooLarge        413 payload_too_large
+    │   ├── Unauthorized           401 unauthorized, close 4401 (no token, or not a valid one)
+    │   ├── Forbidden              403 forbidden, close 4403 (the token does not grant it)
+    │   ├── OriginNotAllowed       close 1008 (a browser page from an origin not listed)
     │   ├── OverCapacity           close 1013 (too many sockets, or streams of one client)
     │   ├── RateLimited            error frame rate_limited; close 4429 when it goes on
     │   ├── BadJson                error frame bad_json (a text frame that is not JSON)
@@ -35,16 +38,19 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "HubError",
+    "Forbidden",
     "InvalidClientId",
     "InvalidParentSession",
     "InvalidPath",
     "InvalidSessionId",
     "NotAttached",
+    "OriginNotAllowed",
     "OverCapacity",
     "PayloadTooLarge",
     "PeerError",
     "RateLimited",
     "SessionNotFound",
+    "Unauthorized",
     "UnknownType",
     "UnsupportedFrame",
     "WorkspaceNotFound",
@@ -123,6 +129,24 @@ class PayloadTooLarge(PeerError):
 
 class ConfigError(HubError):
     """A setting has a value the hub cannot run with; the message names the setting."""
+
+
+class Unauthorized(PeerError):
+    code = "unauthorized"
+    status = 401
+    close_code = 4401
+
+
+class Forbidden(PeerError):
+    code = "forbidden"
+    status = 403
+    close_code = 4403
+
+
+class OriginNotAllowed(PeerError):
+    code = "origin_not_allowed"
+    status = 403
+    close_code = 1008
 
 
 class OverCapacity(PeerError):

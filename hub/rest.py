@@ -17,10 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from hub.auth import Auth, Grant, token_from
 from hub.backends import PresenceBackend
 from hub.errors import (
     BadRequest,
     ClientRetired,
+    Forbidden,
     InvalidParentSession,
     InvalidPath,
     InvalidSessionId,
@@ -116,11 +118,14 @@ def _check_type(body: dict[str, Any], name: str, types: tuple[type, ...]) -> Non
 class Rest:
     """The REST handlers, bound to one hub, backend and store."""
 
-    def __init__(self, hub: Hub, backend: PresenceBackend, store: Store, max_body: int) -> None:
+    def __init__(
+        self, hub: Hub, backend: PresenceBackend, store: Store, max_body: int, auth: Auth
+    ) -> None:
         self.hub = hub
         self.backend = backend
         self.store = store
         self.max_body = max_body
+        self.auth = auth
 
     def routes(self) -> list[BaseRoute]:
         w = "/v1/workspaces/{workspace_id}"
@@ -165,8 +170,14 @@ class Rest:
             raise BadRequest("request body must be a JSON object")
         return body
 
-    async def _workspace(self, request: Request) -> Workspace:
+    def _grant(self, request: Request) -> Grant:
+        """Who is asking (401 when auth is on and the token is missing or not valid)."""
+        return self.auth.verify(token_from(request.headers, request.query_params))
+
+    async def _workspace(self, request: Request, grant: Grant) -> Workspace:
+        """The path's workspace: 403 when the grant does not cover it, then 404."""
         workspace_id = request.path_params["workspace_id"]
+        grant.check_workspace(workspace_id)
         workspace = await self.store.get_workspace(workspace_id)
         if workspace is None:
             raise WorkspaceNotFound(f"workspace {workspace_id[:64]!r} not found")
@@ -199,7 +210,12 @@ class Rest:
         return json_response({"status": "ok"})
 
     async def create_workspace(self, request: Request) -> Response:
-        """Get or create by path, then a creation hold for ``client_id`` (when given)."""
+        """Get or create by path, then a creation hold for ``client_id`` (when given).
+
+        A token limited to some workspaces may only reach an existing one of them by its path:
+        it cannot create a workspace whose id it does not know yet.
+        """
+        grant = self._grant(request)
         body = await self._body(request)
         _check_fields(body, {"path", "client_id"})
         if "path" not in body:
@@ -212,8 +228,15 @@ class Rest:
         if body.get("client_id") is not None:
             _check_type(body, "client_id", (str,))
             client_id = check_client_id(body["client_id"])
-            if await self.backend.is_retired(client_id):
-                raise ClientRetired(f"client {client_id} is retired")
+        if client_id is not None:
+            grant.check_client(client_id)
+        if grant.workspaces is not None:
+            existing = await self.store.find_workspace(path)
+            if existing is None:
+                raise Forbidden("creating a workspace needs a token for every workspace")
+            grant.check_workspace(existing.id)
+        if client_id is not None and await self.backend.is_retired(client_id):
+            raise ClientRetired(f"client {client_id} is retired")
         workspace = await self.store.create_workspace(path)
         await self.backend.add_workspace(workspace.id)
         if client_id is not None:
@@ -222,6 +245,7 @@ class Rest:
         return json_response(workspace_json(workspace, snapshot.online))
 
     async def list_workspaces(self, request: Request) -> Response:
+        self._grant(request).check_admin()
         result = []
         for workspace in await self.store.list_workspaces():
             snapshot = await self._snapshot(workspace.id)
@@ -229,19 +253,23 @@ class Rest:
         return json_response(result)
 
     async def get_workspace(self, request: Request) -> Response:
-        workspace = await self._workspace(request)
+        workspace = await self._workspace(request, self._grant(request))
         snapshot = await self._snapshot(workspace.id)
         return json_response(workspace_json(workspace, snapshot.online))
 
     async def delete_workspace(self, request: Request) -> Response:
-        workspace = await self._workspace(request)
+        grant = self._grant(request)
+        grant.check_admin()
+        workspace = await self._workspace(request, grant)
         await self.store.delete_workspace(workspace.id)
         await self.backend.remove_workspace(workspace.id)
         self.hub.close_workspace(workspace.id, CloseCode.NOT_FOUND)
         return Response(status_code=204)
 
     async def list_claims(self, request: Request) -> Response:
-        workspace = await self._workspace(request)
+        grant = self._grant(request)
+        grant.check_admin()
+        workspace = await self._workspace(request, grant)
         claims = await self.backend.claims(workspace.id)
         return json_response(
             [
@@ -257,20 +285,26 @@ class Rest:
         )
 
     async def release(self, request: Request) -> Response:
+        grant = self._grant(request)
         client_id = check_client_id(request.path_params["client_id"])
-        workspace = await self._workspace(request)
+        grant.check_client(client_id)
+        workspace = await self._workspace(request, grant)
         await self.backend.release(workspace.id, client_id)
         return Response(status_code=204)
 
     async def retire(self, request: Request) -> Response:
+        grant = self._grant(request)
         client_id = check_client_id(request.path_params["client_id"])
+        grant.check_admin()
         await self.backend.retire(client_id)
         self.hub.close_client(client_id, CloseCode.RETIRED)
         return Response(status_code=204)
 
     async def set_current_session(self, request: Request) -> Response:
+        grant = self._grant(request)
         client_id = check_client_id(request.query_params.get("client_id"))
-        workspace = await self._workspace(request)
+        grant.check_client(client_id)
+        workspace = await self._workspace(request, grant)
         body = await self._body(request)
         _check_fields(body, {"session_id"})
         if "session_id" not in body:
@@ -280,7 +314,7 @@ class Rest:
         return json_response({"seq": diff.seq})
 
     async def presence(self, request: Request) -> Response:
-        workspace = await self._workspace(request)
+        workspace = await self._workspace(request, self._grant(request))
         snapshot = await self._snapshot(workspace.id)
         return json_response(
             {
@@ -292,13 +326,13 @@ class Rest:
         )
 
     async def list_sessions(self, request: Request) -> Response:
-        workspace = await self._workspace(request)
+        workspace = await self._workspace(request, self._grant(request))
         sessions = await self.store.list_sessions(workspace.id)
         counts = (await self._snapshot(workspace.id)).counts
         return json_response([session_json(s, counts.get(s.id, 0)) for s in sessions])
 
     async def create_session(self, request: Request) -> Response:
-        workspace = await self._workspace(request)
+        workspace = await self._workspace(request, self._grant(request))
         body = await self._body(request)
         _check_fields(body, {"id", "title", "parent_session_id"})
         title = ""
@@ -327,12 +361,12 @@ class Rest:
         return json_response(data, 201)
 
     async def get_session(self, request: Request) -> Response:
-        workspace = await self._workspace(request)
+        workspace = await self._workspace(request, self._grant(request))
         session = await self._session(request, workspace)
         return json_response(await self._session_json(session))
 
     async def update_session(self, request: Request) -> Response:
-        workspace = await self._workspace(request)
+        workspace = await self._workspace(request, self._grant(request))
         session_id = self._path_session_id(request)
         body = await self._body(request)
         _check_fields(body, SESSION_FIELDS.keys())
@@ -347,7 +381,7 @@ class Rest:
         return json_response(data)
 
     async def delete_session(self, request: Request) -> Response:
-        workspace = await self._workspace(request)
+        workspace = await self._workspace(request, self._grant(request))
         session_id = self._path_session_id(request)
         session = await self.store.delete_session(workspace.id, session_id)
         if session is None:

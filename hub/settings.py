@@ -8,13 +8,14 @@ raised before the server starts.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from hub.errors import ConfigError
 
-__all__ = ["SETTINGS_HELP", "Settings"]
+__all__ = ["SETTINGS_HELP", "Settings", "parse_seconds"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class Settings:
     rate_close_after: float = 5.0
     max_streams_per_client: int = 8
     max_sockets: int = 50_000
+    auth_secret: str | None = None
+    allowed_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -72,7 +75,7 @@ def _non_negative(unit: str) -> Callable[[str, object], float]:
     return parse
 
 
-_seconds = _non_negative("seconds")
+_seconds = parse_seconds = _non_negative("seconds")
 _per_second = _non_negative("a rate per second")
 
 
@@ -126,6 +129,21 @@ def _loop(name: str, raw: object) -> str:
     return value
 
 
+def _secret(name: str, raw: object) -> str:
+    value = str(raw)
+    if len(value) < 32:
+        raise ConfigError(f"{name}: use at least 32 characters (e.g. `openssl rand -hex 32`)")
+    return value
+
+
+def _origins(name: str, raw: object) -> tuple[str, ...]:
+    origins = tuple(o.strip() for o in str(raw).split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigError(f"{name}: {origin!r} is not an origin like https://app.example.com")
+    return origins
+
+
 _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "host": _text,
     "port": _port,
@@ -146,6 +164,8 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "rate_close_after": _seconds,
     "max_streams_per_client": _positive_int,
     "max_sockets": _positive_int,
+    "auth_secret": _secret,
+    "allowed_origins": _origins,
 }
 
 SETTINGS_HELP: dict[str, str] = {
@@ -168,4 +188,6 @@ SETTINGS_HELP: dict[str, str] = {
     "rate_close_after": "seconds a socket may stay over its rate before it is closed with 4429",
     "max_streams_per_client": "sockets one client may hold in one workspace; more close 1013",
     "max_sockets": "sockets one process holds at most; more close 1013",
+    "auth_secret": "HS256 secret: when set, every request needs a token signed with it",
+    "allowed_origins": "comma-separated origins whose pages may open sockets (default: loopback)",
 }

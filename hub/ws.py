@@ -1,8 +1,10 @@
 """The WebSocket endpoint ``/v1/workspaces/{workspace_id}/ws?client_id=``: one socket, one stream.
 
-It accepts first (so a browser can read the close code of a refusal), checks the client id
-(4400) and joins the hub (4404 unknown workspace, 4410 retired client), then feeds every text
-frame to the hub. It always leaves the hub in ``finally``, however the socket ended.
+It accepts first (so a browser can read the close code of a refusal), then checks, in this
+order: the page's origin (1008), the token (4401), the client id (4400), the token's grant
+(4403), and joins the hub (1013 over capacity, 4404 unknown workspace, 4410 retired client).
+Nothing is touched before every check passed. Then it feeds every text frame to the hub, and
+always leaves the hub in ``finally``, however the socket ended.
 
 The route is served by :class:`SocketRoute`, an ASGI middleware at the top of the app, rather
 than by Starlette's router: a socket then holds no router, exception-middleware or route
@@ -15,16 +17,17 @@ from __future__ import annotations
 import logging
 import re
 
-from starlette.datastructures import QueryParams
+from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hub import protocol
+from hub.auth import Auth, OriginPolicy, token_from
 from hub.errors import PeerError, UnsupportedFrame
-from hub.hub import Hub, Outgoing
+from hub.hub import Connection, Hub, Outgoing
 from hub.protocol import check_client_id
 from hub.transport import direct_writer
 
-__all__ = ["SocketRoute", "presence_socket"]
+__all__ = ["SocketRoute", "read_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +41,49 @@ _BINARY_REFUSED = Outgoing(
 class SocketRoute:
     """ASGI middleware: serves WebSocket requests to :data:`PATH`; the rest goes on."""
 
-    def __init__(self, app: ASGIApp, hub: Hub) -> None:
+    def __init__(self, app: ASGIApp, hub: Hub, auth: Auth, origins: OriginPolicy) -> None:
         self.app = app
         self.hub = hub
+        self.auth = auth
+        self.origins = origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             match = PATH.fullmatch(scope["path"])
             if match is not None:
-                await presence_socket(self.hub, match.group(1), scope, receive, send)
+                await self.presence_socket(match.group(1), scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
+    async def presence_socket(
+        self, workspace_id: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """One socket's life: accept, check, join, read frames until it ends, leave."""
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        try:
+            conn = await self._join(workspace_id, scope, send)
+        except PeerError as exc:
+            reason = exc.message[:100]
+            await send({"type": "websocket.close", "code": exc.close_code, "reason": reason})
+            return
+        await read_frames(self.hub, conn, receive)
 
-async def presence_socket(
-    hub: Hub, workspace_id: str, scope: Scope, receive: Receive, send: Send
-) -> None:
-    """One socket's life: accept, check, join, read frames until it ends, leave."""
-    if (await receive())["type"] != "websocket.connect":
-        return
-    await send({"type": "websocket.accept"})
-    try:
-        client_id = check_client_id(QueryParams(scope["query_string"]).get("client_id"))
-        conn = await hub.join(workspace_id, client_id, send, direct_writer(send))
-    except PeerError as exc:
-        await send({"type": "websocket.close", "code": exc.close_code, "reason": exc.message[:100]})
-        return
+    async def _join(self, workspace_id: str, scope: Scope, send: Send) -> Connection:
+        """The checks, in the order of hub.auth (origin first), then the join itself."""
+        headers = Headers(scope=scope)
+        query = QueryParams(scope["query_string"])
+        self.origins.check(headers.get("origin"))
+        grant = self.auth.verify(token_from(headers, query))
+        client_id = check_client_id(query.get("client_id"))
+        grant.check_workspace(workspace_id)
+        grant.check_client(client_id)
+        return await self.hub.join(workspace_id, client_id, send, direct_writer(send))
+
+
+async def read_frames(hub: Hub, conn: Connection, receive: Receive) -> None:
+    """Feed the socket's frames to the hub until it ends; always leave the hub."""
     try:
         while True:
             message = await receive()

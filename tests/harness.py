@@ -11,14 +11,19 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -204,3 +209,52 @@ class NonReader:
             if not chunk:
                 return None
             data += chunk
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class HubProcess:
+    """A real ``hub serve`` process on a free port, with its output captured."""
+
+    def __init__(self, db: Path, **env: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub", "serve", "--port", str(self.port)],
+            env={
+                **os.environ,
+                "HUB_DATABASE_URL": f"sqlite:///{db}",
+                "HUB_LOG_LEVEL": "warning",
+                **env,
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if httpx.get(self.url + "/v1/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.proc.kill()
+                raise RuntimeError(f"hub did not start: {self.proc.communicate()[0]!r}")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.communicate(timeout=10)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.proc.communicate(timeout=10)[0].decode()

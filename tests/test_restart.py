@@ -4,11 +4,7 @@ knows its workspaces again, and SIGTERM is a graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,49 +13,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.harness import ServerThread, Viewer, new_client_id
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class HubProcess:
-    def __init__(self, db: Path) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hub", "serve", "--port", str(self.port)],
-            env={**os.environ, "HUB_DATABASE_URL": f"sqlite:///{db}", "HUB_LOG_LEVEL": "warning"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if httpx.get(self.url + "/v1/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.proc.kill()
-                raise RuntimeError(f"hub did not start: {self.proc.communicate()[0]!r}")
-            time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.communicate(timeout=10)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        return self.proc.communicate(timeout=10)[0].decode()
+from tests.harness import HubProcess, ServerThread, Viewer, new_client_id
 
 
 @pytest.fixture

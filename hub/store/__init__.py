@@ -59,6 +59,10 @@ class Store(Protocol):
 
     async def get_workspace(self, workspace_id: str) -> Workspace | None: ...
 
+    async def find_workspace(self, path: str) -> Workspace | None:
+        """The workspace of a path, without creating it."""
+        ...
+
     async def list_workspaces(self) -> list[Workspace]: ...
 
     async def delete_workspace(self, workspace_id: str) -> bool:

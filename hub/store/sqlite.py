@@ -88,16 +88,20 @@ class SqliteStore:
             (str(uuid.uuid4()), path, int(time.time())),
         )
         await self.db.commit()
-        async with self.db.execute(
-            "SELECT id, path, created_at FROM workspaces WHERE path = ?", (path,)
-        ) as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        return Workspace(*row)
+        workspace = await self.find_workspace(path)
+        assert workspace is not None
+        return workspace
 
     async def get_workspace(self, workspace_id: str) -> Workspace | None:
         async with self.db.execute(
             "SELECT id, path, created_at FROM workspaces WHERE id = ?", (workspace_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return Workspace(*row) if row is not None else None
+
+    async def find_workspace(self, path: str) -> Workspace | None:
+        async with self.db.execute(
+            "SELECT id, path, created_at FROM workspaces WHERE path = ?", (path,)
         ) as cur:
             row = await cur.fetchone()
         return Workspace(*row) if row is not None else None

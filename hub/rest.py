@@ -32,6 +32,7 @@ from hub.errors import (
     WorkspaceNotFound,
 )
 from hub.hub import Hub
+from hub.openapi import document
 from hub.presence import Snapshot
 from hub.protocol import CloseCode, check_client_id, check_session_id
 from hub.store import SESSION_FIELDS, Session, Store, Workspace
@@ -131,6 +132,7 @@ class Rest:
         w = "/v1/workspaces/{workspace_id}"
         table: list[tuple[str, Handler, list[str]]] = [
             ("/v1/health", self.health, ["GET"]),
+            ("/openapi.json", self.openapi, ["GET"]),
             ("/v1/workspaces", self.create_workspace, ["POST"]),
             ("/v1/workspaces", self.list_workspaces, ["GET"]),
             (w, self.get_workspace, ["GET"]),
@@ -208,6 +210,10 @@ class Rest:
 
     async def health(self, request: Request) -> Response:
         return json_response({"status": "ok"})
+
+    async def openapi(self, request: Request) -> Response:
+        """The REST contract as OpenAPI 3.0 (open, like /v1/health)."""
+        return json_response(document())
 
     async def create_workspace(self, request: Request) -> Response:
         """Get or create by path, then a creation hold for ``client_id`` (when given).

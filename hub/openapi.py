@@ -1,0 +1,204 @@
+"""The REST contract as an OpenAPI 3.0 document, served at ``/openapi.json``.
+
+Written as data, next to the routes it describes (``hub.rest``), with the same limits as the
+handlers' checks, so that generated clients and schemathesis send what the hub expects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.protocol import MAX_SESSION_ID_LENGTH
+
+__all__ = ["document"]
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+_SESSION_ID = {"type": "string", "maxLength": MAX_SESSION_ID_LENGTH}
+_UUID = {"type": "string", "format": "uuid"}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "Workspace": {
+        "type": "object",
+        "required": ["id", "path", "created_at", "online"],
+        "properties": {
+            "id": {"type": "string"},
+            "path": {"type": "string"},
+            "created_at": {"type": "integer"},
+            "online": _COUNT,
+        },
+    },
+    "Session": {
+        "type": "object",
+        "properties": {
+            "id": _SESSION_ID,
+            "workspace_id": {"type": "string"},
+            "parent_session_id": {**_SESSION_ID, "nullable": True},
+            "title": {"type": "string"},
+            "message_count": _COUNT,
+            "prompt_tokens": _COUNT,
+            "completion_tokens": _COUNT,
+            "cost": {"type": "number", "minimum": 0},
+            "created_at": {"type": "integer"},
+            "updated_at": {"type": "integer"},
+            "is_busy": {"type": "boolean"},
+            "attached_clients": _COUNT,
+        },
+    },
+    "Presence": {
+        "type": "object",
+        "properties": {
+            "workspace_id": {"type": "string"},
+            "seq": _COUNT,
+            "online": _COUNT,
+            "counts": {"type": "object", "additionalProperties": _COUNT},
+        },
+    },
+    "Claim": {
+        "type": "object",
+        "properties": {
+            "client_id": _UUID,
+            "streams": _COUNT,
+            "session_id": _SESSION_ID,
+            "state": {"type": "string", "enum": ["held", "attached", "grace"]},
+            "released": {"type": "boolean"},
+        },
+    },
+    "CreateWorkspace": {
+        "type": "object",
+        "required": ["path"],
+        "additionalProperties": False,
+        "properties": {
+            "path": {"type": "string", "minLength": 1, "maxLength": 4096},
+            "client_id": {**_UUID, "nullable": True},
+        },
+    },
+    "CreateSession": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "id": {**_SESSION_ID, "minLength": 1, "nullable": True},
+            "title": {"type": "string", "nullable": True},
+            "parent_session_id": {**_SESSION_ID, "nullable": True},
+        },
+    },
+    "UpdateSession": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "title": {"type": "string"},
+            "message_count": _COUNT,
+            "prompt_tokens": _COUNT,
+            "completion_tokens": _COUNT,
+            "cost": {"type": "number", "minimum": 0},
+            "is_busy": {"type": "boolean"},
+        },
+    },
+    "CurrentSession": {
+        "type": "object",
+        "required": ["session_id"],
+        "additionalProperties": False,
+        "properties": {"session_id": {**_SESSION_ID, "nullable": True}},
+    },
+}
+
+_W = {"name": "workspace_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_S = {"name": "session_id", "in": "path", "required": True, "schema": _SESSION_ID}
+_C = {"name": "client_id", "in": "path", "required": True, "schema": _UUID}
+_CQ = {"name": "client_id", "in": "query", "required": True, "schema": _UUID}
+
+
+def _op(summary: str, ok: int, body: str | None, result: Schema | None, *params: Schema) -> Schema:
+    responses: dict[str, Schema] = {
+        str(ok): {"description": "success"}
+        if result is None
+        else {"description": "success", "content": {"application/json": {"schema": result}}},
+        "default": {
+            "description": "an error, as {error, message}",
+            "content": {"application/json": {"schema": _ref("Error")}},
+        },
+    }
+    op: Schema = {"summary": summary, "parameters": list(params), "responses": responses}
+    if body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    return op
+
+
+def _list(name: str) -> Schema:
+    return {"type": "array", "items": _ref(name)}
+
+
+PATHS: dict[str, dict[str, Schema]] = {
+    "/v1/health": {"get": _op("liveness", 200, None, {"type": "object"})},
+    "/v1/workspaces": {
+        "get": _op("list workspaces (admin)", 200, None, _list("Workspace")),
+        "post": _op("get or create, then hold", 200, "CreateWorkspace", _ref("Workspace")),
+    },
+    "/v1/workspaces/{workspace_id}": {
+        "get": _op("one workspace", 200, None, _ref("Workspace"), _W),
+        "delete": _op("delete a workspace (admin)", 204, None, None, _W),
+    },
+    "/v1/workspaces/{workspace_id}/clients": {
+        "get": _op("claims (admin)", 200, None, _list("Claim"), _W),
+    },
+    "/v1/workspaces/{workspace_id}/clients/{client_id}": {
+        "delete": _op("release a claim", 204, None, None, _W, _C),
+    },
+    "/v1/clients/{client_id}": {"delete": _op("retire a client (admin)", 204, None, None, _C)},
+    "/v1/workspaces/{workspace_id}/current-session": {
+        "post": _op(
+            "set a client's current session",
+            200,
+            "CurrentSession",
+            {"type": "object", "properties": {"seq": _COUNT}},
+            _W,
+            _CQ,
+        ),
+    },
+    "/v1/workspaces/{workspace_id}/presence": {
+        "get": _op("presence snapshot", 200, None, _ref("Presence"), _W),
+    },
+    "/v1/workspaces/{workspace_id}/sessions": {
+        "get": _op("list sessions", 200, None, _list("Session"), _W),
+        "post": _op("create a session", 201, "CreateSession", _ref("Session"), _W),
+    },
+    "/v1/workspaces/{workspace_id}/sessions/{session_id}": {
+        "get": _op("one session", 200, None, _ref("Session"), _W, _S),
+        "put": _op("update a session", 200, "UpdateSession", _ref("Session"), _W, _S),
+        "delete": _op("delete a session", 204, None, None, _W, _S),
+    },
+}
+
+
+def document() -> Schema:
+    from hub import __version__  # here, not at the top: hub's __init__ imports this module
+
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "presence hub",
+            "version": __version__,
+            "description": "Live viewer counts per session. WebSocket: "
+            "GET /v1/workspaces/{workspace_id}/ws?client_id=<uuid> (see the README).",
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{}, {"bearer": []}],
+    }

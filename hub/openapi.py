@@ -144,6 +144,17 @@ def _list(name: str) -> Schema:
 
 PATHS: dict[str, dict[str, Schema]] = {
     "/v1/health": {"get": _op("liveness", 200, None, {"type": "object"})},
+    "/v1/stats": {
+        "get": _op(
+            "what this process holds (admin)",
+            200,
+            None,
+            {
+                "type": "object",
+                "properties": {k: _COUNT for k in ("sockets", "rooms", "claims", "tasks")},
+            },
+        )
+    },
     "/v1/workspaces": {
         "get": _op("list workspaces (admin)", 200, None, _list("Workspace")),
         "post": _op("get or create, then hold", 200, "CreateWorkspace", _ref("Workspace")),

@@ -7,6 +7,7 @@ store and the presence backend, and answers JSON encoded with orjson. Presence f
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Set
@@ -133,6 +134,7 @@ class Rest:
         table: list[tuple[str, Handler, list[str]]] = [
             ("/v1/health", self.health, ["GET"]),
             ("/openapi.json", self.openapi, ["GET"]),
+            ("/v1/stats", self.stats, ["GET"]),
             ("/v1/workspaces", self.create_workspace, ["POST"]),
             ("/v1/workspaces", self.list_workspaces, ["GET"]),
             (w, self.get_workspace, ["GET"]),
@@ -210,6 +212,18 @@ class Rest:
 
     async def health(self, request: Request) -> Response:
         return json_response({"status": "ok"})
+
+    async def stats(self, request: Request) -> Response:
+        """What this process holds, for operators and leak checks (admin)."""
+        self._grant(request).check_admin()
+        return json_response(
+            {
+                "sockets": self.hub.sockets,
+                "rooms": len(self.hub.rooms),
+                "claims": await self.backend.claim_count(),
+                "tasks": len(asyncio.all_tasks()),
+            }
+        )
 
     async def openapi(self, request: Request) -> Response:
         """The REST contract as OpenAPI 3.0 (open, like /v1/health)."""

@@ -191,3 +191,13 @@ async def test_a_body_over_the_limit_is_refused_without_a_length_header(
 
     response = await http.post("/v1/workspaces", content=chunks())
     error(response, 413, "payload_too_large")
+
+
+async def test_stats_count_what_the_process_holds(http: httpx.AsyncClient, workspace: str) -> None:
+    client = str(uuid.uuid4())
+    before = (await http.get("/v1/stats")).json()
+    assert set(before) == {"sockets", "rooms", "claims", "tasks"}
+    await http.post("/v1/workspaces", json={"path": f"/stats/{client}", "client_id": client})
+    after = (await http.get("/v1/stats")).json()
+    assert after["claims"] == before["claims"] + 1  # the creation hold
+    assert (await http.delete(f"/v1/clients/{client}")).status_code == 204  # retire: cleaned

@@ -103,3 +103,6 @@ class MemoryBackend:
 
     async def claims(self, workspace_id: str) -> list[ClaimView]:
         return self.presence.claims(workspace_id)
+
+    async def claim_count(self) -> int:
+        return self.presence.claim_count()

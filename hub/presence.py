@@ -163,6 +163,7 @@ class Presence:
         self._retired: dict[str, float] = {}  # client -> refused until
         self._timers: list[_Timer] = []
         self._tiebreak = 0
+        self._compacted = 0  # heap size after the last compaction
 
     # -- workspaces -------------------------------------------------------------------------
 
@@ -364,6 +365,13 @@ class Presence:
     def _push(self, deadline: float, workspace_id: str, client_id: str) -> None:
         self._tiebreak += 1
         heapq.heappush(self._timers, (deadline, self._tiebreak, workspace_id, client_id))
+        # A re-armed or cancelled timer leaves its old entry behind until that deadline (an
+        # hour, with a long grace). When the heap has doubled since it was last compacted, keep
+        # only the live entries: amortized O(1), and never more than twice the live timers.
+        if len(self._timers) > 2 * self._compacted + 64:
+            self._timers = [t for t in self._timers if self._live(t)]
+            heapq.heapify(self._timers)
+            self._compacted = len(self._timers)
 
     def _live(self, timer: _Timer) -> bool:
         """A timer is live while the thing it would expire still waits for that deadline."""

@@ -446,3 +446,12 @@ def test_random_sequences_match_a_brute_force_recount(
             seqs[ws] = snap.seq
         assert p.next_deadline() == m.next_deadline()
         assert p.claim_count() == len(m.claims)
+
+
+def test_stale_timers_do_not_pile_up(p: Presence) -> None:
+    """Reconnects within grace leave old deadlines behind; the heap stays bounded."""
+    for i in range(10_000):
+        p.attach(W, A, i)
+        p.detach(W, A, i)  # each detach re-arms the grace: one live timer, many stale
+    assert len(p._timers) <= 2 * 1 + 64 + 1
+    assert p.next_deadline() == 9_999 + 10

@@ -1,0 +1,27 @@
+"""``scripts/soak.py``, short: random churn against a real hub, then nothing is left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_short_soak_matches_the_truth_and_leaks_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/soak.py"), "--n", "200", "--seconds", "6",
+         "--sample", "2", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["failures"] == []
+    assert report["actions"] >= 1000 and report["samples"] >= 3
+    final = report["final"]
+    assert (final["claims"], final["sockets"], final["rooms"]) == (0, 0, 0)

@@ -68,3 +68,12 @@ def test_the_installed_command_fails_cleanly_on_a_bad_environment() -> None:
     )
     assert proc.returncode == 2
     assert "HUB_CREATE_GRACE" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_readme_lists_every_setting() -> None:
+    from dataclasses import fields
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for f in fields(Settings):
+        assert f"`HUB_{f.name.upper()}`" in readme, f.name

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from hub.app import Services, create_app
 from hub.cli import uvicorn_config
@@ -164,6 +165,24 @@ class Viewer:
 
     async def close(self) -> None:
         await self.ws.close()
+
+    async def closed_with(self, within: float = 5) -> int | None:
+        """Read until the server closes the socket; its close code."""
+        try:
+            while True:
+                await self.next(within)
+        except ConnectionClosed:
+            return self.ws.close_code
+
+
+async def close_code(url: str, headers: dict[str, str] | None = None) -> int | None:
+    """Open a socket and read until the server closes it; the close code."""
+    async with connect(url, compression=None, additional_headers=headers) as ws:
+        try:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        except ConnectionClosed:
+            return ws.close_code
 
 
 class NonReader:

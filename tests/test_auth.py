@@ -10,13 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from hub.auth import Auth, OriginPolicy, RedactTokens
 from hub.cli import main, startup_warnings
 from hub.errors import Forbidden, Unauthorized
 from hub.settings import Settings
-from tests.harness import HubProcess, ServerThread, Viewer, new_client_id
+from tests.harness import HubProcess, ServerThread, Viewer, close_code, new_client_id
 
 SECRET = "s" * 40
 AUTH = Auth(SECRET)
@@ -98,15 +97,6 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def ws_close_code(url: str, headers: dict[str, str] | None = None) -> int | None:
-    async with connect(url, additional_headers=headers) as ws:
-        try:
-            while True:
-                await asyncio.wait_for(ws.recv(), 5)
-        except ConnectionClosed:
-            return ws.close_code
-
-
 async def test_rest_needs_a_token_that_grants_the_request(make_server: MakeServer) -> None:
     server = make_server(auth_secret=SECRET)
     admin = bearer(AUTH.mint(["*"], admin=True))
@@ -176,14 +166,14 @@ async def test_handshakes_need_a_valid_token_for_the_workspace_and_client(
         w = (await http.post("/v1/workspaces", json={"path": "/ws"})).json()["id"]
         me = new_client_id()
         url = server.ws_url(w, me)
-        assert await ws_close_code(url) == 4401
-        assert await ws_close_code(url + "&token=junk") == 4401
-        assert await ws_close_code(url + f"&token={AUTH.mint([w], ttl=-5)}") == 4401
-        assert await ws_close_code(url + f"&token={AUTH.mint(['other'])}") == 4403
+        assert await close_code(url) == 4401
+        assert await close_code(url + "&token=junk") == 4401
+        assert await close_code(url + f"&token={AUTH.mint([w], ttl=-5)}") == 4401
+        assert await close_code(url + f"&token={AUTH.mint(['other'])}") == 4403
         token = AUTH.mint([w], client=new_client_id())
-        assert await ws_close_code(url + f"&token={token}") == 4403
+        assert await close_code(url + f"&token={token}") == 4403
         # 4401 comes before 4400: an anonymous caller learns nothing about ids.
-        assert await ws_close_code(server.ws_url(w, "bad")) == 4401
+        assert await close_code(server.ws_url(w, "bad")) == 4401
         assert (await http.get(f"/v1/workspaces/{w}/clients")).json() == []  # nothing touched
         good = AUTH.mint([w], client=me)
         v = await Viewer.open(url + f"&token={good}", me)
@@ -198,7 +188,7 @@ async def test_origins_are_checked_before_anything_else(make_server: MakeServer)
     async with httpx.AsyncClient(base_url=server.url) as http:
         w = (await http.post("/v1/workspaces", json={"path": "/origins"})).json()["id"]
         url = server.ws_url(w, new_client_id())
-        assert await ws_close_code(url, {"Origin": "http://evil.example"}) == 1008
+        assert await close_code(url, {"Origin": "http://evil.example"}) == 1008
         assert (await http.get(f"/v1/workspaces/{w}/clients")).json() == []
         for fine in ({"Origin": "http://localhost:5173"}, None):
             async with connect(url, additional_headers=fine) as ws:
@@ -207,7 +197,7 @@ async def test_origins_are_checked_before_anything_else(make_server: MakeServer)
     async with httpx.AsyncClient(base_url=listed.url) as http:
         w = (await http.post("/v1/workspaces", json={"path": "/listed"})).json()["id"]
         url = listed.ws_url(w, new_client_id())
-        assert await ws_close_code(url, {"Origin": "http://localhost:5173"}) == 1008
+        assert await close_code(url, {"Origin": "http://localhost:5173"}) == 1008
         async with connect(url, additional_headers={"Origin": "https://app.example.com"}) as ws:
             assert "snapshot" in await asyncio.wait_for(ws.recv(), 5)
 

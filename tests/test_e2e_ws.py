@@ -8,10 +8,8 @@ import random
 from typing import Any
 
 import httpx
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
-from tests.harness import ServerThread, Viewer, new_client_id
+from tests.harness import ServerThread, Viewer, close_code, new_client_id
 
 
 async def viewer(server: ServerThread, workspace: str, client_id: str | None = None) -> Viewer:
@@ -30,26 +28,6 @@ async def claims(http: httpx.AsyncClient, workspace: str) -> dict[str, dict[str,
     response = await http.get(f"/v1/workspaces/{workspace}/clients")
     assert response.status_code == 200
     return {c["client_id"]: c for c in response.json()}
-
-
-async def close_code(url: str, within: float = 5) -> int | None:
-    """Connect, and return the close code the server ends the socket with."""
-    async with connect(url, compression=None) as ws:
-        try:
-            while True:
-                await asyncio.wait_for(ws.recv(), within)
-        except ConnectionClosed:
-            pass
-        return ws.close_code
-
-
-async def closed_with(v: Viewer, within: float = 5) -> int | None:
-    try:
-        while True:
-            await asyncio.wait_for(v.ws.recv(), within)
-    except ConnectionClosed:
-        pass
-    return v.ws.close_code
 
 
 # -- the lifecycle, seen through pushes and REST ---------------------------------------------
@@ -190,8 +168,8 @@ async def test_retire_closes_every_socket_and_refuses_the_client(
     await watcher.until(lambda v: v.counts == {"S1": 1})
 
     assert (await http.delete(f"/v1/clients/{client}")).status_code == 204
-    assert await closed_with(tab1) == 4410
-    assert await closed_with(tab2) == 4410
+    assert await tab1.closed_with() == 4410
+    assert await tab2.closed_with() == 4410
     await watcher.until(lambda v: v.counts == {} and v.online == 1)
     assert client not in await claims(http, workspace)
 
@@ -216,7 +194,7 @@ async def test_delete_workspace_closes_sockets_with_4404(
     await http.post(f"/v1/workspaces/{workspace}/sessions", json={"id": "S1"})
     v = await viewer(server, workspace)
     assert (await http.delete(f"/v1/workspaces/{workspace}")).status_code == 204
-    assert await closed_with(v) == 4404
+    assert await v.closed_with() == 4404
     assert (await http.get(f"/v1/workspaces/{workspace}")).status_code == 404
     assert (await http.get(f"/v1/workspaces/{workspace}/sessions/S1")).status_code == 404
     assert (await http.delete(f"/v1/workspaces/{workspace}")).status_code == 404
@@ -362,7 +340,7 @@ async def test_refused_handshakes_get_their_close_codes(
 async def test_a_frame_over_64_kib_closes_with_1009(server: ServerThread, workspace: str) -> None:
     v = await viewer(server, workspace)
     await v.send(json.dumps({"type": "ping", "ref": "x" * (64 * 1024)}))
-    assert await closed_with(v) == 1009
+    assert await v.closed_with() == 1009
 
 
 async def test_upper_case_client_ids_are_the_same_client(

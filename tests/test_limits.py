@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 
 import httpx
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.harness import NonReader, ServerThread, Viewer, new_client_id
+from tests.harness import NonReader, ServerThread, Viewer, close_code, new_client_id
 
 MakeServer = Callable[..., ServerThread]
 
@@ -28,15 +28,6 @@ async def claims(server: ServerThread, workspace: str) -> dict[str, str]:
         return {c["client_id"]: c["state"] for c in rows}
 
 
-async def close_code_of(url: str) -> int | None:
-    async with connect(url) as ws:
-        try:
-            while True:
-                await asyncio.wait_for(ws.recv(), 5)
-        except ConnectionClosed:
-            return ws.close_code
-
-
 async def test_frames_over_the_rate_get_rate_limited_then_4429(make_server: MakeServer) -> None:
     server = make_server(rate_limit=5, rate_burst=5, rate_close_after=1.0)
     w = await workspace_of(server)
@@ -51,21 +42,16 @@ async def test_frames_over_the_rate_get_rate_limited_then_4429(make_server: Make
     await v.send({"type": "ping", "ref": "again"})
     assert await v.next() == {"type": "pong", "ref": "again"}
     # Kept up without a break for rate_close_after: closed with 4429.
-    with_close = None
-    for _ in range(200):
-        try:
-            await v.send({"type": "ping"})
-        except ConnectionClosed:
-            with_close = v.ws.close_code
-            break
-        await asyncio.sleep(0.02)
-    if with_close is None:
-        try:
+
+    async def flood() -> None:
+        with contextlib.suppress(ConnectionClosed):
             while True:
-                await v.next(within=2)
-        except ConnectionClosed:
-            with_close = v.ws.close_code
-    assert with_close == 4429
+                await v.send({"type": "ping"})
+                await asyncio.sleep(0.02)
+
+    flooding = asyncio.create_task(flood())
+    assert await v.closed_with() == 4429
+    await flooding
 
 
 async def test_streams_per_client_per_workspace(make_server: MakeServer) -> None:
@@ -73,7 +59,7 @@ async def test_streams_per_client_per_workspace(make_server: MakeServer) -> None
     w = await workspace_of(server)
     a = new_client_id()
     tabs = [await Viewer.open(server.ws_url(w, a), a) for _ in range(2)]
-    assert await close_code_of(server.ws_url(w, a)) == 1013
+    assert await close_code(server.ws_url(w, a)) == 1013
     other = new_client_id()
     ok = await Viewer.open(server.ws_url(w, other), other)  # another client is not affected
     await tabs[0].close()
@@ -90,7 +76,7 @@ async def test_sockets_per_process(make_server: MakeServer) -> None:
     ids = [new_client_id() for _ in range(3)]
     open_ = [await Viewer.open(server.ws_url(w, c), c) for c in ids]
     refused = new_client_id()
-    assert await close_code_of(server.ws_url(w, refused)) == 1013
+    assert await close_code(server.ws_url(w, refused)) == 1013
     assert refused not in await claims(server, w)  # refused before any claim was touched
     await open_[0].close()
     await asyncio.sleep(0.1)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
 
 from tests.harness import HubProcess, ServerThread, Viewer, new_client_id
 
@@ -66,14 +65,7 @@ async def test_sigterm_closes_every_socket_with_1012_and_exits_cleanly(db: Path)
     started = time.monotonic()
     hub.proc.send_signal(signal.SIGTERM)
 
-    async def close_code(v: Viewer) -> int | None:
-        try:
-            while True:
-                await v.next(within=5)
-        except ConnectionClosed:
-            return v.ws.close_code
-
-    codes = await asyncio.gather(*(close_code(v) for v in viewers))
+    codes = await asyncio.gather(*(v.closed_with() for v in viewers))
     assert codes == [1012] * len(viewers)
     assert time.monotonic() - started < 2
     log = hub.proc.communicate(timeout=10)[0].decode()  # wait: a second signal forces the exit

@@ -1,25 +1,18 @@
-"""The async shell around presence: local sockets per workspace, coalesced fan-out, outboxes.
+"""The async shell around presence: local sockets per workspace and the coalesced fan-out.
 
 Flow of one change: a backend call commits a :class:`~hub.presence.Diff` and hands it to
 :meth:`Hub._on_change`; the workspace's :class:`Room` merges it into its pending window; the
 first change after a quiet period is flushed on the next loop turn, later ones within
 ``coalesce_window`` of the previous flush wait for it. A flush encodes one ``counts`` frame and
-queues the same bytes on every socket of the workspace. A socket that falls behind gets its
-pending ``counts`` merged into one per-socket frame (latest value wins); past
-``max_outbox_bytes`` queued it is closed with 4409.
-
-Each :class:`Connection` is one WebSocket stream. A frame goes straight to its transport when
-it can take it (see :mod:`hub.transport`), else into its outbox, drained by a writer task that
-lives only while there is a backlog; a slow socket never delays the others, and frames leave in
-the order they were sent.
+hands the same bytes to every socket of the workspace (:class:`~hub.connection.Connection`,
+which sends them at once or keeps them in its bounded outbox). The hub also applies the
+commands a socket sends, and the limits on sockets per process and per client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,223 +20,16 @@ from starlette.types import Send
 
 from hub import protocol
 from hub.backends import PresenceBackend
+from hub.connection import Connection, Outgoing
 from hub.errors import OverCapacity, PeerError, RateLimited
 from hub.limits import RateLimit
 from hub.presence import Diff, Snapshot
 from hub.protocol import CloseCode, Command, Counts, Ping, Pong, SetSession, Sync
-from hub.transport import DirectWriter, frame_text
+from hub.transport import DirectWriter
 
-__all__ = ["Connection", "Hub", "Limits", "Room"]
+__all__ = ["Hub", "Limits", "Room"]
 
 log = logging.getLogger(__name__)
-
-
-class Outgoing:
-    """One encoded frame, shared by every socket it is queued on; text and wire form are made
-    once, on first use."""
-
-    __slots__ = ("_text", "_wire", "data", "size")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.size = len(data)
-        self._text: str | None = None
-        self._wire: bytes | None = None
-
-    @property
-    def text(self) -> str:
-        if self._text is None:
-            self._text = self.data.decode()
-        return self._text
-
-    @property
-    def wire(self) -> bytes:
-        if self._wire is None:
-            self._wire = frame_text(self.data)
-        return self._wire
-
-
-class MergedCounts:
-    """The pending ``counts`` of one socket that fell behind: later values overwrite earlier."""
-
-    __slots__ = ("counts", "online", "seq", "size")
-
-    def __init__(self, frame: Counts, size: int) -> None:
-        self.seq = frame.seq
-        self.counts = dict(frame.counts)
-        self.online = frame.online
-        # What the outbox bound charges for this slot: the size of the frame it started from.
-        self.size = size
-
-    def merge(self, frame: Counts) -> None:
-        self.seq = frame.seq
-        self.counts.update(frame.counts)
-        if frame.online is not None:
-            self.online = frame.online
-
-    @property
-    def text(self) -> str:
-        return protocol.encode(Counts(self.seq, self.counts, self.online)).decode()
-
-
-# How long a socket closed for being slow may take to flush its close before it is cut.
-SLOW_CLOSE_GRACE = 5.0
-
-
-class Connection:
-    """One WebSocket stream of a client in a workspace, with its bounded outbox.
-
-    Frames go out by one of two paths, never both at once, so their order is kept:
-
-    - direct: the pre-framed bytes are written to the transport at once (when the socket has a
-      :class:`~hub.transport.DirectWriter`, it is ready, and nothing is queued);
-    - queued: the frame waits in the outbox, drained through the ASGI ``send`` by a writer
-      task that exists only while the outbox is not empty.
-
-    Invariant: the outbox is empty whenever no writer task is running.
-    """
-
-    _ids = itertools.count(1)
-
-    __slots__ = (
-        "_close_code",
-        "_direct",
-        "_merged",
-        "_queue",
-        "_queued_bytes",
-        "_send",
-        "_writer",
-        "attached",
-        "client_id",
-        "id",
-        "max_outbox_bytes",
-        "rate",
-        "snapshot_seq",
-        "workspace_id",
-    )
-
-    def __init__(
-        self,
-        workspace_id: str,
-        client_id: str,
-        send: Send,
-        max_outbox_bytes: int,
-        direct: DirectWriter | None = None,
-        rate: RateLimit | None = None,
-    ) -> None:
-        self.id = f"c{next(self._ids)}"
-        self.rate = rate  # None: no limit
-        self.workspace_id = workspace_id
-        self.client_id = client_id
-        self.max_outbox_bytes = max_outbox_bytes
-        # False once the claim is gone (retired client, deleted workspace): nothing to detach.
-        self.attached = True
-        # The seq of the last snapshot queued: counts frames up to it carry nothing new.
-        self.snapshot_seq = -1
-        self._send = send  # the ASGI send of the socket
-        self._direct = direct
-        self._queue: deque[Outgoing | MergedCounts] | None = None  # made on first backlog
-        self._queued_bytes = 0
-        self._merged: MergedCounts | None = None  # the queue's last item when it is merged
-        self._close_code: int | None = None
-        self._writer: asyncio.Task[None] | None = None
-
-    @property
-    def closing(self) -> bool:
-        return self._close_code is not None
-
-    @property
-    def direct(self) -> bool:
-        """Whether this socket can take the direct path at all."""
-        return self._direct is not None
-
-    def push(self, frame: Outgoing) -> None:
-        """Send one frame now if the socket can take it, else queue it (bounded)."""
-        if self._close_code is not None:
-            return
-        direct = self._direct
-        if direct is not None and self._writer is None and direct.ready():
-            direct.write(frame.wire)
-        else:
-            self._enqueue(frame)
-
-    def push_counts(self, frame: Counts, shared: Outgoing) -> None:
-        """Send a workspace ``counts`` frame: the shared bytes when nothing is backed up, else
-        merged into this socket's pending ``counts`` so a slow reader never piles them up."""
-        if self._close_code is not None or frame.seq <= self.snapshot_seq:
-            return
-        if self._writer is None:
-            self.push(shared)
-        elif self._merged is not None:
-            self._merged.merge(frame)
-        else:
-            self._enqueue(MergedCounts(frame, shared.size))
-
-    def close(self, code: int) -> None:
-        """Close after the frames already queued."""
-        if self._close_code is None:
-            self._close_code = code
-            self._start_writer()
-
-    def stop(self) -> None:
-        """The socket has ended: drop the outbox and stop writing."""
-        self._close_code = self._close_code or CloseCode.NORMAL
-        if self._queue:
-            self._queue.clear()
-        if self._writer is not None:
-            self._writer.cancel()
-
-    def _enqueue(self, item: Outgoing | MergedCounts) -> None:
-        if self._queue is None:
-            self._queue = deque()
-        self._queue.append(item)
-        self._merged = item if isinstance(item, MergedCounts) else None
-        self._queued_bytes += item.size
-        pending = self._queued_bytes
-        if self._direct is not None:
-            pending += self._direct.buffered()
-        if pending > self.max_outbox_bytes:
-            self._overflow(pending)
-        else:
-            self._start_writer()
-
-    def _overflow(self, pending: int) -> None:
-        """Too much is waiting for this socket: drop it and close with 4409."""
-        log.warning("%s slow consumer: %d bytes pending, closing 4409", self.id, pending)
-        assert self._queue is not None
-        self._queue.clear()
-        self._merged = None
-        self._queued_bytes = 0
-        if self._direct is not None:
-            # The writer may be blocked on flow control for good: close beside it, now.
-            self._close_code = CloseCode.SLOW_CONSUMER
-            if self._writer is not None:
-                self._writer.cancel()
-            self._direct.close(CloseCode.SLOW_CONSUMER, SLOW_CLOSE_GRACE)
-        else:
-            self.close(CloseCode.SLOW_CONSUMER)
-
-    def _start_writer(self) -> None:
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(
-                self._drain(), name=f"writer-{self.id}"
-            )
-
-    async def _drain(self) -> None:
-        """The writer: empties the outbox in order, then sends the close when one is asked."""
-        try:
-            while self._queue:
-                item = self._queue.popleft()
-                if item is self._merged:
-                    self._merged = None
-                self._queued_bytes -= item.size
-                await self._send({"type": "websocket.send", "text": item.text})
-            if self._close_code is not None:
-                await self._send({"type": "websocket.close", "code": self._close_code})
-        except Exception as exc:  # the peer went away mid-send; the reader sees the disconnect
-            log.debug("%s writer stopped: %r", self.id, exc)
-        finally:
-            self._writer = None
 
 
 _RATE_LIMITED = Outgoing(

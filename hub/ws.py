@@ -22,8 +22,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hub import protocol
 from hub.auth import Auth, OriginPolicy, token_from
+from hub.connection import Connection, Outgoing
 from hub.errors import PeerError, UnsupportedFrame
-from hub.hub import Connection, Hub, Outgoing
+from hub.hub import Hub
 from hub.protocol import check_client_id
 from hub.transport import direct_writer
 

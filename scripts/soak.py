@@ -210,7 +210,7 @@ class Soak:
 
 
 async def run(
-    n: int, seconds: float, rate: float, every: float, seed: int, warmup: float
+    n: int, seconds: float, rate: float, every: float, seed: int, warmup: float, rss: float
 ) -> Report:
     report = Report(n, seconds)
     with tempfile.TemporaryDirectory() as workdir:
@@ -242,8 +242,8 @@ async def run(
     for key in ("tasks", "fds"):
         if final[key] > base[key]:
             report.failures.append(f"{final[key] - base[key]} {key} beyond the baseline")
-    if final["rss_mb"] > base["rss_mb"] * 1.10:
-        report.failures.append(f"RSS {final['rss_mb']} MB > 110% of {base['rss_mb']} MB")
+    if final["rss_mb"] > base["rss_mb"] * (1 + rss):
+        report.failures.append(f"RSS {final['rss_mb']} MB > {1 + rss:.0%} of {base['rss_mb']} MB")
     if "Traceback" in log:
         report.failures.append("the hub logged a traceback")
     return report
@@ -257,11 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=float, default=10, help="seconds between checks")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--warmup", type=float, help="warm-up seconds (default: min(T, 60))")
+    parser.add_argument(
+        "--rss-tolerance",
+        type=float,
+        default=0.10,
+        help="RSS growth allowed over the baseline (0.10: 10%%)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     bench.HUB_ARGS.extend(["--detach-grace", "3600"])
     warmup = args.warmup if args.warmup is not None else min(args.seconds, 60.0)
-    params = (args.n, args.seconds, args.rate, args.sample, args.seed, warmup)
+    params = (args.n, args.seconds, args.rate, args.sample, args.seed, warmup, args.rss_tolerance)
     _raise_nofile()
     try:
         import uvloop

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from hub.backends.memory import MemoryBackend
-from hub.hub import Connection, Hub
+from hub.connection import Connection
+from hub.hub import Hub
 from hub.presence import Presence
 
 W = "w"

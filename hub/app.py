@@ -20,6 +20,7 @@ from starlette.responses import Response
 from hub.auth import Auth, OriginPolicy, RedactTokens
 from hub.backends.memory import MemoryBackend
 from hub.hub import Hub, Limits
+from hub.metrics import Metrics
 from hub.presence import Presence
 from hub.rest import Rest, error_response
 from hub.settings import Settings
@@ -52,6 +53,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    request.app.state.services.hub.metrics.backend_errors.inc()
     return error_response(500, "internal_error", "internal error")
 
 
@@ -63,8 +65,10 @@ def create_app(settings: Settings) -> Starlette:
     )
     backend = MemoryBackend(presence)
     store = open_store(settings.database_url)
+    metrics = Metrics()
     hub = Hub(
         backend,
+        metrics=metrics,
         coalesce_window=settings.coalesce_window,
         max_outbox_bytes=settings.max_outbox_bytes,
         limits=Limits(
@@ -75,6 +79,7 @@ def create_app(settings: Settings) -> Starlette:
             rate_close_after=settings.rate_close_after,
         ),
     )
+    metrics.watch(lambda: hub.sockets, presence.claim_states)
     services = Services(settings, presence, backend, store, hub)
     auth = Auth(settings.auth_secret)
     rest = Rest(hub, backend, store, settings.max_body_bytes, auth)

@@ -24,6 +24,7 @@ import uvicorn
 
 from hub.auth import Auth
 from hub.errors import ConfigError, InvalidClientId
+from hub.logs import log_config
 from hub.protocol import check_client_id
 from hub.settings import SETTINGS_HELP, Settings, parse_seconds
 from hub.transport import MAX_HEAD_BYTES, HubWebSocketProtocol
@@ -118,12 +119,12 @@ def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvi
 
 
 def serve(settings: Settings) -> int:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    config = uvicorn_config(
+        settings, log_config=log_config(settings.log_level, settings.log_format)
     )
     for warning in startup_warnings(settings):
         logging.getLogger("hub").warning(warning)
-    server = uvicorn.Server(uvicorn_config(settings))
+    server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the captured signal to the
     # handler that was there before it: these turn that into a clean exit instead of a
     # traceback (Ctrl-C) or a death by signal (SIGTERM from a service manager).

@@ -17,6 +17,7 @@ from starlette.types import Send
 
 from hub import protocol
 from hub.limits import RateLimit
+from hub.metrics import Metrics
 from hub.protocol import CloseCode, Counts
 from hub.transport import DirectWriter, frame_text
 
@@ -104,6 +105,7 @@ class Connection:
         "client_id",
         "id",
         "max_outbox_bytes",
+        "metrics",
         "rate",
         "snapshot_seq",
         "workspace_id",
@@ -117,8 +119,10 @@ class Connection:
         max_outbox_bytes: int,
         direct: DirectWriter | None = None,
         rate: RateLimit | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.id = f"c{next(self._ids)}"
+        self.metrics = metrics
         self.rate = rate  # None: no limit
         self.workspace_id = workspace_id
         self.client_id = client_id
@@ -196,7 +200,12 @@ class Connection:
 
     def _overflow(self, pending: int) -> None:
         """Too much is waiting for this socket: drop it and close with 4409."""
-        log.warning("%s slow consumer: %d bytes pending, closing 4409", self.id, pending)
+        log.warning(
+            "%s slow consumer: %d bytes pending, closing 4409", self.id, pending,
+            extra={"conn": self.id},
+        )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.closes.labels("slow_consumer").inc()
         assert self._queue is not None
         self._queue.clear()
         self._merged = None

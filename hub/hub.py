@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,9 @@ from starlette.types import Send
 from hub import protocol
 from hub.backends import PresenceBackend
 from hub.connection import Connection, Outgoing
-from hub.errors import OverCapacity, PeerError, RateLimited
+from hub.errors import OverCapacity, PeerError, RateLimited, UnsupportedFrame
 from hub.limits import RateLimit
+from hub.metrics import Metrics
 from hub.presence import Diff, Snapshot
 from hub.protocol import CloseCode, Command, Counts, Ping, Pong, SetSession, Sync
 from hub.transport import DirectWriter
@@ -35,6 +37,13 @@ log = logging.getLogger(__name__)
 _RATE_LIMITED = Outgoing(
     protocol.encode(protocol.Error.of(RateLimited("too many frames: slow down")))
 )
+_BINARY_REFUSED = Outgoing(
+    protocol.encode(protocol.Error.of(UnsupportedFrame("binary frames are not supported")))
+)
+# Metric labels of frames in and out.
+_KIND = {SetSession: "set_session", Sync: "sync", Ping: "ping"}
+_IN = (*_KIND.values(), "invalid", "binary", "rate_limited")
+_OUT = ("counts", "session", "snapshot", "ack", "error", "pong")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +124,13 @@ class Hub:
         coalesce_window: float,
         max_outbox_bytes: int,
         limits: Limits | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
+        self.metrics = metrics or Metrics()
+        m = self.metrics
+        self._in = {k: m.frames_in.labels(k) for k in _IN}
+        self._out = {k: m.frames_out.labels(k) for k in _OUT}
         self.coalesce_window = coalesce_window
         self.max_outbox_bytes = max_outbox_bytes
         self.limits = limits or Limits()
@@ -159,7 +173,9 @@ class Hub:
         snapshot = await self.backend.snapshot(workspace_id)
         loop = asyncio.get_running_loop()
         rate = RateLimit(limits.rate, limits.burst, loop.time()) if limits.rate else None
-        conn = Connection(workspace_id, client_id, send, self.max_outbox_bytes, direct, rate)
+        conn = Connection(
+            workspace_id, client_id, send, self.max_outbox_bytes, direct, rate, self.metrics
+        )
         self.sockets += 1
         room = self.rooms.get(workspace_id)
         if room is None:
@@ -167,7 +183,10 @@ class Hub:
         room.conns.add(conn)
         self._by_client.setdefault(client_id, set()).add(conn)
         self._push_snapshot(conn, snapshot, None)
-        log.info("%s joined workspace=%s client=%s", conn.id, workspace_id, client_id)
+        log.info(
+            "%s joined workspace=%s client=%s", conn.id, workspace_id, client_id,
+            extra={"conn": conn.id},
+        )  # fmt: skip
         return conn
 
     async def leave(self, conn: Connection) -> None:
@@ -189,7 +208,7 @@ class Hub:
         if conn.attached:
             conn.attached = False
             await self.backend.detach(conn.workspace_id, conn.client_id)
-        log.info("%s left", conn.id)
+        log.info("%s left", conn.id, extra={"conn": conn.id})
 
     async def command(self, conn: Connection, text: str) -> None:
         """Handle one text frame from a socket; peer errors become error frames."""
@@ -197,16 +216,29 @@ class Hub:
         if rate is not None:
             now = asyncio.get_running_loop().time()
             if not rate.allow(now):
+                self._in["rate_limited"].inc()
                 if rate.refusing_for(now) >= self.limits.rate_close_after:
+                    self.metrics.closes.labels("rate_limit").inc()
                     conn.close(CloseCode.RATE_LIMITED)
                 else:
-                    conn.push(_RATE_LIMITED)
+                    self._send_one(conn, "error", _RATE_LIMITED)
                 return
         try:
             command = protocol.parse(text)
+            self._in[_KIND[type(command)]].inc()
             await self._apply(conn, command)
         except PeerError as exc:
-            conn.push(Outgoing(protocol.encode(protocol.Error.of(exc))))
+            self._in["invalid"].inc()
+            self._send_one(conn, "error", Outgoing(protocol.encode(protocol.Error.of(exc))))
+
+    def refuse_binary(self, conn: Connection) -> None:
+        """A binary frame: the contract has none; answered with ``unsupported_frame``."""
+        self._in["binary"].inc()
+        self._send_one(conn, "error", _BINARY_REFUSED)
+
+    def _send_one(self, conn: Connection, kind: str, frame: Outgoing) -> None:
+        self._out[kind].inc()
+        conn.push(frame)
 
     async def _apply(self, conn: Connection, command: Command) -> None:
         if isinstance(command, SetSession):
@@ -214,15 +246,17 @@ class Hub:
                 conn.workspace_id, conn.client_id, command.session_id
             )
             if command.ref is not None:
-                conn.push(Outgoing(protocol.encode(protocol.Ack(command.ref, diff.seq))))
+                ack = Outgoing(protocol.encode(protocol.Ack(command.ref, diff.seq)))
+                self._send_one(conn, "ack", ack)
         elif isinstance(command, Sync):
             snapshot = await self.backend.snapshot(conn.workspace_id)
             self._push_snapshot(conn, snapshot, command.ref)
         elif isinstance(command, Ping):
-            conn.push(Outgoing(protocol.encode(Pong(command.ref))))
+            self._send_one(conn, "pong", Outgoing(protocol.encode(Pong(command.ref))))
 
-    @staticmethod
-    def _push_snapshot(conn: Connection, snapshot: Snapshot, ref: protocol.Ref | None) -> None:
+    def _push_snapshot(
+        self, conn: Connection, snapshot: Snapshot, ref: protocol.Ref | None
+    ) -> None:
         frame = protocol.SnapshotFrame(
             snapshot.workspace_id,
             conn.client_id,
@@ -231,7 +265,7 @@ class Hub:
             snapshot.counts,
             ref,
         )
-        conn.push(Outgoing(protocol.encode(frame)))
+        self._send_one(conn, "snapshot", Outgoing(protocol.encode(frame)))
         conn.snapshot_seq = snapshot.seq
 
     # -- events from REST -------------------------------------------------------------------
@@ -242,6 +276,7 @@ class Hub:
         if room is None:
             return
         shared = Outgoing(protocol.encode(protocol.SessionEvent(op, session)))
+        self._out["session"].inc(len(room.conns))
         for conn in room.conns:
             conn.push(shared)
 
@@ -266,6 +301,7 @@ class Hub:
             return  # nobody here is watching this workspace
         room.merge(diff)
         if room.flush_handle is not None:
+            self.metrics.coalesced.inc()
             return  # a flush is already due; it will carry this change
         loop = self._loop
         assert loop is not None
@@ -280,7 +316,10 @@ class Hub:
         assert loop is not None
         room.flush_handle = None
         room.last_flush = loop.time()
+        started = time.perf_counter()
         frame = room.take()
         shared = Outgoing(protocol.encode(frame))
         for conn in room.conns:
             conn.push_counts(frame, shared)
+        self._out["counts"].inc(len(room.conns))
+        self.metrics.fanout.observe(time.perf_counter() - started)

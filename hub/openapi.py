@@ -144,6 +144,8 @@ def _list(name: str) -> Schema:
 
 PATHS: dict[str, dict[str, Schema]] = {
     "/v1/health": {"get": _op("liveness", 200, None, {"type": "object"})},
+    "/v1/ready": {"get": _op("readiness: 503 while a dependency is down", 200, None, None)},
+    "/metrics": {"get": _op("Prometheus metrics (admin)", 200, None, None)},
     "/v1/stats": {
         "get": _op(
             "what this process holds (admin)",

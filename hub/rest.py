@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Set
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -135,6 +136,8 @@ class Rest:
             ("/v1/health", self.health, ["GET"]),
             ("/openapi.json", self.openapi, ["GET"]),
             ("/v1/stats", self.stats, ["GET"]),
+            ("/v1/ready", self.ready, ["GET"]),
+            ("/metrics", self.metrics, ["GET"]),
             ("/v1/workspaces", self.create_workspace, ["POST"]),
             ("/v1/workspaces", self.list_workspaces, ["GET"]),
             (w, self.get_workspace, ["GET"]),
@@ -210,8 +213,31 @@ class Rest:
 
     # -- routes -----------------------------------------------------------------------------
 
+    async def _checks(self) -> dict[str, str]:
+        """Each dependency: "ok", or what went wrong."""
+        found = {}
+        for name, ping in (("store", self.store.ping), ("backend", self.backend.ping)):
+            try:
+                await asyncio.wait_for(ping(), 1.0)
+                found[name] = "ok"
+            except Exception as exc:  # a dependency down is a status here, not a crash
+                found[name] = f"error: {type(exc).__name__}: {exc}"[:200]
+        return found
+
     async def health(self, request: Request) -> Response:
-        return json_response({"status": "ok"})
+        """Liveness: 200 while the process answers, with the status of each dependency."""
+        return json_response({"status": "ok", **await self._checks()})
+
+    async def ready(self, request: Request) -> Response:
+        """Readiness, for load balancers: 503 while a dependency cannot answer."""
+        checks = await self._checks()
+        ok = all(v == "ok" for v in checks.values())
+        return json_response({"ready": ok, **checks}, 200 if ok else 503)
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus exposition (admin when auth is on)."""
+        self._grant(request).check_admin()
+        return Response(self.hub.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def stats(self, request: Request) -> Response:
         """What this process holds, for operators and leak checks (admin)."""

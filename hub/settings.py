@@ -33,6 +33,7 @@ class Settings:
     max_frame_bytes: int = 64 * 1024
     max_body_bytes: int = 64 * 1024
     log_level: str = "info"
+    log_format: str = "text"
     loop: str = "asyncio"
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
@@ -144,6 +145,13 @@ def _origins(name: str, raw: object) -> tuple[str, ...]:
     return origins
 
 
+def _log_format(name: str, raw: object) -> str:
+    value = _text(name, raw).lower()
+    if value not in {"text", "json"}:
+        raise ConfigError(f"{name}: expected text or json, got {raw!r}")
+    return value
+
+
 _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "host": _text,
     "port": _port,
@@ -156,6 +164,7 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "max_frame_bytes": _positive_int,
     "max_body_bytes": _positive_int,
     "log_level": _log_level,
+    "log_format": _log_format,
     "loop": _loop,
     "ping_interval": _seconds,
     "ping_timeout": _seconds,
@@ -180,6 +189,7 @@ SETTINGS_HELP: dict[str, str] = {
     "max_frame_bytes": "largest incoming WebSocket frame; larger closes with 1009",
     "max_body_bytes": "largest REST request body; larger answers 413",
     "log_level": "debug, info, warning, error or critical",
+    "log_format": "text, or json for JSON lines",
     "loop": "event loop: asyncio, or uvloop when installed",
     "ping_interval": "seconds between server pings on each socket (0: no pings)",
     "ping_timeout": "seconds a peer has to answer a ping before it is dropped with 4408",

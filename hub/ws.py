@@ -20,10 +20,9 @@ import re
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hub import protocol
 from hub.auth import Auth, OriginPolicy, token_from
-from hub.connection import Connection, Outgoing
-from hub.errors import PeerError, UnsupportedFrame
+from hub.connection import Connection
+from hub.errors import PeerError
 from hub.hub import Hub
 from hub.protocol import check_client_id
 from hub.transport import direct_writer
@@ -33,10 +32,6 @@ __all__ = ["SocketRoute", "read_frames"]
 log = logging.getLogger(__name__)
 
 PATH = re.compile(r"/v1/workspaces/([^/]+)/ws")
-
-_BINARY_REFUSED = Outgoing(
-    protocol.encode(protocol.Error.of(UnsupportedFrame("binary frames are not supported")))
-)
 
 
 class SocketRoute:
@@ -94,6 +89,6 @@ async def read_frames(hub: Hub, conn: Connection, receive: Receive) -> None:
             if text is not None:
                 await hub.command(conn, text)
             else:
-                conn.push(_BINARY_REFUSED)
+                hub.refuse_binary(conn)
     finally:
         await hub.leave(conn)

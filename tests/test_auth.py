@@ -118,6 +118,8 @@ async def test_rest_needs_a_token_that_grants_the_request(make_server: MakeServe
         for method, path in [
             ("GET", "/v1/workspaces"),
             ("GET", f"/v1/workspaces/{a}/clients"),
+            ("GET", "/v1/stats"),
+            ("GET", "/metrics"),
             ("DELETE", f"/v1/clients/{new_client_id()}"),
             ("DELETE", f"/v1/workspaces/{a}"),
         ]:

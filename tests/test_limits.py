@@ -52,6 +52,9 @@ async def test_frames_over_the_rate_get_rate_limited_then_4429(make_server: Make
     flooding = asyncio.create_task(flood())
     assert await v.closed_with() == 4429
     await flooding
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        metrics = (await http.get("/metrics")).text
+    assert 'hub_closes_total{reason="rate_limit"} 1.0' in metrics
 
 
 async def test_streams_per_client_per_workspace(make_server: MakeServer) -> None:

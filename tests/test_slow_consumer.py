@@ -61,6 +61,8 @@ async def test_sockets_that_stop_reading_are_closed_with_4409(
         # The close frame followed what was already buffered: a late reader still finds 4409.
         codes = await asyncio.gather(*(asyncio.to_thread(s.read_close_code) for s in slow))
         assert codes == [4409] * len(slow)
+        metrics = (await http.get("/metrics")).text
+        assert f'hub_closes_total{{reason="slow_consumer"}} {len(slow)}.0' in metrics
         # Every reader got every update sent: nobody was held back by the slow ones.
         sent = i + 1
         for task in reading:

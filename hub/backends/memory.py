@@ -32,6 +32,9 @@ class MemoryBackend:
             self._timer.cancel()
             self._timer = None
 
+    async def ping(self) -> None:
+        """In-process: always answers."""
+
     def _now(self) -> float:
         loop = self._loop or asyncio.get_running_loop()
         return loop.time()

@@ -53,6 +53,10 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Raise if the store cannot answer a query now."""
+        ...
+
     async def create_workspace(self, path: str) -> Workspace:
         """Get or create by path: the first create wins, later ones return the same record."""
         ...

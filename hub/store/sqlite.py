@@ -79,6 +79,10 @@ class SqliteStore:
             db, self._db = self._db, None
             await db.close()
 
+    async def ping(self) -> None:
+        async with self.db.execute("SELECT 1") as cur:
+            await cur.fetchone()
+
     # -- workspaces -------------------------------------------------------------------------
 
     async def create_workspace(self, path: str) -> Workspace:

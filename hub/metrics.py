@@ -1,0 +1,65 @@
+"""Prometheus metrics, every name prefixed ``hub_``, served at ``/metrics``.
+
+Each app has its own registry (several apps can live in one process, as in the tests). Counting
+never happens per socket on the fan-out path: a flush adds the number of sockets it reached at
+once; gauges (sockets open, claims by state) are read when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics"]
+
+
+class _Gauges(Collector):
+    """Gauges read at scrape time from the live hub."""
+
+    def __init__(self, sockets: Callable[[], int], claims: Callable[[], dict[str, int]]) -> None:
+        self._sockets = sockets
+        self._claims = claims
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("hub_sockets_open", "WebSocket streams open", self._sockets())
+        by_state = GaugeMetricFamily("hub_claims", "claims by state", labels=["state"])
+        for state, n in sorted(self._claims().items()):
+            by_state.add_metric([state], n)
+        yield by_state
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.frames_in = Counter(
+            "hub_frames_in", "frames received from sockets, by type", ["type"], registry=r
+        )
+        self.frames_out = Counter(
+            "hub_frames_out", "frames sent to sockets, by type", ["type"], registry=r
+        )
+        self.coalesced = Counter(
+            "hub_counts_coalesced", "changes merged into a counts frame already due", registry=r
+        )
+        self.fanout = Histogram(
+            "hub_fanout_seconds",
+            "time to hand one counts frame to every socket of a workspace",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.closes = Counter(
+            "hub_closes", "sockets closed by the hub, by reason", ["reason"], registry=r
+        )
+        self.backend_errors = Counter(
+            "hub_backend_errors", "unexpected errors of the presence backend or store", registry=r
+        )
+
+    def watch(self, sockets: Callable[[], int], claims: Callable[[], dict[str, int]]) -> None:
+        """Register the scrape-time gauges (once the hub exists)."""
+        self.registry.register(_Gauges(sockets, claims))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -21,7 +21,8 @@ def error(response: httpx.Response, status: int, code: str) -> None:
 
 async def test_health(http: httpx.AsyncClient) -> None:
     response = await http.get("/v1/health")
-    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "store": "ok", "backend": "ok"}
     assert response.headers["content-type"] == "application/json"
 
 

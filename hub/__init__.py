@@ -5,6 +5,7 @@ The public API is what this module exports; everything else is internal.
 """
 
 from hub.app import create_app
+from hub.client import HubClient, StreamClosed
 from hub.errors import HubError, PeerError
 from hub.presence import ClaimState, ClaimView, Diff, Presence, Snapshot
 from hub.protocol import CloseCode
@@ -17,11 +18,13 @@ __all__ = [
     "ClaimView",
     "CloseCode",
     "Diff",
+    "HubClient",
     "HubError",
     "PeerError",
     "Presence",
     "Settings",
     "Snapshot",
+    "StreamClosed",
     "__version__",
     "create_app",
 ]

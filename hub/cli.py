@@ -2,6 +2,9 @@
 
     hub serve [--host H] [--port P] [--database-url URL] [--create-grace S] ...
     hub token --workspace ID [--client ID] [--admin] [--ttl SECONDS]
+    hub watch URL --workspace ID [--session S] [--json] [--count N]
+    hub sessions URL --workspace ID [--json]
+    hub presence URL --workspace ID
 
 Every flag of ``serve`` is also read from its ``HUB_*`` environment variable; a flag wins. A bad
 value ends the command with one line naming the setting and exit status 2, never a traceback.
@@ -10,6 +13,7 @@ value ends the command with one line naming the setting and exit status 2, never
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import logging
 import os
@@ -20,10 +24,12 @@ from dataclasses import fields
 from types import FrameType
 from typing import Any
 
+import httpx
+import orjson
 import uvicorn
 
 from hub.auth import Auth
-from hub.errors import ConfigError, InvalidClientId
+from hub.errors import ConfigError, HubError, InvalidClientId
 from hub.logs import log_config
 from hub.protocol import check_client_id
 from hub.settings import SETTINGS_HELP, Settings, parse_seconds
@@ -46,6 +52,19 @@ def _parser() -> argparse.ArgumentParser:
             metavar=f.name.split("_")[-1].upper(),
             help=f"{SETTINGS_HELP[f.name]} (env {env}, default {f.default})",
         )
+    for name, text in (
+        ("watch", "show live counts of a workspace"),
+        ("sessions", "list a workspace's sessions with their counts"),
+        ("presence", "print a workspace's presence snapshot"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("url", help="the hub, e.g. http://127.0.0.1:8000")
+        command.add_argument("--workspace", required=True, metavar="ID")
+        command.add_argument("--token", help="access token (default: HUB_TOKEN)")
+        command.add_argument("--json", action="store_true", help="JSON output")
+        if name == "watch":
+            command.add_argument("--session", help="follow this session only")
+            command.add_argument("--count", type=int, help="stop after this many updates")
     token = commands.add_parser("token", help="mint an access token (needs HUB_AUTH_SECRET)")
     token.add_argument(
         "--workspace",
@@ -59,6 +78,63 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", default="3600", metavar="SECONDS", help="lifetime (3600)")
     token.add_argument("--secret", help="the secret (default: HUB_AUTH_SECRET)")
     return parser
+
+
+def _client_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """``hub watch|sessions|presence``: one clear line and exit 1 on any error."""
+    try:
+        return asyncio.run(_client_main(args, args.token or environ.get("HUB_TOKEN")))
+    except KeyboardInterrupt:
+        return 0
+    except (HubError, httpx.HTTPError, OSError) as exc:
+        print(f"hub: error: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _client_main(args: argparse.Namespace, token: str | None) -> int:
+    from hub.client import HubClient
+
+    async with HubClient(args.url, token=token) as hub:
+        if args.command == "presence":
+            print(orjson.dumps(await hub.presence(args.workspace)).decode())
+        elif args.command == "sessions":
+            _print_sessions(await hub.sessions(args.workspace), args.json)
+        else:
+            await _watch(hub, args)
+    return 0
+
+
+def _print_sessions(sessions: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        for session in sessions:
+            print(orjson.dumps(session).decode())
+        return
+    print(f"{'SESSION':38} {'VIEWING':>7} {'BUSY':>4}  TITLE")
+    for s in sessions:
+        busy = "yes" if s["is_busy"] else ""
+        print(f"{s['id'][:38]:38} {s['attached_clients']:>7} {busy:>4}  {s['title']}")
+
+
+async def _watch(hub: Any, args: argparse.Namespace) -> None:
+    """Live counts: JSON lines when piped (or --json), else one refreshing line."""
+    as_json = args.json or not sys.stdout.isatty()
+    seen = 0
+    async with hub.connect(args.workspace) as stream:
+        async for update in stream:
+            counts = update.counts
+            if args.session is not None:
+                counts = {args.session: counts.get(args.session, 0)}
+            if as_json:
+                line = {"seq": update.seq, "online": update.online, "counts": counts}
+                print(orjson.dumps(line).decode(), flush=True)
+            else:
+                shown = "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "-"
+                print(
+                    f"\r\033[Kseq {update.seq}  online {update.online}  {shown}", end="", flush=True
+                )
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                return
 
 
 def startup_warnings(settings: Settings) -> list[str]:
@@ -150,6 +226,8 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = os.environ if environ is None else environ
+    if args.command in ("watch", "sessions", "presence"):
+        return _client_command(args, env)
     try:
         if args.command == "token":
             return mint(args, env)

@@ -11,11 +11,13 @@ def test_public_api_is_pinned() -> None:
         "ClaimView",
         "CloseCode",
         "Diff",
+        "HubClient",
         "HubError",
         "PeerError",
         "Presence",
         "Settings",
         "Snapshot",
+        "StreamClosed",
         "__version__",
         "create_app",
     ]

@@ -1,0 +1,160 @@
+"""The Python client and the CLI commands built on it, against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+
+from hub.cli import main
+from hub.client import HubClient, StreamClosed
+from hub.errors import InvalidPath, WorkspaceNotFound
+from hub.settings import Settings
+from tests.conftest import FAST
+from tests.harness import ServerThread
+
+MakeServer = Callable[..., ServerThread]
+
+
+async def test_rest_helpers_and_errors(server: ServerThread) -> None:
+    async with HubClient(server.url) as hub:
+        ws = await hub.create_workspace("/client/rest")
+        assert ws["path"] == "/client/rest"
+        assert (await hub.workspace(ws["id"]))["id"] == ws["id"]
+        created = await hub.create_session(ws["id"], id="S1", title="one")
+        assert created["title"] == "one"
+        updated = await hub.update_session(ws["id"], "S1", is_busy=True)
+        assert updated["is_busy"] is True
+        assert [s["id"] for s in await hub.sessions(ws["id"])] == ["S1"]
+        assert (await hub.presence(ws["id"]))["online"] == 0
+        with pytest.raises(WorkspaceNotFound):
+            await hub.presence("nope")
+        with pytest.raises(InvalidPath):
+            await hub.create_workspace("")
+        await hub.release(ws["id"])
+
+
+async def test_a_stream_keeps_counts_and_sees_others(server: ServerThread) -> None:
+    async with HubClient(server.url) as a, HubClient(server.url) as b:
+        ws = await a.create_workspace("/client/stream")
+        async with a.connect(ws["id"]) as sa, b.connect(ws["id"]) as sb:
+            seq = await sa.set_session("S1")
+            async for update in sb:
+                if update.seq >= seq:
+                    break
+            assert sb.counts == {"S1": 1} and sb.online == 2
+            await sb.set_session("S1")
+            async for update in sa:
+                if update.counts == {"S1": 2}:
+                    break
+            assert sa.counts == {"S1": 2}
+
+
+async def test_a_stream_reconnects_after_a_restart_and_resends_its_session(
+    tmp_path: object,
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = f"sqlite:///{tmp_path}/hub.db"
+
+    def start() -> ServerThread:
+        srv = ServerThread(Settings.from_env({}, **{**FAST, "database_url": db}))
+        srv.server.config.port = port
+        return srv.start()
+
+    first = start()
+    async with HubClient(first.url) as hub:
+        ws = await hub.create_workspace("/client/restart")
+        async with hub.connect(ws["id"], backoff=0.05) as stream:
+            await stream.set_session("S1")
+            await asyncio.to_thread(first.stop)  # sockets closed with 1012: reconnect
+            second = start()
+            try:
+                snapshots = 0
+                async for update in stream:  # the first connect's snapshot, the updates
+                    snapshots += update.frame["type"] == "snapshot"  # before the restart,
+                    if snapshots == 2:  # then the new server's snapshot
+                        break
+                async for update in stream:
+                    if update.counts == {"S1": 1}:  # the session was sent again
+                        break
+                assert (await hub.presence(ws["id"]))["counts"] == {"S1": 1}
+            finally:
+                await asyncio.to_thread(second.stop)
+
+
+async def test_a_stream_gives_up_on_a_final_close(server: ServerThread) -> None:
+    async with HubClient(server.url) as hub:
+        ws = await hub.create_workspace("/client/final")
+        async with hub.connect(ws["id"]) as stream:
+            await hub.request("DELETE", f"/v1/workspaces/{ws['id']}")
+            with pytest.raises(StreamClosed) as info:
+                async for _ in stream:
+                    pass
+            assert info.value.code == 4404
+
+
+def test_presence_and_sessions_commands(
+    server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def setup() -> str:
+        async with HubClient(server.url) as hub:
+            ws = await hub.create_workspace("/cli/x", hold=False)
+            await hub.create_session(ws["id"], id="S1", title="Hello")
+            return str(ws["id"])
+
+    w = asyncio.run(setup())
+    assert main(["presence", server.url, "--workspace", w]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"] == {}
+    assert main(["sessions", server.url, "--workspace", w]) == 0
+    out = capsys.readouterr().out
+    assert "SESSION" in out and "S1" in out and "Hello" in out
+    assert main(["presence", server.url, "--workspace", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hub: error:") and "not found" in err and "Traceback" not in err
+    assert main(["presence", "http://127.0.0.1:1", "--workspace", w]) == 1
+    assert capsys.readouterr().err.startswith("hub: error:")
+
+
+def spawn_watch(url: str, workspace: str) -> subprocess.Popen[str]:
+    """``hub watch`` with its output piped, stopping after two updates."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "hub", "watch", url, "--workspace", workspace, "--count", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_watch_prints_json_lines_when_piped(server: ServerThread) -> None:
+    async def setup() -> str:
+        async with HubClient(server.url) as hub:
+            ws = await hub.create_workspace("/cli/watch", hold=False)
+            return str(ws["id"])
+
+    w = asyncio.run(setup())
+
+    async def watch_a_move() -> subprocess.Popen[str]:
+        async with HubClient(server.url) as other:
+            async with other.connect(w) as stream:
+                proc = spawn_watch(server.url, w)
+                for _ in range(200):  # until the watcher is connected too
+                    if (await other.presence(w))["online"] == 2:
+                        break
+                    await asyncio.sleep(0.05)
+                await stream.set_session("S9")
+                await asyncio.to_thread(proc.wait, 20)  # stay until the watcher saw it
+                return proc
+
+    proc = asyncio.run(watch_a_move())
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["online"] == 2 and lines[0]["counts"] == {}, out  # its snapshot
+    assert lines[1]["counts"] == {"S9": 1}, out

@@ -16,7 +16,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -24,61 +23,33 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from hub.app import Services, create_app
-from hub.cli import uvicorn_config
 from hub.settings import Settings
+from hub.testing import ThreadedHub
 
 
-class ServerThread:
-    """``ws`` picks uvicorn's WebSocket implementation: ``hub`` (what ``hub serve`` runs:
+class ServerThread(ThreadedHub):
+    """The shipped :class:`~hub.testing.ThreadedHub`, on a free port, plus what the tests
+    need. ``ws`` picks uvicorn's WebSocket implementation: ``hub`` (what ``hub serve`` runs:
     websockets-sansio, frames take the direct path) or ``wsproto`` (the portable ASGI path)."""
 
     def __init__(self, settings: Settings, ws: str = "hub") -> None:
-        self.app = create_app(settings)
-        self.services: Services = self.app.state.services
-        overrides: dict[str, Any] = {"port": 0, "log_level": "warning"}
+        overrides: dict[str, Any] = {"port": 0}
         if ws != "hub":
             overrides["ws"] = ws
-        config = uvicorn_config(settings, self.app, **overrides)
-        self.server = uvicorn.Server(config)
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.port = 0
-
-    def _run(self) -> None:
-        asyncio.run(self._serve())
-
-    async def _serve(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        await self.server.serve()
+        super().__init__(settings, **overrides)
 
     def start(self) -> ServerThread:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        super().start()
         return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=10)
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the server's loop thread (to read its state without racing it)."""
         assert self.loop is not None
         future = asyncio.run_coroutine_threadsafe(_call(fn), self.loop)
         return future.result(timeout=5)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def ws_url(self, workspace_id: str, client_id: str | None) -> str:
         query = "" if client_id is None else f"?client_id={client_id}"

@@ -8,9 +8,11 @@ store and the presence backend, and answers JSON encoded with orjson. Presence f
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Set
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -42,6 +44,17 @@ from hub.store import SESSION_FIELDS, Session, Store, Workspace
 __all__ = ["Rest", "error_response", "json_response"]
 
 MAX_PATH_LENGTH = 4096
+_STATIC_TYPES = {
+    "hub.js": "text/javascript; charset=utf-8",
+    "hub.d.ts": "text/plain; charset=utf-8",
+}
+
+
+@functools.cache
+def _static(name: str) -> bytes:
+    return resources.files("hub").joinpath("static", name).read_bytes()
+
+
 MAX_INT64 = 2**63 - 1
 
 
@@ -138,6 +151,8 @@ class Rest:
             ("/v1/stats", self.stats, ["GET"]),
             ("/v1/ready", self.ready, ["GET"]),
             ("/metrics", self.metrics, ["GET"]),
+            ("/demo", self.demo, ["GET"]),
+            ("/static/{name}", self.static, ["GET"]),
             ("/v1/workspaces", self.create_workspace, ["POST"]),
             ("/v1/workspaces", self.list_workspaces, ["GET"]),
             (w, self.get_workspace, ["GET"]),
@@ -250,6 +265,17 @@ class Rest:
                 "tasks": len(asyncio.all_tasks()),
             }
         )
+
+    async def demo(self, request: Request) -> Response:
+        """A page with a workspace's sessions and live badges (open it in two tabs)."""
+        return Response(_static("demo.html"), media_type="text/html; charset=utf-8")
+
+    async def static(self, request: Request) -> Response:
+        """The browser client: ``hub.js`` (an ES module) and its types, ``hub.d.ts``."""
+        name = request.path_params["name"]
+        if name not in _STATIC_TYPES:
+            return error_response(404, "not_found", "no such file")
+        return Response(_static(name), media_type=_STATIC_TYPES[name])
 
     async def openapi(self, request: Request) -> Response:
         """The REST contract as OpenAPI 3.0 (open, like /v1/health)."""

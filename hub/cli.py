@@ -137,6 +137,13 @@ async def _watch(hub: Any, args: argparse.Namespace) -> None:
                 return
 
 
+def _table(seq: int, online: int, counts: dict[str, int]) -> str:
+    """The terminal view of ``hub watch``: the screen cleared, then one row per session."""
+    rows = [f"workspace seq {seq}   online {online}", "", f"{'SESSION':40} {'VIEWING':>7}"]
+    rows += [f"{sid[:40]:40} {n:>7}" for sid, n in sorted(counts.items())] or ["(nobody)"]
+    return "\033[H\033[2J" + "\n".join(rows) + "\n"
+
+
 def startup_warnings(settings: Settings) -> list[str]:
     """What ``hub serve`` should say before it starts."""
     warnings = []

@@ -158,3 +158,14 @@ def test_watch_prints_json_lines_when_piped(server: ServerThread) -> None:
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0]["online"] == 2 and lines[0]["counts"] == {}, out  # its snapshot
     assert lines[1]["counts"] == {"S9": 1}, out
+
+
+def test_the_terminal_view_is_a_table() -> None:
+    from hub.cli import _table
+
+    screen = _table(7, 3, {"S2": 1, "S1": 2})
+    assert screen.startswith("\033[H\033[2J")  # redrawn in place
+    lines = screen.splitlines()
+    assert "seq 7" in lines[0] and "online 3" in lines[0]
+    assert [line.split() for line in lines[3:]] == [["S1", "2"], ["S2", "1"]]
+    assert "(nobody)" in _table(1, 0, {})

@@ -76,8 +76,16 @@ async def test_health_reports_dependencies_and_ready_follows_them(make_server: M
         assert health.status_code == 200 and health.json()["store"].startswith("error")
         ready = await http.get("/v1/ready")
         assert ready.status_code == 503 and ready.json()["ready"] is False
+        # A route that needs it answers 500 internal_error (no traceback to the peer), counted.
+        # (A fresh connection: uvicorn closes a kept-alive one after an application error.)
+        async with httpx.AsyncClient(base_url=server.url) as fresh:
+            failed = await fresh.get("/v1/workspaces")
+        assert failed.status_code == 500 and failed.json()["error"] == "internal_error"
+        async with httpx.AsyncClient(base_url=server.url) as fresh:
+            assert "hub_backend_errors_total 1.0" in (await fresh.get("/metrics")).text
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(store.open(), server.loop))  # type: ignore[arg-type]
-        assert (await http.get("/v1/ready")).status_code == 200
+        async with httpx.AsyncClient(base_url=server.url) as fresh:
+            assert (await fresh.get("/v1/ready")).status_code == 200
 
 
 async def test_json_log_lines_carry_the_connection_id(tmp_path: Path) -> None:

@@ -203,10 +203,11 @@ class Soak:
         await asyncio.sleep(1.0)
 
     def stats(self) -> dict[str, Any]:
+        # Descriptors first: the stats request's own connection must not be counted.
+        open_fds = fds(self.server.proc.pid)
+        rss_mb = round(self.server.rss() / 2**20, 1)
         stats: dict[str, Any] = _http(self.port, "GET", "/v1/stats")
-        stats["fds"] = fds(self.server.proc.pid)
-        stats["rss_mb"] = round(self.server.rss() / 2**20, 1)
-        return stats
+        return {**stats, "fds": open_fds, "rss_mb": rss_mb}
 
 
 async def run(

@@ -111,17 +111,24 @@ def _database_url(name: str, raw: object) -> str:
     return value
 
 
-def _log_level(name: str, raw: object) -> str:
-    value = _text(name, raw).lower()
-    if value not in {"critical", "error", "warning", "info", "debug"}:
-        raise ConfigError(f"{name}: expected one of debug, info, warning, error, critical")
-    return value
+def _choice(*options: str) -> Callable[[str, object], str]:
+    """A parser of one of ``options`` (case-insensitive)."""
+
+    def parse(name: str, raw: object) -> str:
+        value = _text(name, raw).lower()
+        if value not in options:
+            raise ConfigError(f"{name}: expected one of {', '.join(options)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+_log_level = _choice("debug", "info", "warning", "error", "critical")
+_log_format = _choice("text", "json")
 
 
 def _loop(name: str, raw: object) -> str:
-    value = _text(name, raw).lower()
-    if value not in {"asyncio", "uvloop"}:
-        raise ConfigError(f"{name}: expected asyncio or uvloop, got {raw!r}")
+    value = _choice("asyncio", "uvloop")(name, raw)
     if value == "uvloop":
         try:
             import uvloop  # noqa: F401
@@ -143,13 +150,6 @@ def _origins(name: str, raw: object) -> tuple[str, ...]:
         if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
             raise ConfigError(f"{name}: {origin!r} is not an origin like https://app.example.com")
     return origins
-
-
-def _log_format(name: str, raw: object) -> str:
-    value = _text(name, raw).lower()
-    if value not in {"text", "json"}:
-        raise ConfigError(f"{name}: expected text or json, got {raw!r}")
-    return value
 
 
 _PARSERS: dict[str, Callable[[str, object], Any]] = {

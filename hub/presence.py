@@ -318,9 +318,6 @@ class Presence:
     def online(self, workspace_id: str) -> int:
         return self._space(workspace_id).online
 
-    def seq(self, workspace_id: str) -> int:
-        return self._space(workspace_id).seq
-
     def claims(self, workspace_id: str) -> list[ClaimView]:
         return [
             ClaimView(c.client_id, c.streams, c.session_id, c.state, c.released)

@@ -37,7 +37,6 @@ from hub.errors import (
 )
 from hub.hub import Hub
 from hub.openapi import document
-from hub.presence import Snapshot
 from hub.protocol import CloseCode, check_client_id, check_session_id
 from hub.store import SESSION_FIELDS, Session, Store, Workspace
 
@@ -219,11 +218,13 @@ class Rest:
             raise InvalidSessionId("session id must not be empty")
         return session_id
 
-    async def _snapshot(self, workspace_id: str) -> Snapshot:
-        return await self.backend.snapshot(workspace_id)
+    async def _workspace_json(self, workspace: Workspace) -> dict[str, Any]:
+        """The record with its live ``online``."""
+        return workspace_json(workspace, (await self.backend.snapshot(workspace.id)).online)
 
     async def _session_json(self, session: Session) -> dict[str, Any]:
-        snapshot = await self._snapshot(session.workspace_id)
+        """The record with its live ``attached_clients``."""
+        snapshot = await self.backend.snapshot(session.workspace_id)
         return session_json(session, snapshot.counts.get(session.id, 0))
 
     # -- routes -----------------------------------------------------------------------------
@@ -313,21 +314,16 @@ class Rest:
         await self.backend.add_workspace(workspace.id)
         if client_id is not None:
             await self.backend.hold(workspace.id, client_id)
-        snapshot = await self._snapshot(workspace.id)
-        return json_response(workspace_json(workspace, snapshot.online))
+        return json_response(await self._workspace_json(workspace))
 
     async def list_workspaces(self, request: Request) -> Response:
         self._grant(request).check_admin()
-        result = []
-        for workspace in await self.store.list_workspaces():
-            snapshot = await self._snapshot(workspace.id)
-            result.append(workspace_json(workspace, snapshot.online))
-        return json_response(result)
+        workspaces = await self.store.list_workspaces()
+        return json_response([await self._workspace_json(w) for w in workspaces])
 
     async def get_workspace(self, request: Request) -> Response:
         workspace = await self._workspace(request, self._grant(request))
-        snapshot = await self._snapshot(workspace.id)
-        return json_response(workspace_json(workspace, snapshot.online))
+        return json_response(await self._workspace_json(workspace))
 
     async def delete_workspace(self, request: Request) -> Response:
         grant = self._grant(request)
@@ -387,7 +383,7 @@ class Rest:
 
     async def presence(self, request: Request) -> Response:
         workspace = await self._workspace(request, self._grant(request))
-        snapshot = await self._snapshot(workspace.id)
+        snapshot = await self.backend.snapshot(workspace.id)
         return json_response(
             {
                 "workspace_id": workspace.id,
@@ -400,7 +396,7 @@ class Rest:
     async def list_sessions(self, request: Request) -> Response:
         workspace = await self._workspace(request, self._grant(request))
         sessions = await self.store.list_sessions(workspace.id)
-        counts = (await self._snapshot(workspace.id)).counts
+        counts = (await self.backend.snapshot(workspace.id)).counts
         return json_response([session_json(s, counts.get(s.id, 0)) for s in sessions])
 
     async def create_session(self, request: Request) -> Response:

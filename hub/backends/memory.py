@@ -72,9 +72,6 @@ class MemoryBackend:
         self.presence.remove_workspace(workspace_id)
         self._reschedule()
 
-    async def has_workspace(self, workspace_id: str) -> bool:
-        return self.presence.has_workspace(workspace_id)
-
     async def hold(self, workspace_id: str, client_id: str) -> Diff:
         return self._commit(self.presence.hold(workspace_id, client_id, self._now()))
 

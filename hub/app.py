@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.auth import Auth, OriginPolicy, RedactTokens
+from hub.backends import PresenceBackend
 from hub.backends.memory import MemoryBackend
 from hub.hub import Hub, Limits
 from hub.metrics import Metrics
@@ -39,8 +40,7 @@ class Services:
     """The parts one app runs on; exposed as ``app.state.services`` for operators and tests."""
 
     settings: Settings
-    presence: Presence
-    backend: MemoryBackend
+    backend: PresenceBackend
     store: Store
     hub: Hub
 
@@ -57,14 +57,30 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal_error", "internal error")
 
 
-def create_app(settings: Settings) -> Starlette:
-    presence = Presence(
-        create_grace=settings.create_grace,
-        detach_grace=settings.detach_grace,
-        retire_ttl=settings.retire_ttl,
+def _backend(settings: Settings, store: Store) -> PresenceBackend:
+    """In-process presence, or Redis shared by every hub process when ``redis_url`` is set."""
+    graces = settings.create_grace, settings.detach_grace, settings.retire_ttl
+    if settings.redis_url is None:
+        return MemoryBackend(
+            Presence(create_grace=graces[0], detach_grace=graces[1], retire_ttl=graces[2])
+        )
+    from hub.backends.redis import RedisBackend
+
+    async def known(workspace_id: str) -> bool:
+        return await store.get_workspace(workspace_id) is not None
+
+    return RedisBackend(
+        settings.redis_url,
+        known=known,
+        create_grace=graces[0],
+        detach_grace=graces[1],
+        retire_ttl=graces[2],
     )
-    backend = MemoryBackend(presence)
+
+
+def create_app(settings: Settings) -> Starlette:
     store = open_store(settings.database_url)
+    backend = _backend(settings, store)
     metrics = Metrics()
     hub = Hub(
         backend,
@@ -79,8 +95,8 @@ def create_app(settings: Settings) -> Starlette:
             rate_close_after=settings.rate_close_after,
         ),
     )
-    metrics.watch(lambda: hub.sockets, presence.claim_states)
-    services = Services(settings, presence, backend, store, hub)
+    metrics.watch(lambda: hub.sockets, backend.claim_states)
+    services = Services(settings, backend, store, hub)
     auth = Auth(settings.auth_secret)
     rest = Rest(hub, backend, store, settings.max_body_bytes, auth)
     RedactTokens.install()
@@ -89,8 +105,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         try:
-            for workspace in await store.list_workspaces():
-                await backend.add_workspace(workspace.id)
+            if isinstance(backend, MemoryBackend):  # Redis learns them on demand from the store
+                for workspace in await store.list_workspaces():
+                    await backend.add_workspace(workspace.id)
             await hub.start()
             try:
                 yield

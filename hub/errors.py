@@ -53,6 +53,7 @@ __all__ = [
     "Unauthorized",
     "UnknownType",
     "UnsupportedFrame",
+    "Unavailable",
     "WorkspaceNotFound",
 ]
 
@@ -67,6 +68,8 @@ class PeerError(HubError):
     code: str = "bad_request"
     status: int = 400
     close_code: int = 4400
+    # Seconds a client should wait before retrying (the Retry-After header), when it applies.
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, ref: str | int | None = None) -> None:
         super().__init__(message)
@@ -153,6 +156,15 @@ class OverCapacity(PeerError):
     code = "over_capacity"
     status = 503
     close_code = 1013
+
+
+class Unavailable(PeerError):
+    """A shared dependency (Redis, PostgreSQL) cannot answer now: try again shortly."""
+
+    code = "unavailable"
+    status = 503
+    close_code = 1013
+    retry_after = 1
 
 
 class RateLimited(PeerError):

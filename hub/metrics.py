@@ -44,6 +44,9 @@ class Metrics:
         self.coalesced = Counter(
             "hub_counts_coalesced", "changes merged into a counts frame already due", registry=r
         )
+        self.resyncs = Counter(
+            "hub_resyncs", "workspaces re-read after changes may have been missed", registry=r
+        )
         self.fanout = Histogram(
             "hub_fanout_seconds",
             "time to hand one counts frame to every socket of a workspace",

@@ -37,7 +37,7 @@ from hub.errors import (
 )
 from hub.hub import Hub
 from hub.openapi import document
-from hub.protocol import CloseCode, check_client_id, check_session_id
+from hub.protocol import check_client_id, check_session_id
 from hub.store import SESSION_FIELDS, Session, Store, Workspace
 
 __all__ = ["Rest", "error_response", "json_response"]
@@ -61,8 +61,13 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, media_type="application/json")
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    return json_response({"error": code, "message": message}, status)
+def error_response(
+    status: int, code: str, message: str, retry_after: int | None = None
+) -> Response:
+    response = json_response({"error": code, "message": message}, status)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -75,7 +80,7 @@ def _peer_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except PeerError as exc:
-            return error_response(exc.status, exc.code, exc.message)
+            return error_response(exc.status, exc.code, exc.message, exc.retry_after)
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
@@ -330,8 +335,7 @@ class Rest:
         grant.check_admin()
         workspace = await self._workspace(request, grant)
         await self.store.delete_workspace(workspace.id)
-        await self.backend.remove_workspace(workspace.id)
-        self.hub.close_workspace(workspace.id, CloseCode.NOT_FOUND)
+        await self.backend.remove_workspace(workspace.id)  # its sockets close with 4404
         return Response(status_code=204)
 
     async def list_claims(self, request: Request) -> Response:
@@ -364,8 +368,7 @@ class Rest:
         grant = self._grant(request)
         client_id = check_client_id(request.path_params["client_id"])
         grant.check_admin()
-        await self.backend.retire(client_id)
-        self.hub.close_client(client_id, CloseCode.RETIRED)
+        await self.backend.retire(client_id)  # its sockets close with 4410
         return Response(status_code=204)
 
     async def set_current_session(self, request: Request) -> Response:
@@ -425,7 +428,7 @@ class Rest:
             workspace.id, session_id or str(uuid.uuid4()), title, parent
         )
         data = await self._session_json(session)
-        self.hub.publish_session(workspace.id, "created", data)
+        await self.backend.publish_session(workspace.id, "created", data)
         return json_response(data, 201)
 
     async def get_session(self, request: Request) -> Response:
@@ -445,7 +448,7 @@ class Rest:
         if session is None:
             raise SessionNotFound(f"session {session_id[:64]!r} not found")
         data = await self._session_json(session)
-        self.hub.publish_session(workspace.id, "updated", data)
+        await self.backend.publish_session(workspace.id, "updated", data)
         return json_response(data)
 
     async def delete_session(self, request: Request) -> Response:
@@ -454,5 +457,7 @@ class Rest:
         session = await self.store.delete_session(workspace.id, session_id)
         if session is None:
             raise SessionNotFound(f"session {session_id[:64]!r} not found")
-        self.hub.publish_session(workspace.id, "deleted", await self._session_json(session))
+        await self.backend.publish_session(
+            workspace.id, "deleted", await self._session_json(session)
+        )
         return Response(status_code=204)

@@ -25,6 +25,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str = "sqlite:///hub.db"
+    redis_url: str | None = None
     create_grace: float = 30.0
     detach_grace: float = 10.0
     retire_ttl: float = 86400.0
@@ -106,9 +107,32 @@ def _text(name: str, raw: object) -> str:
 
 def _database_url(name: str, raw: object) -> str:
     value = _text(name, raw)
-    if not value.startswith("sqlite:///"):
-        raise ConfigError(f"{name}: expected sqlite:///PATH or sqlite:///:memory:, got {value!r}")
+    if value.startswith(("postgresql://", "postgres://")):
+        _needs(name, "asyncpg", "postgres")
+    elif not value.startswith("sqlite:///"):
+        raise ConfigError(
+            f"{name}: expected sqlite:///PATH, sqlite:///:memory: or postgresql://..., "
+            f"got {value!r}"
+        )
     return value
+
+
+def _redis_url(name: str, raw: object) -> str:
+    value = _text(name, raw)
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{name}: expected redis://HOST:PORT/DB (or rediss://, unix://)")
+    _needs(name, "redis", "redis")
+    return value
+
+
+def _needs(name: str, module: str, extra: str) -> None:
+    """Refuse a setting whose driver is not installed, naming the extra that brings it."""
+    try:
+        __import__(module)
+    except ImportError:
+        raise ConfigError(
+            f"{name}: needs the {module} package (pip install 'presence-hub[{extra}]')"
+        ) from None
 
 
 def _choice(*options: str) -> Callable[[str, object], str]:
@@ -156,6 +180,7 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "host": _text,
     "port": _port,
     "database_url": _database_url,
+    "redis_url": _redis_url,
     "create_grace": _seconds,
     "detach_grace": _seconds,
     "retire_ttl": _seconds,
@@ -180,7 +205,10 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
 SETTINGS_HELP: dict[str, str] = {
     "host": "address to listen on",
     "port": "TCP port to listen on (0 picks a free one)",
-    "database_url": "where sessions live: sqlite:///PATH (default sqlite:///hub.db) or :memory:",
+    "database_url": "where sessions live: sqlite:///PATH (default sqlite:///hub.db), "
+    "sqlite:///:memory: or postgresql://USER@HOST/DB",
+    "redis_url": "shared presence for several hub processes: redis://HOST:PORT/DB "
+    "(unset: in-process presence)",
     "create_grace": "seconds a creation hold lasts without a stream",
     "detach_grace": "seconds a claim waits in grace after its last stream drops",
     "retire_ttl": "seconds a retired client id stays refused",

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from hub.settings import Settings
-from tests.harness import ServerThread
+from tests.harness import ClusterThread, ServerThread
+from tests.services import Database, RedisServer
 
 # Short timers so lifecycle tests run in about a second; coalescing as shipped.
 GRACE = 0.6
@@ -22,23 +23,31 @@ FAST: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="session", params=["hub", "wsproto"])
+@pytest.fixture(scope="session", params=["hub", "wsproto", "cluster"])
 def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
     """A real hub shared by the run (tests isolate themselves with fresh workspaces), once on
     each uvicorn WebSocket implementation, so both the direct and the portable send path run
-    every end-to-end test."""
-    srv = ServerThread(Settings.from_env({}, **FAST), ws=request.param).start()
+    every end-to-end test, and once as two nodes on Redis and PostgreSQL (viewers on both)."""
+    if request.param == "cluster":
+        redis, database = RedisServer(), Database()  # of its own: other tests flush theirs
+        request.addfinalizer(database.drop)
+        request.addfinalizer(redis.kill)
+        cluster = {"redis_url": redis.url, "database_url": database.url}
+        srv: ServerThread = ClusterThread(Settings.from_env({}, **{**FAST, **cluster})).start()
+    else:
+        srv = ServerThread(Settings.from_env({}, **FAST), ws=request.param).start()
     baseline_tasks = srv.call(lambda: len(asyncio.all_tasks()))
     yield srv
     # Nothing leaks: once every socket is closed and the timers have run, nothing is left.
     time.sleep(GRACE + 0.5)
-    left = srv.call(
-        lambda: (
-            srv.services.presence.claim_count(),
-            len(srv.services.hub.rooms),
-            len(asyncio.all_tasks()) - baseline_tasks,
-        )
-    )
+
+    async def leftovers() -> tuple[int, int, int]:
+        claims = await srv.services.backend.claim_count()
+        return claims, len(srv.services.hub.rooms), len(asyncio.all_tasks()) - baseline_tasks
+
+    left = srv.call(leftovers)
+    if isinstance(srv, ClusterThread):
+        assert not srv.other.call(lambda: len(srv.other.services.hub.rooms)), "rooms left"
     srv.stop()
     assert left == (0, 0, 0), "claims, rooms and tasks left behind"
 
@@ -71,3 +80,20 @@ async def workspace(http: httpx.AsyncClient) -> str:
     assert response.status_code == 200
     workspace_id: str = response.json()["id"]
     return workspace_id
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test run's own (the machine's shared one is never touched)."""
+    server = RedisServer()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The run's Redis, emptied for this test."""
+    if not redis_server.answers():
+        redis_server.restart()
+    redis_server.flush()
+    return redis_server.url

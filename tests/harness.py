@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import os
 import signal
@@ -56,8 +57,34 @@ class ServerThread(ThreadedHub):
         return f"ws://127.0.0.1:{self.port}/v1/workspaces/{workspace_id}/ws{query}"
 
 
+class ClusterThread(ServerThread):
+    """Two hub nodes on one Redis and one PostgreSQL, used as one server: REST goes to the
+    first node and sockets alternate between the two, so every end-to-end scenario has viewers
+    on both nodes and must give the same pushes as one process does."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.other = ServerThread(settings, ws="wsproto")
+        self._turn = 0
+
+    def start(self) -> ClusterThread:
+        super().start()
+        self.other.start()
+        return self
+
+    def stop(self) -> None:
+        self.other.stop()
+        super().stop()
+
+    def ws_url(self, workspace_id: str, client_id: str | None) -> str:
+        self._turn ^= 1
+        node = self if self._turn else self.other
+        return ServerThread.ws_url(node, workspace_id, client_id)
+
+
 async def _call(fn: Callable[[], Any]) -> Any:
-    return fn()
+    result = fn()
+    return await result if inspect.isawaitable(result) else result
 
 
 def new_client_id() -> str:

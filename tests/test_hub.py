@@ -130,7 +130,7 @@ async def test_past_the_outbox_bound_the_socket_is_closed_with_4409(hub: Hub) ->
     conn, slow = await join(hub, A)
     slow.gate.clear()
     for i in range(40):  # session frames never merge: they pile up
-        hub.publish_session(W, "updated", {"id": f"S{i}", "title": "x" * 100})
+        hub.session(W, "updated", {"id": f"S{i}", "title": "x" * 100})
     assert conn.closing
     slow.gate.set()
     await settle()

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hub.backends.memory import MemoryBackend
 from tests.harness import HubProcess, ServerThread, Viewer, new_client_id
 
 
@@ -86,5 +87,7 @@ async def test_shutdown_puts_claims_into_grace_not_released(
     await v.send({"type": "set_session", "session_id": "S1"})
     await v.until(lambda x: x.counts == {"S1": 1})
     await asyncio.to_thread(server.stop)
-    (claim,) = server.services.presence.claims(w)
+    backend = server.services.backend
+    assert isinstance(backend, MemoryBackend)
+    (claim,) = backend.presence.claims(w)
     assert (claim.state.value, claim.session_id, claim.released) == ("grace", "S1", False)

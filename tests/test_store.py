@@ -1,18 +1,29 @@
-"""The Store contract, run against every store (SQLite on a file and in memory, for now)."""
+"""The Store contract, run against every store: SQLite on a file and in memory, and a real
+PostgreSQL (a fresh database per test)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from hub.errors import Conflict, InvalidParentSession
+from hub.errors import Conflict, InvalidParentSession, Unavailable
 from hub.store import Store, open_store
+from tests.harness import free_port
+from tests.services import postgres_database
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=["file", "memory", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "postgres":
+        async with postgres_database() as url:
+            s = open_store(url)
+            await s.open()
+            yield s
+            await s.close()
+        return
     url = f"sqlite:///{tmp_path / 'hub.db'}" if request.param == "file" else "sqlite:///:memory:"
     s = open_store(url)
     await s.open()
@@ -81,3 +92,24 @@ async def test_data_survives_reopening_the_file(tmp_path: Path) -> None:
 def test_unsupported_url_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported"):
         open_store("mysql://x")
+
+
+async def test_postgres_schema_is_made_once_and_kept() -> None:
+    """Two processes starting together migrate once; a restart finds its data."""
+    async with postgres_database() as url:
+        a, b = open_store(url), open_store(url)
+        await asyncio.gather(a.open(), b.open())
+        w = await a.create_workspace("/shared")
+        assert await b.find_workspace("/shared") == w
+        await asyncio.gather(a.close(), b.close())
+        again = open_store(url)
+        await again.open()
+        assert await again.list_workspaces() == [w]
+        await again.close()
+
+
+async def test_postgres_unreachable_is_unavailable() -> None:
+    """A database that does not answer is Unavailable (a 503 for REST), not a crash."""
+    s = open_store(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")
+    with pytest.raises(Unavailable):
+        await s.open()

@@ -1,33 +1,55 @@
 """Presence backends: where claims live, behind the :class:`PresenceBackend` port.
 
 The hub shell talks only to this port. ``memory`` (the default) wraps the pure core with a
-clock and one timer; a shared backend (Redis) implements the same calls for several processes.
-Every mutating call returns the :class:`~hub.presence.Diff` it committed and also hands each
-diff that moved a count to the ``on_change`` callback given to :meth:`start`, which is how the
-hub learns what to fan out (for a shared backend, changes made by other processes arrive there
-too).
+clock and one timer; ``redis`` keeps the claims in Redis so that several hub processes share
+them. Every mutating call returns the :class:`~hub.presence.Diff` it committed. What the hub
+must fan out reaches it through the :class:`Events` given to :meth:`PresenceBackend.start`:
+count changes, session records, closes (retired client, deleted workspace) and, for a shared
+backend, "you may have missed changes here" (``resync``). For a shared backend these events
+come from every process, this one included, in the order the backend committed them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from hub.presence import ClaimView, Diff, Snapshot
 
-__all__ = ["ChangeSink", "PresenceBackend"]
+__all__ = ["Events", "PresenceBackend"]
 
-ChangeSink = Callable[[Diff], None]
+
+class Events(Protocol):
+    """What a backend tells the hub (implemented by :class:`~hub.hub.Hub`)."""
+
+    def changed(self, diff: Diff) -> None:
+        """A committed change that moved counts (diffs of a workspace come in ``seq`` order)."""
+
+    def resync(self, workspace_id: str) -> None:
+        """Changes of the workspace may have been missed: read its snapshot again."""
+
+    def session(self, workspace_id: str, op: str, session: dict[str, Any]) -> None:
+        """A session record of the workspace was created, updated or deleted."""
+
+    def closed(self, workspace_id: str, client_id: str | None, code: int) -> None:
+        """The claims of a client (or, for None, of everyone) in the workspace are gone:
+        close those sockets with ``code``; they have nothing left to detach."""
 
 
 class PresenceBackend(Protocol):
-    async def start(self, on_change: ChangeSink) -> None: ...
+    async def start(self, events: Events) -> None: ...
 
     async def close(self) -> None: ...
 
     async def ping(self) -> None:
         """Raise if the backend cannot answer now."""
         ...
+
+    async def watch(self, workspace_id: str) -> None:
+        """This process is about to hold a socket in the workspace: deliver its events here
+        from now on. Counted: every ``watch`` is ended by one ``unwatch``."""
+        ...
+
+    def unwatch(self, workspace_id: str) -> None: ...
 
     async def add_workspace(self, workspace_id: str) -> None: ...
 
@@ -39,13 +61,19 @@ class PresenceBackend(Protocol):
 
     async def set_session(self, workspace_id: str, client_id: str, session_id: str) -> Diff: ...
 
-    async def detach(self, workspace_id: str, client_id: str) -> Diff: ...
+    async def detach(self, workspace_id: str, client_id: str) -> Diff:
+        """Never raises: a backend that cannot reach its store now repairs it later."""
+        ...
 
     async def release(self, workspace_id: str, client_id: str) -> Diff: ...
 
-    async def retire(self, client_id: str) -> list[Diff]: ...
+    async def retire(self, client_id: str) -> None: ...
 
     async def is_retired(self, client_id: str) -> bool: ...
+
+    async def publish_session(self, workspace_id: str, op: str, session: dict[str, Any]) -> None:
+        """Deliver a session record event to every process's sockets of the workspace."""
+        ...
 
     async def snapshot(self, workspace_id: str) -> Snapshot: ...
 
@@ -53,4 +81,8 @@ class PresenceBackend(Protocol):
 
     async def claim_count(self) -> int:
         """Claims in every workspace (for operators and leak checks)."""
+        ...
+
+    def claim_states(self) -> dict[str, int]:
+        """Claims by state, for the metrics gauges (may be empty where counting is costly)."""
         ...

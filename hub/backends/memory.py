@@ -8,9 +8,11 @@ step. The single timer handle always points at the core's earliest deadline.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from hub.backends import ChangeSink
+from hub.backends import Events
 from hub.presence import ClaimView, Diff, Presence, Snapshot
+from hub.protocol import CloseCode
 
 __all__ = ["MemoryBackend"]
 
@@ -18,12 +20,12 @@ __all__ = ["MemoryBackend"]
 class MemoryBackend:
     def __init__(self, presence: Presence) -> None:
         self.presence = presence
-        self._on_change: ChangeSink = lambda diff: None
+        self._events: Events | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    async def start(self, on_change: ChangeSink) -> None:
-        self._on_change = on_change
+    async def start(self, events: Events) -> None:
+        self._events = events
         self._loop = asyncio.get_running_loop()
         self._reschedule()
 
@@ -35,13 +37,19 @@ class MemoryBackend:
     async def ping(self) -> None:
         """In-process: always answers."""
 
+    async def watch(self, workspace_id: str) -> None:
+        """In-process: every change already reaches this process's hub."""
+
+    def unwatch(self, workspace_id: str) -> None:
+        pass
+
     def _now(self) -> float:
         loop = self._loop or asyncio.get_running_loop()
         return loop.time()
 
     def _commit(self, diff: Diff) -> Diff:
-        if diff.changed:
-            self._on_change(diff)
+        if diff.changed and self._events is not None:
+            self._events.changed(diff)
         self._reschedule()
         return diff
 
@@ -61,8 +69,7 @@ class MemoryBackend:
     def _fire(self) -> None:
         self._timer = None
         for diff in self.presence.expire(self._now()):
-            if diff.changed:
-                self._on_change(diff)
+            self._commit(diff)
         self._reschedule()
 
     async def add_workspace(self, workspace_id: str) -> None:
@@ -71,6 +78,8 @@ class MemoryBackend:
     async def remove_workspace(self, workspace_id: str) -> None:
         self.presence.remove_workspace(workspace_id)
         self._reschedule()
+        if self._events is not None:
+            self._events.closed(workspace_id, None, CloseCode.NOT_FOUND)
 
     async def hold(self, workspace_id: str, client_id: str) -> Diff:
         return self._commit(self.presence.hold(workspace_id, client_id, self._now()))
@@ -88,15 +97,19 @@ class MemoryBackend:
     async def release(self, workspace_id: str, client_id: str) -> Diff:
         return self._commit(self.presence.release(workspace_id, client_id, self._now()))
 
-    async def retire(self, client_id: str) -> list[Diff]:
-        diffs = self.presence.retire(client_id, self._now())
-        for diff in diffs:
+    async def retire(self, client_id: str) -> None:
+        for diff in self.presence.retire(client_id, self._now()):
             self._commit(diff)
+            if self._events is not None:
+                self._events.closed(diff.workspace_id, client_id, CloseCode.RETIRED)
         self._reschedule()
-        return diffs
 
     async def is_retired(self, client_id: str) -> bool:
         return self.presence.is_retired(client_id, self._now())
+
+    async def publish_session(self, workspace_id: str, op: str, session: dict[str, Any]) -> None:
+        if self._events is not None:
+            self._events.session(workspace_id, op, session)
 
     async def snapshot(self, workspace_id: str) -> Snapshot:
         return self.presence.snapshot(workspace_id)
@@ -106,3 +119,6 @@ class MemoryBackend:
 
     async def claim_count(self) -> int:
         return self.presence.claim_count()
+
+    def claim_states(self) -> dict[str, int]:
+        return self.presence.claim_states()

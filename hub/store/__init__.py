@@ -1,8 +1,8 @@
 """Durable records: workspaces and sessions, behind the :class:`Store` port.
 
-``open_store(url)`` picks the implementation from the URL scheme; SQLite (embedded, the default)
-is the only one so far. Records are frozen dataclasses; presence figures (``online``,
-``attached_clients``) are not stored: the REST shell adds them at read time.
+``open_store(url)`` picks the implementation from the URL scheme: SQLite (embedded, the default)
+or PostgreSQL (shared by several hub processes). Records are frozen dataclasses; presence figures
+(``online``, ``attached_clients``) are not stored: the REST shell adds them at read time.
 """
 
 from __future__ import annotations
@@ -100,4 +100,8 @@ def open_store(url: str) -> Store:
         from hub.store.sqlite import SqliteStore
 
         return SqliteStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        from hub.store.postgres import PostgresStore
+
+        return PostgresStore(url)
     raise ValueError(f"unsupported database URL {url!r}")

@@ -1,0 +1,12 @@
+-- Remove a retired client's claim here (ARGV: workspace, client, close code) and tell every
+-- node to close its sockets. Returns seq.
+if not known() then return 0 end
+local client = ARGV[2]
+local claim = load_claim(client)
+if not claim then return seq() end
+if claim.n > 0 then count(claim.s, -1) end
+remove_claim(client)
+for _, node in ipairs(redis.call('SMEMBERS', NODES)) do
+  redis.call('HDEL', STREAMS, node .. '|' .. client)
+end
+return commit({x = {k = client, code = tonumber(ARGV[3])}})

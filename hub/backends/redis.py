@@ -1,0 +1,587 @@
+"""The shared presence backend: claims in Redis, one atomic Lua script per transition.
+
+Several hub processes ("nodes") share one Redis and show exactly the counts one process would.
+How (docs/scaling.md has the whole picture):
+
+- Every claim transition of PROTOCOL.md section 1 is one Lua script (``lua/*.lua``, each run
+  after the shared prelude ``lua/_lib.lua``), over the keys of one workspace, which all share
+  the hash tag ``{workspace_id}``. Two nodes can never interleave half-transitions.
+- A script that moves counts increments the workspace ``seq`` and publishes the diff on the
+  workspace's channel. A node subscribes to the channels of the workspaces it has sockets in
+  and hands each message to the hub in order; a node that may have missed messages (it
+  resubscribed after losing its connection) tells the hub to re-read the snapshot.
+- Streams are counted per node (``<node>|<client>`` in the workspace's ``streams`` hash), and
+  every node refreshes a heartbeat key with a short TTL. A node whose heartbeat expired (it was
+  killed) is cleared by whichever node notices first: its streams are detached, with grace.
+- Holds and graces are deadlines in a per-workspace sorted set, indexed cluster-wide in
+  ``hub:timers``; every node sweeps the index, and the expiry script removes a claim at most
+  once whichever node runs it first.
+- Redis unreachable: calls raise :class:`~hub.errors.Unavailable` (REST 503, close 1013)
+  within the socket timeout. A node keeps its own truth (the streams its sockets hold, and the
+  session of each of their claims) and writes it back whenever its heartbeat finds itself
+  forgotten (Redis restarted empty, or this node was taken for dead) or a write was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from hub.backends import Events
+from hub.errors import ClientRetired, NotAttached, Unavailable, WorkspaceNotFound
+from hub.presence import ClaimState, ClaimView, Diff, Snapshot
+from hub.protocol import CloseCode
+
+__all__ = ["RedisBackend"]
+
+log = logging.getLogger(__name__)
+
+TIMERS = "hub:timers"  # workspace -> its earliest hold or grace deadline (ms, Redis clock)
+NODES = "hub:nodes"  # ids of the nodes that announced themselves
+_SCRIPTS = (
+    "add_workspace", "attach", "detach", "expire", "hold", "release", "remove_workspace",
+    "retire", "set_session", "set_streams", "snapshot",
+)  # fmt: skip
+_GLOBAL_SCRIPTS = ("arm", "due", "reindex")
+
+
+def _lua(name: str) -> str:
+    return (resources.files("hub.backends") / "lua" / f"{name}.lua").read_text()
+
+
+def _keys(workspace_id: str) -> list[str]:
+    tag = f"hub:{{{workspace_id}}}:"
+    return [tag + k for k in ("meta", "counts", "claims", "timers", "streams", "nodes")]
+
+
+def _channel(workspace_id: str) -> str:
+    return f"hub:{{{workspace_id}}}:ch"
+
+
+def _retired(client_id: str) -> str:
+    return f"hub:retired:{client_id}"
+
+
+def _client_spaces(client_id: str) -> str:
+    """The workspaces a client has had claims in (read by retire)."""
+    return f"hub:client:{client_id}"
+
+
+def _node_key(node: str) -> str:
+    return f"hub:node:{node}"
+
+
+def _node_spaces(node: str) -> str:
+    """The workspaces a node has had streams in (read when it is cleared)."""
+    return f"hub:node:{node}:spaces"
+
+
+def _strs(members: Any) -> set[str]:
+    """A set reply (the client decodes responses to str)."""
+    return {str(m) for m in members}
+
+
+class _Gate:
+    """Stream writes run side by side; a re-assertion of this node's streams runs alone, so it
+    never races a write it did not see."""
+
+    def __init__(self) -> None:
+        self._writes = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()
+        self._open.set()
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[None]:
+        await self._open.wait()
+        self._writes += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._writes -= 1
+            if not self._writes:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        self._open.clear()
+        try:
+            await self._idle.wait()
+            yield
+        finally:
+            self._open.set()
+
+
+class RedisBackend:
+    """Presence shared by every hub process on one Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        known: Callable[[str], Awaitable[bool]],
+        create_grace: float = 30.0,
+        detach_grace: float = 10.0,
+        retire_ttl: float = 86400.0,
+        heartbeat: float = 1.0,
+        node_ttl: float = 3.0,
+        sweep_interval: float = 0.1,
+        timeout: float = 0.5,
+        node_id: str | None = None,
+    ) -> None:
+        self.node = node_id or uuid.uuid4().hex[:12]
+        # Whether the durable store has the workspace: Redis may have lost what it knew.
+        self._known = known
+        self._create_ms = int(create_grace * 1000)
+        self._grace_ms = int(detach_grace * 1000)
+        self._retire_ms = max(1, int(retire_ttl * 1000))
+        self._heartbeat = heartbeat
+        self._node_ttl_ms = int(node_ttl * 1000)
+        self._sweep_interval = sweep_interval
+        self._timeout = timeout
+        self.redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        lib = _lua("_lib")
+        self._scripts = {
+            name: self.redis.register_script(lib + "\n" + _lua(name)) for name in _SCRIPTS
+        }
+        self._scripts.update({n: self.redis.register_script(_lua(n)) for n in _GLOBAL_SCRIPTS})
+        self._events: Events | None = None
+        # This node's truth: streams its sockets hold, and the session of each such claim.
+        self._local: dict[str, dict[str, int]] = {}
+        self._sessions: dict[tuple[str, str], str] = {}
+        self._dirty = True  # Redis may differ from the truth above: re-assert it
+        self._gate = _Gate()
+        # Channels: how many local holders each has, and the subscription state.
+        self._watchers: dict[str, int] = {}
+        self._subscribed: dict[str, asyncio.Future[None]] = {}
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- life -------------------------------------------------------------------------------
+
+    async def start(self, events: Events) -> None:
+        self._events = events
+        loop = asyncio.get_running_loop()
+        for name, job in (
+            ("feed", self._feed),
+            ("heartbeat", self._heartbeats),
+            ("sweep", self._sweeps),
+        ):
+            self._tasks.append(loop.create_task(job(), name=f"redis-{name}-{self.node}"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        with contextlib.suppress(RedisError, OSError):
+            # Leave cleanly: this node's streams are already detached by the hub's shutdown.
+            await self.redis.delete(_node_key(self.node), _node_spaces(self.node))
+            await self.redis.srem(NODES, self.node)
+        await self._drop_feed()
+        await self.redis.aclose()
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    # -- the change feed ---------------------------------------------------------------------
+
+    async def watch(self, workspace_id: str) -> None:
+        self._watchers[workspace_id] = self._watchers.get(workspace_id, 0) + 1
+        try:
+            await asyncio.wait_for(self._subscribe(workspace_id), self._timeout * 4)
+        except (TimeoutError, RedisError, OSError) as exc:
+            self.unwatch(workspace_id)
+            raise Unavailable(f"presence feed unavailable: {exc or 'timeout'}") from None
+
+    def unwatch(self, workspace_id: str) -> None:
+        """Counted down now; the channel is left by the next heartbeat if nobody came back."""
+        n = self._watchers.get(workspace_id, 0) - 1
+        if n > 0:
+            self._watchers[workspace_id] = n
+        else:
+            self._watchers.pop(workspace_id, None)
+
+    async def _subscribe(self, workspace_id: str) -> None:
+        channel = _channel(workspace_id)
+        confirmed = self._subscribed.get(channel)
+        if confirmed is None:
+            confirmed = self._subscribed[channel] = asyncio.get_running_loop().create_future()
+            if self._pubsub is not None:  # else the feed subscribes it when it reconnects
+                await self._pubsub.subscribe(channel)
+        await asyncio.shield(confirmed)
+
+    async def _connect_feed(self) -> aioredis.client.PubSub:
+        """A new subscription connection, subscribed to every watched workspace. The hub
+        re-reads each watched workspace once its subscription is confirmed, since changes may
+        have been published while this node was not listening."""
+        loop = asyncio.get_running_loop()
+        pubsub = self.redis.pubsub()
+        channels = {_channel(w) for w in self._watchers} | self._subscribed.keys()
+        for channel in channels:
+            if channel not in self._subscribed:
+                self._subscribed[channel] = loop.create_future()
+            self._subscribed[channel].add_done_callback(self._resync_after(channel))
+        # The node's own channel keeps the connection subscribed to something.
+        await pubsub.subscribe(f"hub:node:{self.node}:ch", *channels)
+        while late := self._subscribed.keys() - channels:  # watched while this was connecting
+            channels |= late
+            await pubsub.subscribe(*late)
+        self._pubsub = pubsub
+        return pubsub
+
+    async def _drop_feed(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        for future in self._subscribed.values():
+            if not future.done():
+                future.set_exception(Unavailable("presence feed lost"))
+                future.exception()  # retrieved: nobody may be waiting
+        self._subscribed.clear()
+        if pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _feed(self) -> None:
+        """Read the subscribed channels for good, re-subscribing after a lost connection."""
+        while True:
+            try:
+                pubsub = self._pubsub or await self._connect_feed()
+                message = await pubsub.get_message(timeout=self._heartbeat)
+                if message is not None:
+                    self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("presence feed lost (%s); re-subscribing", exc)
+                await self._drop_feed()
+                await asyncio.sleep(self._heartbeat / 4)
+            except Exception:
+                log.exception("presence feed: unexpected message")
+
+    def _resync_after(self, channel: str) -> Callable[[asyncio.Future[None]], None]:
+        def done(future: asyncio.Future[None]) -> None:
+            if not future.cancelled() and future.exception() is None and self._events:
+                self._events.resync(self._workspace_of(channel))
+
+        return done
+
+    @staticmethod
+    def _workspace_of(channel: str) -> str:
+        return channel[len("hub:{") : -len("}:ch")]
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        channel = message["channel"]
+        if kind == "subscribe":
+            future = self._subscribed.get(channel)
+            if future is not None and not future.done():
+                future.set_result(None)
+            return
+        if kind != "message" or not channel.endswith("}:ch") or self._events is None:
+            return
+        workspace_id = self._workspace_of(channel)
+        data = orjson.loads(message["data"])
+        for client_id, session_id in (data.get("s") or {}).items():
+            if (workspace_id, client_id) in self._sessions:
+                self._sessions[workspace_id, client_id] = session_id
+        if "q" in data:
+            online = data.get("o")
+            self._events.changed(Diff(workspace_id, int(data["q"]), data["c"] or {}, online))
+        close = data.get("x")
+        if close is not None:
+            client_id = close["k"] or None
+            self._forget(workspace_id, client_id)
+            self._events.closed(workspace_id, client_id, int(close["code"]))
+        event = data.get("e")
+        if event is not None:
+            self._events.session(workspace_id, event["op"], event["session"])
+
+    def _forget(self, workspace_id: str, client_id: str | None) -> None:
+        """Claims gone for good (retired client, deleted workspace): nothing to re-assert."""
+        mine = self._local.get(workspace_id)
+        if mine is None:
+            return
+        for c in [client_id] if client_id is not None else list(mine):
+            mine.pop(c, None)
+            self._sessions.pop((workspace_id, c), None)
+        if not mine:
+            del self._local[workspace_id]
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def _run(self, name: str, workspace_id: str, *args: Any) -> Any:
+        """One workspace script; a workspace Redis forgot (but the store has) is re-made."""
+        script = self._scripts[name]
+        keys = _keys(workspace_id)
+        try:
+            try:
+                return await script(keys=keys, args=[workspace_id, *args])
+            except ResponseError as exc:
+                if "workspace_not_found" not in str(exc):
+                    raise
+                if not await self._known(workspace_id):
+                    raise WorkspaceNotFound(f"workspace {workspace_id[:64]!r} not found") from None
+                await self._scripts["add_workspace"](keys=keys, args=[workspace_id])
+                return await script(keys=keys, args=[workspace_id, *args])
+        except ResponseError as exc:
+            if "not_attached" in str(exc):
+                raise NotAttached("client has no live stream in this workspace") from None
+            raise
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"presence unavailable: {exc}") from None
+
+    async def _call(self, coro: Awaitable[Any]) -> Any:
+        try:
+            return await coro
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"presence unavailable: {exc}") from None
+
+    async def _arm(self, workspace_id: str, deadline: int) -> None:
+        if deadline >= 0:
+            await self._scripts["arm"](keys=[TIMERS], args=[workspace_id, deadline])
+
+    async def add_workspace(self, workspace_id: str) -> None:
+        await self._run("add_workspace", workspace_id)
+
+    async def remove_workspace(self, workspace_id: str) -> None:
+        await self._run("remove_workspace", workspace_id, int(CloseCode.NOT_FOUND))
+
+    async def hold(self, workspace_id: str, client_id: str) -> Diff:
+        await self._refuse_retired(client_id)
+        seq, deadline = await self._run("hold", workspace_id, client_id, self._create_ms)
+        await self._after_claim(workspace_id, client_id)
+        await self._call(self._arm(workspace_id, deadline))
+        return Diff(workspace_id, seq)
+
+    async def attach(self, workspace_id: str, client_id: str) -> Diff:
+        await self._refuse_retired(client_id)
+        mine = self._local.setdefault(workspace_id, {})
+        async with self._gate.write():
+            mine[client_id] = mine.get(client_id, 0) + 1
+            try:
+                # Announce first: were this node to die right after, its stream is found.
+                await self._call(self.redis.sadd(_node_spaces(self.node), workspace_id))
+                seq, session_id = await self._run("attach", workspace_id, client_id, self.node)
+            except Unavailable:
+                self._dirty = True  # the script may have run: re-assert when Redis answers
+                self._unlocal(workspace_id, client_id)
+                raise
+            except Exception:
+                self._unlocal(workspace_id, client_id)
+                raise
+        self._sessions[workspace_id, client_id] = session_id
+        await self._after_claim(workspace_id, client_id)
+        return Diff(workspace_id, seq)
+
+    async def _after_claim(self, workspace_id: str, client_id: str) -> None:
+        """Index the claim for retire, then look again: a retire that ran meanwhile missed it,
+        so it is removed here (the client's sockets then close with 4410)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(_client_spaces(client_id), workspace_id)
+            pipe.exists(_retired(client_id))
+            _, retired = await self._call(pipe.execute())
+        if retired:
+            await self._run("retire", workspace_id, client_id, int(CloseCode.RETIRED))
+            raise ClientRetired(f"client {client_id} is retired")
+
+    def _unlocal(self, workspace_id: str, client_id: str) -> None:
+        mine = self._local.get(workspace_id)
+        if mine is None or client_id not in mine:
+            return
+        mine[client_id] -= 1
+        if mine[client_id] <= 0:
+            del mine[client_id]
+            self._sessions.pop((workspace_id, client_id), None)
+            if not mine:
+                del self._local[workspace_id]
+
+    async def set_session(self, workspace_id: str, client_id: str, session_id: str) -> Diff:
+        try:
+            seq = await self._run("set_session", workspace_id, client_id, session_id)
+        except NotAttached:
+            await self._refuse_retired(client_id)
+            raise
+        if (workspace_id, client_id) in self._sessions:
+            self._sessions[workspace_id, client_id] = session_id
+        return Diff(workspace_id, seq)
+
+    async def detach(self, workspace_id: str, client_id: str) -> Diff:
+        async with self._gate.write():
+            self._unlocal(workspace_id, client_id)
+            try:
+                args = (client_id, self.node, self._grace_ms)
+                seq, deadline = await self._run("detach", workspace_id, *args)
+                await self._call(self._arm(workspace_id, deadline))
+            except (Unavailable, WorkspaceNotFound) as exc:
+                log.warning("detach of %s deferred: %s", client_id, exc.message)
+                self._dirty = True
+                return Diff(workspace_id, 0)
+        return Diff(workspace_id, seq)
+
+    async def release(self, workspace_id: str, client_id: str) -> Diff:
+        return Diff(workspace_id, await self._run("release", workspace_id, client_id))
+
+    async def retire(self, client_id: str) -> None:
+        # Refuse first, then remove: a claim made meanwhile is caught by its _after_claim.
+        await self._call(self.redis.set(_retired(client_id), 1, px=self._retire_ms))
+        spaces = _strs(await self._call(self.redis.smembers(_client_spaces(client_id))))
+        for workspace_id in sorted(spaces):
+            await self._run("retire", workspace_id, client_id, int(CloseCode.RETIRED))
+        await self._call(self.redis.delete(_client_spaces(client_id)))
+
+    async def is_retired(self, client_id: str) -> bool:
+        return bool(await self._call(self.redis.exists(_retired(client_id))))
+
+    async def _refuse_retired(self, client_id: str) -> None:
+        if await self.is_retired(client_id):
+            raise ClientRetired(f"client {client_id} is retired")
+
+    async def publish_session(self, workspace_id: str, op: str, session: dict[str, Any]) -> None:
+        message = orjson.dumps({"e": {"op": op, "session": session}})
+        await self._call(self.redis.publish(_channel(workspace_id), message))
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def snapshot(self, workspace_id: str) -> Snapshot:
+        seq, online, flat = await self._run("snapshot", workspace_id)
+        counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return Snapshot(workspace_id, int(seq), int(online), counts)
+
+    async def claims(self, workspace_id: str) -> list[ClaimView]:
+        await self.snapshot(workspace_id)  # 404 for an unknown workspace
+        raw = await self._call(self.redis.hgetall(_keys(workspace_id)[2]))
+        views = []
+        for client_id, text in raw.items():
+            c = orjson.loads(text)
+            state = (
+                ClaimState.ATTACHED if c["n"] else ClaimState.HELD if c["h"] else ClaimState.GRACE
+            )
+            views.append(ClaimView(client_id, c["n"], c["s"], state, bool(c["r"])))
+        return views
+
+    async def claim_count(self) -> int:
+        total = 0
+        async for key in self.redis.scan_iter(match="hub:{*}:claims", count=1000):
+            total += await self._call(self.redis.hlen(key))
+        return total
+
+    def claim_states(self) -> dict[str, int]:
+        """Not counted here: it would scan every workspace in Redis at each scrape."""
+        return {}
+
+    # -- nodes and timers -------------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        """Keep this node alive in Redis; write its truth back when Redis forgot it; clear
+        nodes that died; leave the channels nobody here watches any more."""
+        while True:
+            try:
+                await self._beat()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, Unavailable) as exc:
+                self._dirty = True
+                log.warning("presence heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("presence heartbeat")
+            await asyncio.sleep(self._heartbeat)
+
+    async def _beat(self) -> None:
+        alive = await self.redis.set(_node_key(self.node), 1, px=self._node_ttl_ms, xx=True)
+        if not alive or self._dirty:
+            await self._reassert()
+        await self._clear_dead_nodes()
+        await self._leave_unwatched()
+
+    async def _reassert(self) -> None:
+        """Write this node's streams back, exactly as its sockets hold them."""
+        async with self._gate.alone():
+            self._dirty = False
+            await self.redis.sadd(NODES, self.node)
+            await self.redis.set(_node_key(self.node), 1, px=self._node_ttl_ms)
+            recorded = _strs(await self.redis.smembers(_node_spaces(self.node)))
+            for workspace_id in sorted(recorded | self._local.keys()):
+                mine = self._local.get(workspace_id, {})
+                if mine and not await self._known(workspace_id):
+                    continue  # deleted meanwhile: its sockets are being closed
+                await self.redis.sadd(_node_spaces(self.node), workspace_id)
+                await self._set_streams(workspace_id, self.node, mine)
+                if not mine:
+                    await self.redis.srem(_node_spaces(self.node), workspace_id)
+        log.info("node %s re-asserted its streams in %d workspaces", self.node, len(self._local))
+        if self._events is not None:
+            for workspace_id in list(self._watchers):
+                self._events.resync(workspace_id)
+
+    async def _set_streams(self, workspace_id: str, node: str, streams: dict[str, int]) -> None:
+        sessions = {c: self._sessions.get((workspace_id, c), "") for c in streams}
+        want = orjson.dumps(streams).decode()
+        args = (node, want, orjson.dumps(sessions).decode(), self._grace_ms)
+        _, deadline = await self._run("set_streams", workspace_id, *args)
+        await self._arm(workspace_id, deadline)
+
+    async def _clear_dead_nodes(self) -> None:
+        """Detach the streams of every node whose heartbeat expired (idempotent: several
+        survivors may do it at once)."""
+        for node in _strs(await self.redis.smembers(NODES)):
+            if node == self.node or await self.redis.exists(_node_key(node)):
+                continue
+            spaces = _strs(await self.redis.smembers(_node_spaces(node)))
+            log.warning(
+                "node %s is gone: detaching its streams in %d workspaces", node, len(spaces)
+            )
+            for workspace_id in sorted(spaces):
+                await self._set_streams(workspace_id, node, {})
+            await self.redis.delete(_node_spaces(node))
+            await self.redis.srem(NODES, node)
+
+    async def _leave_unwatched(self) -> None:
+        pubsub = self._pubsub
+        idle = [c for c in self._subscribed if self._workspace_of(c) not in self._watchers]
+        if pubsub is None or not idle:
+            return
+        for channel in idle:
+            del self._subscribed[channel]
+        await pubsub.unsubscribe(*idle)
+
+    async def _sweeps(self) -> None:
+        """Fire due holds and graces, whichever node gets there first."""
+        while True:
+            try:
+                await self._sweep()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, Unavailable) as exc:
+                log.debug("timer sweep failed: %s", exc)
+            except Exception:
+                log.exception("timer sweep")
+            await asyncio.sleep(self._sweep_interval)
+
+    async def _sweep(self) -> None:
+        due = await self._scripts["due"](keys=[TIMERS], args=[100])
+        for i in range(0, len(due), 2):
+            workspace_id, swept = due[i], due[i + 1]
+            next_deadline = await self._run("expire", workspace_id)
+            await self._scripts["reindex"](keys=[TIMERS], args=[workspace_id, swept, next_deadline])

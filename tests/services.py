@@ -1,0 +1,139 @@
+"""Real Redis and PostgreSQL for the tests.
+
+A test that needs a service it cannot find skips on a user's machine and fails in CI, where
+``.ci/run`` sets ``HUB_REQUIRE_SERVICES=1``. Redis servers are spawned by the tests on free
+ports (so that a test may kill and restart its own); PostgreSQL is the machine's server
+(``HUB_TEST_POSTGRES``, default ``postgresql://postgres@127.0.0.1:5432/test``), where every test
+gets a database of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from tests.harness import free_port
+
+POSTGRES = os.environ.get("HUB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def missing(what: str) -> None:
+    """Skip for lack of ``what``, or fail when the run requires every service."""
+    if os.environ.get("HUB_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{what} is required here (HUB_REQUIRE_SERVICES=1)")
+    pytest.skip(f"{what} is not available")
+
+
+class RedisServer:
+    """A ``redis-server`` of a test's own, on a free port, without persistence: a restart
+    comes back empty, like a Redis that lost its data."""
+
+    def __init__(self) -> None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            missing("redis-server")
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        assert self.binary is not None
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not self.answers():
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+        return self
+
+    def answers(self) -> bool:
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """``kill -9``: gone at once, with everything it held."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def flush(self) -> None:
+        import redis
+
+        client = redis.Redis(port=self.port)
+        client.flushall()
+        client.close()
+
+
+@asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A fresh database on the machine's PostgreSQL for one test; dropped after it."""
+    try:
+        import asyncpg
+    except ImportError:
+        missing("asyncpg")
+    try:
+        admin = await asyncpg.connect(POSTGRES, timeout=3)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        missing(f"PostgreSQL at {POSTGRES} ({exc})")
+    name = f"hub_test_{uuid.uuid4().hex[:12]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = POSTGRES.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+class Database:
+    """A fresh database for a whole test session (sync, for session fixtures)."""
+
+    def __init__(self) -> None:
+        self.name = f"hub_test_{uuid.uuid4().hex[:12]}"
+        asyncio.run(self._admin(f'CREATE DATABASE "{self.name}"'))
+        self.url = f"{POSTGRES.rpartition('/')[0]}/{self.name}"
+
+    def drop(self) -> None:
+        asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
+    @staticmethod
+    async def _admin(statement: str) -> None:
+        try:
+            import asyncpg
+        except ImportError:
+            missing("asyncpg")
+        try:
+            admin = await asyncpg.connect(POSTGRES, timeout=3)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            missing(f"PostgreSQL at {POSTGRES} ({exc})")
+        try:
+            await admin.execute(statement)
+        finally:
+            await admin.close()

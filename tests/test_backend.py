@@ -1,0 +1,339 @@
+"""The PresenceBackend contract, run against the memory backend and against a real Redis.
+
+Every claim rule of PROTOCOL.md section 1 that is not about one process is checked here through
+the backend port, with real clocks and short timers; the Redis-only tests at the end are about
+several nodes sharing one Redis (tests/test_cluster.py drives whole hub processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from hub.backends import PresenceBackend
+from hub.backends.memory import MemoryBackend
+from hub.errors import ClientRetired, NotAttached, WorkspaceNotFound
+from hub.presence import Diff, Presence
+from hub.protocol import CloseCode
+from tests.services import RedisServer
+
+GRACE = 0.4
+W = "w1"
+A = "00000000-0000-4000-8000-00000000000a"
+B = "00000000-0000-4000-8000-00000000000b"
+
+
+class Recorder:
+    """The hub's side of the port: records every event."""
+
+    def __init__(self) -> None:
+        self.diffs: list[Diff] = []
+        self.closes: list[tuple[str, str | None, int]] = []
+        self.sessions: list[tuple[str, str, dict[str, Any]]] = []
+        self.resyncs: list[str] = []
+
+    def changed(self, diff: Diff) -> None:
+        self.diffs.append(diff)
+
+    def resync(self, workspace_id: str) -> None:
+        self.resyncs.append(workspace_id)
+
+    def session(self, workspace_id: str, op: str, session: dict[str, Any]) -> None:
+        self.sessions.append((workspace_id, op, session))
+
+    def closed(self, workspace_id: str, client_id: str | None, code: int) -> None:
+        self.closes.append((workspace_id, client_id, code))
+
+
+Make = Callable[..., Awaitable[tuple[PresenceBackend, Recorder]]]
+KNOWN = {W, "w2"}  # what "the store" has
+
+
+async def _known(workspace_id: str) -> bool:
+    return workspace_id in KNOWN
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
+    """Started backends (several share one Redis, like several hub processes)."""
+    made: list[PresenceBackend] = []
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    shared = Presence(create_grace=GRACE, detach_grace=GRACE, retire_ttl=1.0)
+
+    async def make(**options: Any) -> tuple[PresenceBackend, Recorder]:
+        backend: PresenceBackend
+        if request.param == "memory":
+            backend = MemoryBackend(shared)
+        else:
+            from hub.backends.redis import RedisBackend
+
+            backend = RedisBackend(
+                url, known=_known, create_grace=GRACE, detach_grace=GRACE, retire_ttl=1.0,
+                **options,
+            )  # fmt: skip
+        recorder = Recorder()
+        await backend.start(recorder)
+        made.append(backend)
+        for workspace_id in KNOWN:
+            await backend.add_workspace(workspace_id)
+        return backend, recorder
+
+    yield make
+    for backend in made:
+        await backend.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def counted(backend: PresenceBackend) -> tuple[int, dict[str, int]]:
+    snap = await backend.snapshot(W)
+    return snap.online, snap.counts
+
+
+async def test_a_client_counts_once_however_many_streams(make: Make) -> None:
+    b, _ = await make()
+    await b.watch(W)
+    await b.attach(W, A)
+    await b.attach(W, A)
+    await b.set_session(W, A, "S1")
+    assert await counted(b) == (1, {"S1": 1})
+    await b.attach(W, B)
+    await b.set_session(W, B, "S1")
+    assert await counted(b) == (2, {"S1": 2})
+    await b.detach(W, A)  # one of A's two streams: A still counts
+    assert await counted(b) == (2, {"S1": 2})
+    (claim,) = [c for c in await b.claims(W) if c.client_id == A]
+    assert (claim.streams, claim.state.value) == (1, "attached")
+
+
+async def test_seq_grows_by_one_per_change_and_not_on_a_no_op(make: Make) -> None:
+    b, events = await make()
+    await b.watch(W)
+    start = (await b.snapshot(W)).seq
+    first = await b.attach(W, A)
+    assert first.seq == start + 1
+    moved = await b.set_session(W, A, "S1")
+    assert moved.seq == start + 2
+    same = await b.set_session(W, A, "S1")  # the value it has: nothing moves
+    assert same.seq == start + 2
+    await eventually(lambda: _true(len(events.diffs) >= 2))
+    assert [d.seq for d in events.diffs] == [start + 1, start + 2]
+    assert events.diffs[1].counts == {"S1": 1}
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_grace_keeps_the_session_and_counts_nowhere(make: Make) -> None:
+    b, _ = await make()
+    await b.attach(W, A)
+    await b.set_session(W, A, "S1")
+    await b.detach(W, A)
+    assert await counted(b) == (0, {})
+    (claim,) = await b.claims(W)
+    assert (claim.state.value, claim.session_id) == ("grace", "S1")
+    await b.attach(W, A)  # back within grace: counts again for the same session
+    assert await counted(b) == (1, {"S1": 1})
+
+
+async def test_grace_and_hold_expire_once(make: Make) -> None:
+    b, _ = await make()
+    await b.attach(W, A)
+    await b.detach(W, A)
+    await b.hold(W, B)
+    states = {c.client_id: c.state.value for c in await b.claims(W)}
+    assert states == {A: "grace", B: "held"}
+    started = time.monotonic()
+    await eventually(lambda: _empty(b))
+    assert time.monotonic() - started < GRACE + 0.5  # fired near its deadline
+
+
+async def _empty(b: PresenceBackend) -> bool:
+    return not await b.claims(W)
+
+
+async def test_hold_rules(make: Make) -> None:
+    b, _ = await make()
+    await b.attach(W, A)
+    await b.set_session(W, A, "S1")
+    await b.hold(W, A)  # attached: unchanged
+    assert await counted(b) == (1, {"S1": 1})
+    await b.detach(W, A)
+    await b.hold(W, A)  # grace -> a fresh hold, keeping the session
+    (claim,) = await b.claims(W)
+    assert (claim.state.value, claim.session_id) == ("held", "S1")
+    await b.attach(W, A)
+    assert await counted(b) == (1, {"S1": 1})
+
+
+async def test_release(make: Make) -> None:
+    b, _ = await make()
+    await b.hold(W, A)
+    await b.release(W, A)  # no streams: gone now
+    assert await b.claims(W) == []
+    await b.attach(W, A)
+    await b.release(W, A)  # streams open: marked, leaves without grace at its last close
+    (claim,) = await b.claims(W)
+    assert claim.released
+    await b.hold(W, A)  # a create clears the mark
+    (claim,) = await b.claims(W)
+    assert not claim.released
+    await b.release(W, A)
+    await b.detach(W, A)
+    assert await b.claims(W) == []
+
+
+async def test_set_session_needs_a_live_stream(make: Make) -> None:
+    b, _ = await make()
+    with pytest.raises(NotAttached):
+        await b.set_session(W, A, "S1")
+    await b.hold(W, A)
+    with pytest.raises(NotAttached):
+        await b.set_session(W, A, "S1")
+
+
+async def test_retire_removes_everywhere_and_refuses(make: Make) -> None:
+    b, events = await make()
+    for workspace_id in ("w1", "w2"):
+        await b.watch(workspace_id)
+        await b.attach(workspace_id, A)
+        await b.set_session(workspace_id, A, "S1")
+    await b.retire(A)
+    assert await b.is_retired(A)
+    assert await counted(b) == (0, {})
+    assert await b.claims("w2") == []
+    await eventually(lambda: _true(len(events.closes) == 2))
+    assert sorted(events.closes) == [("w1", A, 4410), ("w2", A, 4410)]
+    for call in (b.hold(W, A), b.attach(W, A), b.set_session(W, A, "S2")):
+        with pytest.raises(ClientRetired):
+            await call
+    await b.retire(A)  # idempotent
+    await eventually(lambda: _not(b.is_retired(A)))  # retire_ttl is 1 s here
+    await b.attach(W, A)
+
+
+async def _not(value: Awaitable[bool]) -> bool:
+    return not await value
+
+
+async def test_unknown_and_removed_workspaces(make: Make) -> None:
+    b, events = await make()
+    for call in (b.attach("nope", A), b.hold("nope", A), b.snapshot("nope")):
+        with pytest.raises(WorkspaceNotFound):
+            await call
+    await b.watch("w2")
+    await b.attach("w2", A)
+    await b.remove_workspace("w2")
+    await eventually(lambda: _true(("w2", None, CloseCode.NOT_FOUND) in events.closes))
+    KNOWN.discard("w2")
+    try:
+        with pytest.raises(WorkspaceNotFound):
+            await b.snapshot("w2")
+        await b.detach("w2", A)  # tolerant: its claim went with the workspace
+    finally:
+        KNOWN.add("w2")
+
+
+async def test_session_events_reach_the_watchers(make: Make) -> None:
+    b, events = await make()
+    await b.watch(W)
+    await b.publish_session(W, "created", {"id": "S1"})
+    await eventually(lambda: _true(events.sessions == [(W, "created", {"id": "S1"})]))
+
+
+# -- several nodes on one Redis ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def nodes(redis_url: str) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    from hub.backends.redis import RedisBackend
+
+    made: list[RedisBackend] = []
+
+    async def node(**options: Any) -> tuple[RedisBackend, Recorder]:
+        settings: dict[str, Any] = {"create_grace": GRACE, "detach_grace": GRACE, **options}
+        backend = RedisBackend(redis_url, known=_known, **settings)
+        recorder = Recorder()
+        await backend.start(recorder)
+        made.append(backend)
+        return backend, recorder
+
+    yield node
+    for backend in made:
+        await backend.close()
+
+
+async def test_two_nodes_count_a_client_once_and_share_its_session(nodes: Any) -> None:
+    (a, events_a), (b, events_b) = await nodes(), await nodes()
+    for node in (a, b):
+        await node.watch(W)
+        await node.attach(W, A)
+    await a.set_session(W, A, "S1")
+    assert (await b.snapshot(W)).counts == {"S1": 1}
+    await b.set_session(W, A, "S2")  # applies to A's streams on both nodes
+    assert (await a.snapshot(W)).counts == {"S2": 1}
+    await a.detach(W, A)
+    assert (await b.snapshot(W)).online == 1  # A still has a stream on b
+    # The same feed in the same order on both (b subscribed after a's first change).
+    seqs = [d.seq for d in events_a.diffs]
+    await eventually(lambda: _true([d.seq for d in events_b.diffs][-1:] == seqs[-1:]))
+    seen_by_b = [d.seq for d in events_b.diffs]
+    assert len(seen_by_b) >= len(seqs) - 1 and seqs[-len(seen_by_b) :] == seen_by_b
+
+
+async def test_a_dead_node_is_cleared_by_a_survivor(nodes: Any) -> None:
+    survivor, _ = await nodes(heartbeat=0.2, node_ttl=0.6)
+    doomed, _ = await nodes(heartbeat=0.2, node_ttl=0.6)
+    await doomed.attach(W, A)
+    await doomed.set_session(W, A, "S1")
+    await survivor.attach(W, B)
+    assert (await survivor.snapshot(W)).online == 2
+    for task in doomed._tasks:  # as if killed: no heartbeat, no goodbye
+        task.cancel()
+    started = time.monotonic()
+
+    async def one_online() -> bool:
+        return await _online(survivor) == 1
+
+    await eventually(one_online, within=5)
+    assert time.monotonic() - started < 2.0
+    claims = {c.client_id: c for c in await survivor.claims(W)}
+    assert claims[A].state.value == "grace"  # grace rules apply
+    assert claims[B].state.value == "attached"
+
+
+async def _online(backend: Any) -> int:
+    return int((await backend.snapshot(W)).online)
+
+
+async def test_an_emptied_redis_gets_each_nodes_streams_back(
+    nodes: Any, redis_server: RedisServer
+) -> None:
+    a, events = await nodes(heartbeat=0.2)
+    await a.watch(W)
+    await a.attach(W, A)
+    await a.set_session(W, A, "S1")
+    before = (await a.snapshot(W)).seq
+    redis_server.flush()  # Redis lost everything
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            snap = await a.snapshot(W)
+            if snap.counts == {"S1": 1}:
+                break
+        except Exception:
+            pass
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert snap.seq > before  # seq never goes back, even from an empty Redis
+    assert W in events.resyncs

@@ -321,7 +321,11 @@ class Hub:
         try:
             command = protocol.parse(text)
             self._in[_KIND[type(command)]].inc()
-            await self._apply(conn, command)
+            try:
+                await self._apply(conn, command)
+            except PeerError as exc:  # refused by presence (e.g. unavailable): echo the ref
+                exc.ref = command.ref if exc.ref is None else exc.ref
+                raise
         except PeerError as exc:
             self._in["invalid"].inc()
             self._send_one(conn, "error", Outgoing(protocol.encode(protocol.Error.of(exc))))

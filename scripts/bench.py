@@ -210,7 +210,9 @@ class Driver(WsClient):
 
 
 class Server:
-    def __init__(self, kind: str, port: int, workdir: str) -> None:
+    def __init__(
+        self, kind: str, port: int, workdir: str, env: dict[str, str] | None = None
+    ) -> None:
         self.kind = kind
         self.port = port
         if kind == "hub":
@@ -222,7 +224,7 @@ class Server:
             cmd = [sys.executable, str(ROOT / "scripts/baseline_server.py"), "--port", str(port)]
         self.proc = subprocess.Popen(
             cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            preexec_fn=_raise_nofile,
+            preexec_fn=_raise_nofile, env={**os.environ, **(env or {})},
         )  # fmt: skip
 
     def wait_ready(self) -> None:
@@ -333,16 +335,16 @@ async def connect_all(cls: type[WsClient], port: int, paths: list[str], read: bo
 
 
 def latencies(
-    viewers: list[Viewer], acks: list[list[tuple[float, int]]], sample: int
+    pairs: list[tuple[Viewer, list[tuple[float, int]]]], sample: int
 ) -> tuple[float, float, float]:
     """p50, p99 and max (ms) from each ack of a change to a viewer's first frame with
-    ``seq >= ack.seq``, over a sample of viewers (viewer i is in workspace i % len(acks))."""
+    ``seq >= ack.seq``, over a sample of (viewer, the acks of its workspace's driver)."""
     found: list[float] = []
-    step = max(1, len(viewers) // sample)
-    for i in range(0, len(viewers), step):
-        seqs, times = viewers[i].seqs, viewers[i].times
+    step = max(1, len(pairs) // sample)
+    for viewer, acks in pairs[::step]:
+        seqs, times = viewer.seqs, viewer.times
         j = 0
-        for t_ack, seq in acks[i % len(acks)]:
+        for t_ack, seq in acks:
             while j < len(seqs) and seqs[j] < seq:
                 j += 1
             if j == len(seqs):
@@ -409,24 +411,10 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
         v.recording = True
     cpu0 = server.cpu()
     t0 = time.monotonic()
-    interval = 1 / rate
-    ref = 0
-    total = int(rate * seconds)
-    while ref < total:
-        # Catch up when the loop fell behind, so R changes per second are really sent.
-        due = min(total, int((time.monotonic() - t0) / interval) + 1)
-        while ref < due:
-            drivers[ref % len(drivers)].set_session(ref, f"S{ref % 3}")
-            ref += 1
-        await asyncio.sleep(max(0, t0 + ref * interval - time.monotonic()))
-    result.changes = ref
-    # Drain: every ack back, every viewer at its workspace's final seq (or give up).
+    result.changes = await drive(drivers, rate, seconds)
+    final = await drain(drivers, result.changes)
+    targets = [final[i % workspaces] for i in range(n)]
     deadline = time.monotonic() + 10
-    await poll(lambda: sum(len(d.acks) for d in drivers) >= ref, deadline)
-    final = {}
-    for i, d in enumerate(drivers):
-        final[ids[i]] = max((seq for _, seq in d.acks.values()), default=-1)
-    targets = [final[ids[i % workspaces]] for i in range(n)]
     await poll(lambda: all(v.last >= t for v, t in zip(viewers, targets, strict=True)), deadline)
     elapsed = time.monotonic() - t0
     cpu = server.cpu() - cpu0
@@ -438,13 +426,170 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
     result.out_of_order = sum(v.disorder for v in viewers)
 
     acks = [sorted(d.acks.values(), key=lambda a: a[1]) for d in drivers]
-    lat = latencies(viewers, acks, sample)
+    lat = latencies([(v, acks[i % len(acks)]) for i, v in enumerate(viewers)], sample)
     result.latency_p50_ms, result.latency_p99_ms, result.latency_max_ms = lat
 
     for c in [*viewers, *drivers, solo]:
         if c.transport is not None:
             c.transport.close()
     await asyncio.sleep(0.2)
+
+
+async def drive(drivers: list[Driver], rate: float, seconds: float) -> int:
+    """R changes per second for T seconds, spread over the drivers; the number sent."""
+    t0 = time.monotonic()
+    interval = 1 / rate
+    ref = 0
+    total = int(rate * seconds)
+    while ref < total:
+        # Catch up when the loop fell behind, so R changes per second are really sent.
+        due = min(total, int((time.monotonic() - t0) / interval) + 1)
+        while ref < due:
+            drivers[ref % len(drivers)].set_session(ref, f"S{ref % 3}")
+            ref += 1
+        await asyncio.sleep(max(0, t0 + ref * interval - time.monotonic()))
+    return ref
+
+
+async def drain(drivers: list[Driver], sent: int) -> list[int]:
+    """Wait for the acks of every change sent (or 10 s); the final seq of each driver's
+    workspace."""
+    await poll(lambda: sum(len(d.acks) for d in drivers) >= sent, time.monotonic() + 10)
+    return [max((seq for _, seq in d.acks.values()), default=-1) for d in drivers]
+
+
+# -- several nodes on Redis ----------------------------------------------------------------
+
+
+@dataclass
+class NodesResult:
+    setup: str
+    nodes: int
+    n: int
+    rate: float
+    seconds: float
+    workspaces: int
+    frames_per_s: float = 0.0
+    cpu_per_frame_us: float = 0.0  # hub processes only
+    redis_cpu_s: float = 0.0
+    latency_same_p50_ms: float = 0.0
+    latency_same_p99_ms: float = 0.0
+    latency_cross_p50_ms: float = 0.0
+    latency_cross_p99_ms: float = 0.0
+    lost: int = 0
+    out_of_order: int = 0
+    delivered: int = 0
+    changes: int = 0
+
+
+def _spawn_redis() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.3)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def _cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+async def run_nodes(nodes: int, redis: bool, n: int, rate: float, seconds: float,
+                    workspaces: int, sample: int) -> NodesResult:  # fmt: skip
+    """N viewers spread round robin over ``nodes`` hub processes (on one Redis when
+    ``redis``); the drivers are on node 0, so viewers on the other nodes measure the
+    cross-node path: ack on node 0 to receipt on node k."""
+    setup = f"{nodes} node{'s' * (nodes > 1)} ({'redis' if redis else 'memory'})"
+    result = NodesResult(setup, nodes, n, rate, seconds, workspaces)
+    with tempfile.TemporaryDirectory() as workdir:
+        env = {"HUB_DATABASE_URL": f"sqlite:///{workdir}/hub.db"}
+        redis_proc = None
+        if redis:
+            redis_proc, env["HUB_REDIS_URL"] = _spawn_redis()
+        servers: list[Server] = []
+        try:
+            for _ in range(nodes):  # one after the other: the SQLite schema is made once
+                servers.append(Server("hub", free_port(), workdir, env))
+                servers[-1].wait_ready()
+            await _measure_nodes(servers, redis_proc, result, sample)
+        finally:
+            for server in servers:
+                log = server.stop()
+                if "Traceback" in log:
+                    print(log[-3000:], file=sys.stderr)
+            if redis_proc is not None:
+                redis_proc.kill()
+                redis_proc.wait()
+    return result
+
+
+async def _measure_nodes(servers: list[Server], redis_proc: subprocess.Popen[bytes] | None,
+                         result: NodesResult, sample: int) -> None:  # fmt: skip
+    n, w, k = result.n, result.workspaces, len(servers)
+    ids = [servers[0].workspace(f"/bench/{i}") for i in range(w)]
+    cid = "00000000-0000-4000-8000-{:012d}"
+    placed: list[tuple[Viewer, int, int]] = []  # (viewer, workspace index, node)
+    for node, server in enumerate(servers):
+        mine = [i for i in range(n) if i % k == node]
+        paths = [f"/v1/workspaces/{ids[i % w]}/ws?client_id={cid.format(i)}" for i in mine]
+        conns: list[Viewer] = await connect_all(Viewer, server.port, paths)
+        placed += [(v, i % w, node) for v, i in zip(conns, mine, strict=True)]
+    drivers: list[Driver] = await connect_all(
+        Driver, servers[0].port,
+        [f"/v1/workspaces/{x}/ws?client_id={cid.format(10**9 + i)}" for i, x in enumerate(ids)],
+    )  # fmt: skip
+    await asyncio.sleep(0.5)
+    for v, _, _ in placed:
+        v.recording = True
+    cpu0 = [s.cpu() for s in servers]
+    redis0 = _cpu_of(redis_proc.pid) if redis_proc is not None else 0.0
+    t0 = time.monotonic()
+    result.changes = await drive(drivers, result.rate, result.seconds)
+    final = await drain(drivers, result.changes)
+    await poll(lambda: all(v.last >= final[x] for v, x, _ in placed), time.monotonic() + 10)
+    elapsed = time.monotonic() - t0
+    cpu = sum(s.cpu() - c for s, c in zip(servers, cpu0, strict=True))
+    if redis_proc is not None:
+        result.redis_cpu_s = _cpu_of(redis_proc.pid) - redis0
+    result.delivered = sum(len(v.seqs) for v, _, _ in placed)
+    result.frames_per_s = result.delivered / elapsed
+    result.cpu_per_frame_us = cpu / max(result.delivered, 1) * 1e6
+    result.lost = sum(1 for v, x, _ in placed if v.last < final[x])
+    result.out_of_order = sum(v.disorder for v, _, _ in placed)
+    acks = [sorted(d.acks.values(), key=lambda a: a[1]) for d in drivers]
+    same = [(v, acks[x]) for v, x, node in placed if node == 0]
+    cross = [(v, acks[x]) for v, x, node in placed if node != 0]
+    result.latency_same_p50_ms, result.latency_same_p99_ms, _ = latencies(same, sample)
+    if cross:
+        result.latency_cross_p50_ms, result.latency_cross_p99_ms, _ = latencies(cross, sample)
+    for c in [*(v for v, _, _ in placed), *drivers]:
+        if c.transport is not None:
+            c.transport.close()
+    await asyncio.sleep(0.2)
+
+
+def nodes_table(results: list[NodesResult]) -> str:
+    first = results[0]
+    lines = [
+        f"N={first.n} W={first.workspaces} R={first.rate:g}/s T={first.seconds:g}s "
+        "(drivers on node 0; 'cross' = viewers on the other nodes)",
+        f"{'setup':18} {'frames/s':>10} {'vs 1 node':>9} {'us/frame':>9} {'same p50/p99 ms':>16} "
+        f"{'cross p50/p99 ms':>17} {'redis cpu s':>11} {'lost':>5} {'order':>5}",
+    ]
+    one = next((r for r in results if r.nodes == 1 and "redis" in r.setup), first)
+    for r in results:
+        lines.append(
+            f"{r.setup:18} {r.frames_per_s:10.0f} {r.frames_per_s / one.frames_per_s:8.2f}x "
+            f"{r.cpu_per_frame_us:9.2f} "
+            f"{r.latency_same_p50_ms:7.1f}/{r.latency_same_p99_ms:<8.1f} "
+            f"{r.latency_cross_p50_ms:8.1f}/{r.latency_cross_p99_ms:<8.1f} "
+            f"{r.redis_cpu_s:11.2f} {r.lost:5d} {r.out_of_order:5d}"
+        )
+    return "\n".join(lines)
 
 
 # -- slow consumers -------------------------------------------------------------------------
@@ -622,6 +767,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="the slow-consumer scenario: this many never-reading sockets",
     )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        help="scale-out: 1 node (memory), 1 node (Redis) and this many nodes on one Redis",
+    )
     parser.add_argument("--updates", type=float, default=50, help="--slow: session updates/s")
     parser.add_argument("--title", type=int, default=4000, help="--slow: bytes per update")
     args = parser.parse_args(argv)
@@ -635,6 +786,17 @@ def main(argv: list[str] | None = None) -> int:
         run = uvloop.run
     except ImportError:
         run = asyncio.run
+    if args.nodes:
+        for n in args.n:
+            setups = [(1, False), (1, True), (args.nodes, True)]
+            found = [
+                run(run_nodes(k, redis, n, args.rate, args.seconds, args.workspaces, args.sample))
+                for k, redis in setups
+            ]
+            print(nodes_table(found), flush=True)
+            if args.json:
+                args.json.write_text(json.dumps([asdict(r) for r in found], indent=2))
+        return 0
     if args.slow:
         for n in args.n:
             calm, busy = (

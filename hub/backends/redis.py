@@ -140,6 +140,7 @@ class RedisBackend:
         node_ttl: float = 3.0,
         sweep_interval: float = 0.1,
         timeout: float = 0.5,
+        max_connections: int = 64,
         node_id: str | None = None,
     ) -> None:
         self.node = node_id or uuid.uuid4().hex[:12]
@@ -152,14 +153,18 @@ class RedisBackend:
         self._node_ttl_ms = int(node_ttl * 1000)
         self._sweep_interval = sweep_interval
         self._timeout = timeout
-        self.redis = aioredis.Redis.from_url(
+        # A bounded pool that makes a burst of calls wait for a connection (up to ``timeout``)
+        # instead of failing them; no retries: a Redis that is down is reported at once.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout,
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
         )
+        self.redis = aioredis.Redis(connection_pool=pool)
         lib = _lua("_lib")
         self._scripts = {
             name: self.redis.register_script(lib + "\n" + _lua(name)) for name in _SCRIPTS
@@ -176,6 +181,7 @@ class RedisBackend:
         self._subscribed: dict[str, asyncio.Future[None]] = {}
         self._pubsub: aioredis.client.PubSub | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     # -- life -------------------------------------------------------------------------------
 
@@ -190,18 +196,21 @@ class RedisBackend:
             self._tasks.append(loop.create_task(job(), name=f"redis-{name}-{self.node}"))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # The loops stop by themselves at their next turn: a redis-py call being cancelled
+        # mid-command can swallow the cancellation, so cancelling is only the fallback.
+        self._stopping.set()
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=3)
+            for task in stuck:
+                log.warning("presence task %s did not stop: cancelled", task.get_name())
+                task.cancel()
         self._tasks.clear()
         with contextlib.suppress(RedisError, OSError):
             # Leave cleanly: this node's streams are already detached by the hub's shutdown.
             await self.redis.delete(_node_key(self.node), _node_spaces(self.node))
             await self.redis.srem(NODES, self.node)
         await self._drop_feed()
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
 
     async def ping(self) -> None:
         await self.redis.ping()
@@ -264,8 +273,8 @@ class RedisBackend:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _feed(self) -> None:
-        """Read the subscribed channels for good, re-subscribing after a lost connection."""
-        while True:
+        """Read the subscribed channels until closed, re-subscribing after a lost connection."""
+        while not self._stopping.is_set():
             try:
                 pubsub = self._pubsub or await self._connect_feed()
                 message = await pubsub.get_message(timeout=self._heartbeat)
@@ -276,7 +285,7 @@ class RedisBackend:
             except (RedisError, OSError) as exc:
                 log.warning("presence feed lost (%s); re-subscribing", exc)
                 await self._drop_feed()
-                await asyncio.sleep(self._heartbeat / 4)
+                await self._pause(self._heartbeat / 4)
             except Exception:
                 log.exception("presence feed: unexpected message")
 
@@ -496,7 +505,7 @@ class RedisBackend:
     async def _heartbeats(self) -> None:
         """Keep this node alive in Redis; write its truth back when Redis forgot it; clear
         nodes that died; leave the channels nobody here watches any more."""
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._beat()
             except asyncio.CancelledError:
@@ -506,7 +515,7 @@ class RedisBackend:
                 log.warning("presence heartbeat failed: %s", exc)
             except Exception:
                 log.exception("presence heartbeat")
-            await asyncio.sleep(self._heartbeat)
+            await self._pause(self._heartbeat)
 
     async def _beat(self) -> None:
         alive = await self.redis.set(_node_key(self.node), 1, px=self._node_ttl_ms, xx=True)
@@ -568,7 +577,7 @@ class RedisBackend:
 
     async def _sweeps(self) -> None:
         """Fire due holds and graces, whichever node gets there first."""
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._sweep()
             except asyncio.CancelledError:
@@ -577,7 +586,12 @@ class RedisBackend:
                 log.debug("timer sweep failed: %s", exc)
             except Exception:
                 log.exception("timer sweep")
-            await asyncio.sleep(self._sweep_interval)
+            await self._pause(self._sweep_interval)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, or less when the backend is closing."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _sweep(self) -> None:
         due = await self._scripts["due"](keys=[TIMERS], args=[100])

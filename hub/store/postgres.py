@@ -8,6 +8,7 @@ that cannot be reached answers :class:`~hub.errors.Unavailable` (503 with Retry-
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -88,7 +89,10 @@ class PostgresStore:
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except TimeoutError:
+                pool.terminate()  # a connection still busy: shutdown must not hang on it
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:

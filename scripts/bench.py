@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench.py                     # N=1000 and N=5000, R=100/s, 10 s
     .venv/bin/python scripts/bench.py --n 2000 --rate 50 --seconds 5 --json out.json
     .venv/bin/python scripts/bench.py --quick             # small smoke run (the test suite's)
+    .venv/bin/python scripts/bench.py --nodes 2 --n 1000  # scale-out: see "Several nodes" below
 
 For each N and each server (the hub as users run it: ``hub serve``, one worker, in-memory
 presence, default settings; and ``scripts/baseline_server.py``), this process (not the server)
@@ -19,6 +20,13 @@ per second, and measures:
   one after the other, each waiting for its ack;
 - lost frames (a viewer that never reaches the final ``seq``) and out-of-order ones (a ``seq``
   lower than one seen before on the same socket); both must be 0.
+
+Several nodes (``--nodes K``): the same fan-out, in one run, on 1 node with in-memory presence,
+1 node on Redis, and K nodes on one Redis (a redis-server of its own); viewers are spread round
+robin over the nodes and the drivers sit on node 0, so the latency of viewers on the other
+nodes is the cross-node path (ack on node 0 to receipt on node k). Throughput is printed as
+the ratio to 1 node on Redis; with a rate high enough to saturate one worker (e.g.
+``--n 10000 --workspaces 50 --rate 1000``) it is how much more K workers deliver.
 
 Every figure is also printed as the ratio hub/baseline, because these machines are shared and
 absolute times drift. The viewers are a minimal asyncio WebSocket client (no library) so the

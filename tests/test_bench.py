@@ -34,3 +34,19 @@ def test_quick_benchmark_measures_everything_and_loses_nothing(tmp_path: Path) -
         assert r["delivered"] > 0
         for key in ("cpu_per_frame_us", "frames_per_s", "latency_p99_ms", "cpu_per_set_session_us"):
             assert math.isfinite(r[key]) and r[key] >= 0, (key, r)
+
+
+def test_nodes_benchmark_measures_the_cross_node_path(tmp_path: Path) -> None:
+    out = tmp_path / "nodes.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench.py"), "--nodes", "2", "--n", "40",
+         "--seconds", "1", "--rate", "20", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+    assert [r["setup"] for r in results] == ["1 node (memory)", "1 node (redis)", "2 nodes (redis)"]
+    for r in results:
+        assert (r["lost"], r["out_of_order"]) == (0, 0), r
+        assert r["delivered"] > 0 and r["changes"] == 20, r
+    assert results[2]["latency_cross_p99_ms"] > 0  # viewers on node 1 were measured

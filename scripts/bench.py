@@ -479,6 +479,8 @@ class NodesResult:
     workspaces: int
     frames_per_s: float = 0.0
     cpu_per_frame_us: float = 0.0  # hub processes only
+    hub_cores: float = 0.0  # CPU the hub processes used, in cores (CPU seconds / second)
+    load_cores: float = 0.0  # the same for this load generator: it shares the machine
     redis_cpu_s: float = 0.0
     latency_same_p50_ms: float = 0.0
     latency_same_p99_ms: float = 0.0
@@ -499,6 +501,11 @@ def _spawn_redis() -> tuple[subprocess.Popen[bytes], str]:
     )  # fmt: skip
     time.sleep(0.3)
     return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _cpu_of(pid: int) -> float:
@@ -555,12 +562,15 @@ async def _measure_nodes(servers: list[Server], redis_proc: subprocess.Popen[byt
         v.recording = True
     cpu0 = [s.cpu() for s in servers]
     redis0 = _cpu_of(redis_proc.pid) if redis_proc is not None else 0.0
+    own0 = _own_cpu()
     t0 = time.monotonic()
     result.changes = await drive(drivers, result.rate, result.seconds)
     final = await drain(drivers, result.changes)
     await poll(lambda: all(v.last >= final[x] for v, x, _ in placed), time.monotonic() + 10)
     elapsed = time.monotonic() - t0
     cpu = sum(s.cpu() - c for s, c in zip(servers, cpu0, strict=True))
+    result.hub_cores = cpu / elapsed
+    result.load_cores = (_own_cpu() - own0) / elapsed
     if redis_proc is not None:
         result.redis_cpu_s = _cpu_of(redis_proc.pid) - redis0
     result.delivered = sum(len(v.seqs) for v, _, _ in placed)
@@ -586,7 +596,8 @@ def nodes_table(results: list[NodesResult]) -> str:
         f"N={first.n} W={first.workspaces} R={first.rate:g}/s T={first.seconds:g}s "
         "(drivers on node 0; 'cross' = viewers on the other nodes)",
         f"{'setup':18} {'frames/s':>10} {'vs 1 node':>9} {'us/frame':>9} {'same p50/p99 ms':>16} "
-        f"{'cross p50/p99 ms':>17} {'redis cpu s':>11} {'lost':>5} {'order':>5}",
+        f"{'cross p50/p99 ms':>17} {'hub/load cores':>14} {'redis cpu s':>11} {'lost':>5} "
+        f"{'order':>5}",
     ]
     one = next((r for r in results if r.nodes == 1 and "redis" in r.setup), first)
     for r in results:
@@ -595,6 +606,7 @@ def nodes_table(results: list[NodesResult]) -> str:
             f"{r.cpu_per_frame_us:9.2f} "
             f"{r.latency_same_p50_ms:7.1f}/{r.latency_same_p99_ms:<8.1f} "
             f"{r.latency_cross_p50_ms:8.1f}/{r.latency_cross_p99_ms:<8.1f} "
+            f"{r.hub_cores:8.2f}/{r.load_cores:<5.2f} "
             f"{r.redis_cpu_s:11.2f} {r.lost:5d} {r.out_of_order:5d}"
         )
     return "\n".join(lines)

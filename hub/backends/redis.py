@@ -153,12 +153,13 @@ class RedisBackend:
         self._node_ttl_ms = int(node_ttl * 1000)
         self._sweep_interval = sweep_interval
         self._timeout = timeout
-        # A bounded pool that makes a burst of calls wait for a connection (up to ``timeout``)
-        # instead of failing them; no retries: a Redis that is down is reported at once.
+        # A bounded pool: a burst of calls (a thousand sockets joining at once) waits for a
+        # connection rather than failing. No retries: a Redis that is down (connections refused
+        # or timing out after ``timeout``) is reported at once.
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout,
+            timeout=10 * timeout,
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,

@@ -94,26 +94,15 @@ class RedisServer:
 @asynccontextmanager
 async def postgres_database() -> AsyncIterator[str]:
     """A fresh database on the machine's PostgreSQL for one test; dropped after it."""
+    database = await asyncio.to_thread(Database)
     try:
-        import asyncpg
-    except ImportError:
-        missing("asyncpg")
-    try:
-        admin = await asyncpg.connect(POSTGRES, timeout=3)
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        missing(f"PostgreSQL at {POSTGRES} ({exc})")
-    name = f"hub_test_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = POSTGRES.rpartition("/")
-    try:
-        yield f"{base}/{name}"
+        yield database.url
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await asyncio.to_thread(database.drop)
 
 
 class Database:
-    """A fresh database for a whole test session (sync, for session fixtures)."""
+    """A fresh database on the machine's PostgreSQL (sync: for session fixtures too)."""
 
     def __init__(self) -> None:
         self.name = f"hub_test_{uuid.uuid4().hex[:12]}"

@@ -189,12 +189,13 @@ class RedisBackend:
     async def start(self, events: Events) -> None:
         self._events = events
         loop = asyncio.get_running_loop()
-        for name, job in (
-            ("feed", self._feed),
-            ("heartbeat", self._heartbeats),
-            ("sweep", self._sweeps),
-        ):
-            self._tasks.append(loop.create_task(job(), name=f"redis-{name}-{self.node}"))
+        jobs = {
+            "feed": self._feed(),
+            "heartbeat": self._every(self._heartbeat, self._beat, "presence heartbeat", False),
+            "sweep": self._every(self._sweep_interval, self._sweep, "timer sweep", True),
+        }
+        for name, job in jobs.items():
+            self._tasks.append(loop.create_task(job, name=f"redis-{name}-{self.node}"))
 
     async def close(self) -> None:
         # The loops stop by themselves at their next turn: a redis-py call being cancelled
@@ -503,22 +504,26 @@ class RedisBackend:
 
     # -- nodes and timers -------------------------------------------------------------------
 
-    async def _heartbeats(self) -> None:
-        """Keep this node alive in Redis; write its truth back when Redis forgot it; clear
-        nodes that died; leave the channels nobody here watches any more."""
+    async def _every(
+        self, interval: float, step: Callable[[], Awaitable[None]], what: str, quiet: bool
+    ) -> None:
+        """Run ``step`` every ``interval`` until closed; Redis being down is logged (and marks
+        this node's truth for re-assertion), never fatal."""
         while not self._stopping.is_set():
             try:
-                await self._beat()
+                await step()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, Unavailable) as exc:
                 self._dirty = True
-                log.warning("presence heartbeat failed: %s", exc)
+                log.log(logging.DEBUG if quiet else logging.WARNING, "%s failed: %s", what, exc)
             except Exception:
-                log.exception("presence heartbeat")
-            await self._pause(self._heartbeat)
+                log.exception(what)
+            await self._pause(interval)
 
     async def _beat(self) -> None:
+        """Keep this node alive in Redis; write its truth back when Redis forgot it; clear
+        nodes that died; leave the channels nobody here watches any more."""
         alive = await self.redis.set(_node_key(self.node), 1, px=self._node_ttl_ms, xx=True)
         if not alive or self._dirty:
             await self._reassert()
@@ -576,25 +581,13 @@ class RedisBackend:
             del self._subscribed[channel]
         await pubsub.unsubscribe(*idle)
 
-    async def _sweeps(self) -> None:
-        """Fire due holds and graces, whichever node gets there first."""
-        while not self._stopping.is_set():
-            try:
-                await self._sweep()
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError, Unavailable) as exc:
-                log.debug("timer sweep failed: %s", exc)
-            except Exception:
-                log.exception("timer sweep")
-            await self._pause(self._sweep_interval)
-
     async def _pause(self, seconds: float) -> None:
         """Sleep, or less when the backend is closing."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _sweep(self) -> None:
+        """Fire due holds and graces, whichever node gets there first."""
         due = await self._scripts["due"](keys=[TIMERS], args=[100])
         for i in range(0, len(due), 2):
             workspace_id, swept = due[i], due[i + 1]

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["SESSION_FIELDS", "Session", "Store", "Workspace", "open_store"]
+from hub.errors import InvalidParentSession
+
+__all__ = ["SESSION_FIELDS", "Session", "Store", "Workspace", "check_parent", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,16 @@ class Store(Protocol):
     async def delete_session(self, workspace_id: str, session_id: str) -> Session | None:
         """Delete and return the session, or None when there was none."""
         ...
+
+
+async def check_parent(store: Store, workspace_id: str, parent_session_id: str | None) -> None:
+    """A new session's parent must be a session of the same workspace (or none)."""
+    if parent_session_id is not None and (
+        await store.get_session(workspace_id, parent_session_id) is None
+    ):
+        raise InvalidParentSession(
+            f"parent_session_id {parent_session_id!r} is not a session of this workspace"
+        )
 
 
 def open_store(url: str) -> Store:

@@ -17,8 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from hub.errors import Conflict, InvalidParentSession, Unavailable
-from hub.store import Session, Workspace
+from hub.errors import Conflict, Unavailable
+from hub.store import Session, Workspace, check_parent
 
 __all__ = ["PostgresStore"]
 
@@ -149,12 +149,7 @@ class PostgresStore:
     async def create_session(
         self, workspace_id: str, session_id: str, title: str, parent_session_id: str | None
     ) -> Session:
-        if parent_session_id is not None and (
-            await self.get_session(workspace_id, parent_session_id) is None
-        ):
-            raise InvalidParentSession(
-                f"parent_session_id {parent_session_id!r} is not a session of this workspace"
-            )
+        await check_parent(self, workspace_id, parent_session_id)
         now = int(time.time())
         async with self._conn() as db:
             row = await db.fetchrow(

@@ -14,8 +14,8 @@ from typing import Any
 
 import aiosqlite
 
-from hub.errors import Conflict, InvalidParentSession
-from hub.store import Session, Workspace
+from hub.errors import Conflict
+from hub.store import Session, Workspace, check_parent
 
 __all__ = ["SqliteStore"]
 
@@ -126,12 +126,7 @@ class SqliteStore:
     async def create_session(
         self, workspace_id: str, session_id: str, title: str, parent_session_id: str | None
     ) -> Session:
-        if parent_session_id is not None and (
-            await self.get_session(workspace_id, parent_session_id) is None
-        ):
-            raise InvalidParentSession(
-                f"parent_session_id {parent_session_id!r} is not a session of this workspace"
-            )
+        await check_parent(self, workspace_id, parent_session_id)
         now = int(time.time())
         try:
             await self.db.execute(

@@ -69,7 +69,9 @@ def make_server() -> Iterator[Callable[..., ServerThread]]:
 
 @pytest.fixture
 async def http(server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
+    # With two nodes, requests alternate between them, as behind a load balancer.
+    transport = server.transport() if isinstance(server, ClusterThread) else None
+    async with httpx.AsyncClient(base_url=server.url, timeout=5, transport=transport) as client:
         yield client
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
+import itertools
 import json
 import os
 import signal
@@ -80,6 +81,25 @@ class ClusterThread(ServerThread):
         self._turn ^= 1
         node = self if self._turn else self.other
         return ServerThread.ws_url(node, workspace_id, client_id)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """An httpx transport that sends each request to the next node in turn."""
+        return AlternatingTransport([self.port, self.other.port])
+
+
+class AlternatingTransport(httpx.AsyncBaseTransport):
+    """Round robin over local ports, like a load balancer without stickiness."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._ports = itertools.cycle(ports)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(port=next(self._ports))
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 async def _call(fn: Callable[[], Any]) -> Any:

@@ -8,11 +8,15 @@ several nodes sharing one Redis (tests/test_cluster.py drives whole hub processe
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hub.backends import PresenceBackend
 from hub.backends.memory import MemoryBackend
@@ -337,3 +341,102 @@ async def test_an_emptied_redis_gets_each_nodes_streams_back(
         await asyncio.sleep(0.05)
     assert snap.seq > before  # seq never goes back, even from an empty Redis
     assert W in events.resyncs
+
+
+# -- the backends against the pure core, on random histories -----------------------------------
+
+CLIENTS = [A, B, "00000000-0000-4000-8000-00000000000c"]
+Op = tuple[str, int, int, str]  # (operation, client index, node, session)
+OPS = st.tuples(
+    st.sampled_from(["hold", "attach", "set_session", "detach", "release"]),
+    st.integers(0, len(CLIENTS) - 1),
+    st.integers(0, 1),
+    st.sampled_from(["", "S1", "S2"]),
+)
+
+
+async def _replay(kind: str, url: str, ops: list[Op]) -> None:
+    """Apply ``ops`` to a backend (two nodes of it for Redis) and to the core; after every
+    step the backend must show what the core shows. Timers are far away: only transitions."""
+    long: dict[str, Any] = {"create_grace": 60.0, "detach_grace": 60.0}
+    model = Presence(**long)
+    workspace = f"model-{uuid.uuid4().hex}"
+    model.add_workspace(workspace)
+    nodes: list[Any]
+    if kind == "memory":
+        nodes = [MemoryBackend(Presence(**long))] * 2
+    else:
+        from hub.backends.redis import RedisBackend
+
+        async def known(workspace_id: str) -> bool:
+            return workspace_id == workspace
+
+        nodes = [RedisBackend(url, known=known, **long) for _ in range(2)]
+    await nodes[0].add_workspace(workspace)
+    base = (await nodes[0].snapshot(workspace)).seq
+    streams_on: dict[tuple[int, str], int] = {}  # what each node holds (a node detaches its own)
+    try:
+        for op, index, node, session in ops:
+            client = CLIENTS[index]
+            backend = nodes[node]
+            if op == "detach":
+                if not streams_on.get((node, client)):
+                    continue  # a node only ever detaches a stream it holds
+                streams_on[node, client] -= 1
+                await backend.detach(workspace, client)
+                model.detach(workspace, client, 0)
+            elif op == "attach":
+                streams_on[node, client] = streams_on.get((node, client), 0) + 1
+                await backend.attach(workspace, client)
+                model.attach(workspace, client, 0)
+            elif op == "set_session":
+                try:
+                    model.set_session(workspace, client, session, 0)
+                except NotAttached:
+                    with pytest.raises(NotAttached):
+                        await backend.set_session(workspace, client, session)
+                    continue
+                await backend.set_session(workspace, client, session)
+            else:
+                await getattr(backend, op)(workspace, client)
+                getattr(model, op)(workspace, client, 0)
+            want = model.snapshot(workspace)
+            for b in nodes:
+                got = await b.snapshot(workspace)
+                assert (got.online, got.counts, got.seq - base) == (
+                    want.online,
+                    want.counts,
+                    want.seq,
+                )
+                claims = sorted(await b.claims(workspace), key=lambda c: c.client_id)
+                assert claims == sorted(model.claims(workspace), key=lambda c: c.client_id)
+    finally:
+        for b in nodes[: 1 if kind == "memory" else 2]:
+            await b.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=st.lists(OPS, max_size=40))
+def test_backends_follow_the_core_on_any_history(
+    kind: str, ops: list[Op], request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("redis_url") if kind == "redis" else ""
+    asyncio.run(_replay(kind, url, ops))
+
+
+def test_every_workspace_key_is_in_one_cluster_slot() -> None:
+    """Each workspace script runs on the keys of one Redis Cluster slot (the hash tag), and
+    names no key it was not given."""
+    from redis.crc import key_slot
+
+    from hub.backends.redis import _SCRIPTS, _channel, _keys, _lua
+
+    for workspace_id in ("w", "0b6e1f0c-a5d3-4c1e-9a53-9f7a3c1d2e4f"):
+        slots = {key_slot(k.encode()) for k in [*_keys(workspace_id), _channel(workspace_id)]}
+        assert len(slots) == 1
+    for name in ("_lib", *_SCRIPTS):
+        code = re.sub(r"--.*", "", _lua(name))  # without comments
+        assert "hub:{" not in code.replace("'hub:{' .. W .. '}:ch'", ""), name

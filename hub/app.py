@@ -10,6 +10,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypedDict
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -57,25 +58,28 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal_error", "internal error")
 
 
+class _Timers(TypedDict):
+    create_grace: float
+    detach_grace: float
+    retire_ttl: float
+
+
 def _backend(settings: Settings, store: Store) -> PresenceBackend:
     """In-process presence, or Redis shared by every hub process when ``redis_url`` is set."""
-    graces = settings.create_grace, settings.detach_grace, settings.retire_ttl
+    timers = _Timers(
+        create_grace=settings.create_grace,
+        detach_grace=settings.detach_grace,
+        retire_ttl=settings.retire_ttl,
+    )
     if settings.redis_url is None:
-        return MemoryBackend(
-            Presence(create_grace=graces[0], detach_grace=graces[1], retire_ttl=graces[2])
-        )
+        return MemoryBackend(Presence(**timers))
     from hub.backends.redis import RedisBackend
 
     async def known(workspace_id: str) -> bool:
+        """Redis may forget a workspace (a restart without persistence); the store does not."""
         return await store.get_workspace(workspace_id) is not None
 
-    return RedisBackend(
-        settings.redis_url,
-        known=known,
-        create_grace=graces[0],
-        detach_grace=graces[1],
-        retire_ttl=graces[2],
-    )
+    return RedisBackend(settings.redis_url, known=known, **timers)
 
 
 def create_app(settings: Settings) -> Starlette:

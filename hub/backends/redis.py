@@ -208,9 +208,10 @@ class RedisBackend:
                 task.cancel()
         self._tasks.clear()
         with contextlib.suppress(RedisError, OSError):
-            # Leave cleanly: this node's streams are already detached by the hub's shutdown.
-            await self.redis.delete(_node_key(self.node), _node_spaces(self.node))
-            await self.redis.srem(NODES, self.node)
+            # The hub's shutdown detached this node's streams; should one detach have failed,
+            # ending the heartbeat now lets a survivor (or this node's next run) clear what is
+            # left at its next beat, as for a node that died.
+            await self.redis.delete(_node_key(self.node))
         await self._drop_feed()
         await self.redis.aclose(close_connection_pool=True)
 

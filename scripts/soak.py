@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/soak.py                      # 5,000 sockets, 10 minutes
     .venv/bin/python scripts/soak.py --n 200 --seconds 10  # the suite's short variant
+    .venv/bin/python scripts/soak.py --redis               # presence on a redis-server of its own
 
 One ``hub serve`` process (defaults, but for a detach grace of an hour, so that a client keeps
 its session across reconnects and the truth below is exact, and no per-socket rate limit).
@@ -211,11 +212,21 @@ class Soak:
 
 
 async def run(
-    n: int, seconds: float, rate: float, every: float, seed: int, warmup: float, rss: float
+    n: int,
+    seconds: float,
+    rate: float,
+    every: float,
+    seed: int,
+    warmup: float,
+    rss: float,
+    redis: bool = False,
 ) -> Report:
     report = Report(n, seconds)
     with tempfile.TemporaryDirectory() as workdir:
-        server = Server("hub", free_port(), workdir)
+        redis_proc, env = None, {}
+        if redis:
+            redis_proc, env["HUB_REDIS_URL"] = bench._spawn_redis()
+        server = Server("hub", free_port(), workdir, env)
         try:
             server.wait_ready()
             soak = Soak(server, n, rate, seed)
@@ -234,6 +245,9 @@ async def run(
             report.final = soak.stats()
         finally:
             log = server.stop()
+            if redis_proc is not None:
+                redis_proc.kill()
+                redis_proc.wait()
     base, final = report.baseline, report.final
     if report.mismatches:
         report.failures.append(f"{report.mismatches} samples differed from the truth")
@@ -264,11 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         default=0.10,
         help="RSS growth allowed over the baseline (0.10: 10%%)",
     )
+    parser.add_argument("--redis", action="store_true", help="presence on Redis (spawned)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     bench.HUB_ARGS.extend(["--detach-grace", "3600"])
     warmup = args.warmup if args.warmup is not None else min(args.seconds, 60.0)
-    params = (args.n, args.seconds, args.rate, args.sample, args.seed, warmup, args.rss_tolerance)
+    params = (
+        args.n, args.seconds, args.rate, args.sample, args.seed, warmup, args.rss_tolerance,
+        args.redis,
+    )  # fmt: skip
     _raise_nofile()
     try:
         import uvloop

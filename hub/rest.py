@@ -334,8 +334,12 @@ class Rest:
         grant = self._grant(request)
         grant.check_admin()
         workspace = await self._workspace(request, grant)
-        await self.store.delete_workspace(workspace.id)
+        # Presence first: with it unreachable (503) nothing is deleted and the call can be
+        # retried (the other way round, a shared presence could keep a deleted workspace).
+        # Then the record, then presence again: a socket that joined in between is closed too.
         await self.backend.remove_workspace(workspace.id)  # its sockets close with 4404
+        await self.store.delete_workspace(workspace.id)
+        await self.backend.remove_workspace(workspace.id)
         return Response(status_code=204)
 
     async def list_claims(self, request: Request) -> Response:

@@ -140,6 +140,8 @@ async def test_redis_outage_is_503_and_counts_come_back_after_a_restart(
             assert response.headers["retry-after"] == "1"
             assert response.json()["error"] == "unavailable"
         assert (await rest(node, "GET", "/v1/ready")).status_code == 503
+    deleted = await rest(cluster.nodes[0], "DELETE", f"/v1/workspaces/{w}")
+    assert deleted.status_code == 503  # nothing deleted: it can be retried later
     for v in viewers:  # sockets stay open: frames still get answers
         await v.send({"type": "ping", "ref": "still-here"})
         await v.until(lambda v: any(f.get("ref") == "still-here" for f in v.frames))
@@ -159,6 +161,7 @@ async def test_redis_outage_is_503_and_counts_come_back_after_a_restart(
     for v in viewers:
         await v.until(lambda v: v.counts == truth and v.online == 3, within=15)
     print(f"converged {time.monotonic() - started:.2f} s after Redis came back")
+    assert (await rest(cluster.nodes[1], "GET", f"/v1/workspaces/{w}")).status_code == 200
     # And the feed works again: a change on one node reaches the other.
     await viewers[0].send({"type": "set_session", "session_id": "S2"})
     for v in viewers:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TypedDict
+from urllib.parse import urlsplit, urlunsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -56,6 +57,15 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
     request.app.state.services.hub.metrics.backend_errors.inc()
     return error_response(500, "internal_error", "internal error")
+
+
+def _shown(url: str) -> str:
+    """A URL fit for a log: without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class _Timers(TypedDict):
@@ -113,6 +123,11 @@ def create_app(settings: Settings) -> Starlette:
                 for workspace in await store.list_workspaces():
                     await backend.add_workspace(workspace.id)
             await hub.start()
+            log.info(
+                "presence: %s; sessions: %s",
+                _shown(settings.redis_url) if settings.redis_url else "in this process",
+                _shown(settings.database_url),
+            )
             try:
                 yield
             finally:

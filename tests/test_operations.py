@@ -107,3 +107,11 @@ async def test_json_log_lines_carry_the_connection_id(tmp_path: Path) -> None:
     assert len(joined) == 1 and joined[0]["conn"].startswith("c")
     left = [line for line in lines if line["message"].endswith(" left")]
     assert [line["conn"] for line in left] == [joined[0]["conn"]]
+
+
+def test_the_start_up_log_names_the_backends_without_passwords() -> None:
+    from hub.app import _shown
+
+    assert _shown("postgresql://hub:s3cret@db:5432/hub") == "postgresql://hub:***@db:5432/hub"
+    assert _shown("redis://:pw@redis:6379/0") == "redis://:***@redis:6379/0"
+    assert _shown("sqlite:///hub.db") == "sqlite:///hub.db"

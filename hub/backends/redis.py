@@ -388,13 +388,17 @@ class RedisBackend:
         return Diff(workspace_id, seq)
 
     async def attach(self, workspace_id: str, client_id: str) -> Diff:
-        await self._refuse_retired(client_id)
-        mine = self._local.setdefault(workspace_id, {})
         async with self._gate.write():
+            mine = self._local.setdefault(workspace_id, {})
             mine[client_id] = mine.get(client_id, 0) + 1
             try:
-                # Announce first: were this node to die right after, its stream is found.
-                await self._call(self.redis.sadd(_node_spaces(self.node), workspace_id))
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.exists(_retired(client_id))
+                    # Announce first: were this node to die right after, its stream is found.
+                    pipe.sadd(_node_spaces(self.node), workspace_id)
+                    retired, _ = await self._call(pipe.execute())
+                if retired:
+                    raise ClientRetired(f"client {client_id} is retired")
                 seq, session_id = await self._run("attach", workspace_id, client_id, self.node)
             except Unavailable:
                 self._dirty = True  # the script may have run: re-assert when Redis answers

@@ -2,8 +2,8 @@
 
 Flow of one change: a backend call commits a :class:`~hub.presence.Diff` and hands it to
 :meth:`Hub.changed` (the hub is the backend's :class:`~hub.backends.Events`); the workspace's
-:class:`Room` merges it into its pending window (in ``seq`` order, re-reading the snapshot when
-a gap shows that changes were missed); the
+:class:`Room` merges it into its pending window, in ``seq`` order (a gap means changes were
+missed: the room re-reads the snapshot instead). The
 first change after a quiet period is flushed on the next loop turn, later ones within
 ``coalesce_window`` of the previous flush wait for it. A flush encodes one ``counts`` frame and
 hands the same bytes to every socket of the workspace (:class:`~hub.connection.Connection`,

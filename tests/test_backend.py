@@ -302,15 +302,16 @@ async def test_a_dead_node_is_cleared_by_a_survivor(nodes: Any) -> None:
     await doomed.set_session(W, A, "S1")
     await survivor.attach(W, B)
     assert (await survivor.snapshot(W)).online == 2
-    for task in doomed._tasks:  # as if killed: no heartbeat, no goodbye
-        task.cancel()
+    # As if killed: its loops stop (no more heartbeats) and it says no goodbye.
+    doomed._stopping.set()
+    await asyncio.wait(doomed._tasks)
     started = time.monotonic()
 
     async def one_online() -> bool:
         return await _online(survivor) == 1
 
     await eventually(one_online, within=5)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.0  # TTL 0.6 s + a heartbeat, with room for load
     claims = {c.client_id: c for c in await survivor.claims(W)}
     assert claims[A].state.value == "grace"  # grace rules apply
     assert claims[B].state.value == "attached"

@@ -89,7 +89,8 @@ def _backend(settings: Settings, store: Store) -> PresenceBackend:
         """Redis may forget a workspace (a restart without persistence); the store does not."""
         return await store.get_workspace(workspace_id) is not None
 
-    return RedisBackend(settings.redis_url, known=known, **timers)
+    ttl = settings.node_ttl
+    return RedisBackend(settings.redis_url, known=known, node_ttl=ttl, heartbeat=ttl / 3, **timers)
 
 
 def create_app(settings: Settings) -> Starlette:

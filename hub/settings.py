@@ -26,6 +26,7 @@ class Settings:
     port: int = 8000
     database_url: str = "sqlite:///hub.db"
     redis_url: str | None = None
+    node_ttl: float = 3.0
     create_grace: float = 30.0
     detach_grace: float = 10.0
     retire_ttl: float = 86400.0
@@ -125,6 +126,13 @@ def _redis_url(name: str, raw: object) -> str:
     return value
 
 
+def _node_ttl(name: str, raw: object) -> float:
+    value = _seconds(name, raw)
+    if value < 0.3:
+        raise ConfigError(f"{name}: expected at least 0.3 seconds, got {raw!r}")
+    return value
+
+
 def _needs(name: str, module: str, extra: str) -> None:
     """Refuse a setting whose driver is not installed, naming the extra that brings it."""
     try:
@@ -181,6 +189,7 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "port": _port,
     "database_url": _database_url,
     "redis_url": _redis_url,
+    "node_ttl": _node_ttl,
     "create_grace": _seconds,
     "detach_grace": _seconds,
     "retire_ttl": _seconds,
@@ -209,6 +218,8 @@ SETTINGS_HELP: dict[str, str] = {
     "sqlite:///:memory: or postgresql://USER@HOST/DB",
     "redis_url": "shared presence for several hub processes: redis://HOST:PORT/DB "
     "(unset: in-process presence)",
+    "node_ttl": "with Redis: seconds without a heartbeat after which a node is taken for dead "
+    "and its sockets detached (heartbeats every third of it)",
     "create_grace": "seconds a creation hold lasts without a stream",
     "detach_grace": "seconds a claim waits in grace after its last stream drops",
     "retire_ttl": "seconds a retired client id stays refused",

@@ -40,6 +40,7 @@ def test_environment_then_flags() -> None:
         ({"HUB_MAX_OUTBOX_BYTES": "0"}, {}, "HUB_MAX_OUTBOX_BYTES"),
         ({"HUB_DATABASE_URL": "mysql://x"}, {}, "HUB_DATABASE_URL"),
         ({"HUB_REDIS_URL": "http://x"}, {}, "HUB_REDIS_URL"),
+        ({"HUB_NODE_TTL": "0.1"}, {}, "HUB_NODE_TTL"),
         ({"HUB_LOG_LEVEL": "loud"}, {}, "HUB_LOG_LEVEL"),
         ({"HUB_LOOP": "trio"}, {}, "HUB_LOOP"),
         ({}, {"port": "http"}, "--port"),

@@ -29,6 +29,7 @@ class Cluster:
             "HUB_DATABASE_URL": self.database.url,
             "HUB_DETACH_GRACE": "1",
             "HUB_CREATE_GRACE": "1",
+            "HUB_NODE_TTL": "2",
         }
         self.nodes = [HubProcess(tmp / "unused.db", **env) for _ in range(2)]
 
@@ -106,6 +107,7 @@ async def test_a_killed_node_is_cleared_on_the_other_within_10_s(cluster: Cluste
     cluster.nodes[1].kill9()
     await watch.until(lambda v: v.counts == {} and v.online == 1, within=10)
     took = time.monotonic() - started
+    assert took > 1.0  # HUB_NODE_TTL (2 s here, beats every 0.67 s): not dead before it lapsed
     # Grace rules apply to the dead node's streams: grace first, then gone.
     claims = (await rest(cluster.nodes[0], "GET", f"/v1/workspaces/{w}/clients")).json()
     states = {c["client_id"]: c["state"] for c in claims}

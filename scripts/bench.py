@@ -262,8 +262,7 @@ class Server:
             return workspace_id
 
     def cpu(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        return _cpu_of(self.proc.pid)
 
     def rss(self) -> int:
         return int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1]) * PAGE
@@ -276,6 +275,12 @@ class Server:
             self.proc.kill()
             out = self.proc.communicate()[0]
         return out.decode(errors="replace")
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of a process, from ``/proc/PID/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def _raise_nofile() -> None:
@@ -506,11 +511,6 @@ def _spawn_redis() -> tuple[subprocess.Popen[bytes], str]:
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 async def run_nodes(nodes: int, redis: bool, n: int, rate: float, seconds: float,

@@ -27,16 +27,11 @@ import urllib.request
 from pathlib import Path
 from string import Template
 
+from bench import free_port  # scripts/ is on sys.path: these run as scripts
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "nginx.conf.template"
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def nginx_config(upstreams: list[str], port: int) -> str:

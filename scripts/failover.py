@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,14 +29,8 @@ import urllib.request
 import uuid
 from typing import Any
 
+from bench import free_port  # scripts/ is on sys.path: these run as scripts
 from websockets.asyncio.client import ClientConnection, connect
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_http(url: str, timeout: float = 20) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub import __version__
 from hub.protocol import MAX_SESSION_ID_LENGTH
 
 __all__ = ["document"]
@@ -198,8 +199,6 @@ PATHS: dict[str, dict[str, Schema]] = {
 
 
 def document() -> Schema:
-    from hub import __version__  # here, not at the top: hub's __init__ imports this module
-
     return {
         "openapi": "3.0.3",
         "info": {

@@ -135,25 +135,3 @@ async def test_past_the_outbox_bound_the_socket_is_closed_with_4409(hub: Hub) ->
     slow.gate.set()
     await settle()
     assert slow.closed == 4409
-
-
-def test_a_room_applies_diffs_in_order_and_notices_a_gap() -> None:
-    from hub.hub import Room
-    from hub.presence import Diff, Snapshot
-
-    room = Room(W)
-    assert room.merge(Diff(W, 6, {"S1": 2}))  # before the first snapshot: kept for later
-    assert room.rebase(Snapshot(W, 5, 1, {"S1": 1}))  # the early diff applies on it: flush due
-    assert (room.seq, room.values) == (6, {"S1": 2})
-    room.take()
-    assert room.merge(Diff(W, 6, {"S1": 9}))  # seen already: ignored
-    assert room.merge(Diff(W, 7, {"S2": 1}, online=2))
-    assert not room.merge(Diff(W, 9, {"S1": 0}))  # 8 is missing: a resync is due
-    assert room.missed and room.seq == 7
-    # The snapshot read after the gap replaces guessing: absolute values, the newest seq.
-    assert room.rebase(Snapshot(W, 9, 1, {"S2": 1}))
-    assert not room.missed
-    frame = room.take()
-    # online went 1 -> 2 -> 1 since the last frame: unchanged, so not sent.
-    assert (frame.seq, frame.counts, frame.online) == (9, {"S1": 0, "S2": 1}, None)
-    assert not room.rebase(Snapshot(W, 8, 3, {"S3": 3}))  # older than the room: ignored

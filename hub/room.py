@@ -1,0 +1,178 @@
+"""One workspace's view as a node's sockets see it: a pure state machine, like the core.
+
+Theory of operation
+-------------------
+A room holds what this process has shown, or will show, to its sockets of one workspace: the
+counts and ``online`` as of the newest change applied (``seq``), and what moved since the last
+flush. The shell (:mod:`hub.hub`) feeds it changes and snapshots from the backend, asks it
+when to flush, and sends what :meth:`Room.take` returns to every ready socket. No I/O, no
+asyncio, no clock reads: time comes in as ``now``.
+
+Rules:
+
+1. **Unsynced until the first snapshot.** Diffs that arrive before it wait in ``early`` and are
+   applied after it (those it already includes are dropped by rule 2).
+2. **In ``seq`` order.** A diff at or below ``seq`` is already reflected and is ignored; the
+   next one (``seq + 1``) applies; one that skips a seq reveals missed changes: the room keeps
+   the highest seq it saw in ``behind`` (``missed`` is then true) and the shell re-reads the
+   snapshot, which the room takes only if it is newer (:meth:`Room.rebase`). Values never go
+   back to an older version.
+3. **Coalescing.** The first change after a quiet period may flush at once; later ones wait
+   until ``window`` after the previous flush (:meth:`Room.flush_at`). A flush carries the new
+   absolute value of every session (and ``online``) that moved since the last one; changes that
+   cancelled out still advance ``seq`` with an empty ``counts``.
+4. **Acks after their change.** An ack for a change the room has not applied yet is parked
+   and released once ``seq`` reaches it, so no socket hears of a seq before the counts that
+   lead to it. An ack always carries the room's ``seq``, which includes the change.
+5. **A joiner starts from the room.** A socket that joins a synced room gets the room's own
+   view (:meth:`Room.view`) as its snapshot: the room is at least as new as the snapshot the
+   join read, and what was already flushed to the others is in it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from hub.presence import Diff, Snapshot
+from hub.protocol import Counts
+
+__all__ = ["Room"]
+
+C = TypeVar("C")  # a socket as the shell knows it
+R = TypeVar("R")  # what the shell needs to send an ack (the frame's ref)
+
+
+class Room(Generic[C, R]):
+    """The view of one workspace, its sockets, and what waits for the next flush."""
+
+    __slots__ = (
+        "acks",
+        "base",
+        "base_online",
+        "behind",
+        "conns",
+        "early",
+        "last_flush",
+        "online",
+        "resyncing",
+        "seq",
+        "synced",
+        "timer",
+        "values",
+        "window",
+        "workspace_id",
+    )
+
+    def __init__(self, workspace_id: str, window: float) -> None:
+        self.workspace_id = workspace_id
+        self.window = window
+        self.conns: set[C] = set()
+        self.synced = False
+        self.early: list[Diff] = []
+        # The workspace's counts as of the newest change applied here.
+        self.values: dict[str, int] = {}
+        self.online = 0
+        self.seq = -1
+        # Values as of the last flush, for the sessions (and online) touched since.
+        self.base: dict[str, int] = {}
+        self.base_online: int | None = None
+        self.last_flush = float("-inf")
+        self.behind = -1  # the highest seq seen but not applied (missed changes before it)
+        self.resyncing = False
+        self.acks: list[tuple[int, C, R]] = []
+        self.timer: Any = None  # the shell's scheduled flush, opaque here
+
+    @property
+    def idle(self) -> bool:
+        return not self.conns
+
+    @property
+    def pending(self) -> bool:
+        """Whether something moved since the last flush."""
+        return bool(self.base) or self.base_online is not None
+
+    @property
+    def missed(self) -> bool:
+        """Whether changes were seen that could not be applied (a resync is due)."""
+        return self.behind > self.seq
+
+    def merge(self, diff: Diff) -> bool:
+        """Apply a diff (rule 2); False when it revealed missed changes."""
+        if not self.synced:
+            self.early.append(diff)
+            return True
+        if diff.seq <= self.seq:
+            return True
+        if diff.seq > self.seq + 1:
+            self.behind = max(self.behind, diff.seq)
+            return False
+        self.seq = diff.seq
+        for session_id, n in diff.counts.items():
+            self._set(session_id, n)
+        if diff.online is not None:
+            self._set_online(diff.online)
+        return True
+
+    def rebase(self, snapshot: Snapshot) -> None:
+        """Take a snapshot: the first one (rule 1), or one newer than the room."""
+        if not self.synced:
+            self.synced = True
+            self.values = dict(snapshot.counts)
+            self.online = snapshot.online
+            self.seq = snapshot.seq
+            early, self.early = self.early, []
+            for diff in early:
+                self.merge(diff)
+        elif snapshot.seq > self.seq:
+            self.seq = snapshot.seq
+            for session_id in self.values.keys() | snapshot.counts.keys():
+                self._set(session_id, snapshot.counts.get(session_id, 0))
+            self._set_online(snapshot.online)
+
+    def view(self) -> Snapshot:
+        """The room's view as a snapshot (rule 5)."""
+        return Snapshot(self.workspace_id, self.seq, self.online, dict(self.values))
+
+    def flush_at(self, now: float) -> float:
+        """When the next flush may run (rule 3): ``now`` after a quiet period."""
+        return max(now, self.last_flush + self.window)
+
+    def take(self, now: float) -> Counts:
+        """The frame for everything merged since the last flush, which happens at ``now``."""
+        self.last_flush = now
+        counts = {
+            sid: self.values.get(sid, 0)
+            for sid, before in self.base.items()
+            if self.values.get(sid, 0) != before
+        }
+        online = self.online if self.base_online not in (None, self.online) else None
+        self.base = {}
+        self.base_online = None
+        return Counts(self.seq, counts, online)
+
+    def park(self, seq: int, conn: C, ref: R) -> bool:
+        """Park an ack for the change at ``seq`` (rule 4); False when it may go now."""
+        if seq <= self.seq:
+            return False
+        self.acks.append((seq, conn, ref))
+        return True
+
+    def ready_acks(self) -> list[tuple[C, R]]:
+        """The parked acks whose change the room has applied, in the order they came."""
+        if not self.acks:
+            return []
+        ready = [(conn, ref) for seq, conn, ref in self.acks if seq <= self.seq]
+        self.acks = [a for a in self.acks if a[0] > self.seq]
+        return ready
+
+    def _set(self, session_id: str, n: int) -> None:
+        self.base.setdefault(session_id, self.values.get(session_id, 0))
+        if n:
+            self.values[session_id] = n
+        else:
+            self.values.pop(session_id, None)
+
+    def _set_online(self, online: int) -> None:
+        if self.base_online is None:
+            self.base_online = self.online
+        self.online = online

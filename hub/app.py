@@ -1,7 +1,7 @@
 """``create_app(settings)``: the Starlette application with its lifespan.
 
-The lifespan opens the store, makes every stored workspace known to presence, and starts the
-hub; on the way out it stops the hub and closes the store cleanly.
+The lifespan opens the store and starts the hub (presence learns the stored workspaces from the
+store on first use); on the way out it stops the hub and closes the store cleanly.
 """
 
 from __future__ import annotations
@@ -81,13 +81,14 @@ def _backend(settings: Settings, store: Store) -> PresenceBackend:
         detach_grace=settings.detach_grace,
         retire_ttl=settings.retire_ttl,
     )
-    if settings.redis_url is None:
-        return MemoryBackend(Presence(**timers))
-    from hub.backends.redis import RedisBackend
 
     async def known(workspace_id: str) -> bool:
-        """Redis may forget a workspace (a restart without persistence); the store does not."""
+        """Which workspaces exist is the store's to say: presence learns them from it."""
         return await store.get_workspace(workspace_id) is not None
+
+    if settings.redis_url is None:
+        return MemoryBackend(Presence(**timers), known=known)
+    from hub.backends.redis import RedisBackend
 
     ttl = settings.node_ttl
     return RedisBackend(settings.redis_url, known=known, node_ttl=ttl, heartbeat=ttl / 3, **timers)
@@ -120,9 +121,6 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         try:
-            if isinstance(backend, MemoryBackend):  # Redis learns them on demand from the store
-                for workspace in await store.list_workspaces():
-                    await backend.add_workspace(workspace.id)
             await hub.start()
             log.info(
                 "presence: %s; sessions: %s",

@@ -89,6 +89,9 @@ class Connection:
       task that exists only while the outbox is not empty.
 
     Invariant: the outbox is empty whenever no writer task is running.
+
+    A socket is registered before it has joined; until :meth:`start` sends its snapshot it is
+    not ``ready``: ``counts`` skip it (the snapshot will carry them) and other frames wait.
     """
 
     _ids = itertools.count(1)
@@ -96,6 +99,7 @@ class Connection:
     __slots__ = (
         "_close_code",
         "_direct",
+        "_held",
         "_merged",
         "_queue",
         "_queued_bytes",
@@ -107,6 +111,7 @@ class Connection:
         "max_outbox_bytes",
         "metrics",
         "rate",
+        "ready",
         "snapshot_seq",
         "workspace_id",
     )
@@ -131,6 +136,8 @@ class Connection:
         self.attached = True
         # The seq of the last snapshot queued: counts frames up to it carry nothing new.
         self.snapshot_seq = -1
+        self.ready = False  # True once its snapshot was sent
+        self._held: list[Outgoing] | None = None  # frames that came before the snapshot
         self._send = send  # the ASGI send of the socket
         self._direct = direct
         self._queue: deque[Outgoing | MergedCounts] | None = None  # made on first backlog
@@ -148,9 +155,23 @@ class Connection:
         """Whether this socket can take the direct path at all."""
         return self._direct is not None
 
+    def start(self, snapshot: Outgoing, seq: int) -> None:
+        """Send the socket's first frame, its snapshot at ``seq``, then the frames held."""
+        self.ready = True
+        self.snapshot_seq = seq
+        held, self._held = self._held, None
+        self.push(snapshot)
+        for frame in held or ():
+            self.push(frame)
+
     def push(self, frame: Outgoing) -> None:
         """Send one frame now if the socket can take it, else queue it (bounded)."""
         if self._close_code is not None:
+            return
+        if not self.ready:
+            if self._held is None:
+                self._held = []
+            self._held.append(frame)
             return
         direct = self._direct
         if direct is not None and self._writer is None and direct.ready():
@@ -161,7 +182,7 @@ class Connection:
     def push_counts(self, frame: Counts, shared: Outgoing) -> None:
         """Send a workspace ``counts`` frame: the shared bytes when nothing is backed up, else
         merged into this socket's pending ``counts`` so a slow reader never piles them up."""
-        if self._close_code is not None or frame.seq <= self.snapshot_seq:
+        if self._close_code is not None or frame.seq <= self.snapshot_seq or not self.ready:
             return
         if self._writer is None:
             self.push(shared)

@@ -2,13 +2,15 @@
 
 Flow of one change: a backend call commits a :class:`~hub.presence.Diff` and hands it to
 :meth:`Hub.changed` (the hub is the backend's :class:`~hub.backends.Events`); the workspace's
-:class:`Room` merges it into its pending window, in ``seq`` order (a gap means changes were
-missed: the room re-reads the snapshot instead). The
-first change after a quiet period is flushed on the next loop turn, later ones within
-``coalesce_window`` of the previous flush wait for it. A flush encodes one ``counts`` frame and
-hands the same bytes to every socket of the workspace (:class:`~hub.connection.Connection`,
-which sends them at once or keeps them in its bounded outbox). The hub also applies the
-commands a socket sends, and the limits on sockets per process and per client.
+:class:`~hub.room.Room` (a pure state machine with its rules in its docstring) merges it in
+``seq`` order and says when to flush. A flush encodes one ``counts`` frame and hands the same
+bytes to every ready socket of the workspace (:class:`~hub.connection.Connection`, which sends
+them at once or keeps them in its bounded outbox). The hub also applies the commands a socket
+sends, and the limits on sockets per process and per client.
+
+A joining socket is registered with its room before the join's first await, so every event
+that lands while it joins (a retire, a delete, a change flushed to the others) reaches it:
+closes close it, and its first frame is the room's view, at least as new as its own snapshot.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from hub.errors import OverCapacity, PeerError, RateLimited, UnsupportedFrame
 from hub.limits import RateLimit
 from hub.metrics import Metrics
 from hub.presence import Diff, Snapshot
-from hub.protocol import CloseCode, Command, Counts, Ping, Pong, SetSession, Sync
+from hub.protocol import CloseCode, Command, Ping, Pong, SetSession, Sync
+from hub.room import Room
 from hub.transport import DirectWriter
 
-__all__ = ["Hub", "Limits", "Room"]
+__all__ = ["Hub", "Limits"]
 
 log = logging.getLogger(__name__)
+
+_Room = Room[Connection, protocol.Ref]  # a room of this process's sockets
 
 
 _RATE_LIMITED = Outgoing(
@@ -59,124 +64,6 @@ class Limits:
     rate_close_after: float = 5.0
 
 
-class Room:
-    """The local sockets of one workspace, its counts as last seen, and the changes waiting for
-    the next flush.
-
-    A room starts unsynced: diffs that arrive before its first snapshot wait in ``early``. From
-    the snapshot on, diffs apply in ``seq`` order; a diff that skips a seq reveals missed
-    changes, and the hub re-reads the snapshot (``rebase``) instead of guessing.
-    """
-
-    __slots__ = (
-        "acks",
-        "base",
-        "base_online",
-        "behind",
-        "conns",
-        "early",
-        "flush_handle",
-        "joining",
-        "last_flush",
-        "online",
-        "resyncing",
-        "seq",
-        "synced",
-        "values",
-        "workspace_id",
-    )
-
-    def __init__(self, workspace_id: str) -> None:
-        self.workspace_id = workspace_id
-        self.conns: set[Connection] = set()
-        self.joining = 0  # joins in progress (the room stays while > 0)
-        self.synced = False
-        self.early: list[Diff] = []
-        # The workspace's counts as of the newest change seen here.
-        self.values: dict[str, int] = {}
-        self.online = 0
-        self.seq = -1
-        # Values as of the last flush, for the sessions (and online) touched since.
-        self.base: dict[str, int] = {}
-        self.base_online: int | None = None
-        self.flush_handle: asyncio.Handle | None = None
-        self.last_flush = float("-inf")
-        self.resyncing = False
-        self.behind = -1  # the highest seq seen but not applied (missed changes before it)
-        # Acks for changes this room has not seen yet: (seq, socket, ref), sent once it has,
-        # so that no socket hears of a seq before the counts that lead to it.
-        self.acks: list[tuple[int, Connection, protocol.Ref]] = []
-
-    @property
-    def idle(self) -> bool:
-        return not self.conns and not self.joining
-
-    def merge(self, diff: Diff) -> bool:
-        """Apply a diff; False when it revealed missed changes (a resync is due)."""
-        if not self.synced:
-            self.early.append(diff)
-            return True
-        if diff.seq <= self.seq:
-            return True  # already reflected (seen before this room's snapshot)
-        if diff.seq > self.seq + 1:
-            self.behind = max(self.behind, diff.seq)
-            return False
-        self.seq = diff.seq
-        for session_id, n in diff.counts.items():
-            self._set(session_id, n)
-        if diff.online is not None:
-            self._set_online(diff.online)
-        return True
-
-    def rebase(self, snapshot: Snapshot) -> bool:
-        """Take a snapshot (the first one, or one newer than what the room has); True when
-        changes wait for a flush."""
-        if not self.synced:
-            self.synced = True
-            self.values = dict(snapshot.counts)
-            self.online = snapshot.online
-            self.seq = snapshot.seq
-            early, self.early = self.early, []
-            for diff in early:
-                self.merge(diff)
-        elif snapshot.seq > self.seq:
-            self.seq = snapshot.seq
-            for session_id in self.values.keys() | snapshot.counts.keys():
-                self._set(session_id, snapshot.counts.get(session_id, 0))
-            self._set_online(snapshot.online)
-        return bool(self.base) or self.base_online is not None
-
-    @property
-    def missed(self) -> bool:
-        """Whether changes were seen that could not be applied (a resync is due)."""
-        return self.behind > self.seq
-
-    def _set(self, session_id: str, n: int) -> None:
-        self.base.setdefault(session_id, self.values.get(session_id, 0))
-        if n:
-            self.values[session_id] = n
-        else:
-            self.values.pop(session_id, None)
-
-    def _set_online(self, online: int) -> None:
-        if self.base_online is None:
-            self.base_online = self.online
-        self.online = online
-
-    def take(self) -> Counts:
-        """The frame for everything merged since the last flush; changes that cancelled out
-        leave ``counts`` empty but still advance ``seq``."""
-        counts = {
-            sid: self.values.get(sid, 0)
-            for sid, before in self.base.items()
-            if self.values.get(sid, 0) != before
-        }
-        online = self.online if self.base_online not in (None, self.online) else None
-        self.base = {}
-        self.base_online = None
-        return Counts(self.seq, counts, online)
-
-
 class Hub:
     """Local connections per workspace, and the fan-out of backend changes to them."""
 
@@ -198,7 +85,7 @@ class Hub:
         self.max_outbox_bytes = max_outbox_bytes
         self.limits = limits or Limits()
         self.sockets = 0  # local sockets joined and not yet left
-        self.rooms: dict[str, Room] = {}
+        self.rooms: dict[str, _Room] = {}
         self._by_client: dict[str, set[Connection]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resyncs: set[asyncio.Task[None]] = set()
@@ -209,8 +96,8 @@ class Hub:
 
     async def close(self) -> None:
         for room in self.rooms.values():
-            if room.flush_handle is not None:
-                room.flush_handle.cancel()
+            if room.timer is not None:
+                room.timer.cancel()
         for task in list(self._resyncs):
             task.cancel()
         await self.backend.close()
@@ -227,7 +114,7 @@ class Hub:
         """Attach a new stream and queue its snapshot as its first frame.
 
         Raises a PeerError (over capacity, unknown workspace, retired client) before anything
-        is attached or registered.
+        is attached; a stream whose claim goes away while it joins comes back closed.
         """
         limits = self.limits
         if self.sockets >= limits.max_sockets:
@@ -235,28 +122,20 @@ class Hub:
         mine = self._by_client.get(client_id, ())
         if sum(1 for c in mine if c.workspace_id == workspace_id) >= limits.max_streams:
             raise OverCapacity(f"client has {limits.max_streams} sockets in this workspace")
-        room = self.rooms.get(workspace_id)
-        if room is None:
-            room = self.rooms[workspace_id] = Room(workspace_id)
-        room.joining += 1
-        try:
-            snapshot = await self._attach(workspace_id, client_id)
-        except BaseException:
-            room.joining -= 1
-            if room.idle:
-                self._drop_room(room)
-            raise
-        room.joining -= 1
         loop = asyncio.get_running_loop()
         rate = RateLimit(limits.rate, limits.burst, loop.time()) if limits.rate else None
         conn = Connection(
             workspace_id, client_id, send, self.max_outbox_bytes, direct, rate, self.metrics
         )
-        self.sockets += 1
-        self._rebase(room, snapshot)
-        room.conns.add(conn)
-        self._by_client.setdefault(client_id, set()).add(conn)
-        self._push_snapshot(conn, snapshot, None)
+        room = self._register(conn)  # before the first await: no event can pass it by
+        try:
+            snapshot = await self._attach(workspace_id, client_id)
+        except BaseException:
+            self._unregister(conn)
+            raise
+        if not conn.closing:  # else its claim went meanwhile (retired, deleted): closed
+            self._rebase(room, snapshot)
+            self._start(conn, room.view())
         log.info(
             "%s joined workspace=%s client=%s", conn.id, workspace_id, client_id,
             extra={"conn": conn.id},
@@ -264,42 +143,44 @@ class Hub:
         return conn
 
     async def _attach(self, workspace_id: str, client_id: str) -> Snapshot:
-        """Watch the workspace, attach the stream, and read the snapshot that the room and the
-        socket start from (changes committed after it reach the room through the backend)."""
+        """Watch the workspace and attach the stream; the snapshot that includes it (changes
+        committed after it reach the room through the backend)."""
         await self.backend.watch(workspace_id)
         try:
-            await self.backend.attach(workspace_id, client_id)
+            return await self.backend.attach(workspace_id, client_id)
         except BaseException:
             self.backend.unwatch(workspace_id)
             raise
-        try:
-            return await self.backend.snapshot(workspace_id)
-        except BaseException:
-            await self.backend.detach(workspace_id, client_id)
-            self.backend.unwatch(workspace_id)
-            raise
 
-    def _drop_room(self, room: Room) -> None:
-        if room.flush_handle is not None:
-            room.flush_handle.cancel()
-        if self.rooms.get(room.workspace_id) is room:
-            del self.rooms[room.workspace_id]
+    def _register(self, conn: Connection) -> _Room:
+        room = self.rooms.get(conn.workspace_id)
+        if room is None:
+            room = self.rooms[conn.workspace_id] = _Room(conn.workspace_id, self.coalesce_window)
+        room.conns.add(conn)
+        self._by_client.setdefault(conn.client_id, set()).add(conn)
+        self.sockets += 1
+        return room
 
-    async def leave(self, conn: Connection) -> None:
-        """Unregister a stream that ended, and detach it unless its claim is already gone."""
+    def _unregister(self, conn: Connection) -> None:
         conn.stop()
         self.sockets -= 1
-        self.backend.unwatch(conn.workspace_id)
         room = self.rooms.get(conn.workspace_id)
         if room is not None:
             room.conns.discard(conn)
             if room.idle:
-                self._drop_room(room)
+                if room.timer is not None:
+                    room.timer.cancel()
+                del self.rooms[conn.workspace_id]
         conns = self._by_client.get(conn.client_id)
         if conns is not None:
             conns.discard(conn)
             if not conns:
                 del self._by_client[conn.client_id]
+
+    async def leave(self, conn: Connection) -> None:
+        """Unregister a stream that ended, and detach it unless its claim is already gone."""
+        self._unregister(conn)
+        self.backend.unwatch(conn.workspace_id)
         if conn.attached:
             conn.attached = False
             await self.backend.detach(conn.workspace_id, conn.client_id)
@@ -341,26 +222,29 @@ class Hub:
 
     async def _apply(self, conn: Connection, command: Command) -> None:
         if isinstance(command, SetSession):
-            diff = await self.backend.set_session(
+            seq = await self.backend.set_session(
                 conn.workspace_id, conn.client_id, command.session_id
             )
             if command.ref is not None:
                 room = self.rooms.get(conn.workspace_id)
                 if room is None:
-                    self._ack(conn, command.ref, diff.seq)
-                elif room.seq < diff.seq:
-                    room.acks.append((diff.seq, conn, command.ref))  # when the change is here
-                else:
+                    self._ack(conn, command.ref, seq)
+                elif not room.park(seq, conn, command.ref):  # else sent when the change is here
                     self._ack(conn, command.ref, room.seq)
         elif isinstance(command, Sync):
             snapshot = await self.backend.snapshot(conn.workspace_id)
+            room = self.rooms.get(conn.workspace_id)
+            if room is not None:  # never older than what the socket was shown
+                self._rebase(room, snapshot)
+                snapshot = room.view()
             self._push_snapshot(conn, snapshot, command.ref)
         elif isinstance(command, Ping):
             self._send_one(conn, "pong", Outgoing(protocol.encode(Pong(command.ref))))
 
-    def _push_snapshot(
+    def _snapshot_frame(
         self, conn: Connection, snapshot: Snapshot, ref: protocol.Ref | None
-    ) -> None:
+    ) -> Outgoing:
+        self._out["snapshot"].inc()
         frame = protocol.SnapshotFrame(
             snapshot.workspace_id,
             conn.client_id,
@@ -369,7 +253,16 @@ class Hub:
             snapshot.counts,
             ref,
         )
-        self._send_one(conn, "snapshot", Outgoing(protocol.encode(frame)))
+        return Outgoing(protocol.encode(frame))
+
+    def _start(self, conn: Connection, snapshot: Snapshot) -> None:
+        """A joined socket's first frame: its snapshot; then what waited for it."""
+        conn.start(self._snapshot_frame(conn, snapshot, None), snapshot.seq)
+
+    def _push_snapshot(
+        self, conn: Connection, snapshot: Snapshot, ref: protocol.Ref | None
+    ) -> None:
+        conn.push(self._snapshot_frame(conn, snapshot, ref))
         conn.snapshot_seq = snapshot.seq
 
     # -- events from the backend -----------------------------------------------------------
@@ -404,7 +297,7 @@ class Hub:
         self._resyncs.add(task)
         task.add_done_callback(self._resyncs.discard)
 
-    async def _resync(self, room: Room) -> None:
+    async def _resync(self, room: _Room) -> None:
         self.metrics.resyncs.inc()
         try:
             snapshot = await self.backend.snapshot(room.workspace_id)
@@ -416,11 +309,11 @@ class Hub:
         if self.rooms.get(room.workspace_id) is room:
             self._rebase(room, snapshot)
 
-    def _rebase(self, room: Room, snapshot: Snapshot) -> None:
-        if room.rebase(snapshot):
+    def _rebase(self, room: _Room, snapshot: Snapshot) -> None:
+        room.rebase(snapshot)
+        if room.pending:
             self._schedule_flush(room)
-        if room.acks:
-            self._release_acks(room)
+        self._release_acks(room)
         if room.missed:
             self.resync(room.workspace_id)
 
@@ -435,42 +328,36 @@ class Hub:
             return
         if room.synced:
             self._schedule_flush(room)
-            if room.acks:
-                self._release_acks(room)
+            self._release_acks(room)
 
     def _ack(self, conn: Connection, ref: protocol.Ref, seq: int) -> None:
         """An ack with the room's seq, which includes the change: with a shared backend the
         room may already be past the change's own seq, and no socket sees seq go down."""
         self._send_one(conn, "ack", Outgoing(protocol.encode(protocol.Ack(ref, seq))))
 
-    def _release_acks(self, room: Room) -> None:
-        waiting = []
-        for seq, conn, ref in room.acks:
-            if seq <= room.seq:
-                self._ack(conn, ref, room.seq)
-            else:
-                waiting.append((seq, conn, ref))
-        room.acks = waiting
+    def _release_acks(self, room: _Room) -> None:
+        for conn, ref in room.ready_acks():
+            self._ack(conn, ref, room.seq)
 
-    def _schedule_flush(self, room: Room) -> None:
-        if room.flush_handle is not None:
+    def _schedule_flush(self, room: _Room) -> None:
+        if room.timer is not None:
             self.metrics.coalesced.inc()
             return  # a flush is already due; it will carry this change
         loop = self._loop
         assert loop is not None
-        due = room.last_flush + self.coalesce_window
-        if loop.time() >= due:
-            room.flush_handle = loop.call_soon(self._flush, room)
+        now = loop.time()
+        due = room.flush_at(now)
+        if due <= now:
+            room.timer = loop.call_soon(self._flush, room)
         else:
-            room.flush_handle = loop.call_at(due, self._flush, room)
+            room.timer = loop.call_at(due, self._flush, room)
 
-    def _flush(self, room: Room) -> None:
+    def _flush(self, room: _Room) -> None:
         loop = self._loop
         assert loop is not None
-        room.flush_handle = None
-        room.last_flush = loop.time()
+        room.timer = None
         started = time.perf_counter()
-        frame = room.take()
+        frame = room.take(loop.time())
         shared = Outgoing(protocol.encode(frame))
         for conn in room.conns:
             conn.push_counts(frame, shared)

@@ -385,8 +385,8 @@ class Rest:
         if "session_id" not in body:
             raise BadRequest("field 'session_id' is required")
         session_id = check_session_id(body["session_id"])
-        diff = await self.backend.set_session(workspace.id, client_id, session_id)
-        return json_response({"seq": diff.seq})
+        seq = await self.backend.set_session(workspace.id, client_id, session_id)
+        return json_response({"seq": seq})
 
     async def presence(self, request: Request) -> Response:
         workspace = await self._workspace(request, self._grant(request))

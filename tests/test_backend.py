@@ -124,11 +124,9 @@ async def test_seq_grows_by_one_per_change_and_not_on_a_no_op(make: Make) -> Non
     await b.watch(W)
     start = (await b.snapshot(W)).seq
     first = await b.attach(W, A)
-    assert first.seq == start + 1
-    moved = await b.set_session(W, A, "S1")
-    assert moved.seq == start + 2
-    same = await b.set_session(W, A, "S1")  # the value it has: nothing moves
-    assert same.seq == start + 2
+    assert (first.seq, first.online) == (start + 1, 1)  # the snapshot that includes it
+    assert await b.set_session(W, A, "S1") == start + 2
+    assert await b.set_session(W, A, "S1") == start + 2  # the value it has: nothing moves
     await eventually(lambda: _true(len(events.diffs) >= 2))
     assert [d.seq for d in events.diffs] == [start + 1, start + 2]
     assert events.diffs[1].counts == {"S1": 1}

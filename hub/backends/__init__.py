@@ -2,8 +2,11 @@
 
 The hub shell talks only to this port. ``memory`` (the default) wraps the pure core with a
 clock and one timer; ``redis`` keeps the claims in Redis so that several hub processes share
-them. Every mutating call returns the :class:`~hub.presence.Diff` it committed. What the hub
-must fan out reaches it through the :class:`Events` given to :meth:`PresenceBackend.start`:
+them. Every mutating call returns the workspace ``seq`` it committed (all the shell reads);
+``attach`` returns the snapshot the new stream starts from, which includes its own change.
+Which workspaces exist is the store's to say: a backend is given ``known`` (the store's
+answer) and learns a workspace it has not seen on first use. What the hub must fan out
+reaches it through the :class:`Events` given to :meth:`PresenceBackend.start`:
 count changes, session records, closes (retired client, deleted workspace) and, for a shared
 backend, "you may have missed changes here" (``resync``). For a shared backend these events
 come from every process, this one included, in the order the backend committed them.
@@ -55,17 +58,19 @@ class PresenceBackend(Protocol):
 
     async def remove_workspace(self, workspace_id: str) -> None: ...
 
-    async def hold(self, workspace_id: str, client_id: str) -> Diff: ...
+    async def hold(self, workspace_id: str, client_id: str) -> int: ...
 
-    async def attach(self, workspace_id: str, client_id: str) -> Diff: ...
+    async def attach(self, workspace_id: str, client_id: str) -> Snapshot:
+        """One more stream; the workspace's presence as of (and including) this change."""
+        ...
 
-    async def set_session(self, workspace_id: str, client_id: str, session_id: str) -> Diff: ...
+    async def set_session(self, workspace_id: str, client_id: str, session_id: str) -> int: ...
 
-    async def detach(self, workspace_id: str, client_id: str) -> Diff:
+    async def detach(self, workspace_id: str, client_id: str) -> int:
         """Never raises: a backend that cannot reach its store now repairs it later."""
         ...
 
-    async def release(self, workspace_id: str, client_id: str) -> Diff: ...
+    async def release(self, workspace_id: str, client_id: str) -> int: ...
 
     async def retire(self, client_id: str) -> None: ...
 

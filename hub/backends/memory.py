@@ -1,25 +1,39 @@
 """The in-process presence backend: the pure core, the event loop's clock, and one timer.
 
-All calls run on the event loop thread and never suspend, so each one is atomic with respect to
-every other coroutine: that is what lets the hub read a snapshot and register a socket as one
-step. The single timer handle always points at the core's earliest deadline.
+All calls run on the event loop thread and, but for the first touch of a workspace the core does
+not know yet, never suspend, so each one is atomic with respect to every other coroutine. The
+single timer handle always points at the core's earliest deadline.
+
+Which workspaces exist is the store's to say (``known``), as for the Redis backend: a workspace
+the core has not seen (a restart, another process created it) is learnt on first use.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from hub.backends import Events
+from hub.errors import WorkspaceNotFound
 from hub.presence import ClaimView, Diff, Presence, Snapshot
 from hub.protocol import CloseCode
 
 __all__ = ["MemoryBackend"]
 
+T = TypeVar("T")
+
+
+async def _nothing_known(workspace_id: str) -> bool:
+    return False
+
 
 class MemoryBackend:
-    def __init__(self, presence: Presence) -> None:
+    def __init__(
+        self, presence: Presence, *, known: Callable[[str], Awaitable[bool]] = _nothing_known
+    ) -> None:
         self.presence = presence
+        self._known = known
         self._events: Events | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -47,11 +61,25 @@ class MemoryBackend:
         loop = self._loop or asyncio.get_running_loop()
         return loop.time()
 
-    def _commit(self, diff: Diff) -> Diff:
+    async def _learn(self, workspace_id: str, call: Callable[[], T]) -> T:
+        """Run a core call; a workspace the core does not know but the store has is added."""
+        try:
+            return call()
+        except WorkspaceNotFound:
+            if self.presence.has_workspace(workspace_id) or not await self._known(workspace_id):
+                raise
+            self.presence.add_workspace(workspace_id)
+            return call()
+
+    async def _apply(self, workspace_id: str, call: Callable[[float], Diff]) -> int:
+        diff = await self._learn(workspace_id, lambda: call(self._now()))
+        self._commit(diff)
+        return diff.seq
+
+    def _commit(self, diff: Diff) -> None:
         if diff.changed and self._events is not None:
             self._events.changed(diff)
         self._reschedule()
-        return diff
 
     def _reschedule(self) -> None:
         """Point the one timer at the core's earliest deadline (if it moved)."""
@@ -81,21 +109,32 @@ class MemoryBackend:
         if self._events is not None:
             self._events.closed(workspace_id, None, CloseCode.NOT_FOUND)
 
-    async def hold(self, workspace_id: str, client_id: str) -> Diff:
-        return self._commit(self.presence.hold(workspace_id, client_id, self._now()))
+    async def hold(self, workspace_id: str, client_id: str) -> int:
+        return await self._apply(
+            workspace_id, lambda now: self.presence.hold(workspace_id, client_id, now)
+        )
 
-    async def attach(self, workspace_id: str, client_id: str) -> Diff:
-        return self._commit(self.presence.attach(workspace_id, client_id, self._now()))
+    async def attach(self, workspace_id: str, client_id: str) -> Snapshot:
+        await self._apply(
+            workspace_id, lambda now: self.presence.attach(workspace_id, client_id, now)
+        )
+        return self.presence.snapshot(workspace_id)  # no suspension since the attach
 
-    async def set_session(self, workspace_id: str, client_id: str, session_id: str) -> Diff:
-        now = self._now()
-        return self._commit(self.presence.set_session(workspace_id, client_id, session_id, now))
+    async def set_session(self, workspace_id: str, client_id: str, session_id: str) -> int:
+        return await self._apply(
+            workspace_id,
+            lambda now: self.presence.set_session(workspace_id, client_id, session_id, now),
+        )
 
-    async def detach(self, workspace_id: str, client_id: str) -> Diff:
-        return self._commit(self.presence.detach(workspace_id, client_id, self._now()))
+    async def detach(self, workspace_id: str, client_id: str) -> int:
+        diff = self.presence.detach(workspace_id, client_id, self._now())  # tolerant, never raises
+        self._commit(diff)
+        return diff.seq
 
-    async def release(self, workspace_id: str, client_id: str) -> Diff:
-        return self._commit(self.presence.release(workspace_id, client_id, self._now()))
+    async def release(self, workspace_id: str, client_id: str) -> int:
+        return await self._apply(
+            workspace_id, lambda now: self.presence.release(workspace_id, client_id, now)
+        )
 
     async def retire(self, client_id: str) -> None:
         for diff in self.presence.retire(client_id, self._now()):
@@ -112,10 +151,10 @@ class MemoryBackend:
             self._events.session(workspace_id, op, session)
 
     async def snapshot(self, workspace_id: str) -> Snapshot:
-        return self.presence.snapshot(workspace_id)
+        return await self._learn(workspace_id, lambda: self.presence.snapshot(workspace_id))
 
     async def claims(self, workspace_id: str) -> list[ClaimView]:
-        return self.presence.claims(workspace_id)
+        return await self._learn(workspace_id, lambda: self.presence.claims(workspace_id))
 
     async def claim_count(self) -> int:
         return self.presence.claim_count()

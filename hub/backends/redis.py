@@ -62,7 +62,7 @@ def _lua(name: str) -> str:
 
 def _keys(workspace_id: str) -> list[str]:
     tag = f"hub:{{{workspace_id}}}:"
-    return [tag + k for k in ("meta", "counts", "claims", "timers", "streams", "nodes")]
+    return [tag + k for k in ("meta", "counts", "claims", "timers", "streams", "nodes", "retired")]
 
 
 def _channel(workspace_id: str) -> str:
@@ -85,6 +85,12 @@ def _node_key(node: str) -> str:
 def _node_spaces(node: str) -> str:
     """The workspaces a node has had streams in (read when it is cleared)."""
     return f"hub:node:{node}:spaces"
+
+
+def _snapshot(workspace_id: str, seq: Any, online: Any, flat: list[str]) -> Snapshot:
+    """A snapshot from a script's ``{seq, online, flat counts}``."""
+    counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    return Snapshot(workspace_id, int(seq), int(online), counts)
 
 
 def _strs(members: Any) -> set[str]:
@@ -380,14 +386,14 @@ class RedisBackend:
     async def remove_workspace(self, workspace_id: str) -> None:
         await self._run("remove_workspace", workspace_id, int(CloseCode.NOT_FOUND))
 
-    async def hold(self, workspace_id: str, client_id: str) -> Diff:
+    async def hold(self, workspace_id: str, client_id: str) -> int:
         await self._refuse_retired(client_id)
         seq, deadline = await self._run("hold", workspace_id, client_id, self._create_ms)
         await self._after_claim(workspace_id, client_id)
         await self._call(self._arm(workspace_id, deadline))
-        return Diff(workspace_id, seq)
+        return int(seq)
 
-    async def attach(self, workspace_id: str, client_id: str) -> Diff:
+    async def attach(self, workspace_id: str, client_id: str) -> Snapshot:
         async with self._gate.write():
             mine = self._local.setdefault(workspace_id, {})
             mine[client_id] = mine.get(client_id, 0) + 1
@@ -399,7 +405,9 @@ class RedisBackend:
                     retired, _ = await self._call(pipe.execute())
                 if retired:
                     raise ClientRetired(f"client {client_id} is retired")
-                seq, session_id = await self._run("attach", workspace_id, client_id, self.node)
+                session_id, *snapshot = await self._run(
+                    "attach", workspace_id, client_id, self.node
+                )
             except Unavailable:
                 self._dirty = True  # the script may have run: re-assert when Redis answers
                 self._unlocal(workspace_id, client_id)
@@ -409,7 +417,7 @@ class RedisBackend:
                 raise
         self._sessions[workspace_id, client_id] = session_id
         await self._after_claim(workspace_id, client_id)
-        return Diff(workspace_id, seq)
+        return _snapshot(workspace_id, *snapshot)
 
     async def _after_claim(self, workspace_id: str, client_id: str) -> None:
         """Index the claim for retire, then look again: a retire that ran meanwhile missed it,
@@ -419,7 +427,7 @@ class RedisBackend:
             pipe.exists(_retired(client_id))
             _, retired = await self._call(pipe.execute())
         if retired:
-            await self._run("retire", workspace_id, client_id, int(CloseCode.RETIRED))
+            await self._retire_in(workspace_id, client_id)
             raise ClientRetired(f"client {client_id} is retired")
 
     def _unlocal(self, workspace_id: str, client_id: str) -> None:
@@ -433,7 +441,7 @@ class RedisBackend:
             if not mine:
                 del self._local[workspace_id]
 
-    async def set_session(self, workspace_id: str, client_id: str, session_id: str) -> Diff:
+    async def set_session(self, workspace_id: str, client_id: str, session_id: str) -> int:
         try:
             seq = await self._run("set_session", workspace_id, client_id, session_id)
         except NotAttached:
@@ -441,9 +449,9 @@ class RedisBackend:
             raise
         if (workspace_id, client_id) in self._sessions:
             self._sessions[workspace_id, client_id] = session_id
-        return Diff(workspace_id, seq)
+        return int(seq)
 
-    async def detach(self, workspace_id: str, client_id: str) -> Diff:
+    async def detach(self, workspace_id: str, client_id: str) -> int:
         async with self._gate.write():
             self._unlocal(workspace_id, client_id)
             try:
@@ -453,19 +461,23 @@ class RedisBackend:
             except (Unavailable, WorkspaceNotFound) as exc:
                 log.warning("detach of %s deferred: %s", client_id, exc.message)
                 self._dirty = True
-                return Diff(workspace_id, 0)
-        return Diff(workspace_id, seq)
+                return 0
+        return int(seq)
 
-    async def release(self, workspace_id: str, client_id: str) -> Diff:
-        return Diff(workspace_id, await self._run("release", workspace_id, client_id))
+    async def release(self, workspace_id: str, client_id: str) -> int:
+        return int(await self._run("release", workspace_id, client_id))
 
     async def retire(self, client_id: str) -> None:
         # Refuse first, then remove: a claim made meanwhile is caught by its _after_claim.
         await self._call(self.redis.set(_retired(client_id), 1, px=self._retire_ms))
         spaces = _strs(await self._call(self.redis.smembers(_client_spaces(client_id))))
         for workspace_id in sorted(spaces):
-            await self._run("retire", workspace_id, client_id, int(CloseCode.RETIRED))
+            await self._retire_in(workspace_id, client_id)
         await self._call(self.redis.delete(_client_spaces(client_id)))
+
+    async def _retire_in(self, workspace_id: str, client_id: str) -> None:
+        args = (client_id, int(CloseCode.RETIRED), self._retire_ms)
+        await self._run("retire", workspace_id, *args)
 
     async def is_retired(self, client_id: str) -> bool:
         return bool(await self._call(self.redis.exists(_retired(client_id))))
@@ -481,9 +493,7 @@ class RedisBackend:
     # -- reads ------------------------------------------------------------------------------
 
     async def snapshot(self, workspace_id: str) -> Snapshot:
-        seq, online, flat = await self._run("snapshot", workspace_id)
-        counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return Snapshot(workspace_id, int(seq), int(online), counts)
+        return _snapshot(workspace_id, *await self._run("snapshot", workspace_id))
 
     async def claims(self, workspace_id: str) -> list[ClaimView]:
         await self.snapshot(workspace_id)  # 404 for an unknown workspace
@@ -556,11 +566,17 @@ class RedisBackend:
                 self._events.resync(workspace_id)
 
     async def _set_streams(self, workspace_id: str, node: str, streams: dict[str, int]) -> None:
+        """Set ``node``'s streams in the workspace; the clients retired there are not brought
+        back: when they are this node's, their sockets are closed with 4410."""
         sessions = {c: self._sessions.get((workspace_id, c), "") for c in streams}
         want = orjson.dumps(streams).decode()
         args = (node, want, orjson.dumps(sessions).decode(), self._grace_ms)
-        _, deadline = await self._run("set_streams", workspace_id, *args)
+        _, deadline, retired = await self._run("set_streams", workspace_id, *args)
         await self._arm(workspace_id, deadline)
+        for client_id in retired or ():
+            self._forget(workspace_id, client_id)
+            if self._events is not None:
+                self._events.closed(workspace_id, client_id, CloseCode.RETIRED)
 
     async def _clear_dead_nodes(self) -> None:
         """Detach the streams of every node whose heartbeat expired (idempotent: several

@@ -7,8 +7,9 @@
 --   4 timers  ZSET   client_id -> deadline (Redis time, ms) of a hold or a grace
 --   5 streams HASH   "<node>|<client_id>" -> streams of that client held by that node
 --   6 nodes   SET    nodes that hold streams here
+--   7 retired HASH   client_id -> until when (Redis time, ms) it is retired (see retire.lua)
 -- ARGV[1] is the workspace id; the change feed is the channel "hub:{<workspace id>}:ch".
-local META, COUNTS, CLAIMS, TIMERS, STREAMS, NODES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local META, COUNTS, CLAIMS, TIMERS, STREAMS, NODES, RETIRED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local W = ARGV[1]
 local CHANNEL = 'hub:{' .. W .. '}:ch'
 
@@ -131,4 +132,19 @@ local function ensure_workspace()
   redis.call('HSET', META, 'seq', t[1] .. string.format('%06d', tonumber(t[2])), 'online', 0, 'idle', 0)
   change.online_before = 0
   change.online = 0
+end
+
+-- Whether a client was retired here and still is (its claims may not come back).
+local function is_retired(client, now)
+  local untl = redis.call('HGET', RETIRED, client)
+  if not untl then return false end
+  if tonumber(untl) > now then return true end
+  redis.call('HDEL', RETIRED, client)
+  return false
+end
+
+-- The workspace's presence: {seq, online, flat counts}.
+local function snapshot()
+  local meta = redis.call('HMGET', META, 'seq', 'online')
+  return {meta[1], tonumber(meta[2]), redis.call('HGETALL', COUNTS)}
 end

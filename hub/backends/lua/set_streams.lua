@@ -1,13 +1,14 @@
 -- Set one node's streams here to exactly ARGV[3] (ARGV: workspace, node, cjson {client: n},
 -- cjson {client: session_id} for claims to re-create, detach_grace_ms). A node re-asserting
--- after Redis lost its data, or a survivor clearing a dead node ({}), both come here.
--- Returns {seq, earliest deadline armed|-1}.
+-- after Redis lost its data, or a survivor clearing a dead node ({}), both come here. A client
+-- retired here is never brought back: its streams are dropped and it is named in the answer,
+-- so that the node closes its sockets. Returns {seq, earliest deadline armed|-1, retired}.
 local node = ARGV[2]
 local want = cjson.decode(ARGV[3])
 if next(want) ~= nil then
   ensure_workspace()
 elseif not known() then
-  return {0, -1}
+  return {0, -1, {}}
 end
 local sessions = cjson.decode(ARGV[4])
 local grace = tonumber(ARGV[5])
@@ -38,6 +39,13 @@ local function apply(client, target)
   local deadline = move_streams(client, claim, delta, now, grace)
   if deadline and (earliest < 0 or deadline < earliest) then earliest = deadline end
 end
+local retired = {}
+for client, target in pairs(want) do
+  if is_retired(client, now) then
+    table.insert(retired, client)
+    want[client] = nil
+  end
+end
 for client, target in pairs(want) do apply(client, tonumber(target)) end
 for client, _ in pairs(have) do
   if want[client] == nil then apply(client, 0) end
@@ -47,4 +55,4 @@ if next(want) ~= nil then
 else
   redis.call('SREM', NODES, node)
 end
-return {commit(), earliest}
+return {commit(), earliest, retired}

@@ -9,9 +9,11 @@
 
 Errors answered by the hub raise the same exceptions the hub raises inside
 (:mod:`hub.errors`: ``WorkspaceNotFound``, ``Unauthorized``, ...). The stream applies
-``snapshot`` and ``counts`` frames by ``seq`` and reconnects after a drop with full-jitter
-exponential backoff, re-sending its current session; it gives up (raising) on the close codes
-that say a retry cannot help (4400, 4401, 4403, 4404, 4410, 1008, 1009).
+``snapshot`` and ``counts`` frames by ``seq`` and follows the reconnect model of
+``docs/clients.md`` (shared with the browser client, held to the same test vectors): full-jitter
+exponential backoff, the current session said again after every reconnect, a stop for good on
+the close codes after which a retry cannot help (:data:`FINAL`), and no call that waits without
+a bound.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from hub import errors
 from hub.protocol import CloseCode
 
-__all__ = ["HubClient", "Stream", "StreamClosed", "Update"]
+__all__ = ["FINAL", "ConnectionLost", "HubClient", "Stream", "StreamClosed", "Update", "backoff"]
 
 # Close codes after which reconnecting cannot help.
 FINAL = frozenset(
@@ -55,13 +57,38 @@ _BY_CODE: dict[str, type[errors.PeerError]] = {
 }
 
 
+# HTTP statuses at the handshake that a retry may cure (a proxy's 502/503, a 429, a 408); any
+# other refused handshake is final.
+RETRY_STATUSES = frozenset({408, 429})
+
+BACKOFF_BASE = 0.25  # seconds
+BACKOFF_MAX = 15.0
+
+
+def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX) -> float:
+    """Full-jitter exponential backoff: a delay in [0, min(cap, base * 2**attempt)) seconds for
+    retry number ``attempt`` (1 for the first)."""
+    return random.random() * min(cap, base * 2.0**attempt)
+
+
 class StreamClosed(errors.HubError):
-    """The hub closed the stream with a code after which reconnecting cannot help."""
+    """The stream stopped for good: the hub closed it with a code after which reconnecting
+    cannot help (:data:`FINAL`), or refused the handshake with a final HTTP status (``code``
+    is then that status, e.g. 403)."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"stream closed by the hub: {code} {reason}".strip())
         self.code = code
         self.reason = reason
+
+
+class ConnectionLost(errors.HubError):
+    """The socket dropped before the hub answered (the stream reconnects by itself and says
+    its current session again), or no connection could be made within ``connect_timeout``."""
+
+
+class _Retry(Exception):
+    """A connection attempt failed in a way a later attempt may not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,30 +191,42 @@ class HubClient:
 
 
 class Stream:
-    """One live stream: the workspace's counts, kept current; reconnects by itself."""
+    """One live stream: the workspace's counts, kept current; reconnects by itself.
+
+    Every wait is bounded: entering waits at most ``connect_timeout`` for the first snapshot,
+    :meth:`set_session` at most ``ack_timeout`` for its answer (``TimeoutError``).
+    """
 
     def __init__(
         self,
         client: HubClient,
         workspace_id: str,
         *,
-        backoff: float = 0.2,
-        max_backoff: float = 10.0,
+        backoff: float = BACKOFF_BASE,
+        max_backoff: float = BACKOFF_MAX,
+        ack_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
     ) -> None:
         self.client = client
         self.workspace_id = workspace_id
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.ack_timeout = ack_timeout
+        self.connect_timeout = connect_timeout
         self.seq = -1
         self.online = 0
         self.counts: dict[str, int] = {}
         self.session: str = ""  # what this client views; re-sent after a reconnect
+        self.attempts = 0  # connection attempts made (handshakes tried)
         self._ws: ClientConnection | None = None
         self._updates: asyncio.Queue[Update | BaseException] = asyncio.Queue()
         self._acks: dict[int, asyncio.Future[int]] = {}
         self._refs = 0
-        self._reader: asyncio.Task[None] | None = None
+        self._waiting = 0  # set_session calls waiting for a connection
+        self._runner: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._final: BaseException | None = None
 
     @property
     def url(self) -> str:
@@ -195,31 +234,73 @@ class Stream:
         url = f"{base}/v1/workspaces/{self.workspace_id}/ws?client_id={self.client.client_id}"
         return url + (f"&token={self.client.token}" if self.client.token else "")
 
+    @property
+    def closed(self) -> BaseException | None:
+        """Why the stream stopped for good (a :class:`StreamClosed`, ...), or None."""
+        return self._final
+
     async def __aenter__(self) -> Stream:
-        await self._open()
-        self._reader = asyncio.create_task(self._run())
+        self._runner = asyncio.create_task(self._run())
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self._until_connected()
+        except TimeoutError:
+            await self.aclose()
+            raise ConnectionLost(
+                f"no connection to the hub within {self.connect_timeout} s"
+            ) from None
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop reconnecting and close the socket; pending calls fail with ConnectionLost."""
+        if self._runner is not None:
+            self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+                await self._runner
         if self._ws is not None:
             await self._ws.close()
+        self._lost(ConnectionLost("the stream was closed"))
 
     async def set_session(self, session_id: str | None) -> int:
-        """View ``session_id`` (``None``/``""``: none); the ``seq`` that includes it."""
+        """View ``session_id`` (``None``/``""``: none); the ``seq`` that includes it.
+
+        The intent is kept at once and said again after every reconnect, whatever this call
+        returns. Raises the hub's refusal (``Unavailable``, ``RateLimited``, ...),
+        :class:`ConnectionLost` if the socket dropped before the answer, :class:`StreamClosed`
+        once the stream stopped for good, ``TimeoutError`` after ``ack_timeout``.
+        """
         self.session = session_id or ""
-        await self._connected.wait()
-        self._refs += 1
-        ref = self._refs
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._acks[ref] = future
-        await self._send({"type": "set_session", "session_id": self.session, "ref": ref})
-        return await future
+        ref = 0
+        try:
+            async with asyncio.timeout(self.ack_timeout):
+                self._waiting += 1
+                try:
+                    await self._until_connected()
+                finally:
+                    self._waiting -= 1
+                self._refs += 1
+                ref = self._refs
+                future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                self._acks[ref] = future
+                try:
+                    await self._send(
+                        {"type": "set_session", "session_id": self.session, "ref": ref}
+                    )
+                except ConnectionClosed:
+                    raise ConnectionLost("the socket dropped before the hub answered") from None
+                return await future
+        except TimeoutError:
+            raise TimeoutError(f"no answer from the hub within {self.ack_timeout} s") from None
+        finally:
+            self._acks.pop(ref, None)
 
     def __aiter__(self) -> AsyncIterator[Update]:
         return self._iterate()
@@ -228,61 +309,119 @@ class Stream:
         while True:
             item = await self._updates.get()
             if isinstance(item, BaseException):
+                self._updates.put_nowait(item)  # every later read raises it too
                 raise item
             yield item
+
+    async def _until_connected(self) -> None:
+        """Wait for a live socket (its snapshot applied); raise once the stream stopped."""
+        while not self._connected.is_set():
+            if self._final is not None:
+                raise self._final
+            waits = [asyncio.ensure_future(e.wait()) for e in (self._connected, self._stopped)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+        if self._final is not None:
+            raise self._final
 
     async def _send(self, frame: dict[str, Any]) -> None:
         assert self._ws is not None
         await self._ws.send(orjson.dumps(frame).decode())
 
-    async def _open(self) -> None:
-        self._ws = await ws_connect(self.url, compression=None)
-        first = orjson.loads(await self._ws.recv())
+    async def _run(self) -> None:
+        """Connect, read until the socket ends, and again with backoff, until a final code.
+        Whatever goes wrong ends the stream with that error: never a silent dead reader."""
+        attempt = 0
+        try:
+            while True:
+                try:
+                    ws = await self._open()
+                except _Retry:
+                    attempt += 1
+                    await asyncio.sleep(backoff(attempt, self.backoff, self.max_backoff))
+                    continue
+                attempt = 0
+                code, reason = await self._read(ws)
+                if code in FINAL:
+                    raise StreamClosed(code, reason)
+                self._lost(ConnectionLost("the socket dropped before the hub answered"))
+                attempt += 1
+                await asyncio.sleep(backoff(attempt, self.backoff, self.max_backoff))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+
+    async def _open(self) -> ClientConnection:
+        """One connection attempt, up to the snapshot; raises _Retry or StreamClosed."""
+        self.attempts += 1
+        try:
+            ws = await ws_connect(self.url, compression=None, open_timeout=self.connect_timeout)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status >= 500 or status in RETRY_STATUSES:
+                raise _Retry(f"HTTP {status}") from None
+            raise StreamClosed(status, f"the handshake was refused: HTTP {status}") from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise _Retry(str(exc)) from None
+        self._ws = ws
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                first = orjson.loads(await ws.recv())
+        except ConnectionClosed as exc:
+            code, reason = _close_of(exc)
+            if code in FINAL:
+                raise StreamClosed(code, reason) from None
+            raise _Retry(f"closed {code}") from None
+        except TimeoutError:
+            await ws.close()
+            raise _Retry("no snapshot") from None
         if first.get("type") != "snapshot":  # pragma: no cover - the contract says it is
             raise errors.HubError(f"expected a snapshot first, got {first!r}")
         self._apply(first)
+        if self.session and not self._waiting:  # say again what we view (a no-op in grace)
+            with contextlib.suppress(ConnectionClosed):
+                await self._send({"type": "set_session", "session_id": self.session})
         self._connected.set()
-        if self.session:  # a reconnect: say again what we view (a no-op within grace)
-            await self._send({"type": "set_session", "session_id": self.session})
+        return ws
 
-    async def _run(self) -> None:
-        attempt = 0
-        while True:
-            assert self._ws is not None
-            try:
-                async for raw in self._ws:
-                    self._apply(orjson.loads(raw))
-                code, reason = self._ws.close_code or 1006, self._ws.close_reason or ""
-            except ConnectionClosed as exc:
-                rcvd = exc.rcvd
-                code, reason = (rcvd.code, rcvd.reason) if rcvd else (1006, "")
-            self._connected.clear()
-            if code in FINAL:
-                self._fail(StreamClosed(code, reason))
-                return
-            while True:  # full-jitter exponential backoff
-                attempt += 1
-                delay = random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
-                await asyncio.sleep(delay)
-                try:
-                    await self._open()
-                    attempt = 0
-                    break
-                except (TimeoutError, OSError, ConnectionClosed):
-                    continue
+    async def _read(self, ws: ClientConnection) -> tuple[int, str]:
+        """Apply frames until the socket ends; its close code and reason."""
+        try:
+            async for raw in ws:
+                self._apply(orjson.loads(raw))
+        except ConnectionClosed as exc:
+            return _close_of(exc)
+        return ws.close_code or 1006, ws.close_reason or ""
 
-    def _fail(self, exc: BaseException) -> None:
-        for future in self._acks.values():
+    def _lost(self, exc: BaseException) -> None:
+        """The socket is gone: the calls waiting for its answers fail with ``exc``."""
+        self._connected.clear()
+        acks, self._acks = self._acks, {}
+        for future in acks.values():
             if not future.done():
                 future.set_exception(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """The stream stopped for good."""
+        self._final = exc
+        self._lost(exc)
+        self._stopped.set()
         self._updates.put_nowait(exc)
 
     def _apply(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        if kind == "ack":
+        if kind in ("ack", "error"):
             future = self._acks.pop(frame.get("ref", -1), None)
             if future is not None and not future.done():
-                future.set_result(frame["seq"])
+                if kind == "ack":
+                    future.set_result(frame["seq"])
+                else:
+                    error = _BY_CODE.get(frame.get("code", ""), errors.PeerError)
+                    future.set_exception(error(frame.get("message", "")))
             return
         if kind == "snapshot":
             self.seq, self.online, self.counts = (
@@ -301,3 +440,8 @@ class Stream:
         else:
             return
         self._updates.put_nowait(Update(self.seq, self.online, dict(self.counts), frame))
+
+
+def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
+    rcvd = exc.rcvd
+    return (rcvd.code, rcvd.reason) if rcvd else (1006, "")

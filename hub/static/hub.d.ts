@@ -7,6 +7,18 @@ export interface Presence {
 }
 
 export const FINAL_CLOSE_CODES: Set<number>;
+export const BACKOFF_BASE_MS: number;
+export const BACKOFF_MAX_MS: number;
+export const ACK_TIMEOUT_MS: number;
+
+/** Why a setSession promise was rejected (see docs/clients.md). */
+export class HubError extends Error {
+  constructor(code: string, message: string, closeCode?: number);
+  /** "connection_lost", "timeout", "closed", or the hub's error code ("unavailable", ...) */
+  readonly code: string;
+  /** with code "closed": the close code that stopped the connection */
+  readonly closeCode?: number;
+}
 export function emptyPresence(): Presence;
 export function applyFrame(state: Presence, frame: unknown): Presence;
 export function backoffDelay(
@@ -23,6 +35,10 @@ export interface ConnectOptions {
   clientId?: string;
   token?: string;
   WebSocket?: typeof WebSocket;
+  /** milliseconds; defaults BACKOFF_BASE_MS, BACKOFF_MAX_MS, ACK_TIMEOUT_MS */
+  backoffBase?: number;
+  backoffMax?: number;
+  ackTimeout?: number;
 }
 
 export class HubConnection extends EventTarget {
@@ -34,7 +50,12 @@ export class HubConnection extends EventTarget {
   session: string;
   readonly counts: Record<string, number>;
   readonly online: number;
-  setSession(sessionId: string | null): void;
+  /** connection attempts made */
+  readonly attempts: number;
+  /** the close code that stopped it for good, else null */
+  readonly closeCode: number | null;
+  /** the seq that includes the change; rejects with a HubError within ackTimeout */
+  setSession(sessionId: string | null): Promise<number>;
   close(): void;
 }
 

@@ -6,11 +6,32 @@
 //   hub.setSession("S1");
 //
 // Frames are applied by seq with pure functions (applyFrame), so state converges whatever
-// arrives late. After a drop the client reconnects with full-jitter exponential backoff and
-// says again which session it views; it stops for good on the close codes after which a retry
-// cannot help.
+// arrives late. The reconnect model is docs/clients.md, shared with the Python client and held
+// to the same test vectors (tests/vectors/client_model.json): full-jitter exponential backoff,
+// the current session said again after every reconnect, a stop for good on the close codes
+// after which a retry cannot help, and no promise that waits without a bound.
 
 /** @typedef {{ seq: number, online: number, counts: Record<string, number> }} Presence */
+
+export const BACKOFF_BASE_MS = 250;
+export const BACKOFF_MAX_MS = 15000;
+export const ACK_TIMEOUT_MS = 10000;
+
+/**
+ * Why a setSession promise was rejected: `code` is "connection_lost" (the socket dropped before
+ * the answer; the session is said again after the reconnect), "timeout", "closed" (the
+ * connection stopped for good; `closeCode` says why) or the hub's error code ("unavailable",
+ * "rate_limited", ...).
+ */
+export class HubError extends Error {
+  /** @param {string} code @param {string} message @param {number} [closeCode] */
+  constructor(code, message, closeCode) {
+    super(message);
+    this.name = "HubError";
+    this.code = code;
+    this.closeCode = closeCode;
+  }
+}
 
 /** Close codes after which reconnecting cannot help (PROTOCOL.md section 4). */
 export const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4400, 4401, 4403, 4404, 4410]);
@@ -49,7 +70,7 @@ export function applyFrame(state, frame) {
  * @param {number} [max]
  * @param {() => number} [random]
  */
-export function backoffDelay(attempt, base = 250, max = 15000, random = Math.random) {
+export function backoffDelay(attempt, base = BACKOFF_BASE_MS, max = BACKOFF_MAX_MS, random = Math.random) {
   return random() * Math.min(max, base * 2 ** attempt);
 }
 
@@ -77,7 +98,8 @@ export class HubConnection extends EventTarget {
   /**
    * @param {string} url the hub's base URL (http or https)
    * @param {{ workspaceId: string, clientId?: string, token?: string,
-   *           WebSocket?: typeof WebSocket }} options
+   *           WebSocket?: typeof WebSocket, backoffBase?: number, backoffMax?: number,
+   *           ackTimeout?: number }} options (durations in milliseconds)
    */
   constructor(url, options) {
     super();
@@ -86,12 +108,24 @@ export class HubConnection extends EventTarget {
     this.clientId = options.clientId ?? tabClientId();
     this.token = options.token;
     this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
+    this.backoffBase = options.backoffBase ?? BACKOFF_BASE_MS;
+    this.backoffMax = options.backoffMax ?? BACKOFF_MAX_MS;
+    this.ackTimeout = options.ackTimeout ?? ACK_TIMEOUT_MS;
     /** @type {Presence} */
     this.presence = emptyPresence();
     /** @type {string} the session this client views; said again after a reconnect */
     this.session = "";
     this.attempt = 0;
+    this.attempts = 0; // connection attempts made
     this.stopped = false;
+    /** @type {number | null} the close code that stopped it for good */
+    this.closeCode = null;
+    this.live = false; // a socket whose snapshot came
+    this.refs = 0;
+    /** @type {Map<number, {resolve: (seq: number) => void, reject: (e: HubError) => void}>} */
+    this.pending = new Map();
+    /** @type {Set<() => void>} calls waiting for a live socket */
+    this.waiting = new Set();
     /** @type {WebSocket | null} */
     this.socket = null;
     this.open();
@@ -114,6 +148,7 @@ export class HubConnection extends EventTarget {
   }
 
   open() {
+    this.attempts += 1;
     const socket = new this.WebSocketImpl(this.socketUrl);
     this.socket = socket;
     socket.onmessage = (event) => this.receive(JSON.parse(event.data));
@@ -124,7 +159,20 @@ export class HubConnection extends EventTarget {
   receive(frame) {
     if (frame.type === "snapshot") {
       this.attempt = 0;
-      if (this.session) this.send({ type: "set_session", session_id: this.session });
+      this.live = true;
+      if (this.session && this.waiting.size === 0) {
+        this.send({ type: "set_session", session_id: this.session });
+      }
+      for (const wake of [...this.waiting]) wake();
+    }
+    if (frame.type === "ack" || frame.type === "error") {
+      const call = this.pending.get(frame.ref);
+      if (call) {
+        this.pending.delete(frame.ref);
+        if (frame.type === "ack") call.resolve(frame.seq);
+        else call.reject(new HubError(frame.code, frame.message ?? frame.code));
+      }
+      return;
     }
     if (frame.type === "session") {
       this.dispatchEvent(new CustomEvent("session", { detail: frame }));
@@ -140,13 +188,23 @@ export class HubConnection extends EventTarget {
   /** @param {number} code */
   closed(code) {
     this.socket = null;
-    if (this.stopped || isFinal(code)) {
+    this.live = false;
+    const final = this.stopped || isFinal(code);
+    const error = final
+      ? new HubError("closed", `the hub closed the connection for good: ${code}`, code)
+      : new HubError("connection_lost", "the socket dropped before the hub answered");
+    for (const call of this.pending.values()) call.reject(error);
+    this.pending.clear();
+    if (final) {
       this.stopped = true;
+      this.closeCode = code;
+      for (const wake of [...this.waiting]) wake();
       this.dispatchEvent(new CustomEvent("closed", { detail: { code } }));
       return;
     }
     this.attempt += 1;
-    setTimeout(() => this.stopped || this.open(), backoffDelay(this.attempt));
+    const delay = backoffDelay(this.attempt, this.backoffBase, this.backoffMax);
+    setTimeout(() => this.stopped || this.open(), delay);
   }
 
   /** @param {object} frame */
@@ -154,10 +212,41 @@ export class HubConnection extends EventTarget {
     if (this.socket && this.socket.readyState === 1) this.socket.send(JSON.stringify(frame));
   }
 
-  /** View a session ("" or null: none). */
+  /**
+   * View a session ("" or null: none). The intent is kept at once and said again after every
+   * reconnect, whatever the promise says. Resolves with the seq that includes it; rejects with a
+   * HubError (connection_lost, timeout, closed, or the hub's refusal) within ackTimeout.
+   * @param {string | null} sessionId
+   * @returns {Promise<number>}
+   */
   setSession(sessionId) {
     this.session = sessionId ?? "";
-    this.send({ type: "set_session", session_id: this.session });
+    const result = new Promise((resolve, reject) => {
+      let ref = 0;
+      const timer = setTimeout(() => {
+        this.waiting.delete(go);
+        this.pending.delete(ref);
+        reject(new HubError("timeout", `no answer from the hub within ${this.ackTimeout} ms`));
+      }, this.ackTimeout);
+      const settle = (fn) => (value) => {
+        clearTimeout(timer);
+        fn(value);
+      };
+      const go = () => {
+        this.waiting.delete(go);
+        if (this.stopped) {
+          settle(reject)(new HubError("closed", "the connection stopped", this.closeCode ?? 0));
+          return;
+        }
+        ref = ++this.refs;
+        this.pending.set(ref, { resolve: settle(resolve), reject: settle(reject) });
+        this.send({ type: "set_session", session_id: this.session, ref });
+      };
+      if (this.live || this.stopped) go();
+      else this.waiting.add(go);
+    });
+    result.catch(() => {}); // a caller that does not await it sees no unhandled rejection
+    return result;
   }
 
   close() {

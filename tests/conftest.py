@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from hub.settings import Settings
-from tests.harness import ClusterThread, ServerThread
+from tests.harness import ClusterThread, ServerThread, Viewer
 from tests.services import Database, RedisServer
 
 # Short timers so lifecycle tests run in about a second; coalescing as shipped.
@@ -50,6 +50,16 @@ def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
         assert not srv.other.call(lambda: len(srv.other.services.hub.rooms)), "rooms left"
     srv.stop()
     assert left == (0, 0, 0), "claims, rooms and tasks left behind"
+
+
+@pytest.fixture(autouse=True)
+async def close_viewers() -> AsyncIterator[None]:
+    """Close the viewers a test left open (it failed, or did not bother), after the test."""
+    Viewer.opened.clear()
+    yield
+    left, Viewer.opened[:] = list(Viewer.opened), []
+    for viewer in left:
+        await viewer.close()
 
 
 @pytest.fixture

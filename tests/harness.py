@@ -111,8 +111,29 @@ def new_client_id() -> str:
     return str(uuid.uuid4())
 
 
+async def eventually(
+    check: Callable[[], Any], within: float = 5.0, message: str = "condition not met in time"
+) -> None:
+    """Wait until ``check()`` (a bool, or an awaitable of one) holds; fail after ``within``."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, message
+        await asyncio.sleep(0.02)
+
+
 class Viewer:
-    """A WebSocket client that applies snapshot and counts frames by ``seq``, like a UI."""
+    """A WebSocket client that applies snapshot and counts frames by ``seq``, like a UI.
+
+    Every viewer opened is remembered in ``opened``; the suite's autouse fixture closes the
+    ones a test left open, even when it failed, so one failure cannot break the shared
+    server's teardown."""
+
+    opened: list[Viewer] = []
 
     def __init__(self, ws: ClientConnection, client_id: str) -> None:
         self.ws = ws
@@ -127,6 +148,7 @@ class Viewer:
     async def open(cls, url: str, client_id: str) -> Viewer:
         ws = await connect(url, compression=None)
         viewer = cls(ws, client_id)
+        cls.opened.append(viewer)
         first = await viewer.next()
         assert first["type"] == "snapshot", first
         return viewer

@@ -23,6 +23,7 @@ from hub.backends.memory import MemoryBackend
 from hub.errors import ClientRetired, NotAttached, WorkspaceNotFound
 from hub.presence import Diff, Presence
 from hub.protocol import CloseCode
+from tests.harness import eventually
 from tests.services import RedisServer
 
 GRACE = 0.4
@@ -91,13 +92,6 @@ async def make(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
         await backend.close()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 3.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def counted(backend: PresenceBackend) -> tuple[int, dict[str, int]]:
     snap = await backend.snapshot(W)
     return snap.online, snap.counts
@@ -127,13 +121,9 @@ async def test_seq_grows_by_one_per_change_and_not_on_a_no_op(make: Make) -> Non
     assert (first.seq, first.online) == (start + 1, 1)  # the snapshot that includes it
     assert await b.set_session(W, A, "S1") == start + 2
     assert await b.set_session(W, A, "S1") == start + 2  # the value it has: nothing moves
-    await eventually(lambda: _true(len(events.diffs) >= 2))
+    await eventually(lambda: len(events.diffs) >= 2)
     assert [d.seq for d in events.diffs] == [start + 1, start + 2]
     assert events.diffs[1].counts == {"S1": 1}
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_grace_keeps_the_session_and_counts_nowhere(make: Make) -> None:
@@ -214,7 +204,7 @@ async def test_retire_removes_everywhere_and_refuses(make: Make) -> None:
     assert await b.is_retired(A)
     assert await counted(b) == (0, {})
     assert await b.claims("w2") == []
-    await eventually(lambda: _true(len(events.closes) == 2))
+    await eventually(lambda: len(events.closes) == 2)
     assert sorted(events.closes) == [("w1", A, 4410), ("w2", A, 4410)]
     for call in (b.hold(W, A), b.attach(W, A), b.set_session(W, A, "S2")):
         with pytest.raises(ClientRetired):
@@ -236,7 +226,7 @@ async def test_unknown_and_removed_workspaces(make: Make) -> None:
     await b.watch("w2")
     await b.attach("w2", A)
     await b.remove_workspace("w2")
-    await eventually(lambda: _true(("w2", None, CloseCode.NOT_FOUND) in events.closes))
+    await eventually(lambda: ("w2", None, CloseCode.NOT_FOUND) in events.closes)
     KNOWN.discard("w2")
     try:
         with pytest.raises(WorkspaceNotFound):
@@ -250,7 +240,7 @@ async def test_session_events_reach_the_watchers(make: Make) -> None:
     b, events = await make()
     await b.watch(W)
     await b.publish_session(W, "created", {"id": "S1"})
-    await eventually(lambda: _true(events.sessions == [(W, "created", {"id": "S1"})]))
+    await eventually(lambda: events.sessions == [(W, "created", {"id": "S1"})])
 
 
 # -- several nodes on one Redis ---------------------------------------------------------------
@@ -288,7 +278,7 @@ async def test_two_nodes_count_a_client_once_and_share_its_session(nodes: Any) -
     assert (await b.snapshot(W)).online == 1  # A still has a stream on b
     # The same feed in the same order on both (b subscribed after a's first change).
     seqs = [d.seq for d in events_a.diffs]
-    await eventually(lambda: _true([d.seq for d in events_b.diffs][-1:] == seqs[-1:]))
+    await eventually(lambda: [d.seq for d in events_b.diffs][-1:] == seqs[-1:])
     seen_by_b = [d.seq for d in events_b.diffs]
     assert len(seen_by_b) >= len(seqs) - 1 and seqs[-len(seen_by_b) :] == seen_by_b
 

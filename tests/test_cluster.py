@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import HubProcess, Viewer, new_client_id
+from tests.harness import HubProcess, Viewer, eventually, new_client_id
 from tests.services import Database, RedisServer
 
 
@@ -90,7 +90,12 @@ async def test_a_client_on_both_nodes_counts_once(cluster: Cluster) -> None:
     assert created.status_code == 201
     await on_a.until(lambda v: any(f["type"] == "session" for f in v.frames))  # across nodes
     await on_a.close()  # one of x's two streams: x still counts
-    await asyncio.sleep(0.3)
+
+    async def one_stream_left() -> bool:
+        claims = (await rest(cluster.nodes[0], "GET", f"/v1/workspaces/{w}/clients")).json()
+        return any(c["client_id"] == x and c["streams"] == 1 for c in claims)
+
+    await eventually(one_stream_left)  # the detach landed
     assert (await same_on_both(cluster, f"/v1/workspaces/{w}/presence"))["online"] == 2
     for v in (on_b, watch):
         await v.close()
@@ -112,9 +117,12 @@ async def test_a_killed_node_is_cleared_on_the_other_within_10_s(cluster: Cluste
     claims = (await rest(cluster.nodes[0], "GET", f"/v1/workspaces/{w}/clients")).json()
     states = {c["client_id"]: c["state"] for c in claims}
     assert states.get(doomed) in ("grace", None) and states[watcher] == "attached"
-    await asyncio.sleep(1.5)  # the grace (1 s) fires once, on the survivor
-    claims = (await rest(cluster.nodes[0], "GET", f"/v1/workspaces/{w}/clients")).json()
-    assert [c["client_id"] for c in claims] == [watcher]
+
+    async def only_the_watcher() -> bool:  # the grace (1 s) fires once, on the survivor
+        claims = (await rest(cluster.nodes[0], "GET", f"/v1/workspaces/{w}/clients")).json()
+        return [c["client_id"] for c in claims] == [watcher]
+
+    await eventually(only_the_watcher)
     print(f"dead node cleared after {took:.2f} s")
     await watch.close()
 

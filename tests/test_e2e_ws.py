@@ -9,12 +9,20 @@ from typing import Any
 
 import httpx
 
-from tests.harness import ServerThread, Viewer, close_code, new_client_id
+from tests.harness import ClusterThread, ServerThread, Viewer, close_code, eventually, new_client_id
 
 
 async def viewer(server: ServerThread, workspace: str, client_id: str | None = None) -> Viewer:
     client_id = client_id or new_client_id()
     return await Viewer.open(server.ws_url(workspace, client_id), client_id)
+
+
+async def gone(http: httpx.AsyncClient, workspace: str, client_id: str) -> bool:
+    return client_id not in await claims(http, workspace)
+
+
+async def no_claims(http: httpx.AsyncClient, workspace: str) -> bool:
+    return not await claims(http, workspace)
 
 
 async def presence(http: httpx.AsyncClient, workspace: str) -> dict[str, Any]:
@@ -69,8 +77,7 @@ async def test_counts_move_live_and_match_rest(
     await b.close()
     await a.until(lambda v: v.counts == {"S1": 1} and v.online == 1)
     assert (await claims(http, workspace))[b.client_id]["state"] == "grace"
-    await asyncio.sleep(0.6 + 0.4)
-    assert b.client_id not in await claims(http, workspace)
+    await eventually(lambda: gone(http, workspace, b.client_id))  # the grace (0.6 s) fired
     await a.close()
 
 
@@ -120,8 +127,7 @@ async def test_creation_hold_counts_nowhere_and_expires(
         json={"session_id": "S1"},
     )
     assert refused.status_code == 409 and refused.json()["error"] == "not_attached"
-    await asyncio.sleep(0.6 + 0.4)
-    assert client not in await claims(http, workspace)
+    await eventually(lambda: gone(http, workspace, client))  # the hold (0.6 s) expired
     # The second create of the same path returns the same workspace.
     again = await http.post("/v1/workspaces", json={"path": "/hold/x"})
     assert again.json()["id"] == workspace
@@ -401,7 +407,7 @@ async def test_state_after_everyone_leaves_is_empty(
     await vs[0].send({"type": "set_session", "session_id": "S1"})
     for v in vs:
         await v.close()
-    await asyncio.sleep(0.6 + 0.4)
+    await eventually(lambda: no_claims(http, workspace))  # every grace fired
     snap = await presence(http, workspace)
     assert (snap["online"], snap["counts"]) == (0, {})
     assert await claims(http, workspace) == {}
@@ -410,8 +416,13 @@ async def test_state_after_everyone_leaves_is_empty(
 async def test_the_send_path_is_the_one_the_implementation_allows(
     server: ServerThread, workspace: str
 ) -> None:
-    v = await viewer(server, workspace)
-    paths = server.call(lambda: {c.direct for c in server.services.hub.rooms[workspace].conns})
-    expected = server.server.config.ws != "wsproto"
-    assert paths == {expected}
-    await v.close()
+    await viewer(server, workspace)
+    nodes = [server, server.other] if isinstance(server, ClusterThread) else [server]
+    # The node that holds the socket (with two nodes, sockets alternate between them).
+    (node,) = [n for n in nodes if holds(n, workspace)]
+    paths = node.call(lambda: {c.direct for c in node.services.hub.rooms[workspace].conns})
+    assert paths == {node.server.config.ws != "wsproto"}
+
+
+def holds(node: ServerThread, workspace: str) -> bool:
+    return bool(node.call(lambda: workspace in node.services.hub.rooms))

@@ -7,9 +7,7 @@ is the counting rule over the sockets the test holds; every socket must end up a
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -19,6 +17,7 @@ from hub.backends.redis import RedisBackend
 from hub.hub import Hub
 from hub.presence import Snapshot
 from hub.protocol import CloseCode
+from tests.harness import eventually
 
 W = "w-race"
 A = "00000000-0000-4000-8000-00000000000a"
@@ -58,13 +57,6 @@ class Socket:
 
 async def _known(workspace_id: str) -> bool:
     return workspace_id == W
-
-
-async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

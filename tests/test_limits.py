@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 from websockets.exceptions import ConnectionClosed
 
-from tests.harness import NonReader, ServerThread, Viewer, close_code, new_client_id
+from tests.harness import NonReader, ServerThread, Viewer, close_code, eventually, new_client_id
 
 MakeServer = Callable[..., ServerThread]
 
@@ -66,7 +66,7 @@ async def test_streams_per_client_per_workspace(make_server: MakeServer) -> None
     other = new_client_id()
     ok = await Viewer.open(server.ws_url(w, other), other)  # another client is not affected
     await tabs[0].close()
-    await asyncio.sleep(0.1)
+    await eventually(lambda: server.call(lambda: server.services.hub.sockets == 2))
     again = await Viewer.open(server.ws_url(w, a), a)  # room again for the first client
     assert (await claims(server, w))[a] == "attached"
     for v in (tabs[1], ok, again):
@@ -82,7 +82,7 @@ async def test_sockets_per_process(make_server: MakeServer) -> None:
     assert await close_code(server.ws_url(w, refused)) == 1013
     assert refused not in await claims(server, w)  # refused before any claim was touched
     await open_[0].close()
-    await asyncio.sleep(0.1)
+    await eventually(lambda: server.call(lambda: server.services.hub.sockets == 2))
     late = await Viewer.open(server.ws_url(w, refused), refused)
     for v in (*open_[1:], late):
         await v.close()
@@ -96,9 +96,12 @@ async def test_a_silent_peer_is_dropped_with_4408_and_its_claim_enters_grace(
     silent_id, live_id = new_client_id(), new_client_id()
     silent = NonReader(server.port, f"/v1/workspaces/{w}/ws?client_id={silent_id}")
     live = await Viewer.open(server.ws_url(w, live_id), live_id)  # answers pings by itself
-    await asyncio.sleep(0.3 + 0.3 + 1)
-    states = await claims(server, w)
-    assert states == {silent_id: "grace", live_id: "attached"}
+    want = {silent_id: "grace", live_id: "attached"}
+
+    async def dropped() -> bool:  # a ping (0.3 s) unanswered for 0.3 s
+        return await claims(server, w) == want
+
+    await eventually(dropped, within=5)
     assert await asyncio.to_thread(silent.read_close_code) == 4408
     silent.sock.close()
     await live.close()

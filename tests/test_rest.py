@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.harness import ServerThread, Viewer, eventually
 
 CLIENT = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 
@@ -194,11 +197,26 @@ async def test_a_body_over_the_limit_is_refused_without_a_length_header(
     error(response, 413, "payload_too_large")
 
 
-async def test_stats_count_what_the_process_holds(http: httpx.AsyncClient, workspace: str) -> None:
+async def test_stats_count_what_the_process_holds(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    """On a hub of its own: the counts are process-wide, and other tests' claims come and go."""
+    server = make_server()
     client = str(uuid.uuid4())
-    before = (await http.get("/v1/stats")).json()
-    assert set(before) == {"sockets", "rooms", "claims", "tasks"}
-    await http.post("/v1/workspaces", json={"path": f"/stats/{client}", "client_id": client})
-    after = (await http.get("/v1/stats")).json()
-    assert after["claims"] == before["claims"] + 1  # the creation hold
-    assert (await http.delete(f"/v1/clients/{client}")).status_code == 204  # retire: cleaned
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        before = (await http.get("/v1/stats")).json()
+        assert before == {"sockets": 0, "rooms": 0, "claims": 0, "tasks": before["tasks"]}
+        body = {"path": f"/stats/{client}", "client_id": client}
+        w = (await http.post("/v1/workspaces", json=body)).json()["id"]
+        assert (await http.get("/v1/stats")).json()["claims"] == 1  # the creation hold
+        viewer = await Viewer.open(server.ws_url(w, client), client)
+        assert (await http.get("/v1/stats")).json() | {"tasks": 0} == {
+            "sockets": 1,
+            "rooms": 1,
+            "claims": 1,
+            "tasks": 0,
+        }
+        await viewer.close()
+        assert (await http.delete(f"/v1/clients/{client}")).status_code == 204  # retire
+        await eventually(lambda: server.call(lambda: server.services.hub.sockets == 0))
+        assert (await http.get("/v1/stats")).json()["claims"] == 0

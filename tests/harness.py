@@ -270,6 +270,14 @@ class NonReader:
             data += chunk
 
 
+async def no_sockets(hub: HubProcess, token: str | None = None) -> bool:
+    """Whether a hub process holds no socket any more (its ``/v1/stats``)."""
+    params = {"token": token} if token else None
+    async with httpx.AsyncClient(base_url=hub.url) as http:
+        stats = (await http.get("/v1/stats", params=params)).json()
+    return bool(stats["sockets"] == 0)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,7 +15,15 @@ from hub.auth import Auth, OriginPolicy, RedactTokens
 from hub.cli import main, startup_warnings
 from hub.errors import Forbidden, Unauthorized
 from hub.settings import Settings
-from tests.harness import HubProcess, ServerThread, Viewer, close_code, new_client_id
+from tests.harness import (
+    HubProcess,
+    ServerThread,
+    Viewer,
+    close_code,
+    eventually,
+    new_client_id,
+    no_sockets,
+)
 
 SECRET = "s" * 40
 AUTH = Auth(SECRET)
@@ -214,7 +222,7 @@ async def test_tokens_never_reach_the_log(tmp_path: Path) -> None:
         url = f"ws://127.0.0.1:{hub.port}/v1/workspaces/{w['id']}/ws?client_id={client}"
         v = await Viewer.open(f"{url}&token={token}", client)
         await v.close()
-        await asyncio.sleep(0.3)
+        await eventually(lambda: no_sockets(hub, token))  # its "left" line is out
     finally:
         log = hub.stop()
     assert "token=[redacted]" in log

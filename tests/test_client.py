@@ -169,3 +169,14 @@ def test_the_terminal_view_is_a_table() -> None:
     assert "seq 7" in lines[0] and "online 3" in lines[0]
     assert [line.split() for line in lines[3:]] == [["S1", "2"], ["S2", "1"]]
     assert "(nobody)" in _table(1, 0, {})
+
+
+async def test_a_stream_to_an_unknown_workspace_stops_at_once(server: ServerThread) -> None:
+    """4404 from the real hub is final: one attempt, StreamClosed, no retry loop."""
+    async with HubClient(server.url) as hub:
+        stream = hub.connect("no-such-workspace", backoff=0.001, max_backoff=0.002)
+        with pytest.raises(StreamClosed) as closed:
+            await stream.__aenter__()
+        assert closed.value.code == 4404
+        await asyncio.sleep(0.1)  # where a retry loop would make dozens of attempts
+        assert stream.attempts == 1

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hub import protocol
 from hub.errors import PeerError
 from hub.protocol import Ping, SetSession, Sync
-from tests.harness import NonReader, ServerThread, Viewer, new_client_id
+from tests.harness import NonReader, ServerThread, Viewer, eventually, new_client_id
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=200),
@@ -200,5 +200,5 @@ async def test_invalid_utf8_in_a_text_frame_fails_the_connection_with_1007(
     raw.sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
     assert await asyncio.to_thread(raw.read_close_code) == 1007
     raw.sock.close()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: server.call(lambda: server.services.hub.sockets == 0))  # it left
     assert not logged_errors.records, [r.getMessage() for r in logged_errors.records]

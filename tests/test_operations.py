@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.harness import HubProcess, ServerThread, Viewer, new_client_id
+from tests.harness import HubProcess, ServerThread, Viewer, eventually, new_client_id, no_sockets
 
 MakeServer = Callable[..., ServerThread]
 
@@ -98,7 +98,7 @@ async def test_json_log_lines_carry_the_connection_id(tmp_path: Path) -> None:
             f"ws://127.0.0.1:{hub.port}/v1/workspaces/{w}/ws?client_id={client}", client
         )
         await v.close()
-        await asyncio.sleep(0.3)
+        await eventually(lambda: no_sockets(hub, None))  # its "left" line is out
     finally:
         log = hub.stop()
     lines = [json.loads(line) for line in log.splitlines() if line.strip()]

@@ -429,3 +429,61 @@ def test_every_workspace_key_is_in_one_cluster_slot() -> None:
     for name in ("_lib", *_SCRIPTS):
         code = re.sub(r"--.*", "", _lua(name))  # without comments
         assert "hub:{" not in code.replace("'hub:{' .. W .. '}:ch'", ""), name
+
+
+async def by_hand(nodes: Any) -> Any:
+    """A node whose loops (heartbeat, sweep, feed) are stopped: the test runs its steps."""
+    node, _ = await nodes(node_ttl=60.0)
+    node._stopping.set()
+    await asyncio.wait(node._tasks)
+    return node
+
+
+async def test_a_node_that_returns_while_a_survivor_clears_it_is_counted_and_registered(
+    nodes: Any,
+) -> None:
+    """Fault: node a's heartbeat lapsed (a pause); survivor b starts clearing it, and a comes
+    back and re-asserts its streams in the middle of b's clearing. Truth: a's client counts
+    once a has beaten again, a is in the registry, and when a really dies later its client is
+    cleared (no ghost)."""
+    from hub.backends.redis import NODES, _node_key
+
+    a, b = await by_hand(nodes), await by_hand(nodes)
+    await a.attach(W, A)
+    await a.set_session(W, A, "S1")
+    await a._beat()
+    await b._beat()
+    await a.redis.delete(_node_key(a.node))  # a's heartbeat lapsed
+    real = b._set_streams
+
+    async def clear_while_a_returns(workspace_id: str, node: str, streams: dict[str, int]) -> None:
+        await a._beat()  # a notices it was forgotten and writes its streams back ...
+        await real(workspace_id, node, streams)  # ... and b's clearing lands after it
+
+    b._set_streams = clear_while_a_returns
+    await b._clear_dead_nodes()
+    b._set_streams = real
+    for _ in range(2):  # a's next heartbeats
+        await a._beat()
+    assert (await b.snapshot(W)).counts == {"S1": 1}
+    assert a.node in await b.redis.smembers(NODES)
+    await a.redis.delete(_node_key(a.node))  # a dies for good: no goodbye
+    await b._beat()
+    snapshot = await b.snapshot(W)
+    assert (snapshot.online, snapshot.counts) == (0, {})
+
+
+async def test_a_set_session_that_finds_its_claim_cleared_writes_the_streams_back(
+    nodes: Any,
+) -> None:
+    """Fault: node a was taken for dead (its streams detached by a survivor) while its socket
+    stayed open, and that socket's set_session arrives before a's next heartbeat. Truth: the
+    frame is applied, not refused with not_attached."""
+    a, b = await by_hand(nodes), await by_hand(nodes)
+    await a.attach(W, A)
+    await a.set_session(W, A, "S1")
+    await b._set_streams(W, a.node, {})  # a survivor cleared a
+    assert (await b.snapshot(W)).online == 0
+    await a.set_session(W, A, "S2")
+    snapshot = await b.snapshot(W)
+    assert (snapshot.online, snapshot.counts) == (1, {"S2": 1})

@@ -11,38 +11,11 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.harness import HubProcess, Viewer, eventually, new_client_id
-from tests.services import Database, RedisServer
-
-
-class Cluster:
-    def __init__(self, tmp: Path) -> None:
-        self.redis = RedisServer()
-        self.database = Database()
-        env = {
-            "HUB_REDIS_URL": self.redis.url,
-            "HUB_DATABASE_URL": self.database.url,
-            "HUB_DETACH_GRACE": "1",
-            "HUB_CREATE_GRACE": "1",
-            "HUB_NODE_TTL": "2",
-        }
-        self.nodes = [HubProcess(tmp / "unused.db", **env) for _ in range(2)]
-
-    def ws(self, node: int, workspace_id: str, client_id: str) -> str:
-        port = self.nodes[node].port
-        return f"ws://127.0.0.1:{port}/v1/workspaces/{workspace_id}/ws?client_id={client_id}"
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            if node.proc.poll() is None:
-                node.stop()
-        self.redis.kill()
-        self.database.drop()
+from tests.clusters import Cluster, rest, same_on_both, workspace
+from tests.harness import Viewer, eventually, new_client_id
 
 
 @pytest.fixture
@@ -50,23 +23,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path)
     yield c
     c.stop()
-
-
-async def rest(node: HubProcess, method: str, path: str, **kw: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=node.url, timeout=5) as http:
-        return await http.request(method, path, **kw)
-
-
-async def workspace(cluster: Cluster) -> str:
-    response = await rest(cluster.nodes[0], "POST", "/v1/workspaces", json={"path": "/c"})
-    workspace_id: str = response.json()["id"]
-    return workspace_id
-
-
-async def same_on_both(cluster: Cluster, path: str) -> Any:
-    a, b = [(await rest(node, "GET", path)).json() for node in cluster.nodes]
-    assert a == b
-    return a
 
 
 async def test_a_client_on_both_nodes_counts_once(cluster: Cluster) -> None:

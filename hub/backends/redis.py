@@ -54,6 +54,7 @@ _SCRIPTS = (
     "retire", "set_session", "set_streams", "snapshot",
 )  # fmt: skip
 _GLOBAL_SCRIPTS = ("arm", "due", "reindex")
+_CLEARED_TTL_MS = 7 * 24 * 3600 * 1000  # a clear count outlives any pause worth noticing
 
 
 def _lua(name: str) -> str:
@@ -80,6 +81,11 @@ def _client_spaces(client_id: str) -> str:
 
 def _node_key(node: str) -> str:
     return f"hub:node:{node}"
+
+
+def _node_cleared(node: str) -> str:
+    """How many times a survivor cleared the node (read by the node at every heartbeat)."""
+    return f"hub:node:{node}:cleared"
 
 
 def _node_spaces(node: str) -> str:
@@ -182,6 +188,7 @@ class RedisBackend:
         self._local: dict[str, dict[str, int]] = {}
         self._sessions: dict[tuple[str, str], str] = {}
         self._dirty = True  # Redis may differ from the truth above: re-assert it
+        self._cleared: str | None = None  # this node's clear count as of its last re-assertion
         self._gate = _Gate()
         # Channels: how many local holders each has, and the subscription state.
         self._watchers: dict[str, int] = {}
@@ -445,8 +452,14 @@ class RedisBackend:
         try:
             seq = await self._run("set_session", workspace_id, client_id, session_id)
         except NotAttached:
-            await self._refuse_retired(client_id)
-            raise
+            if not self._local.get(workspace_id, {}).get(client_id):
+                await self._refuse_retired(client_id)
+                raise
+            # This node holds a stream of the client, so Redis forgot it (this node was taken
+            # for dead, or Redis lost its data): write the streams back, then apply the frame.
+            self._dirty = True  # and every other workspace at the next heartbeat
+            await self._reassert_in(workspace_id)
+            seq = await self._run("set_session", workspace_id, client_id, session_id)
         if (workspace_id, client_id) in self._sessions:
             self._sessions[workspace_id, client_id] = session_id
         return int(seq)
@@ -537,20 +550,33 @@ class RedisBackend:
             await self._pause(interval)
 
     async def _beat(self) -> None:
-        """Keep this node alive in Redis; write its truth back when Redis forgot it; clear
-        nodes that died; leave the channels nobody here watches any more."""
-        alive = await self.redis.set(_node_key(self.node), 1, px=self._node_ttl_ms, xx=True)
-        if not alive or self._dirty:
-            await self._reassert()
+        """Keep this node alive and registered in Redis; write its truth back when Redis forgot
+        it or a survivor cleared it; clear nodes that died; leave the channels nobody here
+        watches any more.
+
+        A survivor may clear this node at any moment after its heartbeat lapsed (a pause, a
+        stalled Redis), even after this node has come back and re-asserted. Every clear ends
+        by counting up ``hub:node:<id>:cleared``, and this node re-asserts whenever that
+        count moved since its last re-assertion: whatever the interleaving, the last word is
+        this node's own streams. The registry is repaired by its member at every beat.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(_node_key(self.node), 1, px=self._node_ttl_ms, xx=True)
+            pipe.sadd(NODES, self.node)
+            pipe.get(_node_cleared(self.node))
+            alive, _, cleared = await pipe.execute()
+        if not alive or self._dirty or cleared != self._cleared:
+            await self._reassert(cleared)
         await self._clear_dead_nodes()
         await self._leave_unwatched()
 
-    async def _reassert(self) -> None:
-        """Write this node's streams back, exactly as its sockets hold them."""
+    async def _reassert(self, cleared: str | None = None) -> None:
+        """Write this node's streams back, exactly as its sockets hold them (``cleared``: the
+        clear count read before)."""
         async with self._gate.alone():
             self._dirty = False
-            await self.redis.sadd(NODES, self.node)
-            await self.redis.set(_node_key(self.node), 1, px=self._node_ttl_ms)
+            self._cleared = cleared
+            await self._announce()
             recorded = _strs(await self.redis.smembers(_node_spaces(self.node)))
             for workspace_id in sorted(recorded | self._local.keys()):
                 mine = self._local.get(workspace_id, {})
@@ -564,6 +590,19 @@ class RedisBackend:
         if self._events is not None:
             for workspace_id in list(self._watchers):
                 self._events.resync(workspace_id)
+
+    async def _reassert_in(self, workspace_id: str) -> None:
+        """Write this node's streams in one workspace back (a frame found them gone)."""
+        async with self._gate.alone():
+            await self._announce()
+            await self._call(self.redis.sadd(_node_spaces(self.node), workspace_id))
+            await self._set_streams(workspace_id, self.node, self._local.get(workspace_id, {}))
+
+    async def _announce(self) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(NODES, self.node)
+            pipe.set(_node_key(self.node), 1, px=self._node_ttl_ms)
+            await self._call(pipe.execute())
 
     async def _set_streams(self, workspace_id: str, node: str, streams: dict[str, int]) -> None:
         """Set ``node``'s streams in the workspace; the clients retired there are not brought
@@ -590,8 +629,13 @@ class RedisBackend:
             )
             for workspace_id in sorted(spaces):
                 await self._set_streams(workspace_id, node, {})
-            await self.redis.delete(_node_spaces(node))
-            await self.redis.srem(NODES, node)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(_node_spaces(node))
+                pipe.srem(NODES, node)
+                # Last: should the node be alive after all, it re-asserts after all of this.
+                pipe.incr(_node_cleared(node))
+                pipe.pexpire(_node_cleared(node), _CLEARED_TTL_MS)
+                await pipe.execute()
 
     async def _leave_unwatched(self) -> None:
         pubsub = self._pubsub

@@ -1,0 +1,127 @@
+"""Several real ``hub serve`` processes on one Redis and one PostgreSQL, and the checks of a
+fault test: the truth (the counting rule over the sockets a test holds open) against every
+node's REST answer and every open socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.harness import HubProcess, Viewer
+from tests.services import Database, RedisServer
+
+
+class Cluster:
+    """Two ``hub serve`` processes on a Redis and a PostgreSQL database of their own."""
+
+    def __init__(self, tmp: Path, redis_url: str | None = None, **env: str) -> None:
+        self.redis = RedisServer()
+        self.database = Database()
+        self.env = {
+            "HUB_REDIS_URL": redis_url or self.redis.url,
+            "HUB_DATABASE_URL": self.database.url,
+            "HUB_DETACH_GRACE": "1",
+            "HUB_CREATE_GRACE": "1",
+            "HUB_NODE_TTL": "2",
+            **env,
+        }
+        self.nodes = [HubProcess(tmp / "unused.db", **self.env) for _ in range(2)]
+
+    def ws(self, node: int, workspace_id: str, client_id: str) -> str:
+        port = self.nodes[node].port
+        return f"ws://127.0.0.1:{port}/v1/workspaces/{workspace_id}/ws?client_id={client_id}"
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.proc.poll() is None:
+                node.stop()
+        self.redis.kill()
+        self.database.drop()
+
+
+async def rest(node: HubProcess, method: str, path: str, **kw: Any) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=node.url, timeout=5) as http:
+        return await http.request(method, path, **kw)
+
+
+async def workspace(cluster: Cluster) -> str:
+    response = await rest(cluster.nodes[0], "POST", "/v1/workspaces", json={"path": "/c"})
+    workspace_id: str = response.json()["id"]
+    return workspace_id
+
+
+async def same_on_both(cluster: Cluster, path: str) -> Any:
+    a, b = [(await rest(node, "GET", path)).json() for node in cluster.nodes]
+    assert a == b
+    return a
+
+
+class Truth:
+    """The counting rule over the sockets a test holds open: each open viewer's client and the
+    session it last asked for."""
+
+    def __init__(self) -> None:
+        self.viewers: dict[Viewer, int] = {}  # viewer -> the node it is on
+        self.sessions: dict[str, str] = {}  # client -> session
+
+    def add(self, viewer: Viewer, node: int, session: str) -> None:
+        self.viewers[viewer] = node
+        self.sessions[viewer.client_id] = session
+
+    def drop_node(self, node: int) -> None:
+        """The node died: its sockets are gone."""
+        for viewer, on in list(self.viewers.items()):
+            if on == node:
+                del self.viewers[viewer]
+                self.sessions.pop(viewer.client_id, None)
+
+    def want(self) -> tuple[int, dict[str, int]]:
+        counts: dict[str, int] = {}
+        for session in self.sessions.values():
+            if session:
+                counts[session] = counts.get(session, 0) + 1
+        return len(self.sessions), counts
+
+
+async def shows(viewer: Viewer, want: tuple[int, dict[str, int]]) -> bool:
+    """Whether the socket's view is ``want`` (reading what it was sent meanwhile)."""
+    try:
+        await viewer.until(lambda v: (v.online, v.counts) == want, within=0.05)
+    except (AssertionError, TimeoutError):
+        return False
+    return True
+
+
+async def converged(cluster: Cluster, workspace_id: str, truth: Truth, nodes: list[int]) -> bool:
+    """Every node's REST answer and every open socket equal the truth (never a 500)."""
+    want = truth.want()
+    for node in nodes:
+        response = await rest(cluster.nodes[node], "GET", f"/v1/workspaces/{workspace_id}/presence")
+        assert response.status_code in (200, 503), response.text
+        if response.status_code != 200:
+            return False
+        body = response.json()
+        if (body["online"], body["counts"]) != want:
+            return False
+    for viewer in truth.viewers:
+        if not await shows(viewer, want):
+            return False
+    return True
+
+
+async def converge(
+    cluster: Cluster, workspace_id: str, truth: Truth, nodes: list[int], within: float
+) -> float:
+    """Wait until :func:`converged`; the seconds it took. Fails after ``within``."""
+    started = time.monotonic()
+    while not await converged(cluster, workspace_id, truth, nodes):
+        took = time.monotonic() - started
+        assert took < within, f"not converged within {within} s: want {truth.want()}"
+        await asyncio.sleep(0.05)
+    for viewer in truth.viewers:  # seq never went down on any socket
+        assert viewer.seqs_seen == sorted(viewer.seqs_seen), viewer.seqs_seen
+    return time.monotonic() - started

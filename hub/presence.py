@@ -29,6 +29,25 @@ then calls :meth:`Presence.expire` with the time it woke at. No I/O, no asyncio,
 The empty session id ``""`` means "no session" (a landing page): such attached claims count in
 ``online`` and in ``attached_clients("")`` but never appear in ``counts`` maps, which name only
 real sessions.
+
+Nodes
+-----
+With several hub processes ("nodes") on one shared store, each stream belongs to the node whose
+socket holds it, and three more rules apply (the Redis backend's scripts follow them; the
+random-history tests check them against this definition):
+
+    attach(node) / detach(node)   count the node's streams of the client too; a node only
+                                  detaches a stream it holds (else nothing moves)
+    set_streams(node, streams)    the node's streams of each client become exactly these
+                                  (a node re-asserting its truth); each client moves by the
+                                  difference, by the ordinary rules (the first stream counts,
+                                  the last one starts grace or ends a released claim); a claim
+                                  that is gone comes back with the session the node last knew;
+                                  a retired client never comes back
+    clear_node(node)              set_streams(node, {}) in every workspace (a survivor
+                                  clearing a node taken for dead: its streams enter grace)
+
+In one process (the memory backend) no node is named and streams are counted per claim only.
 """
 
 from __future__ import annotations
@@ -110,6 +129,8 @@ class _Space:
     idle: int = 0  # attached claims with session ""
     online: int = 0
     seq: int = 0
+    # node -> client -> streams that node holds (only for calls that name a node)
+    nodes: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class _Change:
@@ -197,18 +218,20 @@ class Presence:
             self._arm(workspace_id, claim, now + self.create_grace)
         return Diff(workspace_id, space.seq)
 
-    def attach(self, workspace_id: str, client_id: str, now: float) -> Diff:
-        """One more stream of the client; the first one makes the claim count."""
+    def attach(
+        self, workspace_id: str, client_id: str, now: float, node: str | None = None
+    ) -> Diff:
+        """One more stream of the client (held by ``node``); the first one makes it count."""
         space = self._space(workspace_id)
         self._refuse_retired(client_id, now)
         claim = space.claims.get(client_id)
         if claim is None:
             claim = self._new_claim(workspace_id, space, client_id)
+        if node is not None:
+            mine = space.nodes.setdefault(node, {})
+            mine[client_id] = mine.get(client_id, 0) + 1
         change = _Change(workspace_id, space)
-        claim.streams += 1
-        if claim.streams == 1:
-            claim.deadline = None
-            change.count(claim.session_id, +1)
+        self._move(workspace_id, space, change, claim, +1, now)
         return change.diff()
 
     def set_session(self, workspace_id: str, client_id: str, session_id: str, now: float) -> Diff:
@@ -225,26 +248,67 @@ class Presence:
             claim.session_id = session_id
         return change.diff()
 
-    def detach(self, workspace_id: str, client_id: str, now: float) -> Diff:
+    def detach(
+        self, workspace_id: str, client_id: str, now: float, node: str | None = None
+    ) -> Diff:
         """One stream of the client closed; the last one starts grace, or ends a released claim.
 
         Tolerant by design: a stream whose claim was already removed (retired client, deleted
-        workspace) detaches into nothing and moves nothing.
+        workspace), or that ``node`` does not hold, detaches into nothing and moves nothing.
         """
         space = self._spaces.get(workspace_id)
         claim = space.claims.get(client_id) if space is not None else None
         if space is None or claim is None or not claim.streams:
             return Diff(workspace_id, space.seq if space is not None else 0)
+        if node is not None:
+            mine = space.nodes.get(node, {})
+            if not mine.get(client_id):
+                return Diff(workspace_id, space.seq)
+            self._set_node_streams(space, node, client_id, mine[client_id] - 1)
         change = _Change(workspace_id, space)
-        claim.streams -= 1
-        if not claim.streams:
-            change.count(claim.session_id, -1)
-            if claim.released:
-                self._remove(workspace_id, space, client_id)
-            else:
-                claim.held = False
-                self._arm(workspace_id, claim, now + self.detach_grace)
+        self._move(workspace_id, space, change, claim, -1, now)
         return change.diff()
+
+    def set_streams(
+        self,
+        workspace_id: str,
+        node: str,
+        streams: dict[str, int],
+        sessions: dict[str, str],
+        now: float,
+    ) -> Diff:
+        """Make ``node``'s streams in the workspace exactly ``streams`` (see Nodes above); a
+        claim re-created takes its session from ``sessions``."""
+        space = self._spaces.get(workspace_id)
+        if space is None:
+            if not streams:
+                return Diff(workspace_id, 0)
+            space = self._spaces[workspace_id] = _Space()
+        want = {c: n for c, n in streams.items() if not self.is_retired(c, now)}
+        have = space.nodes.get(node, {})
+        change = _Change(workspace_id, space)
+        for client_id in sorted(want.keys() | have.keys()):
+            target = want.get(client_id, 0)
+            delta = target - have.get(client_id, 0)
+            if not delta:
+                continue
+            self._set_node_streams(space, node, client_id, target)
+            claim = space.claims.get(client_id)
+            if claim is None:
+                if not target:
+                    continue
+                claim = self._new_claim(workspace_id, space, client_id)
+                claim.session_id = sessions.get(client_id, "")
+            self._move(workspace_id, space, change, claim, delta, now)
+        return change.diff()
+
+    def clear_node(self, node: str, now: float) -> list[Diff]:
+        """Detach every stream ``node`` holds, in every workspace (a node taken for dead)."""
+        return [
+            self.set_streams(workspace_id, node, {}, {}, now)
+            for workspace_id, space in sorted(self._spaces.items())
+            if space.nodes.get(node)
+        ]
 
     def release(self, workspace_id: str, client_id: str, now: float) -> Diff:
         """The client leaves without grace: now if it has no stream, else at its last close."""
@@ -270,6 +334,8 @@ class Presence:
             if claim.streams:
                 change.count(claim.session_id, -1)
             self._remove(workspace_id, space, client_id)
+            for node in list(space.nodes):
+                self._set_node_streams(space, node, client_id, 0)
             diffs.append(change.diff())
         return diffs
 
@@ -352,6 +418,40 @@ class Presence:
         claim = space.claims[client_id] = _Claim(client_id)
         self._by_client.setdefault(client_id, set()).add(workspace_id)
         return claim
+
+    def _move(
+        self,
+        workspace_id: str,
+        space: _Space,
+        change: _Change,
+        claim: _Claim,
+        delta: int,
+        now: float,
+    ) -> None:
+        """Change a claim's streams by ``delta``: the first stream makes it count (and cancels
+        its timer), the last one ends it (released) or starts its grace."""
+        before = claim.streams
+        claim.streams = max(0, before + delta)
+        if not before and claim.streams:
+            claim.deadline = None
+            change.count(claim.session_id, +1)
+        elif before and not claim.streams:
+            change.count(claim.session_id, -1)
+            if claim.released:
+                self._remove(workspace_id, space, claim.client_id)
+            else:
+                claim.held = False
+                self._arm(workspace_id, claim, now + self.detach_grace)
+
+    @staticmethod
+    def _set_node_streams(space: _Space, node: str, client_id: str, n: int) -> None:
+        mine = space.nodes.setdefault(node, {})
+        if n > 0:
+            mine[client_id] = n
+        else:
+            mine.pop(client_id, None)
+            if not mine:
+                del space.nodes[node]
 
     def _remove(self, workspace_id: str, space: _Space, client_id: str) -> None:
         del space.claims[client_id]

@@ -336,8 +336,12 @@ async def test_an_emptied_redis_gets_each_nodes_streams_back(
 
 CLIENTS = [A, B, "00000000-0000-4000-8000-00000000000c"]
 Op = tuple[str, int, int, str]  # (operation, client index, node, session)
+CLAIM_OPS = ["hold", "attach", "set_session", "detach", "release"]
+# Node events (Redis only): the other node clears this one (taken for dead), or this node
+# re-asserts its streams (it found itself forgotten).
+NODE_OPS = ["clear", "reassert"]
 OPS = st.tuples(
-    st.sampled_from(["hold", "attach", "set_session", "detach", "release"]),
+    st.sampled_from(CLAIM_OPS + NODE_OPS),
     st.integers(0, len(CLIENTS) - 1),
     st.integers(0, 1),
     st.sampled_from(["", "S1", "S2"]),
@@ -364,27 +368,48 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
     await nodes[0].add_workspace(workspace)
     base = (await nodes[0].snapshot(workspace)).seq
     streams_on: dict[tuple[int, str], int] = {}  # what each node holds (a node detaches its own)
+    names = [str(i) if kind == "memory" else b.node for i, b in enumerate(nodes)]
     try:
         for op, index, node, session in ops:
             client = CLIENTS[index]
             backend = nodes[node]
-            if op == "detach":
+            name = names[node]
+            if op in NODE_OPS:
+                if kind == "memory":
+                    continue  # one process: no nodes to clear
+                if op == "clear":
+                    await nodes[1 - node]._set_streams(workspace, name, {})
+                    model.clear_node(name, 0)
+                else:
+                    mine = {c: n for (i, c), n in streams_on.items() if i == node and n}
+                    sessions = {c: backend._sessions.get((workspace, c), "") for c in mine}
+                    await backend._reassert_in(workspace)
+                    model.set_streams(workspace, name, mine, sessions, 0)
+            elif op == "detach":
                 if not streams_on.get((node, client)):
                     continue  # a node only ever detaches a stream it holds
                 streams_on[node, client] -= 1
                 await backend.detach(workspace, client)
-                model.detach(workspace, client, 0)
+                model.detach(workspace, client, 0, node=name)
             elif op == "attach":
                 streams_on[node, client] = streams_on.get((node, client), 0) + 1
                 await backend.attach(workspace, client)
-                model.attach(workspace, client, 0)
+                model.attach(workspace, client, 0, node=name)
             elif op == "set_session":
                 try:
                     model.set_session(workspace, client, session, 0)
                 except NotAttached:
-                    with pytest.raises(NotAttached):
-                        await backend.set_session(workspace, client, session)
-                    continue
+                    if streams_on.get((node, client)):
+                        # The node holds a stream the store forgot (it was cleared): the
+                        # backend writes the node's streams back and applies the frame.
+                        mine = {c: n for (i, c), n in streams_on.items() if i == node and n}
+                        sessions = {c: backend._sessions.get((workspace, c), "") for c in mine}
+                        model.set_streams(workspace, name, mine, sessions, 0)
+                        model.set_session(workspace, client, session, 0)
+                    else:
+                        with pytest.raises(NotAttached):
+                            await backend.set_session(workspace, client, session)
+                        continue
                 await backend.set_session(workspace, client, session)
             else:
                 await getattr(backend, op)(workspace, client)

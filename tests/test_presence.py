@@ -455,3 +455,45 @@ def test_stale_timers_do_not_pile_up(p: Presence) -> None:
         p.detach(W, A, i)  # each detach re-arms the grace: one live timer, many stale
     assert len(p._timers) <= 2 * 1 + 64 + 1
     assert p.next_deadline() == 9_999 + 10
+
+
+# -- nodes: streams per node, a node cleared, a node re-asserting ------------------------------
+
+
+def test_a_cleared_node_s_streams_enter_grace_and_a_reassertion_brings_them_back(
+    p: Presence,
+) -> None:
+    p.attach(W, A, 0, node="n1")
+    p.attach(W, A, 0, node="n2")  # A on two nodes: one client
+    p.set_session(W, A, "S1", 0)
+    p.attach(W, B, 0, node="n1")
+    assert (p.online(W), p.snapshot(W).counts) == (2, {"S1": 1})
+    p.clear_node("n1", 1)  # n1 taken for dead
+    assert (p.online(W), p.snapshot(W).counts) == (1, {"S1": 1})  # A still has n2's stream
+    assert {c.client_id: c.state for c in p.claims(W)} == {
+        A: ClaimState.ATTACHED,
+        B: ClaimState.GRACE,
+    }
+    p.set_streams(W, "n1", {A: 1, B: 1}, {A: "S1", B: ""}, 2)  # n1 was alive after all
+    assert p.online(W) == 2
+    assert {c.client_id: c.streams for c in p.claims(W)} == {A: 2, B: 1}
+
+
+def test_a_node_detaches_only_what_it_holds_and_gone_claims_come_back_with_its_session(
+    p: Presence,
+) -> None:
+    p.attach(W, A, 0, node="n1")
+    p.set_session(W, A, "S2", 0)
+    p.release(W, A, 0)
+    assert p.detach(W, A, 0, node="n2").counts == {}  # n2 holds none of A's streams
+    p.clear_node("n1", 0)  # released: gone at once
+    assert p.claims(W) == []
+    diff = p.set_streams(W, "n1", {A: 1}, {A: "S2"}, 0)
+    assert diff.counts == {"S2": 1} and diff.online == 1
+
+
+def test_a_reassertion_never_brings_a_retired_client_back(p: Presence) -> None:
+    p.attach(W, A, 0, node="n1")
+    p.retire(A, 0)
+    assert p.set_streams(W, "n1", {A: 1}, {A: "S1"}, 1).online is None
+    assert p.claims(W) == []

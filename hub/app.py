@@ -91,7 +91,14 @@ def _backend(settings: Settings, store: Store) -> PresenceBackend:
     from hub.backends.redis import RedisBackend
 
     ttl = settings.node_ttl
-    return RedisBackend(settings.redis_url, known=known, node_ttl=ttl, heartbeat=ttl / 3, **timers)
+    return RedisBackend(
+        settings.redis_url,
+        known=known,
+        node_ttl=ttl,
+        heartbeat=ttl / 3,
+        timeout=settings.redis_timeout,
+        **timers,
+    )
 
 
 def create_app(settings: Settings) -> Starlette:

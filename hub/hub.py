@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 _Room = Room[Connection, protocol.Ref]  # a room of this process's sockets
 
+# How long a parked ack waits for its change to come through the backend's feed before the
+# room re-reads the snapshot (a feed that lags or was silently lost never leaves it unanswered).
+ACK_WAIT = 1.0
+
 
 _RATE_LIMITED = Outgoing(
     protocol.encode(protocol.Error.of(RateLimited("too many frames: slow down")))
@@ -229,7 +233,10 @@ class Hub:
                 room = self.rooms.get(conn.workspace_id)
                 if room is None:
                     self._ack(conn, command.ref, seq)
-                elif not room.park(seq, conn, command.ref):  # else sent when the change is here
+                elif room.park(seq, conn, command.ref):  # sent when the change is here ...
+                    loop = asyncio.get_running_loop()  # ... or after a re-read, if it lags
+                    loop.call_later(ACK_WAIT, self._ack_overdue, room, seq)
+                else:
                     self._ack(conn, command.ref, room.seq)
         elif isinstance(command, Sync):
             snapshot = await self.backend.snapshot(conn.workspace_id)
@@ -334,6 +341,10 @@ class Hub:
         """An ack with the room's seq, which includes the change: with a shared backend the
         room may already be past the change's own seq, and no socket sees seq go down."""
         self._send_one(conn, "ack", Outgoing(protocol.encode(protocol.Ack(ref, seq))))
+
+    def _ack_overdue(self, room: _Room, seq: int) -> None:
+        if room.seq < seq and self.rooms.get(room.workspace_id) is room:
+            self.resync(room.workspace_id)
 
     def _release_acks(self, room: _Room) -> None:
         for conn, ref in room.ready_acks():

@@ -27,6 +27,7 @@ class Settings:
     database_url: str = "sqlite:///hub.db"
     redis_url: str | None = None
     node_ttl: float = 3.0
+    redis_timeout: float = 2.0
     create_grace: float = 30.0
     detach_grace: float = 10.0
     retire_ttl: float = 86400.0
@@ -133,6 +134,13 @@ def _node_ttl(name: str, raw: object) -> float:
     return value
 
 
+def _redis_timeout(name: str, raw: object) -> float:
+    value = _seconds(name, raw)
+    if value < 0.05:
+        raise ConfigError(f"{name}: expected at least 0.05 seconds, got {raw!r}")
+    return value
+
+
 def _needs(name: str, module: str, extra: str) -> None:
     """Refuse a setting whose driver is not installed, naming the extra that brings it."""
     try:
@@ -190,6 +198,7 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "database_url": _database_url,
     "redis_url": _redis_url,
     "node_ttl": _node_ttl,
+    "redis_timeout": _redis_timeout,
     "create_grace": _seconds,
     "detach_grace": _seconds,
     "retire_ttl": _seconds,
@@ -220,6 +229,8 @@ SETTINGS_HELP: dict[str, str] = {
     "(unset: in-process presence)",
     "node_ttl": "with Redis: seconds without a heartbeat after which a node is taken for dead "
     "and its sockets detached (heartbeats every third of it)",
+    "redis_timeout": "with Redis: seconds a command, a connection or the change feed's ping "
+    "may take before Redis counts as unreachable (503); above the worst round trip",
     "create_grace": "seconds a creation hold lasts without a stream",
     "detach_grace": "seconds a claim waits in grace after its last stream drops",
     "retire_ttl": "seconds a retired client id stays refused",

@@ -18,27 +18,31 @@ from tests.services import Database, RedisServer
 class Cluster:
     """Two ``hub serve`` processes on a Redis and a PostgreSQL database of their own."""
 
-    def __init__(self, tmp: Path, redis_url: str | None = None, **env: str) -> None:
-        self.redis = RedisServer()
+    def __init__(
+        self, tmp: Path, redis: RedisServer | None = None, urls: list[str] | None = None, **env: str
+    ) -> None:
+        """``urls``: each node's Redis URL (a node may reach Redis through a fault proxy)."""
+        self.redis = redis or RedisServer()
         self.database = Database()
         self.env = {
-            "HUB_REDIS_URL": redis_url or self.redis.url,
             "HUB_DATABASE_URL": self.database.url,
             "HUB_DETACH_GRACE": "1",
             "HUB_CREATE_GRACE": "1",
             "HUB_NODE_TTL": "2",
             **env,
         }
-        self.nodes = [HubProcess(tmp / "unused.db", **self.env) for _ in range(2)]
+        urls = urls or [self.redis.url] * 2
+        self.logs: list[str] = []  # what each node printed, once stopped
+        self.nodes = [HubProcess(tmp / "unused.db", **self.env, HUB_REDIS_URL=url) for url in urls]
 
     def ws(self, node: int, workspace_id: str, client_id: str) -> str:
         port = self.nodes[node].port
         return f"ws://127.0.0.1:{port}/v1/workspaces/{workspace_id}/ws?client_id={client_id}"
 
     def stop(self) -> None:
-        for node in self.nodes:
+        for i, node in enumerate(self.nodes):
             if node.proc.poll() is None:
-                node.stop()
+                self.logs.append(f"node {i}:\n{node.stop()}")
         self.redis.kill()
         self.database.drop()
 
@@ -96,31 +100,33 @@ async def shows(viewer: Viewer, want: tuple[int, dict[str, int]]) -> bool:
     return True
 
 
-async def converged(cluster: Cluster, workspace_id: str, truth: Truth, nodes: list[int]) -> bool:
-    """Every node's REST answer and every open socket equal the truth (never a 500)."""
+async def mismatch(cluster: Cluster, workspace_id: str, truth: Truth, nodes: list[int]) -> str:
+    """What differs from the truth on a node's REST answer or an open socket ("" if nothing);
+    never a 500."""
     want = truth.want()
     for node in nodes:
         response = await rest(cluster.nodes[node], "GET", f"/v1/workspaces/{workspace_id}/presence")
         assert response.status_code in (200, 503), response.text
         if response.status_code != 200:
-            return False
+            return f"node {node}: {response.status_code}"
         body = response.json()
         if (body["online"], body["counts"]) != want:
-            return False
+            return f"node {node}: {body['online']} {body['counts']}"
     for viewer in truth.viewers:
         if not await shows(viewer, want):
-            return False
-    return True
+            return f"socket on node {truth.viewers[viewer]}: {viewer.online} {viewer.counts}"
+    return ""
 
 
 async def converge(
     cluster: Cluster, workspace_id: str, truth: Truth, nodes: list[int], within: float
 ) -> float:
-    """Wait until :func:`converged`; the seconds it took. Fails after ``within``."""
+    """Wait until nothing differs from the truth (:func:`mismatch`); the seconds it took.
+    Fails after ``within``."""
     started = time.monotonic()
-    while not await converged(cluster, workspace_id, truth, nodes):
+    while differs := await mismatch(cluster, workspace_id, truth, nodes):
         took = time.monotonic() - started
-        assert took < within, f"not converged within {within} s: want {truth.want()}"
+        assert took < within, f"not converged within {within} s: want {truth.want()}, {differs}"
         await asyncio.sleep(0.05)
     for viewer in truth.viewers:  # seq never went down on any socket
         assert viewer.seqs_seen == sorted(viewer.seqs_seen), viewer.seqs_seen

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.clusters import Cluster, Truth, converge, workspace
+from tests.clusters import Cluster, Truth, converge, rest, workspace
+from tests.faultproxy import FaultProxy
 from tests.harness import Viewer, new_client_id
+from tests.services import RedisServer
 
 BOUND = 10.0  # seconds from the end of a fault to the truth on every node and socket
 TTL = "1"  # HUB_NODE_TTL: a pause or a stall longer than this is taken for a death
@@ -29,6 +31,23 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path, HUB_NODE_TTL=TTL, HUB_DETACH_GRACE="30")
     yield c
     c.stop()
+
+
+@pytest.fixture
+async def proxied(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Cluster, FaultProxy]]:
+    """Two nodes on one Redis: node 0 directly, node 1 through a fault proxy (HUB_NODE_TTL
+    from the test's ``node_ttl`` mark, else TTL)."""
+    mark = request.node.get_closest_marker("node_ttl")
+    redis = RedisServer()
+    proxy = await FaultProxy(redis.port).start()
+    env = {"HUB_NODE_TTL": mark.args[0] if mark else TTL, "HUB_DETACH_GRACE": "30"}
+    c = await asyncio.to_thread(Cluster, tmp_path, redis, [redis.url, proxy.url], **env)
+    yield c, proxy
+    await proxy.close()
+    await asyncio.to_thread(c.stop)
+    print("\n".join(c.logs)[-4000:])  # shown when the test failed
 
 
 async def viewers(cluster: Cluster, w: str, per_node: tuple[int, int]) -> Truth:
@@ -89,3 +108,91 @@ async def test_a_stalled_redis_converges_and_leaves_no_ghost(cluster: Cluster) -
     took = await converge(cluster, w, truth, [0, 1], within=BOUND)
     print(f"Redis stalled three times: converged {took + time.monotonic() - started:.2f} s after")
     await kill_one_and_converge(cluster, w, truth)
+
+
+async def change(truth: Truth, node: int, session: str) -> tuple[Viewer, str]:
+    """A viewer on ``node`` moves to ``session`` (with a ref: its answer must come); the
+    viewer and the session it had."""
+    mover = next(v for v, on in truth.viewers.items() if on == node)
+    before = truth.sessions[mover.client_id]
+    await mover.send({"type": "set_session", "session_id": session, "ref": session})
+    truth.sessions[mover.client_id] = session
+    return mover, before
+
+
+async def answered(viewer: Viewer, ref: str, within: float) -> dict[str, object]:
+    """The ack or error frame for ``ref`` (never no answer)."""
+    await viewer.until(lambda v: any(f.get("ref") == ref for f in v.frames), within)
+    return next(f for f in viewer.frames if f.get("ref") == ref)
+
+
+async def settle_change(truth: Truth, viewer: Viewer, ref: str, before: str) -> None:
+    """The truth is what the hub acknowledged: a change refused (``unavailable``, the honest
+    answer while the link is down) leaves the viewer where it was."""
+    if (await answered(viewer, ref, within=BOUND))["type"] == "error":
+        print(f"{ref} refused during the fault")
+        truth.sessions[viewer.client_id] = before
+
+
+async def test_a_silently_lost_redis_link_is_seen_and_repaired(
+    proxied: tuple[Cluster, FaultProxy],
+) -> None:
+    """Fault: every connection between node 1 and Redis goes silent (a NAT forgot them: no
+    FIN, no RST); new connections work. Bound: 10 s after the loss. Truth: changes on both
+    nodes reach every socket; node 1's set_session gets an answer."""
+    cluster, proxy = proxied
+    w = await workspace(cluster)
+    truth = await viewers(cluster, w, (2, 2))
+    proxy.drop_silently()
+    started = time.monotonic()
+    await change(truth, 0, "S3")
+    mover, before = await change(truth, 1, "S4")
+    await settle_change(truth, mover, "S4", before)
+    took = await converge(cluster, w, truth, [0, 1], within=BOUND)
+    print(f"silent loss: converged {time.monotonic() - started:.2f} s after it ({took:.2f})")
+    await kill_one_and_converge(cluster, w, truth)
+
+
+async def test_a_stalled_then_reset_link_converges(proxied: tuple[Cluster, FaultProxy]) -> None:
+    """Fault: node 1's link to Redis holds every byte for 2.5 s (longer than HUB_NODE_TTL),
+    then every connection is reset. Bound: 10 s after each. Truth: every open socket counts."""
+    cluster, proxy = proxied
+    w = await workspace(cluster)
+    truth = await viewers(cluster, w, (2, 3))
+    proxy.stall()
+    mover, before = await change(truth, 1, "S3")
+    await asyncio.sleep(2.5)
+    proxy.resume()
+    await settle_change(truth, mover, "S3", before)
+    took = await converge(cluster, w, truth, [0, 1], within=BOUND)
+    print(f"stalled link: converged {took:.2f} s after it flowed again")
+    proxy.reset()
+    mover, before = await change(truth, 1, "S4")
+    await settle_change(truth, mover, "S4", before)
+    took = await converge(cluster, w, truth, [0, 1], within=BOUND)
+    print(f"reset link: converged {took:.2f} s after the reset")
+    await kill_one_and_converge(cluster, w, truth)
+
+
+@pytest.mark.node_ttl("3")  # the default: a far link must not look like a dead node
+async def test_a_far_redis_serves_with_the_default_timeout(
+    proxied: tuple[Cluster, FaultProxy],
+) -> None:
+    """Fault: 0.3 s each way between node 1 and Redis (a 0.6 s round trip, another zone).
+    Truth: with the default HUB_REDIS_TIMEOUT and HUB_NODE_TTL node 1 answers REST (never a
+    503), acks its sockets' frames, and every socket converges."""
+    cluster, proxy = proxied
+    w = await workspace(cluster)
+    truth = await viewers(cluster, w, (1, 2))
+    proxy.delay = 0.3
+    for _ in range(3):
+        response = await rest(cluster.nodes[1], "GET", f"/v1/workspaces/{w}/presence")
+        assert response.status_code == 200, response.text
+    mover, _ = await change(truth, 1, "S3")
+    answer = await answered(mover, "S3", within=BOUND)
+    assert answer["type"] == "ack", answer
+    await converge(cluster, w, truth, [0, 1], within=BOUND)
+    joiner = new_client_id()
+    v = await Viewer.open(cluster.ws(1, w, joiner), joiner)  # a new socket is served too
+    truth.add(v, 1, "")
+    await converge(cluster, w, truth, [0, 1], within=BOUND)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
@@ -36,7 +37,9 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.backends import Events
 from hub.errors import ClientRetired, NotAttached, Unavailable, WorkspaceNotFound
@@ -54,7 +57,17 @@ _SCRIPTS = (
     "retire", "set_session", "set_streams", "snapshot",
 )  # fmt: skip
 _GLOBAL_SCRIPTS = ("arm", "due", "reindex")
+# Scripts that may run twice with the same effect as once (tried again on a fresh connection).
+_IDEMPOTENT = frozenset(
+    {"add_workspace", "expire", "hold", "release", "retire", "set_session", "snapshot"}
+)
 _CLEARED_TTL_MS = 7 * 24 * 3600 * 1000  # a clear count outlives any pause worth noticing
+# TCP keepalive: probe after 5 s idle, every 2 s, give up after 3 (a vanished peer in ~11 s).
+_KEEPALIVE = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
 
 
 def _lua(name: str) -> str:
@@ -151,7 +164,7 @@ class RedisBackend:
         heartbeat: float = 1.0,
         node_ttl: float = 3.0,
         sweep_interval: float = 0.1,
-        timeout: float = 0.5,
+        timeout: float = 2.0,
         max_connections: int = 64,
         node_id: str | None = None,
     ) -> None:
@@ -168,6 +181,10 @@ class RedisBackend:
         # A bounded pool: a burst of calls (a thousand sockets joining at once) waits for a
         # connection rather than failing. No retries: a Redis that is down (connections refused
         # or timing out after ``timeout``) is reported at once.
+        # Every connection is checked: a command or a connection that gets no answer within
+        # ``timeout`` fails (and the connection is dropped); an idle pooled connection is
+        # pinged before use after ``heartbeat``; TCP keepalive finds a peer that vanished; the
+        # change feed pings itself (see _feed).
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -175,6 +192,9 @@ class RedisBackend:
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
+            socket_keepalive=True,
+            socket_keepalive_options=_KEEPALIVE,
+            health_check_interval=max(1, int(heartbeat)),
             retry=Retry(NoBackoff(), 0),
         )
         self.redis = aioredis.Redis(connection_pool=pool)
@@ -289,17 +309,38 @@ class RedisBackend:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _feed(self) -> None:
-        """Read the subscribed channels until closed, re-subscribing after a lost connection."""
+        """Read the subscribed channels until closed, re-subscribing after a lost connection.
+
+        The feed checks its own connection: when nothing was heard for a heartbeat it sends a
+        PING, and a connection that has not answered ``timeout`` later is taken for lost
+        (a silent loss: no FIN, no RST), so it is dropped and made anew, and every watched
+        workspace is re-read. A loss is seen within heartbeat + timeout.
+        """
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        pinged: float | None = None
         while not self._stopping.is_set():
             try:
-                pubsub = self._pubsub or await self._connect_feed()
-                message = await pubsub.get_message(timeout=self._heartbeat)
+                if self._pubsub is None:
+                    await asyncio.wait_for(self._connect_feed(), self._timeout)
+                    heard, pinged = loop.time(), None
+                pubsub = self._pubsub
+                assert pubsub is not None
+                message = await pubsub.get_message(timeout=self._heartbeat / 2)
+                now = loop.time()
                 if message is not None:
+                    heard, pinged = now, None
                     self._dispatch(message)
+                elif pinged is not None and now - pinged > self._timeout:
+                    raise TimeoutError(f"no answer to a ping within {self._timeout} s")
+                elif pinged is None and now - heard > self._heartbeat:
+                    pinged = now
+                    await asyncio.wait_for(pubsub.ping(), self._timeout)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
-                log.warning("presence feed lost (%s); re-subscribing", exc)
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("presence feed lost (%s); re-subscribing", exc or "timeout")
+                await self._purge(exc)
                 await self._drop_feed()
                 await self._pause(self._heartbeat / 4)
             except Exception:
@@ -318,6 +359,8 @@ class RedisBackend:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
+        if kind == "pong":
+            return
         channel = message["channel"]
         if kind == "subscribe":
             future = self._subscribed.get(channel)
@@ -357,7 +400,20 @@ class RedisBackend:
     # -- calls ------------------------------------------------------------------------------
 
     async def _run(self, name: str, workspace_id: str, *args: Any) -> Any:
-        """One workspace script; a workspace Redis forgot (but the store has) is re-made."""
+        """One workspace script; a workspace Redis forgot (but the store has) is re-made. An
+        idempotent script that met a dead connection is tried once more on a fresh one."""
+        try:
+            return await self._script(name, workspace_id, *args)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            await self._purge(exc)
+            if name not in _IDEMPOTENT:
+                raise Unavailable(f"presence unavailable: {exc}") from None
+        try:
+            return await self._script(name, workspace_id, *args)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"presence unavailable: {exc}") from None
+
+    async def _script(self, name: str, workspace_id: str, *args: Any) -> Any:
         script = self._scripts[name]
         keys = _keys(workspace_id)
         try:
@@ -373,9 +429,14 @@ class RedisBackend:
         except ResponseError as exc:
             if "not_attached" in str(exc):
                 raise NotAttached("client has no live stream in this workspace") from None
-            raise
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"presence unavailable: {exc}") from None
+            raise Unavailable(f"presence refused: {exc}") from None
+
+    async def _purge(self, exc: BaseException) -> None:
+        """A connection died without a word (a timeout, a reset): the idle ones in the pool
+        went the same way, most likely, so they are closed and the next calls connect anew."""
+        log.warning("presence connection lost (%s): reconnecting", exc or "timeout")
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
 
     async def _call(self, coro: Awaitable[Any]) -> Any:
         try:
@@ -535,9 +596,12 @@ class RedisBackend:
     async def _every(
         self, interval: float, step: Callable[[], Awaitable[None]], what: str, quiet: bool
     ) -> None:
-        """Run ``step`` every ``interval`` until closed; Redis being down is logged (and marks
-        this node's truth for re-assertion), never fatal."""
+        """Run ``step`` every ``interval`` (at a fixed rate: a slow step, over a far link, does
+        not stretch the period) until closed; Redis being down is logged (and marks this node's
+        truth for re-assertion), never fatal."""
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            started = loop.time()
             try:
                 await step()
             except asyncio.CancelledError:
@@ -547,7 +611,7 @@ class RedisBackend:
                 log.log(logging.DEBUG if quiet else logging.WARNING, "%s failed: %s", what, exc)
             except Exception:
                 log.exception(what)
-            await self._pause(interval)
+            await self._pause(max(0.0, started + interval - loop.time()))
 
     async def _beat(self) -> None:
         """Keep this node alive and registered in Redis; write its truth back when Redis forgot
@@ -620,9 +684,14 @@ class RedisBackend:
     async def _clear_dead_nodes(self) -> None:
         """Detach the streams of every node whose heartbeat expired (idempotent: several
         survivors may do it at once)."""
-        for node in _strs(await self.redis.smembers(NODES)):
-            if node == self.node or await self.redis.exists(_node_key(node)):
-                continue
+        others = sorted(_strs(await self.redis.smembers(NODES)) - {self.node})
+        if not others:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for node in others:
+                pipe.exists(_node_key(node))
+            alive = await pipe.execute()
+        for node in (n for n, up in zip(others, alive, strict=True) if not up):
             spaces = _strs(await self.redis.smembers(_node_spaces(node)))
             log.warning(
                 "node %s is gone: detaching its streams in %d workspaces", node, len(spaces)

@@ -121,8 +121,20 @@ def _database_url(name: str, raw: object) -> str:
 
 def _redis_url(name: str, raw: object) -> str:
     value = _text(name, raw)
+    if value.startswith("redis+sentinel://"):
+        _needs(name, "redis", "redis")
+        from hub.backends.redis import parse_sentinel_url
+
+        try:
+            parse_sentinel_url(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        return value
     if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{name}: expected redis://HOST:PORT/DB (or rediss://, unix://)")
+        raise ConfigError(
+            f"{name}: expected redis://HOST:PORT/DB (or rediss://, unix://), or "
+            "redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]"
+        )
     _needs(name, "redis", "redis")
     return value
 

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -36,11 +37,13 @@ class RedisServer:
     """A ``redis-server`` of a test's own, on a free port, without persistence: a restart
     comes back empty, like a Redis that lost its data."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str) -> None:
+        """``extra``: more redis-server arguments (``--replicaof HOST PORT``, ...)."""
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             missing("redis-server")
         self.port = free_port()
+        self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -52,7 +55,7 @@ class RedisServer:
         assert self.binary is not None
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
+             "--appendonly", "no", *self.extra],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
@@ -89,6 +92,70 @@ class RedisServer:
         client = redis.Redis(port=self.port)
         client.flushall()
         client.close()
+
+
+class SentinelSet:
+    """A master, a replica of it, and one ``redis-sentinel`` (the same Debian binary, run with
+    ``--sentinel``) watching them with short timeouts: a dead master is replaced in seconds."""
+
+    MASTER = "mymaster"
+
+    def __init__(self, tmp: Path) -> None:
+        self.master = RedisServer()
+        self.replica = RedisServer("--replicaof", "127.0.0.1", str(self.master.port))
+        self.port = free_port()
+        conf = tmp / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {tmp}\n"
+            f"sentinel monitor {self.MASTER} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+            f"sentinel failover-timeout {self.MASTER} 3000\n"
+        )
+        assert self.master.binary is not None
+        self.proc = subprocess.Popen(
+            [self.master.binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while self.master_port() != self.master.port or not self._replica_synced():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinel set did not come up")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.MASTER}/0"
+
+    def master_port(self) -> int | None:
+        """The master's port as the sentinel names it now."""
+        import redis
+
+        try:
+            client = redis.Redis(port=self.port, socket_timeout=0.5)
+            try:
+                found = client.sentinel_get_master_addr_by_name(self.MASTER)
+            finally:
+                client.close()
+        except redis.RedisError:
+            return None
+        return int(found[1]) if isinstance(found, tuple) else None
+
+    def _replica_synced(self) -> bool:
+        import redis
+
+        client = redis.Redis(port=self.replica.port, socket_timeout=0.5)
+        try:
+            info = client.info("replication")
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        return bool(info.get("master_link_status") == "up")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.master.kill()
+        self.replica.kill()
 
 
 @asynccontextmanager

@@ -19,7 +19,7 @@ import pytest
 from tests.clusters import Cluster, Truth, converge, rest, workspace
 from tests.faultproxy import FaultProxy
 from tests.harness import Viewer, new_client_id
-from tests.services import RedisServer
+from tests.services import RedisServer, SentinelSet
 
 BOUND = 10.0  # seconds from the end of a fault to the truth on every node and socket
 TTL = "1"  # HUB_NODE_TTL: a pause or a stall longer than this is taken for a death
@@ -196,3 +196,83 @@ async def test_a_far_redis_serves_with_the_default_timeout(
     v = await Viewer.open(cluster.ws(1, w, joiner), joiner)  # a new socket is served too
     truth.add(v, 1, "")
     await converge(cluster, w, truth, [0, 1], within=BOUND)
+
+
+@pytest.fixture
+def sentinel_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, SentinelSet]]:
+    sentinels = SentinelSet(tmp_path)
+    env = {"HUB_NODE_TTL": "2", "HUB_DETACH_GRACE": "30"}
+    c = Cluster(tmp_path, sentinels.master, [sentinels.url] * 2, **env)
+    yield c, sentinels
+    c.stop()
+    sentinels.stop()
+    print("\n".join(c.logs)[-4000:])  # shown when the test failed
+
+
+def hub_clients(port: int) -> list[str]:
+    """The client connections of a redis-server that are not a sentinel's or a replica's."""
+    import redis
+
+    client = redis.Redis(port=port, decode_responses=True)
+    try:
+        listed = client.client_list()
+    finally:
+        client.close()
+    return [
+        c["addr"]
+        for c in listed
+        if not c.get("name", "").startswith("sentinel")
+        and "S" not in c.get("flags", "")  # a replica's link
+        and c.get("cmd") not in ("client|list", "client")  # this one
+    ]
+
+
+async def test_a_sentinel_failover_is_survived(
+    sentinel_cluster: tuple[Cluster, SentinelSet],
+) -> None:
+    """Fault: the master is killed; the sentinel promotes the replica. Bound: 15 s after the
+    promotion. Truth: every open socket counts, on both nodes; meanwhile REST is 503 with
+    Retry-After, never a 500; the old master, back as a replica, is never written to."""
+    cluster, sentinels = sentinel_cluster
+    w = await workspace(cluster)
+    truth = await viewers(cluster, w, (2, 2))
+    old = sentinels.master
+    old.kill()
+    statuses: set[int] = set()
+    deadline = time.monotonic() + 20
+    while sentinels.master_port() != sentinels.replica.port:
+        assert time.monotonic() < deadline, "no promotion"
+        for node in cluster.nodes:
+            response = await rest(node, "GET", f"/v1/workspaces/{w}/presence")
+            statuses.add(response.status_code)
+            assert response.status_code in (200, 503), response.text  # never a 500
+            if response.status_code == 503:
+                assert response.headers["retry-after"] == "1"
+        await asyncio.sleep(0.1)
+    promoted = time.monotonic()
+    assert 503 in statuses  # the outage was seen and answered as one
+    mover, _ = await change(truth, 1, "S3")
+    await converge(cluster, w, truth, [0, 1], within=15)
+    print(f"sentinel failover: converged {time.monotonic() - promoted:.2f} s after promotion")
+    assert (await answered(mover, "S3", within=15))["type"] == "ack"
+    old.start()  # back, empty, and turned into a replica of the new master by the sentinel
+    deadline = time.monotonic() + 15
+    while not _is_replica(old.port):
+        assert time.monotonic() < deadline, "the old master did not become a replica"
+        await asyncio.sleep(0.1)
+    mover, _ = await change(truth, 0, "S4")
+    await converge(cluster, w, truth, [0, 1], within=BOUND)
+    assert hub_clients(old.port) == []  # no node writes to (or even reads) the old master
+    await kill_one_and_converge(cluster, w, truth)
+
+
+def _is_replica(port: int) -> bool:
+    import redis
+
+    client = redis.Redis(port=port, socket_timeout=0.5)
+    try:
+        return bool(client.info("replication").get("role") == "slave")
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()

@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
@@ -46,7 +47,7 @@ from hub.errors import ClientRetired, NotAttached, Unavailable, WorkspaceNotFoun
 from hub.presence import ClaimState, ClaimView, Diff, Snapshot
 from hub.protocol import CloseCode
 
-__all__ = ["RedisBackend"]
+__all__ = ["RedisBackend", "parse_sentinel_url"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,33 @@ _KEEPALIVE = {
     for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3))
     if hasattr(socket, name)
 }
+
+
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int] | None:
+    """``redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]`` as (sentinels, master
+    name, db); None for another scheme. Raises ValueError naming what is wrong."""
+    if not url.startswith(SENTINEL_SCHEME):
+        return None
+    hosts_part, _, path = url[len(SENTINEL_SCHEME) :].partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not hosts_part or not parts or len(parts) > 2:
+        raise ValueError("expected redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]")
+    hosts = []
+    for item in hosts_part.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not HOST:PORT")
+        hosts.append((host.strip("[]"), int(port)))
+    if len(parts) == 2 and not parts[1].isdigit():
+        raise ValueError(f"database {parts[1]!r} is not a number")
+    return hosts, parts[0], int(parts[1]) if len(parts) == 2 else 0
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The sentinels' master, through a bounded pool that waits for a free connection."""
 
 
 def _lua(name: str) -> str:
@@ -169,6 +197,7 @@ class RedisBackend:
         node_id: str | None = None,
     ) -> None:
         self.node = node_id or uuid.uuid4().hex[:12]
+        self._sentinel: Sentinel | None = None
         # Whether the durable store has the workspace: Redis may have lost what it knew.
         self._known = known
         self._create_ms = int(create_grace * 1000)
@@ -178,26 +207,37 @@ class RedisBackend:
         self._node_ttl_ms = int(node_ttl * 1000)
         self._sweep_interval = sweep_interval
         self._timeout = timeout
-        # A bounded pool: a burst of calls (a thousand sockets joining at once) waits for a
-        # connection rather than failing. No retries: a Redis that is down (connections refused
-        # or timing out after ``timeout``) is reported at once.
         # Every connection is checked: a command or a connection that gets no answer within
         # ``timeout`` fails (and the connection is dropped); an idle pooled connection is
         # pinged before use after ``heartbeat``; TCP keepalive finds a peer that vanished; the
-        # change feed pings itself (see _feed).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=10 * timeout,
-            decode_responses=True,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            socket_keepalive=True,
-            socket_keepalive_options=_KEEPALIVE,
-            health_check_interval=max(1, int(heartbeat)),
-            retry=Retry(NoBackoff(), 0),
-        )
-        self.redis = aioredis.Redis(connection_pool=pool)
+        # change feed pings itself (see _feed). The pool is bounded and blocking: a burst of
+        # calls (a thousand sockets joining at once) waits for a connection rather than
+        # failing. No retries inside redis-py: a Redis that is down is reported at once.
+        options: dict[str, Any] = {
+            "max_connections": max_connections,
+            "timeout": 10 * timeout,  # waiting for a pooled connection
+            "decode_responses": True,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "socket_keepalive": True,
+            "socket_keepalive_options": _KEEPALIVE,
+            "health_check_interval": max(1, int(heartbeat)),
+            "retry": Retry(NoBackoff(), 0),
+        }
+        sentinel = parse_sentinel_url(url)
+        if sentinel is None:
+            pool = aioredis.BlockingConnectionPool.from_url(url, **options)
+            self.redis = aioredis.Redis(connection_pool=pool)
+        else:
+            # The master named by the sentinels, asked again at every new connection; a
+            # connection to a demoted master fails (READONLY), so nothing is written there.
+            hosts, master, db = sentinel
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                hosts, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+            self.redis = self._sentinel.master_for(
+                master, connection_pool_class=_BlockingSentinelPool, db=db, **options
+            )
         lib = _lua("_lib")
         self._scripts = {
             name: self.redis.register_script(lib + "\n" + _lua(name)) for name in _SCRIPTS
@@ -247,6 +287,8 @@ class RedisBackend:
             await self.redis.delete(_node_key(self.node))
         await self._drop_feed()
         await self.redis.aclose(close_connection_pool=True)
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
     async def ping(self) -> None:
         await self.redis.ping()
@@ -434,7 +476,9 @@ class RedisBackend:
     async def _purge(self, exc: BaseException) -> None:
         """A connection died without a word (a timeout, a reset): the idle ones in the pool
         went the same way, most likely, so they are closed and the next calls connect anew."""
-        log.warning("presence connection lost (%s): reconnecting", exc or "timeout")
+        level = logging.DEBUG if self._dirty else logging.WARNING  # once per outage
+        log.log(level, "presence connection lost (%s): reconnecting", exc or "timeout")
+        self._dirty = True  # what was written on it may be lost (a failover): re-assert
         with contextlib.suppress(RedisError, OSError):
             await self.redis.connection_pool.disconnect(inuse_connections=False)
 

@@ -94,6 +94,101 @@ class RedisServer:
         client.close()
 
 
+class RedisClusterSet:
+    """A Redis Cluster of three masters (no replicas), each a redis-server in its own folder
+    on a free port (its cluster bus is the port + 10000)."""
+
+    def __init__(self, tmp: Path) -> None:
+        binary = shutil.which("redis-server")
+        cli = shutil.which("redis-cli")
+        if binary is None or cli is None:
+            missing("redis-server and redis-cli")
+        assert binary is not None and cli is not None
+        self.ports: list[int] = []
+        while len(self.ports) < 3:
+            port = free_port()
+            if port + 10000 < 65536 and port not in self.ports:
+                self.ports.append(port)
+        self.procs = []
+        for port in self.ports:
+            folder = tmp / f"cluster-{port}"
+            folder.mkdir()
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        binary,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(folder),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )  # fmt: skip
+            )
+        for port in self.ports:
+            _wait_for_redis(port)
+        addresses = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 15
+        while self.state() != "ok":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not come up")
+            time.sleep(0.1)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def state(self) -> str:
+        """``cluster_state`` as the first node sees it (``ok`` once every slot is served)."""
+        import redis
+
+        client = redis.Redis(port=self.ports[0], socket_timeout=0.5, decode_responses=True)
+        try:
+            return str(client.cluster("info").get("cluster_state", ""))
+        except redis.RedisError:
+            return ""
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _wait_for_redis(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server on {port} did not start")
+        time.sleep(0.02)
+
+
 class SentinelSet:
     """A master, a replica of it, and one ``redis-sentinel`` (the same Debian binary, run with
     ``--sentinel``) watching them with short timeouts: a dead master is replaced in seconds."""

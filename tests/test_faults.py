@@ -9,7 +9,10 @@ open), and checks both nodes' REST answers and every open socket against it
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ import pytest
 from tests.clusters import Cluster, Truth, converge, rest, workspace
 from tests.faultproxy import FaultProxy
 from tests.harness import Viewer, new_client_id
-from tests.services import RedisServer, SentinelSet
+from tests.services import RedisClusterSet, RedisServer, SentinelSet
 
 BOUND = 10.0  # seconds from the end of a fault to the truth on every node and socket
 TTL = "1"  # HUB_NODE_TTL: a pause or a stall longer than this is taken for a death
@@ -276,3 +279,37 @@ def _is_replica(port: int) -> bool:
         return False
     finally:
         client.close()
+
+
+def test_a_redis_cluster_is_refused_at_start_up_with_one_line(tmp_path: Path) -> None:
+    """Not supported yet: pointed at a node of a 3-master Redis Cluster, ``hub serve`` stops
+    at once with one line naming the setting and what to do (never 500s at run time)."""
+    nodes = RedisClusterSet(tmp_path)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hub", "serve", "--port", "0"],
+            env={
+                **os.environ,
+                "HUB_REDIS_URL": nodes.url,
+                "HUB_DATABASE_URL": "sqlite:///:memory:",
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        nodes.stop()
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "HUB_REDIS_URL" in lines[0] and "Sentinel" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+sentinel://", "redis+sentinel://127.0.0.1:26379", "redis+sentinel://host/m",
+     "redis+sentinel://127.0.0.1:26379/m/x", "memcached://x"],
+)  # fmt: skip
+def test_a_bad_redis_url_stops_serve_with_one_line(url: str) -> None:
+    from hub.cli import main
+
+    assert main(["serve", "--redis-url", url]) == 2

@@ -43,11 +43,11 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.backends import Events
-from hub.errors import ClientRetired, NotAttached, Unavailable, WorkspaceNotFound
+from hub.errors import ClientRetired, ConfigError, NotAttached, Unavailable, WorkspaceNotFound
 from hub.presence import ClaimState, ClaimView, Diff, Snapshot
 from hub.protocol import CloseCode
 
-__all__ = ["RedisBackend", "parse_sentinel_url"]
+__all__ = ["RedisBackend", "check_deployment", "parse_sentinel_url"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,27 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int] | Non
     if len(parts) == 2 and not parts[1].isdigit():
         raise ValueError(f"database {parts[1]!r} is not a number")
     return hosts, parts[0], int(parts[1]) if len(parts) == 2 else 0
+
+
+async def check_deployment(url: str, wait: float) -> None:
+    """Refuse at start-up a Redis deployment this backend does not support (a Redis Cluster),
+    with one line naming the setting and what to do. A Redis that does not answer yet is not
+    refused: the hub starts and answers 503 until it does."""
+    if parse_sentinel_url(url) is not None:
+        return
+    client = aioredis.Redis.from_url(url, socket_timeout=wait, socket_connect_timeout=wait)
+    try:
+        info = await client.info("cluster")
+    except (RedisError, OSError) as exc:
+        log.warning("Redis at %s does not answer yet (%s): starting anyway", url, exc)
+        return
+    finally:
+        await client.aclose()
+    if info.get("cluster_enabled"):
+        raise ConfigError(
+            "HUB_REDIS_URL: this Redis is a node of a Redis Cluster, which is not supported "
+            "yet; use a standalone Redis, or Sentinel (redis+sentinel://HOST:PORT/MASTER)"
+        )
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):

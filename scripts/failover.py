@@ -1,7 +1,10 @@
-"""Failure figures of the scale-out set-up: a node killed, and Redis restarted empty.
+"""Failure figures of the scale-out set-up: a node killed, Redis restarted empty, and the
+faults of tests/test_faults.py (a paused node, a stalled Redis, a silently lost, stalled or reset
+link, a Sentinel failover), each many times.
 
-    .venv/bin/python scripts/failover.py                  # 20 kills, 5 Redis restarts
-    .venv/bin/python scripts/failover.py --kills 5 --restarts 2
+    .venv/bin/python scripts/failover.py                  # 20 kills, 5 restarts, 10 of each fault
+    .venv/bin/python scripts/failover.py --kills 5 --restarts 2 --faults 3
+    .venv/bin/python scripts/failover.py --kills 0 --restarts 0 --only pause,sentinel
 
 Two ``hub serve`` processes on a redis-server of this script's own and one SQLite file (a
 PostgreSQL URL may be given with --database-url), with the settings as shipped (heartbeat 1 s,
@@ -10,7 +13,11 @@ node TTL 3 s). Prints, over the trials:
 - node killed: from ``kill -9`` of node B to a watcher on node A seeing B's viewer leave its
   session (the issue's target: 10 s at p95);
 - Redis restarted empty: from the restart (after a 2 s outage) to REST on both nodes showing
-  the true counts again (target: 15 s); every viewer is then checked to show them too.
+  the true counts again (target: 15 s); every viewer is then checked to show them too;
+- each fault: from its end (SIGCONT, the link flowing again, the reset, the promotion) to both
+  nodes' REST and every open socket equal to the truth (tests/clusters.py ``converge``; the
+  bound is 10 s, 15 s for a failover), with HUB_NODE_TTL 1 s so that each pause or stall is
+  taken for a death. The same machinery as the tests, run many times.
 """
 
 from __future__ import annotations
@@ -27,10 +34,19 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 from bench import free_port  # scripts/ is on sys.path: these run as scripts
 from websockets.asyncio.client import ClientConnection, connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' fault machinery
+from tests.clusters import Cluster, change, converge, settle_change, viewers, workspace  # noqa: E402
+from tests.faultproxy import FaultProxy  # noqa: E402
+from tests.harness import eventually  # noqa: E402
+from tests.services import RedisServer, SentinelSet  # noqa: E402
+
+FAULTS = ("pause", "redis-stall", "silent-loss", "link-stall", "reset", "sentinel")
 
 
 def wait_http(url: str, timeout: float = 20) -> None:
@@ -128,6 +144,8 @@ def counts(port: int, workspace: str) -> dict[str, int] | None:
 
 
 def summary(name: str, values: list[float]) -> str:
+    if not values:
+        return f"{name}: no trials"
     values = sorted(values)
     p95 = values[max(0, int(len(values) * 0.95 + 0.5) - 1)]
     return (
@@ -192,13 +210,98 @@ async def run(kills: int, restarts: int, database_url: str | None) -> None:
             redis.kill()
 
 
+async def fault_trials(kind: str, trials: int, tmp: Path) -> list[float]:
+    """Seconds from the end of the fault to the truth everywhere, per trial."""
+    env = {"HUB_NODE_TTL": "1", "HUB_DETACH_GRACE": "30"}
+    took: list[float] = []
+    if kind == "sentinel":
+        for i in range(trials):
+            folder = tmp / f"sentinel-{i}"
+            folder.mkdir()
+            sentinels = await asyncio.to_thread(SentinelSet, folder)
+            urls = [sentinels.url] * 2
+            cluster = await asyncio.to_thread(
+                Cluster, folder, sentinels.master, urls, HUB_NODE_TTL="2"
+            )
+            try:
+                w = await workspace(cluster)
+                truth = await viewers(cluster, w, (2, 2))
+                sentinels.master.kill()
+                await eventually(lambda: sentinels.master_port() == sentinels.replica.port, 30)
+                promoted = time.monotonic()
+                mover, before = await change(truth, 1, f"S{i + 3}")
+                await settle_change(truth, mover, f"S{i + 3}", before)
+                await converge(cluster, w, truth, [0, 1], within=15)
+                took.append(time.monotonic() - promoted)
+            finally:
+                await asyncio.to_thread(cluster.stop)
+                sentinels.stop()
+        return took
+    redis = RedisServer()
+    proxy = await FaultProxy(redis.port).start()
+    cluster = await asyncio.to_thread(Cluster, tmp, redis, [redis.url, proxy.url], **env)
+    try:
+        w = await workspace(cluster)
+        truth = await viewers(cluster, w, (3, 3))
+        for i in range(trials):
+            session = f"S{i + 3}"
+            if kind == "pause":
+                cluster.nodes[1].proc.send_signal(signal.SIGSTOP)
+                mover, before = await change(truth, 1, session)
+                await asyncio.sleep(2.0)
+                cluster.nodes[1].proc.send_signal(signal.SIGCONT)
+            elif kind == "redis-stall":
+                assert redis.proc is not None
+                redis.proc.send_signal(signal.SIGSTOP)
+                await asyncio.sleep(2.5)
+                redis.proc.send_signal(signal.SIGCONT)
+                mover, before = await change(truth, 1, session)
+            elif kind == "silent-loss":
+                proxy.drop_silently()
+                mover, before = await change(truth, 1, session)
+            elif kind == "link-stall":
+                proxy.stall()
+                mover, before = await change(truth, 1, session)
+                await asyncio.sleep(2.5)
+                proxy.resume()
+            else:
+                proxy.reset()
+                mover, before = await change(truth, 1, session)
+            ended = time.monotonic()
+            await settle_change(truth, mover, session, before)
+            await converge(cluster, w, truth, [0, 1], within=30)
+            took.append(time.monotonic() - ended)
+    finally:
+        await proxy.close()
+        await asyncio.to_thread(cluster.stop)
+    return took
+
+
+async def run_faults(trials: int, kinds: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in kinds:
+            folder = Path(tmp) / kind
+            folder.mkdir()
+            took = await fault_trials(kind, trials, folder)
+            print(summary(f"{kind} -> the truth on both nodes and every socket", took))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--restarts", type=int, default=5)
     parser.add_argument("--database-url")
+    parser.add_argument("--faults", type=int, default=10, help="trials of each fault")
+    parser.add_argument("--only", default=",".join(FAULTS), help="faults to run, comma-separated")
     args = parser.parse_args()
-    asyncio.run(run(args.kills, args.restarts, args.database_url))
+    kinds = [k for k in args.only.split(",") if k]
+    unknown = set(kinds) - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown faults {sorted(unknown)}; pick from {', '.join(FAULTS)}")
+    if args.kills or args.restarts:
+        asyncio.run(run(args.kills, args.restarts, args.database_url))
+    if args.faults and kinds:
+        asyncio.run(run_faults(args.faults, kinds))
     return 0
 
 

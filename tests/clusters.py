@@ -11,8 +11,10 @@ from typing import Any
 
 import httpx
 
-from tests.harness import HubProcess, Viewer
+from tests.harness import HubProcess, Viewer, new_client_id
 from tests.services import Database, RedisServer
+
+BOUND = 10.0  # seconds from the end of a fault to the truth on every node and socket
 
 
 class Cluster:
@@ -131,3 +133,42 @@ async def converge(
     for viewer in truth.viewers:  # seq never went down on any socket
         assert viewer.seqs_seen == sorted(viewer.seqs_seen), viewer.seqs_seen
     return time.monotonic() - started
+
+
+async def viewers(cluster: Cluster, w: str, per_node: tuple[int, int]) -> Truth:
+    """Open viewers (``per_node`` on node 0 and node 1), each on S1 or S2; the truth."""
+    truth = Truth()
+    for node, n in enumerate(per_node):
+        for i in range(n):
+            client = new_client_id()
+            v = await Viewer.open(cluster.ws(node, w, client), client)
+            session = f"S{i % 2 + 1}"
+            await v.send({"type": "set_session", "session_id": session})
+            truth.add(v, node, session)
+    await converge(cluster, w, truth, [0, 1], within=BOUND)
+    return truth
+
+
+async def change(truth: Truth, node: int, session: str) -> tuple[Viewer, str]:
+    """A viewer on ``node`` moves to ``session`` (with a ref: its answer must come); the
+    viewer and the session it had."""
+    mover = next(v for v, on in truth.viewers.items() if on == node)
+    before = truth.sessions[mover.client_id]
+    await mover.send({"type": "set_session", "session_id": session, "ref": session})
+    truth.sessions[mover.client_id] = session
+    return mover, before
+
+
+async def answered(viewer: Viewer, ref: str, within: float) -> dict[str, object]:
+    """The ack or error frame for ``ref`` (never no answer)."""
+    await viewer.until(lambda v: any(f.get("ref") == ref for f in v.frames), within)
+    return next(f for f in viewer.frames if f.get("ref") == ref)
+
+
+async def settle_change(truth: Truth, viewer: Viewer, ref: str, before: str) -> None:
+    """The truth is what the hub acknowledged: a change refused (``unavailable``, the honest
+    answer while the link is down) leaves the viewer where it was."""
+    answer = await answered(viewer, ref, within=BOUND)
+    if answer["type"] == "error":
+        print(f"{ref} refused during the fault: {answer}")
+        truth.sessions[viewer.client_id] = before

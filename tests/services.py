@@ -135,6 +135,13 @@ class RedisClusterSet:
                     stdout=subprocess.DEVNULL,
                 )  # fmt: skip
             )
+        try:
+            self._form(cli)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _form(self, cli: str) -> None:
         for port in self.ports:
             _wait_for_redis(port)
         addresses = [f"127.0.0.1:{port}" for port in self.ports]
@@ -213,6 +220,7 @@ class SentinelSet:
         deadline = time.monotonic() + 10
         while self.master_port() != self.master.port or not self._replica_synced():
             if time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError("the sentinel set did not come up")
             time.sleep(0.05)
 

@@ -227,7 +227,7 @@ async def fault_trials(kind: str, trials: int, tmp: Path) -> list[float]:
                 w = await workspace(cluster)
                 truth = await viewers(cluster, w, (2, 2))
                 sentinels.master.kill()
-                await eventually(lambda: sentinels.master_port() == sentinels.replica.port, 30)
+                await eventually(sentinels.promoted, 30)
                 promoted = time.monotonic()
                 mover, before = await change(truth, 1, f"S{i + 3}")
                 await settle_change(truth, mover, f"S{i + 3}", before)

@@ -242,6 +242,10 @@ class SentinelSet:
             return None
         return int(found[1]) if isinstance(found, tuple) else None
 
+    def promoted(self) -> bool:
+        """Whether the sentinel names the replica as the master now (after a failover)."""
+        return self.master_port() == self.replica.port
+
     def _replica_synced(self) -> bool:
         import redis
 

@@ -239,10 +239,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "token":
             return mint(args, env)
         settings = Settings.from_env(env, **vars(args))
-        if settings.redis_url is not None:
-            from hub.backends.redis import check_deployment
-
-            asyncio.run(check_deployment(settings.redis_url, settings.redis_timeout))
     except (ConfigError, InvalidClientId) as exc:
         print(f"hub: error: {exc}", file=sys.stderr)
         return 2

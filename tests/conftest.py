@@ -11,7 +11,7 @@ import pytest
 
 from hub.settings import Settings
 from tests.harness import ClusterThread, ServerThread, Viewer
-from tests.services import Database, RedisServer
+from tests.services import Database, RedisClusterSet, RedisServer
 
 # Short timers so lifecycle tests run in about a second; coalescing as shipped.
 GRACE = 0.6
@@ -23,16 +23,26 @@ FAST: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="session", params=["hub", "wsproto", "cluster"])
-def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+@pytest.fixture(scope="session", params=["hub", "wsproto", "cluster", "rediscluster"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
     """A real hub shared by the run (tests isolate themselves with fresh workspaces), once on
     each uvicorn WebSocket implementation, so both the direct and the portable send path run
-    every end-to-end test, and once as two nodes on Redis and PostgreSQL (viewers on both)."""
-    if request.param == "cluster":
-        redis, database = RedisServer(), Database()  # of its own: other tests flush theirs
+    every end-to-end test, and as two nodes on PostgreSQL and Redis (viewers on both): one
+    standalone Redis ("cluster"), and a Redis Cluster of three masters ("rediscluster")."""
+    if request.param in ("cluster", "rediscluster"):
+        database = Database()  # of its own, and so is Redis: other tests flush theirs
         request.addfinalizer(database.drop)
-        request.addfinalizer(redis.kill)
-        cluster = {"redis_url": redis.url, "database_url": database.url}
+        if request.param == "cluster":
+            redis = RedisServer()
+            request.addfinalizer(redis.kill)
+            url = redis.url
+        else:
+            nodes = RedisClusterSet(tmp_path_factory.mktemp("rediscluster"))
+            request.addfinalizer(nodes.stop)
+            url = nodes.url
+        cluster = {"redis_url": url, "database_url": database.url}
         srv: ServerThread = ClusterThread(Settings.from_env({}, **{**FAST, **cluster})).start()
     else:
         srv = ServerThread(Settings.from_env({}, **FAST), ws=request.param).start()

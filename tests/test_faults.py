@@ -9,15 +9,13 @@ open), and checks both nodes' REST answers and every open socket against it
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.clusters import (
     BOUND,
@@ -186,8 +184,6 @@ def sentinel_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, SentinelSet]]:
 
 def hub_clients(port: int) -> list[str]:
     """The client connections of a redis-server that are not a sentinel's or a replica's."""
-    import redis
-
     client = redis.Redis(port=port, decode_responses=True)
     try:
         listed = client.client_list()
@@ -244,8 +240,6 @@ async def test_a_sentinel_failover_is_survived(
 
 
 def _is_replica(port: int) -> bool:
-    import redis
-
     client = redis.Redis(port=port, socket_timeout=0.5)
     try:
         return bool(client.info("replication").get("role") == "slave")
@@ -255,27 +249,41 @@ def _is_replica(port: int) -> bool:
         client.close()
 
 
-def test_a_redis_cluster_is_refused_at_start_up_with_one_line(tmp_path: Path) -> None:
-    """Not supported yet: pointed at a node of a 3-master Redis Cluster, ``hub serve`` stops
-    at once with one line naming the setting and what to do (never 500s at run time)."""
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, RedisClusterSet]]:
     nodes = RedisClusterSet(tmp_path)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "hub", "serve", "--port", "0"],
-            env={
-                **os.environ,
-                "HUB_REDIS_URL": nodes.url,
-                "HUB_DATABASE_URL": "sqlite:///:memory:",
-            },
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    finally:
-        nodes.stop()
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "HUB_REDIS_URL" in lines[0] and "Sentinel" in lines[0], lines
+    c = Cluster(tmp_path, None, [nodes.url] * 2, HUB_NODE_TTL="1", HUB_DETACH_GRACE="30")
+    yield c, nodes
+    c.stop()
+    nodes.stop()
+    print("\n".join(c.logs)[-4000:])  # shown when the test failed
+
+
+async def test_a_redis_cluster_spreads_workspaces_over_its_masters_and_clears_a_dead_node(
+    redis_cluster: tuple[Cluster, RedisClusterSet],
+) -> None:
+    """Two nodes on a 3-master Redis Cluster (HUB_REDIS_URL names one of its nodes). Truth:
+    the counts of several workspaces on both nodes and every socket; their keys on every
+    master; and a ``kill -9`` of a node clears its viewers in every workspace within 10 s."""
+    cluster, nodes = redis_cluster
+    spaces = []
+    for i in range(9):
+        response = await rest(cluster.nodes[0], "POST", "/v1/workspaces", json={"path": f"/{i}"})
+        w = response.json()["id"]
+        spaces.append((w, await viewers(cluster, w, (1, 1))))
+    holders = set()
+    for port in nodes.ports:  # which masters hold some workspace's records
+        client = redis.Redis(port=port, decode_responses=True)
+        try:
+            if any(True for _ in client.scan_iter(match="hub:{*}:meta")):
+                holders.add(port)
+        finally:
+            client.close()
+    assert holders == set(nodes.ports)
+    cluster.nodes[1].kill9()
+    for w, truth in spaces:
+        truth.drop_node(1)
+        await converge(cluster, w, truth, [0], within=10)
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -43,11 +43,11 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.backends import Events
-from hub.errors import ClientRetired, ConfigError, NotAttached, Unavailable, WorkspaceNotFound
+from hub.errors import ClientRetired, NotAttached, Unavailable, WorkspaceNotFound
 from hub.presence import ClaimState, ClaimView, Diff, Snapshot
 from hub.protocol import CloseCode
 
-__all__ = ["RedisBackend", "check_deployment", "parse_sentinel_url"]
+__all__ = ["RedisBackend", "parse_sentinel_url"]
 
 log = logging.getLogger(__name__)
 
@@ -94,25 +94,98 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int] | Non
     return hosts, parts[0], int(parts[1]) if len(parts) == 2 else 0
 
 
-async def check_deployment(url: str, wait: float) -> None:
-    """Refuse at start-up a Redis deployment this backend does not support (a Redis Cluster),
-    with one line naming the setting and what to do. A Redis that does not answer yet is not
-    refused: the hub starts and answers 503 until it does."""
-    if parse_sentinel_url(url) is not None:
-        return
-    client = aioredis.Redis.from_url(url, socket_timeout=wait, socket_connect_timeout=wait)
-    try:
-        info = await client.info("cluster")
-    except (RedisError, OSError) as exc:
-        log.warning("Redis at %s does not answer yet (%s): starting anyway", url, exc)
-        return
-    finally:
-        await client.aclose()
-    if info.get("cluster_enabled"):
-        raise ConfigError(
-            "HUB_REDIS_URL: this Redis is a node of a Redis Cluster, which is not supported "
-            "yet; use a standalone Redis, or Sentinel (redis+sentinel://HOST:PORT/MASTER)"
-        )
+class _ShardedFeed:
+    """The change feed on a Redis Cluster: sharded pub/sub, one plain connection per master
+    that serves a watched channel's slot, read by one task each into one queue. It offers
+    what the feed loop uses of a PubSub (``get_message``, ``ping``, ``aclose``). A shard
+    connection that fails, or a channel whose slot moved away (the server's ``sunsubscribe``),
+    fails the whole feed: the loop then makes it anew from the current topology and re-reads
+    every room, as after any lost feed."""
+
+    def __init__(self, cluster: Any, options: dict[str, Any]) -> None:
+        self.cluster = cluster
+        self.options = options
+        self.shards: dict[str, tuple[Any, Any, asyncio.Task[None]]] = {}  # node -> client, ps
+        self.channels: dict[str, set[str]] = {}  # node -> the channels subscribed there
+        self.queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
+        self.leaving: set[str] = set()  # channels this node unsubscribes from itself
+
+    async def ssubscribe(self, *channels: str) -> None:
+        for channel in channels:
+            self.leaving.discard(channel)
+            name, pubsub = self._shard(channel)
+            self.channels.setdefault(name, set()).add(channel)
+            await pubsub.ssubscribe(channel)
+
+    async def sunsubscribe(self, *channels: str) -> None:
+        """Leave channels; a shard left with none is closed (its connection and task)."""
+        for channel in channels:
+            self.leaving.add(channel)
+            name, pubsub = self._shard(channel)
+            mine = self.channels.get(name, set())
+            mine.discard(channel)
+            if mine:
+                await pubsub.sunsubscribe(channel)
+            else:
+                self.channels.pop(name, None)
+                await self._close(name)
+
+    def _shard(self, channel: str) -> tuple[str, Any]:
+        node = self.cluster.get_node_from_key(channel)
+        shard = self.shards.get(node.name)
+        if shard is None:
+            client = aioredis.Redis(host=node.host, port=node.port, **self.options)
+            pubsub = client.pubsub()
+            task = asyncio.ensure_future(self._read(pubsub))
+            shard = self.shards[node.name] = (client, pubsub, task)
+        return node.name, shard[1]
+
+    async def _read(self, pubsub: Any) -> None:
+        try:
+            while True:
+                if not pubsub.subscribed:
+                    await asyncio.sleep(0.01)  # its first subscription is on its way
+                    continue
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                if message["type"] == "sunsubscribe" and message["channel"] not in self.leaving:
+                    raise RedisConnectionError(f"slot of {message['channel']} moved")
+                self.queue.put_nowait(message)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.queue.put_nowait(exc)
+
+    async def get_message(self, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109 (PubSub's)
+        try:
+            item = await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def ping(self) -> None:
+        for _, pubsub, _ in list(self.shards.values()):
+            await pubsub.ping()
+
+    async def aclose(self) -> None:
+        for name in list(self.shards):
+            await self._close(name)
+
+    async def _close(self, name: str) -> None:
+        shard = self.shards.pop(name, None)
+        if shard is None:
+            return
+        client, pubsub, task = shard
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            await client.aclose()
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
@@ -259,11 +332,11 @@ class RedisBackend:
             self.redis = self._sentinel.master_for(
                 master, connection_pool_class=_BlockingSentinelPool, db=db, **options
             )
-        lib = _lua("_lib")
-        self._scripts = {
-            name: self.redis.register_script(lib + "\n" + _lua(name)) for name in _SCRIPTS
-        }
-        self._scripts.update({n: self.redis.register_script(_lua(n)) for n in _GLOBAL_SCRIPTS})
+        self._url = url
+        self._options = options
+        self._cluster = False  # a Redis Cluster (found at start): sharded pub/sub
+        self._scripts: dict[str, Any] = {}
+        self._use(self.redis)
         self._events: Events | None = None
         # This node's truth: streams its sockets hold, and the session of each such claim.
         self._local: dict[str, dict[str, int]] = {}
@@ -274,14 +347,49 @@ class RedisBackend:
         # Channels: how many local holders each has, and the subscription state.
         self._watchers: dict[str, int] = {}
         self._subscribed: dict[str, asyncio.Future[None]] = {}
-        self._pubsub: aioredis.client.PubSub | None = None
+        self._pubsub: Any = None  # a PubSub, or a _ShardedFeed on a Cluster
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+
+    def _use(self, client: Any) -> None:
+        """Talk to Redis through ``client``; the scripts publish the way it listens."""
+        self.redis = client
+        publish = "SPUBLISH" if self._cluster else "PUBLISH"
+        lib = f"local PUBLISH = '{publish}'\n" + _lua("_lib")
+        self._scripts = {name: client.register_script(lib + "\n" + _lua(name)) for name in _SCRIPTS}
+        self._scripts.update({n: client.register_script(_lua(n)) for n in _GLOBAL_SCRIPTS})
+
+    async def _find_cluster(self) -> None:
+        """A ``redis://`` URL may name any node of a Redis Cluster: then use the cluster
+        client (every workspace's keys are one slot) and sharded pub/sub (SSUBSCRIBE)."""
+        if self._sentinel is not None:
+            return
+        probe = aioredis.Redis.from_url(
+            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+        )
+        try:
+            enabled = bool((await probe.info("cluster")).get("cluster_enabled"))
+        except (RedisError, OSError) as exc:
+            log.warning("Redis does not answer yet (%s): taken for a standalone one", exc)
+            enabled = False
+        finally:
+            await probe.aclose()
+        if not enabled:
+            return
+        options = {
+            k: v for k, v in self._options.items() if k not in ("timeout", "retry")
+        }  # the cluster client pools per node and follows MOVED/ASK itself
+        standalone = self.redis
+        self._cluster = True
+        self._use(aioredis.RedisCluster.from_url(self._url, **options))
+        await standalone.aclose(close_connection_pool=True)
+        log.info("Redis Cluster: workspaces spread over its masters, sharded pub/sub")
 
     # -- life -------------------------------------------------------------------------------
 
     async def start(self, events: Events) -> None:
         self._events = events
+        await self._find_cluster()
         loop = asyncio.get_running_loop()
         jobs = {
             "feed": self._feed(),
@@ -307,7 +415,10 @@ class RedisBackend:
             # left at its next beat, as for a node that died.
             await self.redis.delete(_node_key(self.node))
         await self._drop_feed()
-        await self.redis.aclose(close_connection_pool=True)
+        if self._cluster:
+            await self.redis.aclose()
+        else:
+            await self.redis.aclose(close_connection_pool=True)
         if self._sentinel is not None:
             await self._sentinel.aclose()
 
@@ -338,27 +449,44 @@ class RedisBackend:
         if confirmed is None:
             confirmed = self._subscribed[channel] = asyncio.get_running_loop().create_future()
             if self._pubsub is not None:  # else the feed subscribes it when it reconnects
-                await self._pubsub.subscribe(channel)
+                await self._listen(self._pubsub, channel)
         await asyncio.shield(confirmed)
 
-    async def _connect_feed(self) -> aioredis.client.PubSub:
+    async def _connect_feed(self) -> Any:
         """A new subscription connection, subscribed to every watched workspace. The hub
         re-reads each watched workspace once its subscription is confirmed, since changes may
         have been published while this node was not listening."""
         loop = asyncio.get_running_loop()
-        pubsub = self.redis.pubsub()
+        pubsub: Any
+        if self._cluster:
+            cluster = cast(aioredis.RedisCluster, self.redis)
+            await cluster.nodes_manager.initialize()  # the topology as it is now
+            pubsub = _ShardedFeed(self.redis, self._shard_options())
+        else:
+            pubsub = self.redis.pubsub()
         channels = {_channel(w) for w in self._watchers} | self._subscribed.keys()
         for channel in channels:
             if channel not in self._subscribed:
                 self._subscribed[channel] = loop.create_future()
             self._subscribed[channel].add_done_callback(self._resync_after(channel))
         # The node's own channel keeps the connection subscribed to something.
-        await pubsub.subscribe(f"hub:node:{self.node}:ch", *channels)
+        await self._listen(pubsub, f"hub:node:{self.node}:ch", *channels)
         while late := self._subscribed.keys() - channels:  # watched while this was connecting
             channels |= late
-            await pubsub.subscribe(*late)
+            await self._listen(pubsub, *late)
         self._pubsub = pubsub
         return pubsub
+
+    async def _listen(self, pubsub: Any, *channels: str) -> None:
+        if self._cluster:
+            await pubsub.ssubscribe(*channels)
+        else:
+            await pubsub.subscribe(*channels)
+
+    def _shard_options(self) -> dict[str, Any]:
+        """Connection options for one shard of the feed (a plain client to one master)."""
+        keep = ("decode_responses", "socket_timeout", "socket_connect_timeout")
+        return {k: v for k, v in self._options.items() if k in keep or k.startswith("socket_k")}
 
     async def _drop_feed(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -369,7 +497,7 @@ class RedisBackend:
         self._subscribed.clear()
         if pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     async def _feed(self) -> None:
         """Read the subscribed channels until closed, re-subscribing after a lost connection.
@@ -425,12 +553,14 @@ class RedisBackend:
         if kind == "pong":
             return
         channel = message["channel"]
-        if kind == "subscribe":
+        if kind in ("subscribe", "ssubscribe"):
             future = self._subscribed.get(channel)
             if future is not None and not future.done():
                 future.set_result(None)
             return
-        if kind != "message" or not channel.endswith("}:ch") or self._events is None:
+        if kind not in ("message", "smessage") or self._events is None:
+            return
+        if not isinstance(channel, str) or not channel.endswith("}:ch"):
             return
         workspace_id = self._workspace_of(channel)
         data = orjson.loads(message["data"])
@@ -500,6 +630,8 @@ class RedisBackend:
         level = logging.DEBUG if self._dirty else logging.WARNING  # once per outage
         log.log(level, "presence connection lost (%s): reconnecting", exc or "timeout")
         self._dirty = True  # what was written on it may be lost (a failover): re-assert
+        if self._cluster:
+            return  # the cluster client replaces its nodes' connections itself
         with contextlib.suppress(RedisError, OSError):
             await self.redis.connection_pool.disconnect(inuse_connections=False)
 
@@ -627,7 +759,8 @@ class RedisBackend:
 
     async def publish_session(self, workspace_id: str, op: str, session: dict[str, Any]) -> None:
         message = orjson.dumps({"e": {"op": op, "session": session}})
-        await self._call(self.redis.publish(_channel(workspace_id), message))
+        publish = self.redis.spublish if self._cluster else self.redis.publish
+        await self._call(publish(_channel(workspace_id), message))
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -778,7 +911,10 @@ class RedisBackend:
             return
         for channel in idle:
             del self._subscribed[channel]
-        await pubsub.unsubscribe(*idle)
+        if self._cluster:
+            await pubsub.sunsubscribe(*idle)
+        else:
+            await pubsub.unsubscribe(*idle)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, or less when the backend is closing."""

@@ -8,7 +8,9 @@
 --   5 streams HASH   "<node>|<client_id>" -> streams of that client held by that node
 --   6 nodes   SET    nodes that hold streams here
 --   7 retired HASH   client_id -> until when (Redis time, ms) it is retired (see retire.lua)
--- ARGV[1] is the workspace id; the change feed is the channel "hub:{<workspace id>}:ch".
+-- ARGV[1] is the workspace id; the change feed is the channel "hub:{<workspace id>}:ch", in
+-- the same slot. redis.py puts `local PUBLISH = 'PUBLISH'` before this prelude, or 'SPUBLISH'
+-- (sharded pub/sub) on a Redis Cluster.
 local META, COUNTS, CLAIMS, TIMERS, STREAMS, NODES, RETIRED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local W = ARGV[1]
 local CHANNEL = 'hub:{' .. W .. '}:ch'
@@ -87,7 +89,7 @@ local function commit(extra)
   end
   if change.any_session then msg.s = change.sessions end
   if next(msg) ~= nil then
-    redis.call('PUBLISH', CHANNEL, cjson.encode(msg))
+    redis.call(PUBLISH, CHANNEL, cjson.encode(msg))
   end
   return s
 end

@@ -19,7 +19,10 @@ How (docs/scaling.md has the whole picture):
 - Redis unreachable: calls raise :class:`~hub.errors.Unavailable` (REST 503, close 1013)
   within the socket timeout. A node keeps its own truth (the streams its sockets hold, and the
   session of each of their claims) and writes it back whenever its heartbeat finds itself
-  forgotten (Redis restarted empty, or this node was taken for dead) or a write was lost.
+  forgotten (Redis restarted empty, or this node was taken for dead: a survivor's clear count
+  moved) or a write or a connection was lost. Every connection is checked, the feed included.
+- Deployments: one Redis, Sentinel (``redis+sentinel://``), or a Redis Cluster (found at
+  start-up; sharded pub/sub, one feed connection per master).
 """
 
 from __future__ import annotations

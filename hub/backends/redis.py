@@ -100,7 +100,8 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int] | Non
 class _ShardedFeed:
     """The change feed on a Redis Cluster: sharded pub/sub, one plain connection per master
     that serves a watched channel's slot, read by one task each into one queue. It offers
-    what the feed loop uses of a PubSub (``get_message``, ``ping``, ``aclose``). A shard
+    what the feed loop uses of a PubSub (``subscribe``, ``unsubscribe``, ``get_message``,
+    ``ping``, ``aclose``), so the loop is the same on every deployment. A shard
     connection that fails, or a channel whose slot moved away (the server's ``sunsubscribe``),
     fails the whole feed: the loop then makes it anew from the current topology and re-reads
     every room, as after any lost feed."""
@@ -108,19 +109,24 @@ class _ShardedFeed:
     def __init__(self, cluster: Any, options: dict[str, Any]) -> None:
         self.cluster = cluster
         self.options = options
-        self.shards: dict[str, tuple[Any, Any, asyncio.Task[None]]] = {}  # node -> client, ps
+        # node -> its client, its PubSub, and the task reading it (once subscribed)
+        self.shards: dict[str, tuple[Any, Any, asyncio.Task[None] | None]] = {}
         self.channels: dict[str, set[str]] = {}  # node -> the channels subscribed there
         self.queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
         self.leaving: set[str] = set()  # channels this node unsubscribes from itself
 
-    async def ssubscribe(self, *channels: str) -> None:
+    async def subscribe(self, *channels: str) -> None:
+        """Join channels, each on the master that serves its slot (SSUBSCRIBE)."""
         for channel in channels:
             self.leaving.discard(channel)
             name, pubsub = self._shard(channel)
             self.channels.setdefault(name, set()).add(channel)
             await pubsub.ssubscribe(channel)
+            client, _, reader = self.shards[name]
+            if reader is None:  # a shard is read from its first subscription on
+                self.shards[name] = (client, pubsub, asyncio.ensure_future(self._read(pubsub)))
 
-    async def sunsubscribe(self, *channels: str) -> None:
+    async def unsubscribe(self, *channels: str) -> None:
         """Leave channels; a shard left with none is closed (its connection and task)."""
         for channel in channels:
             self.leaving.add(channel)
@@ -135,20 +141,14 @@ class _ShardedFeed:
 
     def _shard(self, channel: str) -> tuple[str, Any]:
         node = self.cluster.get_node_from_key(channel)
-        shard = self.shards.get(node.name)
-        if shard is None:
+        if node.name not in self.shards:
             client = aioredis.Redis(host=node.host, port=node.port, **self.options)
-            pubsub = client.pubsub()
-            task = asyncio.ensure_future(self._read(pubsub))
-            shard = self.shards[node.name] = (client, pubsub, task)
-        return node.name, shard[1]
+            self.shards[node.name] = (client, client.pubsub(), None)
+        return node.name, self.shards[node.name][1]
 
     async def _read(self, pubsub: Any) -> None:
         try:
             while True:
-                if not pubsub.subscribed:
-                    await asyncio.sleep(0.01)  # its first subscription is on its way
-                    continue
                 message = await pubsub.get_message(timeout=1.0)
                 if message is None:
                     continue
@@ -182,9 +182,10 @@ class _ShardedFeed:
         if shard is None:
             return
         client, pubsub, task = shard
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         with contextlib.suppress(RedisError, OSError):
             await pubsub.aclose()
         with contextlib.suppress(RedisError, OSError):
@@ -452,7 +453,7 @@ class RedisBackend:
         if confirmed is None:
             confirmed = self._subscribed[channel] = asyncio.get_running_loop().create_future()
             if self._pubsub is not None:  # else the feed subscribes it when it reconnects
-                await self._listen(self._pubsub, channel)
+                await self._pubsub.subscribe(channel)
         await asyncio.shield(confirmed)
 
     async def _connect_feed(self) -> Any:
@@ -473,18 +474,12 @@ class RedisBackend:
                 self._subscribed[channel] = loop.create_future()
             self._subscribed[channel].add_done_callback(self._resync_after(channel))
         # The node's own channel keeps the connection subscribed to something.
-        await self._listen(pubsub, f"hub:node:{self.node}:ch", *channels)
+        await pubsub.subscribe(f"hub:node:{self.node}:ch", *channels)
         while late := self._subscribed.keys() - channels:  # watched while this was connecting
             channels |= late
-            await self._listen(pubsub, *late)
+            await pubsub.subscribe(*late)
         self._pubsub = pubsub
         return pubsub
-
-    async def _listen(self, pubsub: Any, *channels: str) -> None:
-        if self._cluster:
-            await pubsub.ssubscribe(*channels)
-        else:
-            await pubsub.subscribe(*channels)
 
     def _shard_options(self) -> dict[str, Any]:
         """Connection options for one shard of the feed (a plain client to one master)."""
@@ -914,10 +909,7 @@ class RedisBackend:
             return
         for channel in idle:
             del self._subscribed[channel]
-        if self._cluster:
-            await pubsub.sunsubscribe(*idle)
-        else:
-            await pubsub.unsubscribe(*idle)
+        await pubsub.unsubscribe(*idle)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, or less when the backend is closing."""

@@ -48,17 +48,37 @@ random-history tests check them against this definition):
                                   clearing a node taken for dead: its streams enter grace)
 
 In one process (the memory backend) no node is named and streams are counted per claim only.
+
+People (PROTOCOL.md section 5)
+------------------------------
+A claim may belong to a user, bound at its first stream (``attach(..., user=)``); a later
+stream of the same client as another user (or anonymous against named) is refused
+(:class:`~hub.errors.Forbidden`). A claim without a user is anonymous: a user of its own,
+never listed. Beside the client counts the core keeps, just as incrementally:
+
+    users(S)       distinct users among the attached claims viewing S (anonymous ones each one)
+    online_users   distinct users among the attached claims
+    viewers(S)     the identified users viewing S, earliest arrival first, with their claims
+
+A user's profile is the one most recently set on any of its claims in the workspace (at
+attach, or by :meth:`Presence.set_profile`); it lives as long as the user has a claim there.
+A profile change moves no count, so it does not advance ``seq``: its diff names, in
+``touched``, the sessions whose viewer lists it changed.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from hub.errors import ClientRetired, NotAttached, WorkspaceNotFound
+from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
 
-__all__ = ["ClaimState", "ClaimView", "Diff", "Presence", "Snapshot"]
+__all__ = ["ClaimState", "ClaimView", "Diff", "Presence", "Profile", "Snapshot", "Viewer", "Viewers"]
+
+Profile = dict[str, object]  # a JSON object of at most 1024 bytes encoded (protocol checks it)
 
 
 class ClaimState(StrEnum):
@@ -69,26 +89,62 @@ class ClaimState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Diff:
-    """What one state change moved in one workspace."""
+    """What one state change moved in one workspace: client counts (``counts``, ``online``),
+    user counts (``users``, ``online_users``), and, in ``touched``, the sessions whose viewer
+    list changed beyond what ``counts`` names (the landing page ``""``, a profile change)."""
 
     workspace_id: str
     seq: int
     counts: dict[str, int] = field(default_factory=dict)
     online: int | None = None
+    users: dict[str, int] = field(default_factory=dict)
+    online_users: int | None = None
+    touched: frozenset[str] = frozenset()
 
     @property
     def changed(self) -> bool:
+        """Whether counts moved (then ``seq`` moved with them)."""
         return bool(self.counts) or self.online is not None
+
+    @property
+    def viewed(self) -> frozenset[str] | set[str]:
+        """The sessions whose viewers may have changed (for watchers)."""
+        return self.counts.keys() | self.touched if self.counts else self.touched
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The whole presence of a workspace at version ``seq``; ``counts`` lists only n > 0."""
+    """The whole presence of a workspace at version ``seq``; ``counts`` and ``users`` list
+    only n > 0."""
 
     workspace_id: str
     seq: int
     online: int
     counts: dict[str, int]
+    users: dict[str, int] = field(default_factory=dict)
+    online_users: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """An identified user viewing a session: its profile and its attached claims there."""
+
+    user_id: str
+    profile: Profile | None
+    clients: int
+
+
+@dataclass(frozen=True, slots=True)
+class Viewers:
+    """Who views a session at ``seq``: ``total`` users, ``anonymous`` of them unnamed, and the
+    first identified ones by arrival (at most the limit asked)."""
+
+    workspace_id: str
+    session_id: str
+    seq: int
+    total: int
+    anonymous: int
+    viewers: list[Viewer]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +164,8 @@ class _Claim:
     session_id: str = ""
     streams: int = 0
     released: bool = False
+    user: str | None = None  # None: anonymous
+    bound: bool = False  # the user was fixed by the claim's first stream
     # With streams == 0: True for a creation hold, False for a detach grace.
     held: bool = True
     # Expiry of the hold or grace; None while attached.
@@ -129,6 +187,16 @@ class _Space:
     idle: int = 0  # attached claims with session ""
     online: int = 0
     seq: int = 0
+    # People: session -> distinct users (n > 0, no ""), those of session "", and everywhere.
+    users: dict[str, int] = field(default_factory=dict)
+    idle_users: int = 0
+    online_users: int = 0
+    # session -> user -> that user's attached claims viewing it, in arrival order (named only)
+    viewers: dict[str, dict[str, int]] = field(default_factory=dict)
+    # user -> session -> the same numbers, by user (for online_users and profile changes)
+    present: dict[str, dict[str, int]] = field(default_factory=dict)
+    members: dict[str, int] = field(default_factory=dict)  # user -> claims in any state
+    profiles: dict[str, Profile] = field(default_factory=dict)
     # node -> client -> streams that node holds (only for calls that name a node)
     nodes: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -136,20 +204,34 @@ class _Space:
 class _Change:
     """Collects the count moves of one state change and turns them into a Diff."""
 
-    __slots__ = ("_counts", "_online_before", "_space", "_wid")
+    __slots__ = (
+        "_counts", "_online_before", "_space", "_touched", "_users", "_users_before", "_wid",
+    )  # fmt: skip
 
     def __init__(self, wid: str, space: _Space) -> None:
         self._wid = wid
         self._space = space
         self._online_before = space.online
+        self._users_before = space.online_users
         self._counts: dict[str, int] = {}
+        self._users: dict[str, int] = {}
+        self._touched: set[str] = set()
 
-    def count(self, session_id: str, delta: int) -> None:
-        """One attached claim enters (+1) or leaves (-1) ``session_id``."""
+    def count(self, session_id: str, delta: int, user: str | None) -> None:
+        """One attached claim (of ``user``, None: anonymous) enters (+1) or leaves (-1)
+        ``session_id``."""
         space = self._space
         space.online += delta
+        if user is None:  # a user of its own
+            space.online_users += delta
+            entered = True
+        else:
+            entered = self._person(space, session_id, delta, user)
         if session_id == "":
             space.idle += delta
+            if entered:
+                space.idle_users += delta
+            self._touched.add("")
             return
         n = space.counts.get(session_id, 0) + delta
         if n:
@@ -157,13 +239,46 @@ class _Change:
         else:
             del space.counts[session_id]
         self._counts[session_id] = n
+        if entered:
+            u = space.users.get(session_id, 0) + delta
+            if u:
+                space.users[session_id] = u
+            else:
+                del space.users[session_id]
+            self._users[session_id] = u
+
+    @staticmethod
+    def _person(space: _Space, session_id: str, delta: int, user: str) -> bool:
+        """Move one claim of a named user; whether the user entered or left the session."""
+        present = space.present.get(user)
+        if present is None:
+            present = space.present[user] = {}
+            space.online_users += 1
+        k = present.get(session_id, 0) + delta
+        viewing = space.viewers.setdefault(session_id, {})
+        if k:
+            present[session_id] = viewing[user] = k
+        else:
+            del present[session_id], viewing[user]
+            if not viewing:
+                del space.viewers[session_id]
+            if not present:
+                del space.present[user]
+                space.online_users -= 1
+        return k == (1 if delta > 0 else 0)
+
+    def touch(self, sessions: Iterable[str]) -> None:
+        """Viewer lists changed without a count (a profile)."""
+        self._touched.update(sessions)
 
     def diff(self) -> Diff:
         space = self._space
         online = space.online if space.online != self._online_before else None
         if self._counts or online is not None:
             space.seq += 1
-        return Diff(self._wid, space.seq, self._counts, online)
+        users = space.online_users if space.online_users != self._users_before else None
+        touched = frozenset(self._touched) if self._touched else frozenset()
+        return Diff(self._wid, space.seq, self._counts, online, self._users, users, touched)
 
 
 # Timer heap entries: (deadline, tiebreak, workspace_id or "" for a retirement, client_id).
@@ -219,19 +334,47 @@ class Presence:
         return Diff(workspace_id, space.seq)
 
     def attach(
-        self, workspace_id: str, client_id: str, now: float, node: str | None = None
+        self,
+        workspace_id: str,
+        client_id: str,
+        now: float,
+        node: str | None = None,
+        *,
+        user: str | None = None,
+        profile: Profile | None = None,
     ) -> Diff:
-        """One more stream of the client (held by ``node``); the first one makes it count."""
+        """One more stream of the client (held by ``node``, as ``user``, None: anonymous); the
+        first one makes it count. A ``profile`` becomes the user's."""
         space = self._space(workspace_id)
         self._refuse_retired(client_id, now)
         claim = space.claims.get(client_id)
+        if claim is not None and claim.bound and claim.user != user:
+            raise Forbidden("this client id is in use by another user")
         if claim is None:
             claim = self._new_claim(workspace_id, space, client_id)
+        if not claim.bound:
+            self._bind(space, claim, user)
         if node is not None:
             mine = space.nodes.setdefault(node, {})
             mine[client_id] = mine.get(client_id, 0) + 1
         change = _Change(workspace_id, space)
         self._move(workspace_id, space, change, claim, +1, now)
+        if profile is not None:
+            self._profile(space, change, claim, profile)
+        return change.diff()
+
+    def set_profile(
+        self, workspace_id: str, client_id: str, profile: Profile, now: float
+    ) -> Diff:
+        """The client's user gets ``profile`` (an anonymous claim keeps none): an update of
+        the user wherever it is listed, never a leave and a join; ``seq`` does not move."""
+        space = self._space(workspace_id)
+        self._refuse_retired(client_id, now)
+        claim = space.claims.get(client_id)
+        if claim is None or not claim.streams:
+            raise NotAttached(f"client {client_id} has no live stream in this workspace")
+        change = _Change(workspace_id, space)
+        self._profile(space, change, claim, profile)
         return change.diff()
 
     def set_session(self, workspace_id: str, client_id: str, session_id: str, now: float) -> Diff:
@@ -243,8 +386,8 @@ class Presence:
             raise NotAttached(f"client {client_id} has no live stream in this workspace")
         change = _Change(workspace_id, space)
         if claim.session_id != session_id:
-            change.count(claim.session_id, -1)
-            change.count(session_id, +1)
+            change.count(claim.session_id, -1, claim.user)
+            change.count(session_id, +1, claim.user)
             claim.session_id = session_id
         return change.diff()
 
@@ -276,9 +419,12 @@ class Presence:
         streams: dict[str, int],
         sessions: dict[str, str],
         now: float,
+        users: dict[str, str] | None = None,
+        profiles: dict[str, Profile] | None = None,
     ) -> Diff:
         """Make ``node``'s streams in the workspace exactly ``streams`` (see Nodes above); a
-        claim re-created takes its session from ``sessions``."""
+        claim re-created takes its session from ``sessions``, its user from ``users`` (absent:
+        anonymous) and its user's profile from ``profiles``, as the node last knew them."""
         space = self._spaces.get(workspace_id)
         if space is None:
             if not streams:
@@ -299,6 +445,12 @@ class Presence:
                     continue
                 claim = self._new_claim(workspace_id, space, client_id)
                 claim.session_id = sessions.get(client_id, "")
+                self._bind(space, claim, (users or {}).get(client_id))
+                self._move(workspace_id, space, change, claim, delta, now)
+                profile = (profiles or {}).get(client_id)
+                if profile is not None and claim.user not in space.profiles:
+                    self._profile(space, change, claim, profile)
+                continue
             self._move(workspace_id, space, change, claim, delta, now)
         return change.diff()
 
@@ -332,7 +484,7 @@ class Presence:
             claim = space.claims[client_id]
             change = _Change(workspace_id, space)
             if claim.streams:
-                change.count(claim.session_id, -1)
+                change.count(claim.session_id, -1, claim.user)
             self._remove(workspace_id, space, client_id)
             for node in list(space.nodes):
                 self._set_node_streams(space, node, client_id, 0)
@@ -375,7 +527,32 @@ class Presence:
 
     def snapshot(self, workspace_id: str) -> Snapshot:
         space = self._space(workspace_id)
-        return Snapshot(workspace_id, space.seq, space.online, dict(space.counts))
+        return Snapshot(
+            workspace_id,
+            space.seq,
+            space.online,
+            dict(space.counts),
+            dict(space.users),
+            space.online_users,
+        )
+
+    def viewers(self, workspace_id: str, session_id: str, limit: int) -> Viewers:
+        """Who views ``session_id``: the first ``limit`` identified users by arrival."""
+        space = self._space(workspace_id)
+        viewing = space.viewers.get(session_id, {})
+        total = space.idle_users if session_id == "" else space.users.get(session_id, 0)
+        listed = [
+            Viewer(user, space.profiles.get(user), clients)
+            for user, clients in itertools.islice(viewing.items(), limit)
+        ]
+        return Viewers(workspace_id, session_id, space.seq, total, total - len(viewing), listed)
+
+    def attached_users(self, workspace_id: str, session_id: str) -> int:
+        space = self._space(workspace_id)
+        return space.idle_users if session_id == "" else space.users.get(session_id, 0)
+
+    def online_users(self, workspace_id: str) -> int:
+        return self._space(workspace_id).online_users
 
     def attached_clients(self, workspace_id: str, session_id: str) -> int:
         space = self._space(workspace_id)
@@ -434,9 +611,9 @@ class Presence:
         claim.streams = max(0, before + delta)
         if not before and claim.streams:
             claim.deadline = None
-            change.count(claim.session_id, +1)
+            change.count(claim.session_id, +1, claim.user)
         elif before and not claim.streams:
-            change.count(claim.session_id, -1)
+            change.count(claim.session_id, -1, claim.user)
             if claim.released:
                 self._remove(workspace_id, space, claim.client_id)
             else:
@@ -454,8 +631,33 @@ class Presence:
                 del space.nodes[node]
 
     def _remove(self, workspace_id: str, space: _Space, client_id: str) -> None:
-        del space.claims[client_id]
+        claim = space.claims.pop(client_id)
         self._unindex(workspace_id, client_id)
+        user = claim.user
+        if user is not None:
+            n = space.members[user] - 1
+            if n:
+                space.members[user] = n
+            else:  # the user's last claim here: its profile goes with it
+                del space.members[user]
+                space.profiles.pop(user, None)
+
+    @staticmethod
+    def _bind(space: _Space, claim: _Claim, user: str | None) -> None:
+        """Fix the claim's user (at its first stream)."""
+        claim.bound = True
+        claim.user = user
+        if user is not None:
+            space.members[user] = space.members.get(user, 0) + 1
+
+    @staticmethod
+    def _profile(space: _Space, change: _Change, claim: _Claim, profile: Profile) -> None:
+        """The claim's user takes ``profile``; the sessions listing the user are touched."""
+        user = claim.user
+        if user is None or space.profiles.get(user) == profile:
+            return
+        space.profiles[user] = profile
+        change.touch(space.present.get(user, ()))
 
     def _unindex(self, workspace_id: str, client_id: str) -> None:
         spaces = self._by_client[client_id]

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.errors import ClientRetired, NotAttached, WorkspaceNotFound
-from hub.presence import ClaimState, Presence
+from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
+from hub.presence import ClaimState, Presence, Viewer
 
 W = "w1"
 A, B, C = "client-a", "client-b", "client-c"
@@ -322,6 +322,8 @@ class ModelClaim:
     session: str = ""
     released: bool = False
     deadline: float | None = None
+    user: str | None = None
+    bound: bool = False
 
 
 class Model:
@@ -346,13 +348,34 @@ class Model:
         counts = Counter(c.session for c in live if c.session)
         return dict(counts), len(live)
 
+    def people(self, w: str) -> dict[str, set[str]]:
+        """session -> the distinct users viewing it (an anonymous claim: a user of its own)."""
+        out: dict[str, set[str]] = {}
+        for (ws, client), c in self.claims.items():
+            if ws == w and c.streams > 0:
+                out.setdefault(c.session, set()).add(c.user or f"anonymous:{client}")
+        return out
+
+    def users(self, w: str) -> tuple[dict[str, int], int]:
+        people = self.people(w)
+        everyone = set().union(*people.values()) if people else set()
+        return {s: len(u) for s, u in people.items() if s}, len(everyone)
+
+    def listed(self, w: str, session: str) -> dict[str, int]:
+        """The identified users viewing ``session`` and their attached claims there."""
+        return Counter(
+            c.user
+            for (ws, _), c in self.claims.items()
+            if ws == w and c.streams > 0 and c.session == session and c.user is not None
+        )
+
     def next_deadline(self) -> float | None:
         times = [c.deadline for c in self.claims.values() if c.streams == 0 and c.deadline]
         times += list(self.retired.values())
         return min(times) if times else None
 
 
-OPS = ["hold", "attach", "detach", "set", "release", "retire"]
+OPS = ["hold", "attach", "detach", "set", "release", "retire", "profile"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -364,12 +387,13 @@ OPS = ["hold", "attach", "detach", "set", "release", "retire"]
             st.sampled_from([A, B, C]),
             st.sampled_from(["", "S1", "S2"]),
             st.sampled_from([0, 0, 0.5, 3, 11]),
+            st.sampled_from(["ana", "ana", "bo", None]),
         ),
         max_size=60,
     )
 )
 def test_random_sequences_match_a_brute_force_recount(
-    ops: list[tuple[str, str, str, str, float]],
+    ops: list[tuple[str, str, str, str, float, str | None]],
 ) -> None:
     p = Presence(create_grace=5, detach_grace=2, retire_ttl=20)
     m = Model(5, 2, 20)
@@ -377,13 +401,17 @@ def test_random_sequences_match_a_brute_force_recount(
         p.add_workspace(w)
     now = 0.0
     seqs = {"w1": 0, "w2": 0}
-    for op, w, client, session, dt in ops:
+    # (workspace, session) -> user -> the step it arrived at (the viewers' order), and the
+    # profiles the model expects (the last set, for as long as the user has a claim).
+    arrival: dict[tuple[str, str], dict[str, int]] = {}
+    profiles: dict[tuple[str, str], dict[str, object]] = {}
+    for step, (op, w, client, session, dt, user) in enumerate(ops):
         now += dt
         p.expire(now)
         m.expire(now)
         key = (w, client)
         claim = m.claims.get(key)
-        before = {ws: m.counts(ws) for ws in seqs}
+        before = {ws: (m.counts(ws), m.users(ws)) for ws in seqs}
         if op == "hold":
             if m.refused(client, now):
                 with pytest.raises(ClientRetired):
@@ -399,10 +427,32 @@ def test_random_sequences_match_a_brute_force_recount(
                 with pytest.raises(ClientRetired):
                     p.attach(w, client, now)
                 continue
-            p.attach(w, client, now)
+            if claim is not None and claim.bound and claim.user != user:
+                with pytest.raises(Forbidden):
+                    p.attach(w, client, now, user=user)
+                continue
+            profile = {"name": f"{user}@{step}"} if step % 3 == 0 else None
+            p.attach(w, client, now, user=user, profile=profile)
             claim = m.claims.setdefault(key, ModelClaim())
             claim.streams += 1
             claim.deadline = None
+            claim.user, claim.bound = user, True
+            if user is not None and profile is not None:
+                profiles[w, user] = profile
+        elif op == "profile":
+            if m.refused(client, now):
+                with pytest.raises(ClientRetired):
+                    p.set_profile(w, client, {"n": step}, now)
+            elif claim is None or claim.streams == 0:
+                with pytest.raises(NotAttached):
+                    p.set_profile(w, client, {"n": step}, now)
+            else:
+                diff = p.set_profile(w, client, {"n": step}, now)
+                assert not diff.changed
+                if claim.user is not None:
+                    profiles[w, claim.user] = {"n": step}
+                    sessions = {s for s, us in m.people(w).items() if claim.user in us}
+                    assert diff.touched == sessions
         elif op == "detach":
             p.detach(w, client, now)
             if claim is not None and claim.streams > 0:
@@ -436,14 +486,36 @@ def test_random_sequences_match_a_brute_force_recount(
                 del m.claims[k]
         for ws in seqs:
             counts, online = m.counts(ws)
+            users, online_users = m.users(ws)
             snap = p.snapshot(ws)
             assert (snap.counts, snap.online) == (counts, online)
+            assert (snap.users, snap.online_users) == (users, online_users)
             assert p.attached_clients(ws, "") == sum(
                 1 for (x, _), c in m.claims.items() if x == ws and c.streams and not c.session
             )
-            moved = before[ws] != (counts, online)
+            assert p.attached_users(ws, "") == len(m.people(ws).get("", ()))
+            moved = before[ws][0] != (counts, online)
             assert snap.seq == seqs[ws] + (1 if moved else 0)
             seqs[ws] = snap.seq
+            members = {c.user for (x, _), c in m.claims.items() if x == ws and c.user}
+            for key2 in [k for k in profiles if k[0] == ws and k[1] not in members]:
+                del profiles[key2]
+            for s in ("", "S1", "S2"):
+                listed = m.listed(ws, s)
+                order = arrival.setdefault((ws, s), {})
+                for u in [u for u in order if u not in listed]:
+                    del order[u]
+                for u in listed:
+                    order.setdefault(u, step)
+                want = [
+                    Viewer(u, profiles.get((ws, u)), listed[u])
+                    for u in sorted(order, key=order.__getitem__)
+                ]
+                got = p.viewers(ws, s, 100)
+                assert got.viewers == want
+                assert got.total == len(m.people(ws).get(s, ()))
+                assert got.anonymous == got.total - len(want)
+                assert p.viewers(ws, s, 1).viewers == want[:1]
         assert p.next_deadline() == m.next_deadline()
         assert p.claim_count() == len(m.claims)
 
@@ -497,3 +569,92 @@ def test_a_reassertion_never_brings_a_retired_client_back(p: Presence) -> None:
     p.retire(A, 0)
     assert p.set_streams(W, "n1", {A: 1}, {A: "S1"}, 1).online is None
     assert p.claims(W) == []
+
+
+# -- people: users, profiles, viewers (PROTOCOL.md section 5) ---------------------------------
+
+
+def test_one_user_with_two_clients_counts_once_and_anonymous_ones_count_each(
+    p: Presence,
+) -> None:
+    p.attach(W, A, 0, user="ana")
+    p.attach(W, B, 0, user="ana")  # a second tab: another client id, the same person
+    p.attach(W, C, 0)  # anonymous
+    for client in (A, B, C):
+        p.set_session(W, client, "S1", 0)
+    snap = p.snapshot(W)
+    assert (snap.counts, snap.users, snap.online, snap.online_users) == (
+        {"S1": 3}, {"S1": 2}, 3, 2,
+    )  # fmt: skip
+    viewers = p.viewers(W, "S1", 100)
+    assert (viewers.total, viewers.anonymous) == (2, 1)
+    assert viewers.viewers == [Viewer("ana", None, 2)]
+    diff = p.detach(W, A, 1)  # one of ana's tabs closes: she is still here
+    assert (diff.counts, diff.users, diff.online_users) == ({"S1": 2}, {}, None)
+
+
+def test_a_client_is_bound_to_the_user_of_its_first_stream(p: Presence) -> None:
+    p.hold(W, A, 0)  # a hold names no user: the first stream does
+    p.attach(W, A, 0, user="ana")
+    with pytest.raises(Forbidden):
+        p.attach(W, A, 0, user="bo")
+    with pytest.raises(Forbidden):
+        p.attach(W, A, 0)  # anonymous against named
+    p.detach(W, A, 1)
+    with pytest.raises(Forbidden):
+        p.attach(W, A, 2, user="bo")  # in grace: still ana's
+    assert p.claims(W)[0].streams == 0  # the refusals left nothing behind
+    p.expire(20)
+    p.attach(W, A, 21, user="bo")  # the claim expired: a new one, a new user
+
+
+def test_viewers_come_in_arrival_order_and_a_return_goes_last(p: Presence) -> None:
+    for client, user in ((A, "ana"), (B, "bo"), (C, "cy")):
+        p.attach(W, client, 0, user=user)
+        p.set_session(W, client, "S1", 0)
+    assert [v.user_id for v in p.viewers(W, "S1", 100).viewers] == ["ana", "bo", "cy"]
+    p.set_session(W, A, "S2", 1)
+    p.set_session(W, A, "S1", 2)
+    assert [v.user_id for v in p.viewers(W, "S1", 100).viewers] == ["bo", "cy", "ana"]
+    limited = p.viewers(W, "S1", 2)
+    assert [v.user_id for v in limited.viewers] == ["bo", "cy"] and limited.total == 3
+
+
+def test_a_profile_is_the_last_set_and_goes_with_the_user_s_last_claim(p: Presence) -> None:
+    p.attach(W, A, 0, user="ana", profile={"name": "Ana"})
+    p.attach(W, B, 0, user="ana")
+    p.set_session(W, B, "S1", 0)
+    seq = p.snapshot(W).seq
+    diff = p.set_profile(W, A, {"name": "Ana B."}, 1)  # set on one tab, seen on every one
+    assert (diff.seq, diff.changed, diff.touched) == (seq, False, {"", "S1"})
+    assert p.viewers(W, "S1", 10).viewers == [Viewer("ana", {"name": "Ana B."}, 1)]
+    assert p.set_profile(W, A, {"name": "Ana B."}, 1).touched == set()  # same: no update
+    p.release(W, A, 1)
+    p.release(W, B, 1)
+    p.detach(W, A, 1)
+    assert p.viewers(W, "S1", 10).viewers[0].profile == {"name": "Ana B."}  # B still here
+    p.detach(W, B, 1)
+    p.attach(W, C, 2, user="ana")
+    p.set_session(W, C, "S1", 2)
+    assert p.viewers(W, "S1", 10).viewers == [Viewer("ana", None, 1)]  # forgotten
+
+
+def test_an_anonymous_claim_keeps_no_profile_and_is_never_listed(p: Presence) -> None:
+    p.attach(W, A, 0, profile={"name": "nobody"})
+    assert p.set_profile(W, A, {"name": "still nobody"}, 0).touched == set()
+    viewers = p.viewers(W, "", 10)
+    assert (viewers.total, viewers.anonymous, viewers.viewers) == (1, 1, [])
+    with pytest.raises(NotAttached):
+        p.set_profile(W, B, {}, 0)
+
+
+def test_a_reassertion_brings_a_claim_back_with_its_user_and_profile(p: Presence) -> None:
+    p.attach(W, A, 0, node="n1", user="ana", profile={"name": "Ana"})
+    p.clear_node("n1", 0)
+    p.expire(100)
+    assert p.claims(W) == []
+    diff = p.set_streams(W, "n1", {A: 1}, {A: "S1"}, 101, {A: "ana"}, {A: {"name": "Ana"}})
+    assert (diff.users, diff.online_users) == ({"S1": 1}, 1)
+    assert p.viewers(W, "S1", 10).viewers == [Viewer("ana", {"name": "Ana"}, 1)]
+    with pytest.raises(Forbidden):
+        p.attach(W, A, 102, node="n2", user="bo")

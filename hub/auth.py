@@ -8,7 +8,11 @@ secret, with these claims:
     ws     a list of workspace ids, or "*" for all
     sub    optional: the only client id the bearer may act as
     scope  optional, space-separated; "admin" allows the operator routes (list all workspaces,
-           delete a workspace, list claims, retire a client)
+           delete a workspace, list claims, retire a client) and everything "viewers" allows;
+           "viewers" allows listing who views a session (REST viewers, the ``watch`` frame)
+    user   optional: the user the bearer's sockets belong to (PROTOCOL.md section 5); the
+           only source of a user with auth on (``?user_id=`` is then ignored)
+    profile optional: a JSON object of at most 1024 bytes, the user's profile on connect
 
 Checks run in this order, so an unauthenticated caller learns nothing and nothing changes
 before they pass: the token (401 / close 4401), then the ids' syntax (400 / 4400), then the
@@ -27,6 +31,8 @@ from urllib.parse import urlsplit
 import jwt
 
 from hub.errors import Forbidden, OriginNotAllowed, Unauthorized
+from hub.presence import Profile
+from hub.protocol import check_profile, check_user_id
 
 __all__ = ["OPEN", "Auth", "Grant", "OriginPolicy", "RedactTokens", "token_from"]
 
@@ -40,6 +46,9 @@ class Grant:
     workspaces: frozenset[str] | None  # None: every workspace
     client: str | None  # None: any client id
     admin: bool
+    viewers: bool = False  # may list who views a session (admin may too)
+    user: str | None = None  # the user its sockets belong to (None: anonymous)
+    profile: Profile | None = None
 
     def check_workspace(self, workspace_id: str) -> None:
         if self.workspaces is not None and workspace_id not in self.workspaces:
@@ -53,8 +62,16 @@ class Grant:
         if not self.admin:
             raise Forbidden("this route needs a token with the admin scope")
 
+    @property
+    def may_view(self) -> bool:
+        return self.viewers or self.admin
 
-OPEN = Grant(workspaces=None, client=None, admin=True)
+    def check_viewers(self) -> None:
+        if not self.may_view:
+            raise Forbidden("listing viewers needs a token with the viewers scope")
+
+
+OPEN = Grant(workspaces=None, client=None, admin=True, viewers=True)
 
 
 class Auth:
@@ -93,7 +110,17 @@ class Auth:
         scope = claims.get("scope", "")
         if sub is not None and not isinstance(sub, str) or not isinstance(scope, str):
             raise Unauthorized('the token\'s "sub" and "scope" claims must be strings')
-        return Grant(workspaces, sub.lower() if sub else None, "admin" in scope.split())
+        user = claims.get("user")
+        profile = claims.get("profile")
+        scopes = scope.split()
+        return Grant(
+            workspaces,
+            sub.lower() if sub else None,
+            "admin" in scopes,
+            "viewers" in scopes,
+            check_user_id(user) if user is not None else None,
+            check_profile(profile) if profile is not None else None,
+        )
 
     def mint(
         self,
@@ -101,6 +128,9 @@ class Auth:
         *,
         client: str | None = None,
         admin: bool = False,
+        scopes: Iterable[str] = (),
+        user: str | None = None,
+        profile: Profile | None = None,
         ttl: float = 3600,
         now: float | None = None,
     ) -> str:
@@ -114,8 +144,13 @@ class Auth:
         }
         if client is not None:
             claims["sub"] = client
-        if admin:
-            claims["scope"] = "admin"
+        scope = [*(["admin"] if admin else []), *scopes]
+        if scope:
+            claims["scope"] = " ".join(dict.fromkeys(scope))
+        if user is not None:
+            claims["user"] = user
+        if profile is not None:
+            claims["profile"] = profile
         return jwt.encode(claims, self.secret, algorithm=self.ALGORITHM)
 
 

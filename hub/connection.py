@@ -54,12 +54,14 @@ class Outgoing:
 class MergedCounts:
     """The pending ``counts`` of one socket that fell behind: later values overwrite earlier."""
 
-    __slots__ = ("counts", "online", "seq", "size")
+    __slots__ = ("counts", "online", "online_users", "seq", "size", "users")
 
     def __init__(self, frame: Counts, size: int) -> None:
         self.seq = frame.seq
         self.counts = dict(frame.counts)
         self.online = frame.online
+        self.users = dict(frame.users)
+        self.online_users = frame.online_users
         # What the outbox bound charges for this slot: the size of the frame it started from.
         self.size = size
 
@@ -68,10 +70,14 @@ class MergedCounts:
         self.counts.update(frame.counts)
         if frame.online is not None:
             self.online = frame.online
+        self.users.update(frame.users)
+        if frame.online_users is not None:
+            self.online_users = frame.online_users
 
     @property
     def text(self) -> str:
-        return protocol.encode(Counts(self.seq, self.counts, self.online)).decode()
+        frame = Counts(self.seq, self.counts, self.online, self.users, self.online_users)
+        return protocol.encode(frame).decode()
 
 
 # How long a socket closed for being slow may take to flush its close before it is cut.
@@ -109,10 +115,13 @@ class Connection:
         "client_id",
         "id",
         "max_outbox_bytes",
+        "may_watch",
         "metrics",
         "rate",
         "ready",
         "snapshot_seq",
+        "user",
+        "watches",
         "workspace_id",
     )
 
@@ -132,6 +141,9 @@ class Connection:
         self.workspace_id = workspace_id
         self.client_id = client_id
         self.max_outbox_bytes = max_outbox_bytes
+        self.user: str | None = None  # the user of the stream (None: anonymous)
+        self.may_watch = True  # whether its grant lets it watch viewers
+        self.watches: dict[str, int] | None = None  # session -> limit, for viewers watched
         # False once the claim is gone (retired client, deleted workspace): nothing to detach.
         self.attached = True
         # The seq of the last snapshot queued: counts frames up to it carry nothing new.

@@ -11,6 +11,9 @@ in this tree: it raises the ordinary ``ValueError``/``TypeError``/``RuntimeError
     │   ├── InvalidClientId        400 invalid_client_id, close 4400
     │   ├── InvalidSessionId       400 invalid_session_id, error frame
     │   ├── InvalidPath            400 invalid_path
+    │   ├── InvalidUserId          400 invalid_user_id, close 4400
+    │   ├── InvalidProfile         400 invalid_profile, error frame
+    │   ├── TooManyWatches         error frame too_many_watches (a ninth watch on a socket)
     │   ├── InvalidParentSession   400 invalid_parent_session
     │   ├── WorkspaceNotFound      404 workspace_not_found, close 4404
     │   ├── SessionNotFound        404 session_not_found
@@ -42,7 +45,9 @@ __all__ = [
     "InvalidClientId",
     "InvalidParentSession",
     "InvalidPath",
+    "InvalidProfile",
     "InvalidSessionId",
+    "InvalidUserId",
     "NotAttached",
     "OriginNotAllowed",
     "OverCapacity",
@@ -50,6 +55,7 @@ __all__ = [
     "PeerError",
     "RateLimited",
     "SessionNotFound",
+    "TooManyWatches",
     "Unauthorized",
     "UnknownType",
     "UnsupportedFrame",
@@ -92,6 +98,18 @@ class InvalidSessionId(PeerError):
 
 class InvalidPath(PeerError):
     code = "invalid_path"
+
+
+class InvalidUserId(PeerError):
+    code = "invalid_user_id"
+
+
+class InvalidProfile(PeerError):
+    code = "invalid_profile"
+
+
+class TooManyWatches(PeerError):
+    code = "too_many_watches"
 
 
 class InvalidParentSession(PeerError):

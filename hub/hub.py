@@ -16,6 +16,7 @@ closes close it, and its first frame is the room's view, at least as new as its 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -26,19 +27,43 @@ from starlette.types import Send
 from hub import protocol
 from hub.backends import PresenceBackend
 from hub.connection import Connection, Outgoing
-from hub.errors import OverCapacity, PeerError, RateLimited, UnsupportedFrame
+from hub.errors import (
+    Forbidden,
+    OverCapacity,
+    PeerError,
+    RateLimited,
+    TooManyWatches,
+    UnsupportedFrame,
+)
 from hub.limits import RateLimit
 from hub.metrics import Metrics
-from hub.presence import Diff, Snapshot
-from hub.protocol import CloseCode, Command, Ping, Pong, SetSession, Sync
+from hub.presence import Diff, Profile, Snapshot
+from hub.protocol import (
+    CloseCode,
+    Command,
+    Ping,
+    Pong,
+    SetProfile,
+    SetSession,
+    Sync,
+    Unwatch,
+    Watch,
+)
 from hub.room import Room
 from hub.transport import DirectWriter
+from hub.watch import Watches
 
 __all__ = ["Hub", "Limits"]
 
 log = logging.getLogger(__name__)
 
 _Room = Room[Connection, protocol.Ref]  # a room of this process's sockets
+_Watches = Watches[Connection]
+
+# Sessions one socket may watch at once (PROTOCOL.md section 5).
+MAX_WATCHES = 8
+# How long a viewers read that failed (the backend is down) waits before it is tried again.
+VIEWERS_RETRY = 1.0
 
 # How long a parked ack waits for its change to come through the backend's feed before the
 # room re-reads the snapshot (a feed that lags or was silently lost never leaves it unanswered).
@@ -52,9 +77,12 @@ _BINARY_REFUSED = Outgoing(
     protocol.encode(protocol.Error.of(UnsupportedFrame("binary frames are not supported")))
 )
 # Metric labels of frames in and out.
-_KIND = {SetSession: "set_session", Sync: "sync", Ping: "ping"}
+_KIND = {
+    SetSession: "set_session", Sync: "sync", Ping: "ping", SetProfile: "set_profile",
+    Watch: "watch", Unwatch: "unwatch",
+}  # fmt: skip
 _IN = (*_KIND.values(), "invalid", "binary", "rate_limited")
-_OUT = ("counts", "session", "snapshot", "ack", "error", "pong")
+_OUT = ("counts", "session", "snapshot", "ack", "error", "pong", "viewers", "viewers_diff")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +120,7 @@ class Hub:
         self.rooms: dict[str, _Room] = {}
         self._by_client: dict[str, set[Connection]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._resyncs: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # resyncs and viewers reads
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -102,7 +130,9 @@ class Hub:
         for room in self.rooms.values():
             if room.timer is not None:
                 room.timer.cancel()
-        for task in list(self._resyncs):
+            if room.watches is not None and room.watches.timer is not None:
+                room.watches.timer.cancel()
+        for task in list(self._tasks):
             task.cancel()
         await self.backend.close()
 
@@ -114,11 +144,17 @@ class Hub:
         client_id: str,
         send: Send,
         direct: DirectWriter | None = None,
+        *,
+        user: str | None = None,
+        profile: Profile | None = None,
+        may_watch: bool = True,
     ) -> Connection:
-        """Attach a new stream and queue its snapshot as its first frame.
+        """Attach a new stream (of ``user``, None: anonymous) and queue its snapshot as its
+        first frame; ``may_watch``: whether its grant allows watching viewers.
 
-        Raises a PeerError (over capacity, unknown workspace, retired client) before anything
-        is attached; a stream whose claim goes away while it joins comes back closed.
+        Raises a PeerError (over capacity, unknown workspace, retired client, a client bound
+        to another user) before anything is attached; a stream whose claim goes away while it
+        joins comes back closed.
         """
         limits = self.limits
         if self.sockets >= limits.max_sockets:
@@ -131,9 +167,11 @@ class Hub:
         conn = Connection(
             workspace_id, client_id, send, self.max_outbox_bytes, direct, rate, self.metrics
         )
+        conn.user = user
+        conn.may_watch = may_watch
         room = self._register(conn)  # before the first await: no event can pass it by
         try:
-            snapshot = await self._attach(workspace_id, client_id)
+            snapshot = await self._attach(workspace_id, client_id, user, profile)
         except BaseException:
             self._unregister(conn)
             raise
@@ -146,12 +184,14 @@ class Hub:
         )  # fmt: skip
         return conn
 
-    async def _attach(self, workspace_id: str, client_id: str) -> Snapshot:
+    async def _attach(
+        self, workspace_id: str, client_id: str, user: str | None, profile: Profile | None
+    ) -> Snapshot:
         """Watch the workspace and attach the stream; the snapshot that includes it (changes
         committed after it reach the room through the backend)."""
         await self.backend.watch(workspace_id)
         try:
-            return await self.backend.attach(workspace_id, client_id)
+            return await self.backend.attach(workspace_id, client_id, user, profile)
         except BaseException:
             self.backend.unwatch(workspace_id)
             raise
@@ -171,6 +211,7 @@ class Hub:
         room = self.rooms.get(conn.workspace_id)
         if room is not None:
             room.conns.discard(conn)
+            self._unwatch_all(room, conn)
             if room.idle:
                 if room.timer is not None:
                     room.timer.cancel()
@@ -230,14 +271,25 @@ class Hub:
                 conn.workspace_id, conn.client_id, command.session_id
             )
             if command.ref is not None:
-                room = self.rooms.get(conn.workspace_id)
-                if room is None:
-                    self._ack(conn, command.ref, seq)
-                elif room.park(seq, conn, command.ref):  # sent when the change is here ...
-                    loop = asyncio.get_running_loop()  # ... or after a re-read, if it lags
-                    loop.call_later(ACK_WAIT, self._ack_overdue, room, seq)
-                else:
-                    self._ack(conn, command.ref, room.seq)
+                self._acknowledge(conn, command.ref, seq)
+        elif isinstance(command, SetProfile):
+            seq = await self.backend.set_profile(
+                conn.workspace_id, conn.client_id, command.profile
+            )
+            if command.ref is not None:
+                self._acknowledge(conn, command.ref, seq)
+        elif isinstance(command, Watch):
+            await self._watch(conn, command)
+        elif isinstance(command, Unwatch):
+            room = self.rooms.get(conn.workspace_id)
+            if conn.watches is not None and command.session_id in conn.watches:
+                limit = conn.watches.pop(command.session_id)
+                if room is not None and room.watches is not None:
+                    room.watches.remove(command.session_id, limit, conn)
+                    if room.watches.empty:
+                        self._drop_watches(room)
+            if command.ref is not None:
+                self._ack(conn, command.ref, room.seq if room is not None else 0)
         elif isinstance(command, Sync):
             snapshot = await self.backend.snapshot(conn.workspace_id)
             room = self.rooms.get(conn.workspace_id)
@@ -247,6 +299,18 @@ class Hub:
             self._push_snapshot(conn, snapshot, command.ref)
         elif isinstance(command, Ping):
             self._send_one(conn, "pong", Outgoing(protocol.encode(Pong(command.ref))))
+
+    def _acknowledge(self, conn: Connection, ref: protocol.Ref, seq: int) -> None:
+        """Ack a change committed at ``seq``: once the room has applied it (rule 4 of
+        :mod:`hub.room`), or after a re-read if the backend's feed lags."""
+        room = self.rooms.get(conn.workspace_id)
+        if room is None:
+            self._ack(conn, ref, seq)
+        elif room.park(seq, conn, ref):  # sent when the change is here ...
+            loop = asyncio.get_running_loop()  # ... or after a re-read, if it lags
+            loop.call_later(ACK_WAIT, self._ack_overdue, room, seq)
+        else:
+            self._ack(conn, ref, room.seq)
 
     def _snapshot_frame(
         self, conn: Connection, snapshot: Snapshot, ref: protocol.Ref | None
@@ -258,6 +322,8 @@ class Hub:
             snapshot.seq,
             snapshot.online,
             snapshot.counts,
+            snapshot.users,
+            snapshot.online_users,
             ref,
         )
         return Outgoing(protocol.encode(frame))
@@ -298,11 +364,14 @@ class Hub:
         if room is None or room.resyncing or not room.synced:
             return
         room.resyncing = True
+        self._spawn(self._resync(room), f"resync-{workspace_id}")
+
+    def _spawn(self, job: Any, name: str) -> None:
         loop = self._loop
         assert loop is not None
-        task = loop.create_task(self._resync(room), name=f"resync-{workspace_id}")
-        self._resyncs.add(task)
-        task.add_done_callback(self._resyncs.discard)
+        task = loop.create_task(job, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _resync(self, room: _Room) -> None:
         self.metrics.resyncs.inc()
@@ -330,6 +399,10 @@ class Hub:
         room = self.rooms.get(diff.workspace_id)
         if room is None:
             return  # nobody here is watching this workspace
+        if room.watches is not None and room.watches.touch(diff.viewed):
+            self._schedule_viewers(room.watches, room)
+        if not diff.changed:
+            return
         if not room.merge(diff):
             self.resync(room.workspace_id)
             return
@@ -374,3 +447,102 @@ class Hub:
             conn.push_counts(frame, shared)
         self._out["counts"].inc(len(room.conns))
         self.metrics.fanout.observe(time.perf_counter() - started)
+
+    # -- viewers (who is here) --------------------------------------------------------------
+
+    async def _watch(self, conn: Connection, command: Watch) -> None:
+        """Start (or restart, with a new limit) a socket's watch of a session's viewers: its
+        ``viewers`` frame now, then a ``viewers_diff`` after every change (see hub.watch)."""
+        if not conn.may_watch:
+            raise Forbidden("watching viewers needs a token with the viewers scope")
+        watching = conn.watches or {}
+        if len(watching) >= MAX_WATCHES and command.session_id not in watching:
+            raise TooManyWatches(f"a socket watches at most {MAX_WATCHES} sessions")
+        room = self.rooms.get(conn.workspace_id)
+        if room is None or conn not in room.conns:
+            return  # the socket is leaving
+        watches = room.watches
+        if watches is None:
+            watches = room.watches = _Watches()
+            watches.lock = asyncio.Lock()
+        session_id, limit = command.session_id, command.limit
+        async with watches.lock:
+            wanted = max(limit, watches.limit(session_id) or 0)
+            try:
+                viewers = await self.backend.viewers(conn.workspace_id, session_id, wanted)
+            except BaseException:
+                if watches.empty:
+                    self._drop_watches(room)  # nobody else watches: nothing left behind
+                raise
+            if conn not in room.conns or self.rooms.get(conn.workspace_id) is not room:
+                return  # it left meanwhile
+            room.watches = watches  # (again, if a failed read of another socket dropped it)
+            self._send_viewers(watches.update(viewers))
+            old = watching.get(session_id)
+            if old is not None:
+                watches.remove(session_id, old, conn)
+            frame = watches.add(viewers, limit, conn)
+            if conn.watches is None:
+                conn.watches = {}
+            conn.watches[session_id] = limit
+            self._out["viewers"].inc()
+            conn.push(Outgoing(protocol.encode(dataclasses.replace(frame, ref=command.ref))))
+
+    def _unwatch_all(self, room: _Room, conn: Connection) -> None:
+        watching, conn.watches = conn.watches, None
+        if not watching or room.watches is None:
+            return
+        for session_id, limit in watching.items():
+            room.watches.remove(session_id, limit, conn)
+        if room.watches.empty:
+            self._drop_watches(room)
+
+    @staticmethod
+    def _drop_watches(room: _Room) -> None:
+        if room.watches is not None and room.watches.empty:
+            if room.watches.timer is not None:
+                room.watches.timer.cancel()
+            room.watches = None
+
+    def _schedule_viewers(self, watches: _Watches, room: _Room) -> None:
+        """Read the dirty sessions' viewers at the next coalescing point (like counts)."""
+        if watches.timer is not None:
+            return
+        loop = self._loop
+        assert loop is not None
+        due = max(loop.time(), watches.last_flush + self.coalesce_window)
+        watches.timer = loop.call_at(due, self._start_viewers, watches, room)
+
+    def _start_viewers(self, watches: _Watches, room: _Room) -> None:
+        watches.timer = None
+        if room.watches is watches:
+            self._spawn(self._refresh_viewers(watches, room), f"viewers-{room.workspace_id}")
+
+    async def _refresh_viewers(self, watches: _Watches, room: _Room) -> None:
+        """Read every dirty session once and send each group what moved, one read at a time
+        per workspace (so a group's frames never go back in ``seq``)."""
+        loop = self._loop
+        assert loop is not None
+        async with watches.lock:
+            while watches.dirty and room.watches is watches:
+                session_id = watches.dirty.pop()
+                limit = watches.limit(session_id)
+                if limit is None:
+                    continue
+                try:
+                    viewers = await self.backend.viewers(room.workspace_id, session_id, limit)
+                except Exception as exc:  # the backend is down: try again a little later
+                    log.warning("viewers of %s failed: %s", room.workspace_id, exc)
+                    watches.dirty.add(session_id)
+                    watches.last_flush = loop.time() + VIEWERS_RETRY - self.coalesce_window
+                    self._schedule_viewers(watches, room)
+                    return
+                self._send_viewers(watches.update(viewers))
+            watches.last_flush = loop.time()
+
+    def _send_viewers(self, frames: list[tuple[set[Connection], protocol.ViewersDiff]]) -> None:
+        for conns, frame in frames:
+            shared = Outgoing(protocol.encode(frame))
+            self._out["viewers_diff"].inc(len(conns))
+            for conn in conns:
+                conn.push(shared)

@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from hub import __version__
-from hub.protocol import MAX_SESSION_ID_LENGTH
+from hub.protocol import (
+    DEFAULT_VIEWERS_LIMIT,
+    MAX_SESSION_ID_LENGTH,
+    MAX_USER_ID_LENGTH,
+    MAX_VIEWERS_LIMIT,
+)
 
 __all__ = ["document"]
 
@@ -32,12 +37,13 @@ SCHEMAS: dict[str, Schema] = {
     },
     "Workspace": {
         "type": "object",
-        "required": ["id", "path", "created_at", "online"],
+        "required": ["id", "path", "created_at", "online", "online_users"],
         "properties": {
             "id": {"type": "string"},
             "path": {"type": "string"},
             "created_at": {"type": "integer"},
             "online": _COUNT,
+            "online_users": _COUNT,
         },
     },
     "Session": {
@@ -55,6 +61,7 @@ SCHEMAS: dict[str, Schema] = {
             "updated_at": {"type": "integer"},
             "is_busy": {"type": "boolean"},
             "attached_clients": _COUNT,
+            "attached_users": _COUNT,
         },
     },
     "Presence": {
@@ -64,6 +71,32 @@ SCHEMAS: dict[str, Schema] = {
             "seq": _COUNT,
             "online": _COUNT,
             "counts": {"type": "object", "additionalProperties": _COUNT},
+            "online_users": _COUNT,
+            "users": {"type": "object", "additionalProperties": _COUNT},
+        },
+    },
+    "Viewers": {
+        "type": "object",
+        "required": ["workspace_id", "session_id", "seq", "total", "anonymous", "viewers"],
+        "properties": {
+            "workspace_id": {"type": "string"},
+            "session_id": _SESSION_ID,
+            "seq": _COUNT,
+            "total": _COUNT,
+            "anonymous": _COUNT,
+            "viewers": {
+                "type": "array",
+                "description": "identified users viewing the session, earliest arrival first",
+                "items": {
+                    "type": "object",
+                    "required": ["user_id", "profile", "clients"],
+                    "properties": {
+                        "user_id": {"type": "string", "maxLength": MAX_USER_ID_LENGTH},
+                        "profile": {"type": "object", "nullable": True},
+                        "clients": _COUNT,
+                    },
+                },
+            },
         },
     },
     "Claim": {
@@ -118,6 +151,18 @@ _W = {"name": "workspace_id", "in": "path", "required": True, "schema": {"type":
 _S = {"name": "session_id", "in": "path", "required": True, "schema": _SESSION_ID}
 _C = {"name": "client_id", "in": "path", "required": True, "schema": _UUID}
 _CQ = {"name": "client_id", "in": "query", "required": True, "schema": _UUID}
+_SQ = {"name": "session_id", "in": "query", "required": True, "schema": _SESSION_ID}
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_VIEWERS_LIMIT,
+        "default": DEFAULT_VIEWERS_LIMIT,
+    },
+}
 
 
 def _op(summary: str, ok: int, body: str | None, result: Schema | None, *params: Schema) -> Schema:
@@ -185,6 +230,11 @@ PATHS: dict[str, dict[str, Schema]] = {
     },
     "/v1/workspaces/{workspace_id}/presence": {
         "get": _op("presence snapshot", 200, None, _ref("Presence"), _W),
+    },
+    "/v1/workspaces/{workspace_id}/viewers": {
+        "get": _op(
+            "who views a session (scope viewers)", 200, None, _ref("Viewers"), _W, _SQ, _LIMIT
+        ),
     },
     "/v1/workspaces/{workspace_id}/sessions": {
         "get": _op("list sessions", 200, None, _list("Session"), _W),

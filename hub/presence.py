@@ -76,7 +76,9 @@ from enum import StrEnum
 
 from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
 
-__all__ = ["ClaimState", "ClaimView", "Diff", "Presence", "Profile", "Snapshot", "Viewer", "Viewers"]
+__all__ = [
+    "ClaimState", "ClaimView", "Diff", "Presence", "Profile", "Snapshot", "Viewer", "Viewers",
+]  # fmt: skip
 
 Profile = dict[str, object]  # a JSON object of at most 1024 bytes encoded (protocol checks it)
 

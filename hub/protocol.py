@@ -3,7 +3,8 @@
 ``parse(text)`` turns one text frame into a :data:`Command` or raises the :class:`PeerError`
 whose code the error frame carries. ``encode(frame)`` turns a server frame into the UTF-8 JSON
 bytes sent on the socket; a fan-out encodes once and sends the same bytes to every socket.
-Optional fields (``ref``, ``online``) are left out of the JSON when they are ``None``.
+Optional fields (``ref``, ``online``, ``online_users``) are left out of the JSON when they
+are ``None``.
 """
 
 from __future__ import annotations
@@ -19,14 +20,21 @@ from hub.errors import (
     BadJson,
     BadRequest,
     InvalidClientId,
+    InvalidProfile,
     InvalidSessionId,
+    InvalidUserId,
     PeerError,
     UnknownType,
 )
+from hub.presence import Profile, Viewer
 
 __all__ = [
+    "DEFAULT_VIEWERS_LIMIT",
+    "MAX_PROFILE_BYTES",
     "MAX_REF_LENGTH",
     "MAX_SESSION_ID_LENGTH",
+    "MAX_USER_ID_LENGTH",
+    "MAX_VIEWERS_LIMIT",
     "Ack",
     "CloseCode",
     "Command",
@@ -37,11 +45,20 @@ __all__ = [
     "Ref",
     "ServerFrame",
     "SessionEvent",
+    "SetProfile",
     "SetSession",
     "SnapshotFrame",
     "Sync",
+    "Unwatch",
+    "ViewersDiff",
+    "ViewersFrame",
+    "Watch",
     "check_client_id",
+    "check_limit",
+    "check_profile",
     "check_session_id",
+    "check_user_id",
+    "viewer_json",
     "encode",
     "parse",
 ]
@@ -49,6 +66,10 @@ __all__ = [
 Ref = str | int
 MAX_SESSION_ID_LENGTH = 128
 MAX_REF_LENGTH = 256
+MAX_USER_ID_LENGTH = 128
+MAX_PROFILE_BYTES = 1024
+MAX_VIEWERS_LIMIT = 1000
+DEFAULT_VIEWERS_LIMIT = 100
 # Integer refs stay within what a JavaScript client can echo back exactly.
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -102,6 +123,48 @@ def check_session_id(value: object, *, ref: Ref | None = None) -> str:
     return value
 
 
+def check_user_id(value: object) -> str:
+    """A user id: a string of 1..128 characters without control characters."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_USER_ID_LENGTH
+        or _CONTROL.search(value)
+    ):
+        raise InvalidUserId(
+            f"user_id must be 1..{MAX_USER_ID_LENGTH} characters without control characters"
+        )
+    return value
+
+
+def check_profile(value: object, *, ref: Ref | None = None) -> Profile:
+    """A profile: a JSON object of at most 1024 bytes encoded."""
+    if not isinstance(value, dict):
+        raise InvalidProfile("profile must be a JSON object", ref=ref)
+    try:
+        size = len(orjson.dumps(value))
+    except TypeError:
+        raise InvalidProfile("profile must be a JSON object", ref=ref) from None
+    if size > MAX_PROFILE_BYTES:
+        raise InvalidProfile(
+            f"profile is {size} bytes encoded, over the limit of {MAX_PROFILE_BYTES}", ref=ref
+        )
+    return value
+
+
+def check_limit(value: object, *, ref: Ref | None = None) -> int:
+    """A viewers ``limit``: an integer 1..1000 (None: the default, 100); from a query string
+    too (its decimal text)."""
+    if value is None:
+        return DEFAULT_VIEWERS_LIMIT
+    if isinstance(value, str) and value.isdigit() and len(value) < 6:
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest("limit must be an integer", ref=ref)
+    if not 1 <= value <= MAX_VIEWERS_LIMIT:
+        raise BadRequest(f"limit must be 1..{MAX_VIEWERS_LIMIT}", ref=ref)
+    return value
+
+
 # -- client to server -----------------------------------------------------------------------
 
 
@@ -121,12 +184,34 @@ class Ping:
     ref: Ref | None = None
 
 
-Command = SetSession | Sync | Ping
+@dataclass(frozen=True, slots=True)
+class SetProfile:
+    profile: Profile
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    session_id: str
+    limit: int = DEFAULT_VIEWERS_LIMIT
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unwatch:
+    session_id: str
+    ref: Ref | None = None
+
+
+Command = SetSession | Sync | Ping | SetProfile | Watch | Unwatch
 
 _ALLOWED = {
     "set_session": frozenset({"type", "session_id", "ref"}),
     "sync": frozenset({"type", "ref"}),
     "ping": frozenset({"type", "ref"}),
+    "set_profile": frozenset({"type", "profile", "ref"}),
+    "watch": frozenset({"type", "session_id", "limit", "ref"}),
+    "unwatch": frozenset({"type", "session_id", "ref"}),
 }
 
 
@@ -148,10 +233,17 @@ def parse(text: str | bytes) -> Command:
     unknown = data.keys() - allowed
     if unknown:
         raise BadRequest(f"unknown field {min(unknown)[:64]!r} in {kind}", ref=ref)
-    if kind == "set_session":
+    if kind in ("set_session", "watch", "unwatch"):
         if "session_id" not in data:
             raise BadRequest("field 'session_id' is required", ref=ref)
-        return SetSession(check_session_id(data["session_id"], ref=ref), ref)
+        session_id = check_session_id(data["session_id"], ref=ref)
+        if kind == "watch":
+            return Watch(session_id, check_limit(data.get("limit"), ref=ref), ref)
+        return SetSession(session_id, ref) if kind == "set_session" else Unwatch(session_id, ref)
+    if kind == "set_profile":
+        if "profile" not in data:
+            raise BadRequest("field 'profile' is required", ref=ref)
+        return SetProfile(check_profile(data["profile"], ref=ref), ref)
     if kind == "sync":
         return Sync(ref)
     return Ping(ref)
@@ -181,6 +273,8 @@ class SnapshotFrame:
     seq: int
     online: int
     counts: dict[str, int]
+    users: dict[str, int]
+    online_users: int
     ref: Ref | None = None
 
 
@@ -190,6 +284,39 @@ class Counts:
     seq: int
     counts: dict[str, int] = field(default_factory=dict)
     online: int | None = None
+    users: dict[str, int] = field(default_factory=dict)
+    online_users: int | None = None
+
+
+def viewer_json(viewer: Viewer) -> dict[str, Any]:
+    """A viewer as the wire shows it (``profile`` is null when the user has none)."""
+    return {"user_id": viewer.user_id, "profile": viewer.profile, "clients": viewer.clients}
+
+
+@dataclass(frozen=True, slots=True)
+class ViewersFrame:
+    """The answer to ``watch``: the REST viewers body, with the frame's ``ref``."""
+
+    TYPE: ClassVar[str] = "viewers"
+    workspace_id: str
+    session_id: str
+    seq: int
+    total: int
+    anonymous: int
+    viewers: list[dict[str, Any]]
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ViewersDiff:
+    TYPE: ClassVar[str] = "viewers_diff"
+    session_id: str
+    seq: int
+    total: int
+    anonymous: int
+    joined: list[dict[str, Any]]
+    updated: list[dict[str, Any]]
+    left: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +351,9 @@ class Pong:
     ref: Ref | None = None
 
 
-ServerFrame = SnapshotFrame | Counts | SessionEvent | Ack | Error | Pong
+ServerFrame = (
+    SnapshotFrame | Counts | SessionEvent | Ack | Error | Pong | ViewersFrame | ViewersDiff
+)
 
 
 def encode(frame: ServerFrame) -> bytes:

@@ -37,7 +37,8 @@ from hub.errors import (
 )
 from hub.hub import Hub
 from hub.openapi import document
-from hub.protocol import check_client_id, check_session_id
+from hub.presence import Snapshot
+from hub.protocol import check_client_id, check_limit, check_session_id, viewer_json
 from hub.store import SESSION_FIELDS, Session, Store, Workspace
 
 __all__ = ["Rest", "error_response", "json_response"]
@@ -87,16 +88,17 @@ def _peer_errors(handler: Handler) -> Handler:
     return wrapped
 
 
-def workspace_json(workspace: Workspace, online: int) -> dict[str, Any]:
+def workspace_json(workspace: Workspace, snapshot: Snapshot) -> dict[str, Any]:
     return {
         "id": workspace.id,
         "path": workspace.path,
         "created_at": workspace.created_at,
-        "online": online,
+        "online": snapshot.online,
+        "online_users": snapshot.online_users,
     }
 
 
-def session_json(session: Session, attached_clients: int) -> dict[str, Any]:
+def session_json(session: Session, snapshot: Snapshot) -> dict[str, Any]:
     return {
         "id": session.id,
         "workspace_id": session.workspace_id,
@@ -109,7 +111,8 @@ def session_json(session: Session, attached_clients: int) -> dict[str, Any]:
         "created_at": session.created_at,
         "updated_at": session.updated_at,
         "is_busy": session.is_busy,
-        "attached_clients": attached_clients,
+        "attached_clients": snapshot.counts.get(session.id, 0),
+        "attached_users": snapshot.users.get(session.id, 0),
     }
 
 
@@ -166,6 +169,7 @@ class Rest:
             ("/v1/clients/{client_id}", self.retire, ["DELETE"]),
             (w + "/current-session", self.set_current_session, ["POST"]),
             (w + "/presence", self.presence, ["GET"]),
+            (w + "/viewers", self.viewers, ["GET"]),
             (w + "/sessions", self.list_sessions, ["GET"]),
             (w + "/sessions", self.create_session, ["POST"]),
             (w + "/sessions/{session_id}", self.get_session, ["GET"]),
@@ -224,13 +228,12 @@ class Rest:
         return session_id
 
     async def _workspace_json(self, workspace: Workspace) -> dict[str, Any]:
-        """The record with its live ``online``."""
-        return workspace_json(workspace, (await self.backend.snapshot(workspace.id)).online)
+        """The record with its live ``online`` and ``online_users``."""
+        return workspace_json(workspace, await self.backend.snapshot(workspace.id))
 
     async def _session_json(self, session: Session) -> dict[str, Any]:
-        """The record with its live ``attached_clients``."""
-        snapshot = await self.backend.snapshot(session.workspace_id)
-        return session_json(session, snapshot.counts.get(session.id, 0))
+        """The record with its live ``attached_clients`` and ``attached_users``."""
+        return session_json(session, await self.backend.snapshot(session.workspace_id))
 
     # -- routes -----------------------------------------------------------------------------
 
@@ -397,14 +400,38 @@ class Rest:
                 "seq": snapshot.seq,
                 "online": snapshot.online,
                 "counts": snapshot.counts,
+                "online_users": snapshot.online_users,
+                "users": snapshot.users,
+            }
+        )
+
+    async def viewers(self, request: Request) -> Response:
+        """Who views a session (PROTOCOL.md section 5): needs the viewers scope with auth on."""
+        grant = self._grant(request)
+        query = request.query_params
+        if "session_id" not in query:
+            raise BadRequest("query parameter 'session_id' is required ('' for none)")
+        session_id = check_session_id(query["session_id"])
+        limit = check_limit(query.get("limit"))
+        grant.check_viewers()
+        workspace = await self._workspace(request, grant)
+        found = await self.backend.viewers(workspace.id, session_id, limit)
+        return json_response(
+            {
+                "workspace_id": workspace.id,
+                "session_id": session_id,
+                "seq": found.seq,
+                "total": found.total,
+                "anonymous": found.anonymous,
+                "viewers": [viewer_json(v) for v in found.viewers],
             }
         )
 
     async def list_sessions(self, request: Request) -> Response:
         workspace = await self._workspace(request, self._grant(request))
         sessions = await self.store.list_sessions(workspace.id)
-        counts = (await self.backend.snapshot(workspace.id)).counts
-        return json_response([session_json(s, counts.get(s.id, 0)) for s in sessions])
+        snapshot = await self.backend.snapshot(workspace.id)
+        return json_response([session_json(s, snapshot) for s in sessions])
 
     async def create_session(self, request: Request) -> Response:
         workspace = await self._workspace(request, self._grant(request))

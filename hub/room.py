@@ -3,10 +3,11 @@
 Theory of operation
 -------------------
 A room holds what this process has shown, or will show, to its sockets of one workspace: the
-counts and ``online`` as of the newest change applied (``seq``), and what moved since the last
-flush. The shell (:mod:`hub.hub`) feeds it changes and snapshots from the backend, asks it
-when to flush, and sends what :meth:`Room.take` returns to every ready socket. No I/O, no
-asyncio, no clock reads: time comes in as ``now``.
+counts and ``online`` (and the same for distinct users, ``users`` and ``online_users``) as of
+the newest change applied (``seq``), and what moved since the last flush. The shell
+(:mod:`hub.hub`) feeds it changes and snapshots from the backend, asks it when to flush, and
+sends what :meth:`Room.take` returns to every ready socket. No I/O, no asyncio, no clock
+reads: time comes in as ``now``.
 
 Rules:
 
@@ -49,16 +50,21 @@ class Room(Generic[C, R]):
         "acks",
         "base",
         "base_online",
+        "base_online_users",
+        "base_users",
         "behind",
         "conns",
         "early",
         "last_flush",
         "online",
+        "online_users",
         "resyncing",
         "seq",
         "synced",
         "timer",
+        "users",
         "values",
+        "watches",
         "window",
         "workspace_id",
     )
@@ -72,15 +78,20 @@ class Room(Generic[C, R]):
         # The workspace's counts as of the newest change applied here.
         self.values: dict[str, int] = {}
         self.online = 0
+        self.users: dict[str, int] = {}  # the same for distinct users (PROTOCOL.md section 5)
+        self.online_users = 0
         self.seq = -1
         # Values as of the last flush, for the sessions (and online) touched since.
         self.base: dict[str, int] = {}
         self.base_online: int | None = None
+        self.base_users: dict[str, int] = {}
+        self.base_online_users: int | None = None
         self.last_flush = float("-inf")
         self.behind = -1  # the highest seq seen but not applied (missed changes before it)
         self.resyncing = False
         self.acks: list[tuple[int, C, R]] = []
         self.timer: Any = None  # the shell's scheduled flush, opaque here
+        self.watches: Any = None  # the shell's viewers watches, opaque here (None: none)
 
     @property
     def idle(self) -> bool:
@@ -89,7 +100,7 @@ class Room(Generic[C, R]):
     @property
     def pending(self) -> bool:
         """Whether something moved since the last flush."""
-        return bool(self.base) or self.base_online is not None
+        return bool(self.base) or self.base_online is not None or bool(self.base_users)
 
     @property
     def missed(self) -> bool:
@@ -108,9 +119,13 @@ class Room(Generic[C, R]):
             return False
         self.seq = diff.seq
         for session_id, n in diff.counts.items():
-            self._set(session_id, n)
+            _put(self.values, self.base, session_id, n)
         if diff.online is not None:
             self._set_online(diff.online)
+        for session_id, n in diff.users.items():
+            _put(self.users, self.base_users, session_id, n)
+        if diff.online_users is not None:
+            self._set_online_users(diff.online_users)
         return True
 
     def rebase(self, snapshot: Snapshot) -> None:
@@ -119,6 +134,8 @@ class Room(Generic[C, R]):
             self.synced = True
             self.values = dict(snapshot.counts)
             self.online = snapshot.online
+            self.users = dict(snapshot.users)
+            self.online_users = snapshot.online_users
             self.seq = snapshot.seq
             early, self.early = self.early, []
             for diff in early:
@@ -126,12 +143,22 @@ class Room(Generic[C, R]):
         elif snapshot.seq > self.seq:
             self.seq = snapshot.seq
             for session_id in self.values.keys() | snapshot.counts.keys():
-                self._set(session_id, snapshot.counts.get(session_id, 0))
+                _put(self.values, self.base, session_id, snapshot.counts.get(session_id, 0))
             self._set_online(snapshot.online)
+            for session_id in self.users.keys() | snapshot.users.keys():
+                _put(self.users, self.base_users, session_id, snapshot.users.get(session_id, 0))
+            self._set_online_users(snapshot.online_users)
 
     def view(self) -> Snapshot:
         """The room's view as a snapshot (rule 5)."""
-        return Snapshot(self.workspace_id, self.seq, self.online, dict(self.values))
+        return Snapshot(
+            self.workspace_id,
+            self.seq,
+            self.online,
+            dict(self.values),
+            dict(self.users),
+            self.online_users,
+        )
 
     def flush_at(self, now: float) -> float:
         """When the next flush may run (rule 3): ``now`` after a quiet period."""
@@ -140,15 +167,17 @@ class Room(Generic[C, R]):
     def take(self, now: float) -> Counts:
         """The frame for everything merged since the last flush, which happens at ``now``."""
         self.last_flush = now
-        counts = {
-            sid: self.values.get(sid, 0)
-            for sid, before in self.base.items()
-            if self.values.get(sid, 0) != before
-        }
+        counts = _moved(self.values, self.base)
         online = self.online if self.base_online not in (None, self.online) else None
+        users = _moved(self.users, self.base_users)
+        online_users = (
+            self.online_users if self.base_online_users not in (None, self.online_users) else None
+        )
         self.base = {}
         self.base_online = None
-        return Counts(self.seq, counts, online)
+        self.base_users = {}
+        self.base_online_users = None
+        return Counts(self.seq, counts, online, users, online_users)
 
     def park(self, seq: int, conn: C, ref: R) -> bool:
         """Park an ack for the change at ``seq`` (rule 4); False when it may go now."""
@@ -165,14 +194,26 @@ class Room(Generic[C, R]):
         self.acks = [a for a in self.acks if a[0] > self.seq]
         return ready
 
-    def _set(self, session_id: str, n: int) -> None:
-        self.base.setdefault(session_id, self.values.get(session_id, 0))
-        if n:
-            self.values[session_id] = n
-        else:
-            self.values.pop(session_id, None)
-
     def _set_online(self, online: int) -> None:
         if self.base_online is None:
             self.base_online = self.online
         self.online = online
+
+    def _set_online_users(self, online_users: int) -> None:
+        if self.base_online_users is None:
+            self.base_online_users = self.online_users
+        self.online_users = online_users
+
+
+def _put(values: dict[str, int], base: dict[str, int], session_id: str, n: int) -> None:
+    """Set one session's value, remembering the one of the last flush."""
+    base.setdefault(session_id, values.get(session_id, 0))
+    if n:
+        values[session_id] = n
+    else:
+        values.pop(session_id, None)
+
+
+def _moved(values: dict[str, int], base: dict[str, int]) -> dict[str, int]:
+    """The sessions whose value differs from the last flush's, with their new values."""
+    return {sid: values.get(sid, 0) for sid, before in base.items() if values.get(sid, 0) != before}

@@ -1,8 +1,10 @@
 """The WebSocket endpoint ``/v1/workspaces/{workspace_id}/ws?client_id=``: one socket, one stream.
 
 It accepts first (so a browser can read the close code of a refusal), then checks, in this
-order: the page's origin (1008), the token (4401), the client id (4400), the token's grant
-(4403), and joins the hub (1013 over capacity, 4404 unknown workspace, 4410 retired client).
+order: the page's origin (1008), the token (4401), the client id and the user id (4400), the
+token's grant (4403), and joins the hub (1013 over capacity, 4404 unknown workspace, 4410
+retired client, 4403 a client id bound to another user). The stream's user is the token's
+``user`` claim with auth on, else the ``user_id`` query parameter (self-asserted).
 Nothing is touched before every check passed. Then it feeds every text frame to the hub, and
 always leaves the hub in ``finally``, however the socket ended.
 
@@ -24,7 +26,7 @@ from hub.auth import Auth, OriginPolicy, token_from
 from hub.connection import Connection
 from hub.errors import PeerError
 from hub.hub import Hub
-from hub.protocol import check_client_id
+from hub.protocol import check_client_id, check_user_id
 from hub.transport import direct_writer
 
 __all__ = ["SocketRoute", "read_frames"]
@@ -73,9 +75,22 @@ class SocketRoute:
         self.origins.check(headers.get("origin"))
         grant = self.auth.verify(token_from(headers, query))
         client_id = check_client_id(query.get("client_id"))
+        if self.auth.enabled:
+            user = grant.user
+        else:
+            asserted = query.get("user_id")
+            user = check_user_id(asserted) if asserted is not None else None
         grant.check_workspace(workspace_id)
         grant.check_client(client_id)
-        return await self.hub.join(workspace_id, client_id, send, direct_writer(send))
+        return await self.hub.join(
+            workspace_id,
+            client_id,
+            send,
+            direct_writer(send),
+            user=user,
+            profile=grant.profile,
+            may_watch=grant.may_view,
+        )
 
 
 async def read_frames(hub: Hub, conn: Connection, receive: Receive) -> None:

@@ -92,7 +92,7 @@ async def test_changes_in_the_window_merge_and_a_cancel_out_still_advances_seq(
     assert watcher.of("counts")[-1] == before  # nothing yet: the window is still open
     await asyncio.sleep(WINDOW + 0.1)
     last = watcher.of("counts")[-1]
-    assert last == {"type": "counts", "seq": before["seq"] + 2, "counts": {}}
+    assert last == {"type": "counts", "seq": before["seq"] + 2, "counts": {}, "users": {}}
 
 
 async def test_one_encoded_frame_is_shared_by_every_socket(hub: Hub) -> None:

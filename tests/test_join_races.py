@@ -79,9 +79,9 @@ def wrap_attach(hub: Hub, after: Callable[[], Awaitable[None]]) -> None:
     real = backend.attach
     done = False
 
-    async def attach(workspace_id: str, client_id: str) -> Snapshot:
+    async def attach(workspace_id: str, client_id: str, *person: Any) -> Snapshot:
         nonlocal done
-        result = await real(workspace_id, client_id)
+        result = await real(workspace_id, client_id, *person)
         if not done:
             done = True
             await after()
@@ -137,9 +137,9 @@ async def test_a_joiner_whose_snapshot_is_older_than_its_room_gets_the_change(
 
     real_attach = joining.backend.attach
 
-    async def stale_attach(workspace_id: str, client_id: str) -> Snapshot:
+    async def stale_attach(workspace_id: str, client_id: str, *person: Any) -> Snapshot:
         before = await joining.backend.snapshot(workspace_id)
-        await real_attach(workspace_id, client_id)
+        await real_attach(workspace_id, client_id, *person)
         await change_elsewhere()
         # The join goes on with a snapshot older than the room (as if read before the change).
         return Snapshot(workspace_id, before.seq + 1, before.online + 1, before.counts)

@@ -11,12 +11,16 @@ from hub.protocol import Ack, Counts, Ping, SetSession, Sync
 
 
 def test_encode_orders_type_first_and_drops_none() -> None:
-    assert protocol.encode(Counts(3, {"S1": 0})) == b'{"type":"counts","seq":3,"counts":{"S1":0}}'
-    assert orjson.loads(protocol.encode(Counts(4, {}, 2))) == {
+    assert protocol.encode(Counts(3, {"S1": 0}, None, {"S1": 0})) == (
+        b'{"type":"counts","seq":3,"counts":{"S1":0},"users":{"S1":0}}'
+    )
+    assert orjson.loads(protocol.encode(Counts(4, {}, 2, {}, 1))) == {
         "type": "counts",
         "seq": 4,
         "counts": {},
         "online": 2,
+        "users": {},
+        "online_users": 1,
     }
     assert protocol.encode(Ack("r", 1)) == b'{"type":"ack","ref":"r","seq":1}'
 

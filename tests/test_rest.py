@@ -36,7 +36,7 @@ async def test_workspaces_are_deduplicated_by_path_and_listed(http: httpx.AsyncC
     assert first.status_code == second.status_code == 200
     record = first.json()
     assert second.json() == record
-    assert set(record) == {"id", "path", "created_at", "online"}
+    assert set(record) == {"id", "path", "created_at", "online", "online_users"}
     assert record["path"] == path and record["online"] == 0
     assert abs(record["created_at"] - time.time()) < 60
     listed = (await http.get("/v1/workspaces")).json()
@@ -60,6 +60,7 @@ async def test_session_crud(http: httpx.AsyncClient, workspace: str) -> None:
         "cost": 0,
         "is_busy": False,
         "attached_clients": 0,
+        "attached_users": 0,
     }
     child = await http.post(
         base, json={"id": "child", "title": "Child", "parent_session_id": session["id"]}

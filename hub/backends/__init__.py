@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from hub.presence import ClaimView, Diff, Snapshot
+from hub.presence import ClaimView, Diff, Profile, Snapshot, Viewers
 
 __all__ = ["Events", "PresenceBackend"]
 
@@ -25,7 +25,8 @@ class Events(Protocol):
     """What a backend tells the hub (implemented by :class:`~hub.hub.Hub`)."""
 
     def changed(self, diff: Diff) -> None:
-        """A committed change that moved counts (diffs of a workspace come in ``seq`` order)."""
+        """A committed change that moved counts or touched viewers (diffs of a workspace come
+        in ``seq`` order; a profile change leaves ``seq`` where it was)."""
 
     def resync(self, workspace_id: str) -> None:
         """Changes of the workspace may have been missed: read its snapshot again."""
@@ -60,14 +61,25 @@ class PresenceBackend(Protocol):
 
     async def hold(self, workspace_id: str, client_id: str) -> int: ...
 
-    async def attach(self, workspace_id: str, client_id: str) -> Snapshot:
-        """One more stream; the workspace's presence as of (and including) this change."""
+    async def attach(
+        self,
+        workspace_id: str,
+        client_id: str,
+        user: str | None = None,
+        profile: Profile | None = None,
+    ) -> Snapshot:
+        """One more stream (of ``user``; None: anonymous); the workspace's presence as of
+        (and including) this change. A client bound to another user: ``Forbidden``."""
         ...
 
     async def set_session(self, workspace_id: str, client_id: str, session_id: str) -> int: ...
 
     async def detach(self, workspace_id: str, client_id: str) -> int:
         """Never raises: a backend that cannot reach its store now repairs it later."""
+        ...
+
+    async def set_profile(self, workspace_id: str, client_id: str, profile: Profile) -> int:
+        """The client's user takes ``profile``; returns the (unmoved) seq."""
         ...
 
     async def release(self, workspace_id: str, client_id: str) -> int: ...
@@ -81,6 +93,8 @@ class PresenceBackend(Protocol):
         ...
 
     async def snapshot(self, workspace_id: str) -> Snapshot: ...
+
+    async def viewers(self, workspace_id: str, session_id: str, limit: int) -> Viewers: ...
 
     async def claims(self, workspace_id: str) -> list[ClaimView]: ...
 

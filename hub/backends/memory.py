@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from hub.backends import Events
 from hub.errors import WorkspaceNotFound
-from hub.presence import ClaimView, Diff, Presence, Snapshot
+from hub.presence import ClaimView, Diff, Presence, Profile, Snapshot, Viewers
 from hub.protocol import CloseCode
 
 __all__ = ["MemoryBackend"]
@@ -77,7 +77,7 @@ class MemoryBackend:
         return diff.seq
 
     def _commit(self, diff: Diff) -> None:
-        if diff.changed and self._events is not None:
+        if (diff.changed or diff.touched) and self._events is not None:
             self._events.changed(diff)
         self._reschedule()
 
@@ -114,9 +114,18 @@ class MemoryBackend:
             workspace_id, lambda now: self.presence.hold(workspace_id, client_id, now)
         )
 
-    async def attach(self, workspace_id: str, client_id: str) -> Snapshot:
+    async def attach(
+        self,
+        workspace_id: str,
+        client_id: str,
+        user: str | None = None,
+        profile: Profile | None = None,
+    ) -> Snapshot:
         await self._apply(
-            workspace_id, lambda now: self.presence.attach(workspace_id, client_id, now)
+            workspace_id,
+            lambda now: self.presence.attach(
+                workspace_id, client_id, now, user=user, profile=profile
+            ),
         )
         return self.presence.snapshot(workspace_id)  # no suspension since the attach
 
@@ -130,6 +139,12 @@ class MemoryBackend:
         diff = self.presence.detach(workspace_id, client_id, self._now())  # tolerant, never raises
         self._commit(diff)
         return diff.seq
+
+    async def set_profile(self, workspace_id: str, client_id: str, profile: Profile) -> int:
+        return await self._apply(
+            workspace_id,
+            lambda now: self.presence.set_profile(workspace_id, client_id, profile, now),
+        )
 
     async def release(self, workspace_id: str, client_id: str) -> int:
         return await self._apply(
@@ -152,6 +167,11 @@ class MemoryBackend:
 
     async def snapshot(self, workspace_id: str) -> Snapshot:
         return await self._learn(workspace_id, lambda: self.presence.snapshot(workspace_id))
+
+    async def viewers(self, workspace_id: str, session_id: str, limit: int) -> Viewers:
+        return await self._learn(
+            workspace_id, lambda: self.presence.viewers(workspace_id, session_id, limit)
+        )
 
     async def claims(self, workspace_id: str) -> list[ClaimView]:
         return await self._learn(workspace_id, lambda: self.presence.claims(workspace_id))

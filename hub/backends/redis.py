@@ -46,8 +46,8 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.backends import Events
-from hub.errors import ClientRetired, NotAttached, Unavailable, WorkspaceNotFound
-from hub.presence import ClaimState, ClaimView, Diff, Snapshot
+from hub.errors import ClientRetired, Forbidden, NotAttached, Unavailable, WorkspaceNotFound
+from hub.presence import ClaimState, ClaimView, Diff, Profile, Snapshot, Viewer, Viewers
 from hub.protocol import CloseCode
 
 __all__ = ["RedisBackend", "parse_sentinel_url"]
@@ -58,12 +58,15 @@ TIMERS = "hub:timers"  # workspace -> its earliest hold or grace deadline (ms, R
 NODES = "hub:nodes"  # ids of the nodes that announced themselves
 _SCRIPTS = (
     "add_workspace", "attach", "detach", "expire", "hold", "release", "remove_workspace",
-    "retire", "set_session", "set_streams", "snapshot",
+    "retire", "set_profile", "set_session", "set_streams", "snapshot", "viewers",
 )  # fmt: skip
 _GLOBAL_SCRIPTS = ("arm", "due", "reindex")
 # Scripts that may run twice with the same effect as once (tried again on a fresh connection).
 _IDEMPOTENT = frozenset(
-    {"add_workspace", "expire", "hold", "release", "retire", "set_session", "snapshot"}
+    {
+        "add_workspace", "expire", "hold", "release", "retire", "set_profile", "set_session",
+        "snapshot", "viewers",
+    }  # fmt: skip
 )
 _CLEARED_TTL_MS = 7 * 24 * 3600 * 1000  # a clear count outlives any pause worth noticing
 # TCP keepalive: probe after 5 s idle, every 2 s, give up after 3 (a vanished peer in ~11 s).
@@ -202,7 +205,11 @@ def _lua(name: str) -> str:
 
 def _keys(workspace_id: str) -> list[str]:
     tag = f"hub:{{{workspace_id}}}:"
-    return [tag + k for k in ("meta", "counts", "claims", "timers", "streams", "nodes", "retired")]
+    names = (
+        "meta", "counts", "claims", "timers", "streams", "nodes", "retired", "users", "people",
+        "arrive",
+    )  # fmt: skip
+    return [tag + k for k in names]
 
 
 def _channel(workspace_id: str) -> str:
@@ -232,10 +239,17 @@ def _node_spaces(node: str) -> str:
     return f"hub:node:{node}:spaces"
 
 
-def _snapshot(workspace_id: str, seq: Any, online: Any, flat: list[str]) -> Snapshot:
-    """A snapshot from a script's ``{seq, online, flat counts}``."""
-    counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
-    return Snapshot(workspace_id, int(seq), int(online), counts)
+def _pairs(flat: list[str]) -> dict[str, int]:
+    return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _snapshot(
+    workspace_id: str, seq: Any, online: Any, flat: list[str], online_users: Any, users: list[str]
+) -> Snapshot:
+    """A snapshot from a script's ``{seq, online, flat counts, online_users, flat users}``."""
+    return Snapshot(
+        workspace_id, int(seq), int(online), _pairs(flat), _pairs(users), int(online_users)
+    )
 
 
 def _strs(members: Any) -> set[str]:
@@ -342,9 +356,11 @@ class RedisBackend:
         self._scripts: dict[str, Any] = {}
         self._use(self.redis)
         self._events: Events | None = None
-        # This node's truth: streams its sockets hold, and the session of each such claim.
+        # This node's truth: streams its sockets hold, and the session of each such claim,
+        # and its user and profile (JSON text) as this node last set them.
         self._local: dict[str, dict[str, int]] = {}
         self._sessions: dict[tuple[str, str], str] = {}
+        self._people: dict[tuple[str, str], tuple[str | None, str]] = {}
         self._dirty = True  # Redis may differ from the truth above: re-assert it
         self._cleared: str | None = None  # this node's clear count as of its last re-assertion
         self._gate = _Gate()
@@ -565,9 +581,17 @@ class RedisBackend:
         for client_id, session_id in (data.get("s") or {}).items():
             if (workspace_id, client_id) in self._sessions:
                 self._sessions[workspace_id, client_id] = session_id
-        if "q" in data:
-            online = data.get("o")
-            self._events.changed(Diff(workspace_id, int(data["q"]), data["c"] or {}, online))
+        if "q" in data or "t" in data:
+            diff = Diff(
+                workspace_id,
+                int(data.get("q", 0)),
+                data.get("c") or {},
+                data.get("o"),
+                data.get("u") or {},
+                data.get("ou"),
+                frozenset(data.get("t") or ()),
+            )
+            self._events.changed(diff)
         close = data.get("x")
         if close is not None:
             client_id = close["k"] or None
@@ -585,6 +609,7 @@ class RedisBackend:
         for c in [client_id] if client_id is not None else list(mine):
             mine.pop(c, None)
             self._sessions.pop((workspace_id, c), None)
+            self._people.pop((workspace_id, c), None)
         if not mine:
             del self._local[workspace_id]
 
@@ -620,6 +645,8 @@ class RedisBackend:
         except ResponseError as exc:
             if "not_attached" in str(exc):
                 raise NotAttached("client has no live stream in this workspace") from None
+            if "HUB forbidden" in str(exc):
+                raise Forbidden("this client id is in use by another user") from None
             raise Unavailable(f"presence refused: {exc}") from None
 
     async def _purge(self, exc: BaseException) -> None:
@@ -656,7 +683,14 @@ class RedisBackend:
         await self._call(self._arm(workspace_id, deadline))
         return int(seq)
 
-    async def attach(self, workspace_id: str, client_id: str) -> Snapshot:
+    async def attach(
+        self,
+        workspace_id: str,
+        client_id: str,
+        user: str | None = None,
+        profile: Profile | None = None,
+    ) -> Snapshot:
+        text = orjson.dumps(profile).decode() if profile is not None else ""
         async with self._gate.write():
             mine = self._local.setdefault(workspace_id, {})
             mine[client_id] = mine.get(client_id, 0) + 1
@@ -669,7 +703,7 @@ class RedisBackend:
                 if retired:
                     raise ClientRetired(f"client {client_id} is retired")
                 session_id, *snapshot = await self._run(
-                    "attach", workspace_id, client_id, self.node
+                    "attach", workspace_id, client_id, self.node, user or "", text
                 )
             except Unavailable:
                 self._dirty = True  # the script may have run: re-assert when Redis answers
@@ -679,6 +713,8 @@ class RedisBackend:
                 self._unlocal(workspace_id, client_id)
                 raise
         self._sessions[workspace_id, client_id] = session_id
+        known = self._people.get((workspace_id, client_id), (user, ""))
+        self._people[workspace_id, client_id] = (user, text or known[1])
         await self._after_claim(workspace_id, client_id)
         return _snapshot(workspace_id, *snapshot)
 
@@ -701,6 +737,7 @@ class RedisBackend:
         if mine[client_id] <= 0:
             del mine[client_id]
             self._sessions.pop((workspace_id, client_id), None)
+            self._people.pop((workspace_id, client_id), None)
             if not mine:
                 del self._local[workspace_id]
 
@@ -731,6 +768,14 @@ class RedisBackend:
                 log.warning("detach of %s deferred: %s", client_id, exc.message)
                 self._dirty = True
                 return 0
+        return int(seq)
+
+    async def set_profile(self, workspace_id: str, client_id: str, profile: Profile) -> int:
+        text = orjson.dumps(profile).decode()
+        seq = await self._run("set_profile", workspace_id, client_id, text)
+        known = self._people.get((workspace_id, client_id))
+        if known is not None:
+            self._people[workspace_id, client_id] = (known[0], text)
         return int(seq)
 
     async def release(self, workspace_id: str, client_id: str) -> int:
@@ -764,6 +809,15 @@ class RedisBackend:
 
     async def snapshot(self, workspace_id: str) -> Snapshot:
         return _snapshot(workspace_id, *await self._run("snapshot", workspace_id))
+
+    async def viewers(self, workspace_id: str, session_id: str, limit: int) -> Viewers:
+        seq, total, named, flat = await self._run("viewers", workspace_id, session_id, limit)
+        listed = [
+            Viewer(flat[i], orjson.loads(flat[i + 2]) if flat[i + 2] else None, int(flat[i + 1]))
+            for i in range(0, len(flat), 3)
+        ]
+        total = int(total)
+        return Viewers(workspace_id, session_id, int(seq), total, total - int(named), listed)
 
     async def claims(self, workspace_id: str) -> list[ClaimView]:
         await self.snapshot(workspace_id)  # 404 for an unknown workspace
@@ -867,9 +921,16 @@ class RedisBackend:
     async def _set_streams(self, workspace_id: str, node: str, streams: dict[str, int]) -> None:
         """Set ``node``'s streams in the workspace; the clients retired there are not brought
         back: when they are this node's, their sockets are closed with 4410."""
-        sessions = {c: self._sessions.get((workspace_id, c), "") for c in streams}
+        claims: dict[str, dict[str, str]] = {}
+        for c in streams:
+            user, profile = self._people.get((workspace_id, c), (None, ""))
+            claim = claims[c] = {"s": self._sessions.get((workspace_id, c), "")}
+            if user is not None:
+                claim["u"] = user
+            if profile:
+                claim["p"] = profile
         want = orjson.dumps(streams).decode()
-        args = (node, want, orjson.dumps(sessions).decode(), self._grace_ms)
+        args = (node, want, orjson.dumps(claims).decode(), self._grace_ms)
         _, deadline, retired = await self._run("set_streams", workspace_id, *args)
         await self._arm(workspace_id, deadline)
         for client_id in retired or ():

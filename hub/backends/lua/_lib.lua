@@ -1,17 +1,27 @@
 -- Shared prelude of every workspace script (hub/backends/redis.py prepends it).
 --
 -- KEYS (all one workspace, one hash tag, so every script also runs on a Redis Cluster):
---   1 meta    HASH   seq, online, idle (attached claims with session "")
+--   1 meta    HASH   seq, online, idle (attached claims with session ""), online_users,
+--                    idle_users (distinct users of session ""), arr (the arrival counter)
 --   2 counts  HASH   session_id -> attached claims viewing it (only n > 0, never "")
---   3 claims  HASH   client_id -> cjson {s = session_id, n = streams, r = released, h = held}
+--   3 claims  HASH   client_id -> cjson {s = session_id, n = streams, r = released, h = held,
+--                    b = 1 once bound to its user by its first stream, u = user (absent:
+--                    anonymous)}
 --   4 timers  ZSET   client_id -> deadline (Redis time, ms) of a hold or a grace
 --   5 streams HASH   "<node>|<client_id>" -> streams of that client held by that node
 --   6 nodes   SET    nodes that hold streams here
 --   7 retired HASH   client_id -> until when (Redis time, ms) it is retired (see retire.lua)
+--   8 users   HASH   session_id -> distinct users viewing it (only n > 0, never "")
+--   9 people  HASH   'v\n'<user> -> cjson {session_id: [claims of the user viewing it, arrival]}
+--                    (its attached claims), 'm\n'<user> -> its claims in any state,
+--                    'p\n'<user> -> its profile (JSON text)
+--  10 arrive  ZSET   '<session>\n<arrival, 15 digits>\n<user>' (score 0): the identified
+--                    viewers of each session in arrival order, read by ZRANGEBYLEX
 -- ARGV[1] is the workspace id; the change feed is the channel "hub:{<workspace id>}:ch", in
 -- the same slot. redis.py puts `local PUBLISH = 'PUBLISH'` before this prelude, or 'SPUBLISH'
 -- (sharded pub/sub) on a Redis Cluster.
 local META, COUNTS, CLAIMS, TIMERS, STREAMS, NODES, RETIRED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local USERS, PEOPLE, ARRIVE = KEYS[8], KEYS[9], KEYS[10]
 local W = ARGV[1]
 local CHANNEL = 'hub:{' .. W .. '}:ch'
 
@@ -49,26 +59,103 @@ local function save_claim(client, claim)
   redis.call('HSET', CLAIMS, client, cjson.encode(claim))
 end
 
-local function remove_claim(client)
+-- A claim's user is fixed by its first stream ('' : anonymous).
+local function bind(claim, user)
+  claim.b = 1
+  if user ~= '' then
+    claim.u = user
+    redis.call('HINCRBY', PEOPLE, 'm\n' .. user, 1)
+  end
+end
+
+local function remove_claim(client, claim)
   redis.call('HDEL', CLAIMS, client)
   redis.call('ZREM', TIMERS, client)
+  if claim.u and redis.call('HINCRBY', PEOPLE, 'm\n' .. claim.u, -1) <= 0 then
+    -- the user's last claim here: its profile goes with it
+    redis.call('HDEL', PEOPLE, 'm\n' .. claim.u, 'p\n' .. claim.u)
+  end
 end
 
 -- One change: count moves collected here become one feed message and one seq.
-local change = {counts = {}, moved = false, sessions = {}, any_session = false}
-change.online_before = tonumber(redis.call('HGET', META, 'online') or '0')
+local change = {counts = {}, users = {}, moved = false, sessions = {}, any_session = false, touched = {}}
+local before = redis.call('HMGET', META, 'online', 'online_users')
+change.online_before = tonumber(before[1] or '0')
 change.online = change.online_before
+change.online_users_before = tonumber(before[2] or '0')
+change.online_users = change.online_users_before
 
-local function count(session, delta)
+local function arrival_member(session, arrival, user)
+  return session .. '\n' .. string.format('%015d', arrival) .. '\n' .. user
+end
+
+-- Move one claim of a named user; whether the user entered or left the session.
+local function person(session, delta, user)
+  local field = 'v\n' .. user
+  local raw = redis.call('HGET', PEOPLE, field)
+  local present = raw and cjson.decode(raw) or {}
+  local was_online = next(present) ~= nil
+  local entry = present[session]
+  local k = (entry and entry[1] or 0) + delta
+  local moved = false
+  if not entry and k > 0 then
+    local arrival = redis.call('HINCRBY', META, 'arr', 1)
+    present[session] = {k, arrival}
+    redis.call('ZADD', ARRIVE, 0, arrival_member(session, arrival, user))
+    moved = true
+  elseif entry and k <= 0 then
+    redis.call('ZREM', ARRIVE, arrival_member(session, entry[2], user))
+    present[session] = nil
+    moved = true
+  elseif entry then
+    entry[1] = k
+  end
+  local online = next(present) ~= nil
+  if online then
+    redis.call('HSET', PEOPLE, field, cjson.encode(present))
+  else
+    redis.call('HDEL', PEOPLE, field)
+  end
+  if online and not was_online then change.online_users = change.online_users + 1 end
+  if was_online and not online then change.online_users = change.online_users - 1 end
+  return moved
+end
+
+-- One attached claim (of user; nil: anonymous, a user of its own) enters (+1) or leaves (-1)
+-- a session.
+local function count(session, delta, user)
   change.online = change.online + delta
+  local entered = true
+  if user then
+    entered = person(session, delta, user)
+  else
+    change.online_users = change.online_users + delta
+  end
   if session == '' then
     redis.call('HINCRBY', META, 'idle', delta)
+    if entered then redis.call('HINCRBY', META, 'idle_users', delta) end
+    change.touched[''] = true
     return
   end
   local n = redis.call('HINCRBY', COUNTS, session, delta)
   if n <= 0 then redis.call('HDEL', COUNTS, session) end
   change.counts[session] = n
   change.moved = true
+  if entered then
+    local u = redis.call('HINCRBY', USERS, session, delta)
+    if u <= 0 then redis.call('HDEL', USERS, session) end
+    change.users[session] = u
+  end
+end
+
+-- The claim's user takes a profile (JSON text); the sessions listing the user are touched.
+local function set_profile(claim, profile)
+  if not claim.u or profile == '' then return end
+  local field = 'p\n' .. claim.u
+  if redis.call('HGET', PEOPLE, field) == profile then return end
+  redis.call('HSET', PEOPLE, field, profile)
+  local raw = redis.call('HGET', PEOPLE, 'v\n' .. claim.u)
+  for session, _ in pairs(raw and cjson.decode(raw) or {}) do change.touched[session] = true end
 end
 
 local function seq()
@@ -81,13 +168,18 @@ local function commit(extra)
   local msg = extra or {}
   local s = seq()
   if moved and known() then
-    redis.call('HSET', META, 'online', change.online)
+    redis.call('HSET', META, 'online', change.online, 'online_users', change.online_users)
     s = redis.call('HINCRBY', META, 'seq', 1)
     msg.q = int(s)
     msg.c = change.counts
     if change.online ~= change.online_before then msg.o = change.online end
+    if next(change.users) ~= nil then msg.u = change.users end
+    if change.online_users ~= change.online_users_before then msg.ou = change.online_users end
   end
   if change.any_session then msg.s = change.sessions end
+  local touched = {}
+  for session, _ in pairs(change.touched) do table.insert(touched, session) end
+  if #touched > 0 then msg.t = touched end
   if next(msg) ~= nil then
     redis.call(PUBLISH, CHANNEL, cjson.encode(msg))
   end
@@ -103,11 +195,11 @@ local function move_streams(client, claim, delta, now, grace_ms)
   if claim.n < 0 then claim.n = 0 end
   if before == 0 and claim.n > 0 then
     redis.call('ZREM', TIMERS, client)
-    count(claim.s, 1)
+    count(claim.s, 1, claim.u)
   elseif before > 0 and claim.n == 0 then
-    count(claim.s, -1)
+    count(claim.s, -1, claim.u)
     if claim.r == 1 then
-      remove_claim(client)
+      remove_claim(client, claim)
       return false
     end
     claim.h = 0
@@ -131,9 +223,11 @@ end
 local function ensure_workspace()
   if known() then return end
   local t = redis.call('TIME')
-  redis.call('HSET', META, 'seq', t[1] .. string.format('%06d', tonumber(t[2])), 'online', 0, 'idle', 0)
+  redis.call('HSET', META, 'seq', t[1] .. string.format('%06d', tonumber(t[2])), 'online', 0, 'idle', 0, 'online_users', 0, 'idle_users', 0)
   change.online_before = 0
   change.online = 0
+  change.online_users_before = 0
+  change.online_users = 0
 end
 
 -- Whether a client was retired here and still is (its claims may not come back).
@@ -145,8 +239,8 @@ local function is_retired(client, now)
   return false
 end
 
--- The workspace's presence: {seq, online, flat counts}.
+-- The workspace's presence: {seq, online, flat counts, online_users, flat users}.
 local function snapshot()
-  local meta = redis.call('HMGET', META, 'seq', 'online')
-  return {meta[1], tonumber(meta[2]), redis.call('HGETALL', COUNTS)}
+  local meta = redis.call('HMGET', META, 'seq', 'online', 'online_users')
+  return {meta[1], tonumber(meta[2]), redis.call('HGETALL', COUNTS), tonumber(meta[3] or '0'), redis.call('HGETALL', USERS)}
 end

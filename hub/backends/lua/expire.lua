@@ -4,7 +4,7 @@ if not known() then return -1 end
 for _, client in ipairs(redis.call('ZRANGEBYSCORE', TIMERS, '-inf', now_ms())) do
   local claim = load_claim(client)
   if claim and claim.n == 0 then
-    remove_claim(client)
+    remove_claim(client, claim)
   else
     redis.call('ZREM', TIMERS, client)
   end

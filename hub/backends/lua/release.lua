@@ -7,7 +7,7 @@ if claim then
     claim.r = 1
     save_claim(client, claim)
   else
-    remove_claim(client)
+    remove_claim(client, claim)
   end
 end
 return seq()

@@ -1,5 +1,5 @@
 -- Forget the workspace and all its claims (ARGV: workspace, close code); every node closes its
 -- sockets of it.
-redis.call('DEL', META, COUNTS, CLAIMS, TIMERS, STREAMS, NODES)
+redis.call('DEL', META, COUNTS, CLAIMS, TIMERS, STREAMS, NODES, USERS, PEOPLE, ARRIVE)
 redis.call(PUBLISH, CHANNEL, cjson.encode({x = {k = '', code = tonumber(ARGV[2])}}))
 return 1

@@ -6,8 +6,8 @@ local client = ARGV[2]
 redis.call('HSET', RETIRED, client, now_ms() + tonumber(ARGV[4]))
 local claim = load_claim(client)
 if not claim then return seq() end
-if claim.n > 0 then count(claim.s, -1) end
-remove_claim(client)
+if claim.n > 0 then count(claim.s, -1, claim.u) end
+remove_claim(client, claim)
 for _, node in ipairs(redis.call('SMEMBERS', NODES)) do
   redis.call('HDEL', STREAMS, node .. '|' .. client)
 end

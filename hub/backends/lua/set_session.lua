@@ -6,8 +6,8 @@ if not claim or claim.n == 0 then
   error({err = 'HUB not_attached'})
 end
 if claim.s ~= session then
-  count(claim.s, -1)
-  count(session, 1)
+  count(claim.s, -1, claim.u)
+  count(session, 1, claim.u)
   claim.s = session
   save_claim(client, claim)
   change.sessions[client] = session

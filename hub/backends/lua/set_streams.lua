@@ -1,5 +1,6 @@
 -- Set one node's streams here to exactly ARGV[3] (ARGV: workspace, node, cjson {client: n},
--- cjson {client: session_id} for claims to re-create, detach_grace_ms). A node re-asserting
+-- cjson {client: {s = session_id, u = user (absent: anonymous), p = profile JSON text}} for
+-- claims to re-create, as the node last knew them, detach_grace_ms). A node re-asserting
 -- after Redis lost its data, or a survivor clearing a dead node ({}), both come here. A client
 -- retired here is never brought back: its streams are dropped and it is named in the answer,
 -- so that the node closes its sockets. Returns {seq, earliest deadline armed|-1, retired}.
@@ -10,7 +11,7 @@ if next(want) ~= nil then
 elseif not known() then
   return {0, -1, {}}
 end
-local sessions = cjson.decode(ARGV[4])
+local known_claims = cjson.decode(ARGV[4])
 local grace = tonumber(ARGV[5])
 local prefix = node .. '|'
 local have = {}
@@ -32,11 +33,16 @@ local function apply(client, target)
     redis.call('HSET', STREAMS, field, target)
   end
   local claim = load_claim(client)
+  local profile = ''
   if not claim then
     if target == 0 then return end
-    claim = new_claim(sessions[client])
+    local was = known_claims[client] or {}
+    claim = new_claim(was.s)
+    bind(claim, was.u or '')
+    if claim.u and redis.call('HEXISTS', PEOPLE, 'p\n' .. claim.u) == 0 then profile = was.p or '' end
   end
   local deadline = move_streams(client, claim, delta, now, grace)
+  set_profile(claim, profile)
   if deadline and (earliest < 0 or deadline < earliest) then earliest = deadline end
 end
 local retired = {}

@@ -273,9 +273,7 @@ class Hub:
             if command.ref is not None:
                 self._acknowledge(conn, command.ref, seq)
         elif isinstance(command, SetProfile):
-            seq = await self.backend.set_profile(
-                conn.workspace_id, conn.client_id, command.profile
-            )
+            seq = await self.backend.set_profile(conn.workspace_id, conn.client_id, command.profile)
             if command.ref is not None:
                 self._acknowledge(conn, command.ref, seq)
         elif isinstance(command, Watch):

@@ -73,6 +73,7 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
 
@@ -80,7 +81,7 @@ __all__ = [
     "ClaimState", "ClaimView", "Diff", "Presence", "Profile", "Snapshot", "Viewer", "Viewers",
 ]  # fmt: skip
 
-Profile = dict[str, object]  # a JSON object of at most 1024 bytes encoded (protocol checks it)
+Profile = dict[str, Any]  # a JSON object of at most 1024 bytes encoded (protocol checks it)
 
 
 class ClaimState(StrEnum):
@@ -365,9 +366,7 @@ class Presence:
             self._profile(space, change, claim, profile)
         return change.diff()
 
-    def set_profile(
-        self, workspace_id: str, client_id: str, profile: Profile, now: float
-    ) -> Diff:
+    def set_profile(self, workspace_id: str, client_id: str, profile: Profile, now: float) -> Diff:
         """The client's user gets ``profile`` (an anonymous claim keeps none): an update of
         the user wherever it is listed, never a leave and a join; ``seq`` does not move."""
         space = self._space(workspace_id)

@@ -102,6 +102,14 @@ class AlternatingTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+def _absolute(values: dict[str, int], frame: dict[str, int]) -> None:
+    for sid, n in frame.items():
+        if n:
+            values[sid] = n
+        else:
+            values.pop(sid, None)
+
+
 async def _call(fn: Callable[[], Any]) -> Any:
     result = fn()
     return await result if inspect.isawaitable(result) else result
@@ -141,6 +149,11 @@ class Viewer:
         self.seq = -1
         self.counts: dict[str, int] = {}
         self.online = 0
+        self.users: dict[str, int] = {}
+        self.online_users = 0
+        # session -> user_id -> viewer, in the list's order (from viewers and viewers_diff)
+        self.watched: dict[str, dict[str, dict[str, Any]]] = {}
+        self.totals: dict[str, tuple[int, int]] = {}  # session -> (total, anonymous)
         self.frames: list[dict[str, Any]] = []
         self.seqs_seen: list[int] = []
 
@@ -161,15 +174,33 @@ class Viewer:
             self.seq = frame["seq"]
             self.counts = dict(frame["counts"])
             self.online = frame["online"]
+            self.users = dict(frame.get("users", {}))
+            self.online_users = frame.get("online_users", 0)
         elif frame["type"] == "counts" and frame["seq"] > self.seq:
             self.seq = frame["seq"]
-            for sid, n in frame["counts"].items():
-                if n:
-                    self.counts[sid] = n
-                else:
-                    self.counts.pop(sid, None)
+            _absolute(self.counts, frame["counts"])
+            _absolute(self.users, frame.get("users", {}))
             if "online" in frame:
                 self.online = frame["online"]
+            if "online_users" in frame:
+                self.online_users = frame["online_users"]
+        elif frame["type"] == "viewers":
+            sid = frame["session_id"]
+            self.watched[sid] = {v["user_id"]: v for v in frame["viewers"]}
+            self.totals[sid] = (frame["total"], frame["anonymous"])
+        elif frame["type"] == "viewers_diff":
+            # joined ones go last: the list is a window on the earliest arrivals
+            sid = frame["session_id"]
+            shown = self.watched.setdefault(sid, {})
+            for user_id in frame["left"]:
+                del shown[user_id]
+            for v in frame["updated"]:
+                assert v["user_id"] in shown, frame
+                shown[v["user_id"]] = v
+            for v in frame["joined"]:
+                assert v["user_id"] not in shown, frame
+                shown[v["user_id"]] = v
+            self.totals[sid] = (frame["total"], frame["anonymous"])
 
     async def next(self, within: float = 5) -> dict[str, Any]:
         raw = await asyncio.wait_for(self.ws.recv(), within)

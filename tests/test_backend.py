@@ -8,6 +8,7 @@ several nodes sharing one Redis (tests/test_cluster.py drives whole hub processe
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import uuid
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from hub.backends import PresenceBackend
 from hub.backends.memory import MemoryBackend
-from hub.errors import ClientRetired, NotAttached, WorkspaceNotFound
+from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
 from hub.presence import Diff, Presence
 from hub.protocol import CloseCode
 from tests.harness import eventually
@@ -124,6 +125,42 @@ async def test_seq_grows_by_one_per_change_and_not_on_a_no_op(make: Make) -> Non
     await eventually(lambda: len(events.diffs) >= 2)
     assert [d.seq for d in events.diffs] == [start + 1, start + 2]
     assert events.diffs[1].counts == {"S1": 1}
+
+
+async def test_people_two_nodes_one_user_and_profiles_that_go_with_the_last_claim(
+    make: Make,
+) -> None:
+    """A user with a tab on each of two nodes counts once; a profile set on one node shows
+    on the other, as an event that moves no seq; it goes with the user's last claim."""
+    one, _ = await make()
+    two, events = await make()
+    for b in (one, two):
+        await b.watch(W)
+    await one.attach(W, A, "ana", {"name": "Ana"})
+    await two.attach(W, B, "ana")
+    await one.set_session(W, A, "S1")
+    await two.set_session(W, B, "S1")
+    for b in (one, two):
+        snap = await b.snapshot(W)
+        assert (snap.counts, snap.users, snap.online, snap.online_users) == (
+            {"S1": 2}, {"S1": 1}, 2, 1,
+        )  # fmt: skip
+    seq = (await one.snapshot(W)).seq
+    assert await two.set_profile(W, B, {"name": "Ana B."}) == seq  # no count moved
+    await eventually(lambda: any(d.touched == {"S1"} and not d.changed for d in events.diffs))
+    viewers = await one.viewers(W, "S1", 10)
+    assert [(v.user_id, v.profile, v.clients) for v in viewers.viewers] == [
+        ("ana", {"name": "Ana B."}, 2)
+    ]
+    with pytest.raises(Forbidden):
+        await one.attach(W, A, "bo")  # A is ana's
+    for b, client in ((one, A), (two, B)):
+        await b.release(W, client)
+        await b.detach(W, client)
+    assert await b.claims(W) == []
+    await one.attach(W, A, "ana")  # a new claim of ana: her old profile is gone
+    assert (await two.viewers(W, "", 10)).viewers[0].profile is None
+    await one.detach(W, A)
 
 
 async def test_grace_keeps_the_session_and_counts_nowhere(make: Make) -> None:
@@ -335,8 +372,8 @@ async def test_an_emptied_redis_gets_each_nodes_streams_back(
 # -- the backends against the pure core, on random histories -----------------------------------
 
 CLIENTS = [A, B, "00000000-0000-4000-8000-00000000000c"]
-Op = tuple[str, int, int, str]  # (operation, client index, node, session)
-CLAIM_OPS = ["hold", "attach", "set_session", "detach", "release"]
+Op = tuple[str, int, int, str, str | None]  # (operation, client index, node, session, user)
+CLAIM_OPS = ["hold", "attach", "set_session", "detach", "release", "set_profile"]
 # Node events (Redis only): the other node clears this one (taken for dead), or this node
 # re-asserts its streams (it found itself forgotten).
 NODE_OPS = ["clear", "reassert"]
@@ -345,7 +382,20 @@ OPS = st.tuples(
     st.integers(0, len(CLIENTS) - 1),
     st.integers(0, 1),
     st.sampled_from(["", "S1", "S2"]),
+    st.sampled_from(["ana", "ana", "bo", None]),
 )
+
+
+def _people(backend: Any, workspace: str, clients: Any) -> tuple[dict[str, str], dict[str, Any]]:
+    """The users and profiles a Redis node knows of its clients (what it re-asserts)."""
+    users, profiles = {}, {}
+    for c in clients:
+        user, profile = backend._people.get((workspace, c), (None, ""))
+        if user is not None:
+            users[c] = user
+        if profile:
+            profiles[c] = json.loads(profile)
+    return users, profiles
 
 
 async def _replay(kind: str, url: str, ops: list[Op]) -> None:
@@ -370,7 +420,7 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
     streams_on: dict[tuple[int, str], int] = {}  # what each node holds (a node detaches its own)
     names = [str(i) if kind == "memory" else b.node for i, b in enumerate(nodes)]
     try:
-        for op, index, node, session in ops:
+        for step, (op, index, node, session, user) in enumerate(ops):
             client = CLIENTS[index]
             backend = nodes[node]
             name = names[node]
@@ -383,8 +433,9 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
                 else:
                     mine = {c: n for (i, c), n in streams_on.items() if i == node and n}
                     sessions = {c: backend._sessions.get((workspace, c), "") for c in mine}
+                    users, profiles = _people(backend, workspace, mine)
                     await backend._reassert_in(workspace)
-                    model.set_streams(workspace, name, mine, sessions, 0)
+                    model.set_streams(workspace, name, mine, sessions, 0, users, profiles)
             elif op == "detach":
                 if not streams_on.get((node, client)):
                     continue  # a node only ever detaches a stream it holds
@@ -392,9 +443,23 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
                 await backend.detach(workspace, client)
                 model.detach(workspace, client, 0, node=name)
             elif op == "attach":
+                profile: dict[str, object] | None = {"n": step} if step % 2 else None
+                try:
+                    model.attach(workspace, client, 0, node=name, user=user, profile=profile)
+                except Forbidden:
+                    with pytest.raises(Forbidden):
+                        await backend.attach(workspace, client, user, profile)
+                    continue
                 streams_on[node, client] = streams_on.get((node, client), 0) + 1
-                await backend.attach(workspace, client)
-                model.attach(workspace, client, 0, node=name)
+                await backend.attach(workspace, client, user, profile)
+            elif op == "set_profile":
+                try:
+                    model.set_profile(workspace, client, {"p": step}, 0)
+                except NotAttached:
+                    with pytest.raises(NotAttached):
+                        await backend.set_profile(workspace, client, {"p": step})
+                    continue
+                await backend.set_profile(workspace, client, {"p": step})
             elif op == "set_session":
                 try:
                     model.set_session(workspace, client, session, 0)
@@ -404,7 +469,8 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
                         # backend writes the node's streams back and applies the frame.
                         mine = {c: n for (i, c), n in streams_on.items() if i == node and n}
                         sessions = {c: backend._sessions.get((workspace, c), "") for c in mine}
-                        model.set_streams(workspace, name, mine, sessions, 0)
+                        users, profiles = _people(backend, workspace, mine)
+                        model.set_streams(workspace, name, mine, sessions, 0, users, profiles)
                         model.set_session(workspace, client, session, 0)
                     else:
                         with pytest.raises(NotAttached):
@@ -422,6 +488,13 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
                     want.counts,
                     want.seq,
                 )
+                assert (got.users, got.online_users) == (want.users, want.online_users)
+                for s in ("", "S1", "S2"):
+                    seen = await b.viewers(workspace, s, 100)
+                    truth = model.viewers(workspace, s, 100)
+                    assert (seen.total, seen.anonymous, seen.viewers) == (
+                        truth.total, truth.anonymous, truth.viewers,
+                    )  # fmt: skip
                 claims = sorted(await b.claims(workspace), key=lambda c: c.client_id)
                 assert claims == sorted(model.claims(workspace), key=lambda c: c.client_id)
     finally:

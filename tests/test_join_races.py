@@ -87,7 +87,7 @@ def wrap_attach(hub: Hub, after: Callable[[], Awaitable[None]]) -> None:
             await after()
         return result
 
-    backend.attach = attach  # type: ignore[method-assign]
+    backend.attach = attach  # type: ignore[method-assign,assignment]
 
 
 async def test_a_retire_that_lands_while_a_socket_joins_closes_it_with_4410(
@@ -144,7 +144,7 @@ async def test_a_joiner_whose_snapshot_is_older_than_its_room_gets_the_change(
         # The join goes on with a snapshot older than the room (as if read before the change).
         return Snapshot(workspace_id, before.seq + 1, before.online + 1, before.counts)
 
-    joining.backend.attach = stale_attach  # type: ignore[method-assign]
+    joining.backend.attach = stale_attach  # type: ignore[method-assign,assignment]
     joiner = Socket()
     await joining.join(W, A, joiner.send)
     await eventually(lambda: joiner.view() == (3, {"S1": 1}))

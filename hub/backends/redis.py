@@ -64,8 +64,15 @@ _GLOBAL_SCRIPTS = ("arm", "due", "reindex")
 # Scripts that may run twice with the same effect as once (tried again on a fresh connection).
 _IDEMPOTENT = frozenset(
     {
-        "add_workspace", "expire", "hold", "release", "retire", "set_profile", "set_session",
-        "snapshot", "viewers",
+        "add_workspace",
+        "expire",
+        "hold",
+        "release",
+        "retire",
+        "set_profile",
+        "set_session",
+        "snapshot",
+        "viewers",
     }  # fmt: skip
 )
 _CLEARED_TTL_MS = 7 * 24 * 3600 * 1000  # a clear count outlives any pause worth noticing

@@ -406,10 +406,18 @@ def test_random_sequences_match_a_brute_force_recount(
     # profiles the model expects (the last set, for as long as the user has a claim).
     arrival: dict[tuple[str, str], dict[str, int]] = {}
     profiles: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def forget_profiles() -> None:
+        """A profile goes with its user's last claim in the workspace."""
+        members = {(x, c.user) for (x, _), c in m.claims.items() if c.user}
+        for gone in [k for k in profiles if k not in members]:
+            del profiles[gone]
+
     for step, (op, w, client, session, dt, user) in enumerate(ops):
         now += dt
         p.expire(now)
         m.expire(now)
+        forget_profiles()
         key = (w, client)
         claim = m.claims.get(key)
         before = {ws: (m.counts(ws), m.users(ws)) for ws in seqs}
@@ -485,6 +493,7 @@ def test_random_sequences_match_a_brute_force_recount(
             m.retired[client] = now + m.ttl
             for k in [k for k in m.claims if k[1] == client]:
                 del m.claims[k]
+        forget_profiles()
         for ws in seqs:
             counts, online = m.counts(ws)
             users, online_users = m.users(ws)
@@ -498,9 +507,6 @@ def test_random_sequences_match_a_brute_force_recount(
             moved = before[ws][0] != (counts, online)
             assert snap.seq == seqs[ws] + (1 if moved else 0)
             seqs[ws] = snap.seq
-            members = {c.user for (x, _), c in m.claims.items() if x == ws and c.user}
-            for key2 in [k for k in profiles if k[0] == ws and k[1] not in members]:
-                del profiles[key2]
             for s in ("", "S1", "S2"):
                 listed = m.listed(ws, s)
                 order = arrival.setdefault((ws, s), {})

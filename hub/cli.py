@@ -1,10 +1,12 @@
 """The ``hub`` command. ``main(argv)`` returns the exit status, so tests call it directly.
 
     hub serve [--host H] [--port P] [--database-url URL] [--create-grace S] ...
-    hub token --workspace ID [--client ID] [--admin] [--ttl SECONDS]
+    hub token --workspace ID [--client ID] [--admin] [--scope viewers] [--user U]
+              [--profile JSON] [--ttl SECONDS]
     hub watch URL --workspace ID [--session S] [--json] [--count N]
     hub sessions URL --workspace ID [--json]
     hub presence URL --workspace ID
+    hub viewers URL --workspace ID --session S [--limit N] [--json]
 
 Every flag of ``serve`` is also read from its ``HUB_*`` environment variable; a flag wins. A bad
 value ends the command with one line naming the setting and exit status 2, never a traceback.
@@ -29,9 +31,9 @@ import orjson
 import uvicorn
 
 from hub.auth import Auth
-from hub.errors import ConfigError, HubError, InvalidClientId
+from hub.errors import ConfigError, HubError, InvalidClientId, InvalidProfile, InvalidUserId
 from hub.logs import log_config
-from hub.protocol import check_client_id
+from hub.protocol import check_client_id, check_profile, check_user_id
 from hub.settings import SETTINGS_HELP, Settings, parse_seconds
 from hub.transport import MAX_HEAD_BYTES, HubWebSocketProtocol
 
@@ -56,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         ("watch", "show live counts of a workspace"),
         ("sessions", "list a workspace's sessions with their counts"),
         ("presence", "print a workspace's presence snapshot"),
+        ("viewers", "list who views a session (needs the viewers scope with auth on)"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("url", help="the hub, e.g. http://127.0.0.1:8000")
@@ -65,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "watch":
             command.add_argument("--session", help="follow this session only")
             command.add_argument("--count", type=int, help="stop after this many updates")
+        if name == "viewers":
+            command.add_argument(
+                "--session", required=True, metavar="S", help='the session ("" for none)'
+            )
+            command.add_argument("--limit", type=int, help="at most this many (1..1000, 100)")
     token = commands.add_parser("token", help="mint an access token (needs HUB_AUTH_SECRET)")
     token.add_argument(
         "--workspace",
@@ -75,6 +83,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--client", metavar="ID", help="the only client id it may act as")
     token.add_argument("--admin", action="store_true", help="allow the operator routes")
+    token.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        choices=["viewers", "admin"],
+        help="a scope to grant (repeat for more): viewers lists who views a session",
+    )
+    token.add_argument("--user", metavar="U", help="the user its sockets belong to")
+    token.add_argument("--profile", metavar="JSON", help="the user's profile, a JSON object")
     token.add_argument("--ttl", default="3600", metavar="SECONDS", help="lifetime (3600)")
     token.add_argument("--secret", help="the secret (default: HUB_AUTH_SECRET)")
     return parser
@@ -99,6 +116,9 @@ async def _client_main(args: argparse.Namespace, token: str | None) -> int:
             print(orjson.dumps(await hub.presence(args.workspace)).decode())
         elif args.command == "sessions":
             _print_sessions(await hub.sessions(args.workspace), args.json)
+        elif args.command == "viewers":
+            found = await hub.viewers(args.workspace, args.session, args.limit)
+            _print_viewers(found, args.json)
         else:
             await _watch(hub, args)
     return 0
@@ -113,6 +133,16 @@ def _print_sessions(sessions: list[dict[str, Any]], as_json: bool) -> None:
     for s in sessions:
         busy = "yes" if s["is_busy"] else ""
         print(f"{s['id'][:38]:38} {s['attached_clients']:>7} {busy:>4}  {s['title']}")
+
+
+def _print_viewers(found: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(orjson.dumps(found).decode())
+        return
+    print(f"{found['total']} viewing ({found['anonymous']} anonymous), seq {found['seq']}")
+    for v in found["viewers"]:
+        name = (v["profile"] or {}).get("name", "")
+        print(f"{v['user_id'][:40]:40} {v['clients']:>3} tab(s)  {name}")
 
 
 async def _watch(hub: Any, args: argparse.Namespace) -> None:
@@ -170,7 +200,23 @@ def mint(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         raise ConfigError("HUB_AUTH_SECRET: not set (or pass --secret)")
     client = check_client_id(args.client) if args.client is not None else None
     ttl = parse_seconds("--ttl", args.ttl)
-    print(Auth(settings.auth_secret).mint(args.workspace, client=client, admin=args.admin, ttl=ttl))
+    user = check_user_id(args.user) if args.user is not None else None
+    profile = None
+    if args.profile is not None:
+        try:
+            profile = check_profile(orjson.loads(args.profile))
+        except orjson.JSONDecodeError:
+            raise InvalidProfile("--profile: not valid JSON") from None
+    token = Auth(settings.auth_secret).mint(
+        args.workspace,
+        client=client,
+        admin=args.admin,
+        scopes=args.scope,
+        user=user,
+        profile=profile,
+        ttl=ttl,
+    )
+    print(token)
     return 0
 
 
@@ -233,13 +279,13 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = os.environ if environ is None else environ
-    if args.command in ("watch", "sessions", "presence"):
+    if args.command in ("watch", "sessions", "presence", "viewers"):
         return _client_command(args, env)
     try:
         if args.command == "token":
             return mint(args, env)
         settings = Settings.from_env(env, **vars(args))
-    except (ConfigError, InvalidClientId) as exc:
+    except (ConfigError, InvalidClientId, InvalidUserId, InvalidProfile) as exc:
         print(f"hub: error: {exc}", file=sys.stderr)
         return 2
     return serve(settings)

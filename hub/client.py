@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -99,10 +100,15 @@ class Update:
     online: int
     counts: dict[str, int]
     frame: dict[str, Any] = field(repr=False)
+    users: dict[str, int] = field(default_factory=dict)
+    online_users: int = 0
 
 
 class HubClient:
-    """REST helpers; :meth:`connect` opens a live stream."""
+    """REST helpers; :meth:`connect` opens a live stream.
+
+    ``user_id`` names the person this client belongs to when the hub runs without auth
+    (self-asserted, ``?user_id=``); with auth on, the token's ``user`` claim does."""
 
     def __init__(
         self,
@@ -110,11 +116,13 @@ class HubClient:
         *,
         token: str | None = None,
         client_id: str | None = None,
+        user_id: str | None = None,
         timeout: float = 10.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.client_id = client_id or str(uuid.uuid4())
+        self.user_id = user_id
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
 
@@ -160,6 +168,19 @@ class HubClient:
         )
         return result
 
+    async def viewers(
+        self, workspace_id: str, session_id: str, limit: int | None = None
+    ) -> dict[str, Any]:
+        """Who views a session (``total``, ``anonymous``, ``viewers``); needs the viewers
+        scope with auth on."""
+        params: dict[str, Any] = {"session_id": session_id}
+        if limit is not None:
+            params["limit"] = limit
+        result: dict[str, Any] = await self.request(
+            "GET", f"/v1/workspaces/{workspace_id}/viewers", params=params
+        )
+        return result
+
     async def sessions(self, workspace_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self.request(
             "GET", f"/v1/workspaces/{workspace_id}/sessions"
@@ -191,10 +212,13 @@ class HubClient:
 
 
 class Stream:
-    """One live stream: the workspace's counts, kept current; reconnects by itself.
+    """One live stream: the workspace's counts (clients and people), kept current, and the
+    viewers of the sessions it watches; reconnects by itself, and says again after each
+    reconnect what it views, its profile and what it watches.
 
     Every wait is bounded: entering waits at most ``connect_timeout`` for the first snapshot,
-    :meth:`set_session` at most ``ack_timeout`` for its answer (``TimeoutError``).
+    :meth:`set_session`, :meth:`set_profile`, :meth:`watch` and :meth:`unwatch` at most
+    ``ack_timeout`` for their answer (``TimeoutError``).
     """
 
     def __init__(
@@ -216,11 +240,18 @@ class Stream:
         self.seq = -1
         self.online = 0
         self.counts: dict[str, int] = {}
+        self.users: dict[str, int] = {}  # distinct people per session
+        self.online_users = 0
         self.session: str = ""  # what this client views; re-sent after a reconnect
+        self.profile: dict[str, Any] | None = None  # this user's profile; re-sent too
+        self.watching: dict[str, int] = {}  # session -> limit; watched again after a reconnect
+        # session -> user_id -> {"user_id", "profile", "clients"}, earliest arrival first
+        self.viewers: dict[str, dict[str, dict[str, Any]]] = {}
+        self.totals: dict[str, tuple[int, int]] = {}  # session -> (total, anonymous)
         self.attempts = 0  # connection attempts made (handshakes tried)
         self._ws: ClientConnection | None = None
         self._updates: asyncio.Queue[Update | BaseException] = asyncio.Queue()
-        self._acks: dict[int, asyncio.Future[int]] = {}
+        self._acks: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._refs = 0
         self._waiting = 0  # set_session calls waiting for a connection
         self._runner: asyncio.Task[None] | None = None
@@ -232,6 +263,8 @@ class Stream:
     def url(self) -> str:
         base = self.client.base_url.replace("http", "ws", 1)
         url = f"{base}/v1/workspaces/{self.workspace_id}/ws?client_id={self.client.client_id}"
+        if self.client.user_id is not None:
+            url += f"&user_id={quote(self.client.user_id, safe='')}"
         return url + (f"&token={self.client.token}" if self.client.token else "")
 
     @property
@@ -278,6 +311,38 @@ class Stream:
         once the stream stopped for good, ``TimeoutError`` after ``ack_timeout``.
         """
         self.session = session_id or ""
+        answer = await self._ask({"type": "set_session", "session_id": self.session})
+        return int(answer["seq"])
+
+    async def set_profile(self, profile: dict[str, Any]) -> int:
+        """This user's profile (a JSON object of at most 1024 bytes), shown to everyone who
+        watches a session it views; kept and said again after every reconnect. Raises like
+        :meth:`set_session` (``InvalidProfile`` for a bad one)."""
+        self.profile = profile
+        return int((await self._ask({"type": "set_profile", "profile": profile}))["seq"])
+
+    async def watch(self, session_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Follow who views ``session_id`` (the first ``limit`` identified users by arrival):
+        ``viewers[session_id]`` is kept current from now on; returns the list as it is now.
+        Raises ``Forbidden`` without the viewers scope, ``TooManyWatches`` past 8."""
+        self.watching[session_id] = limit
+        try:
+            await self._ask({"type": "watch", "session_id": session_id, "limit": limit})
+        except errors.PeerError:
+            self.watching.pop(session_id, None)
+            raise
+        return list(self.viewers.get(session_id, {}).values())
+
+    async def unwatch(self, session_id: str) -> None:
+        """Stop following ``session_id``'s viewers."""
+        self.watching.pop(session_id, None)
+        await self._ask({"type": "unwatch", "session_id": session_id})
+        self.viewers.pop(session_id, None)
+        self.totals.pop(session_id, None)
+
+    async def _ask(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """Send ``frame`` with a fresh ``ref`` once connected; the hub's answer to it (its
+        ``ack``, or the ``viewers`` frame of a ``watch``), or its refusal raised."""
         ref = 0
         try:
             async with asyncio.timeout(self.ack_timeout):
@@ -288,12 +353,10 @@ class Stream:
                     self._waiting -= 1
                 self._refs += 1
                 ref = self._refs
-                future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
                 self._acks[ref] = future
                 try:
-                    await self._send(
-                        {"type": "set_session", "session_id": self.session, "ref": ref}
-                    )
+                    await self._send({**frame, "ref": ref})
                 except ConnectionClosed:
                     raise ConnectionLost("the socket dropped before the hub answered") from None
                 return await future
@@ -382,9 +445,13 @@ class Stream:
         if first.get("type") != "snapshot":  # pragma: no cover - the contract says it is
             raise errors.HubError(f"expected a snapshot first, got {first!r}")
         self._apply(first)
-        if self.session and not self._waiting:  # say again what we view (a no-op in grace)
-            with contextlib.suppress(ConnectionClosed):
+        with contextlib.suppress(ConnectionClosed):  # say again what we view (a no-op in grace)
+            if self.session and not self._waiting:
                 await self._send({"type": "set_session", "session_id": self.session})
+            if self.profile is not None:
+                await self._send({"type": "set_profile", "profile": self.profile})
+            for session_id, limit in list(self.watching.items()):
+                await self._send({"type": "watch", "session_id": session_id, "limit": limit})
         self._connected.set()
         return ws
 
@@ -415,13 +482,7 @@ class Stream:
     def _apply(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind in ("ack", "error"):
-            future = self._acks.pop(frame.get("ref", -1), None)
-            if future is not None and not future.done():
-                if kind == "ack":
-                    future.set_result(frame["seq"])
-                else:
-                    error = _BY_CODE.get(frame.get("code", ""), errors.PeerError)
-                    future.set_exception(error(frame.get("message", "")))
+            self._answer(frame)
             return
         if kind == "snapshot":
             self.seq, self.online, self.counts = (
@@ -429,17 +490,52 @@ class Stream:
                 frame["online"],
                 dict(frame["counts"]),
             )
+            self.users = dict(frame.get("users", {}))
+            self.online_users = frame.get("online_users", 0)
         elif kind == "counts" and frame["seq"] > self.seq:
             self.seq = frame["seq"]
-            for session_id, n in frame["counts"].items():
-                if n:
-                    self.counts[session_id] = n
-                else:
-                    self.counts.pop(session_id, None)
+            _absolute(self.counts, frame["counts"])
+            _absolute(self.users, frame.get("users", {}))
             self.online = frame.get("online", self.online)
+            self.online_users = frame.get("online_users", self.online_users)
+        elif kind == "viewers" and frame["session_id"] in self.watching:
+            session_id = frame["session_id"]
+            self.viewers[session_id] = {v["user_id"]: v for v in frame["viewers"]}
+            self.totals[session_id] = (frame["total"], frame["anonymous"])
+            self._answer(frame)
+        elif kind == "viewers_diff" and frame["session_id"] in self.viewers:
+            shown = self.viewers[frame["session_id"]]
+            for user_id in frame["left"]:
+                shown.pop(user_id, None)
+            for viewer in (*frame["updated"], *frame["joined"]):  # joined ones go last
+                shown[viewer["user_id"]] = viewer
+            self.totals[frame["session_id"]] = (frame["total"], frame["anonymous"])
         else:
             return
-        self._updates.put_nowait(Update(self.seq, self.online, dict(self.counts), frame))
+        update = Update(
+            self.seq, self.online, dict(self.counts), frame, dict(self.users), self.online_users
+        )
+        self._updates.put_nowait(update)
+
+    def _answer(self, frame: dict[str, Any]) -> None:
+        """Resolve the call waiting for the answer to its ``ref``."""
+        future = self._acks.pop(frame.get("ref", -1), None)
+        if future is None or future.done():
+            return
+        if frame["type"] == "error":
+            error = _BY_CODE.get(frame.get("code", ""), errors.PeerError)
+            future.set_exception(error(frame.get("message", "")))
+        else:
+            future.set_result(frame)
+
+
+def _absolute(values: dict[str, int], changed: dict[str, int]) -> None:
+    """Apply a frame's absolute values (0: gone)."""
+    for session_id, n in changed.items():
+        if n:
+            values[session_id] = n
+        else:
+            values.pop(session_id, None)
 
 
 def _close_of(exc: ConnectionClosed) -> tuple[int, str]:

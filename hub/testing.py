@@ -7,8 +7,9 @@ or service these fixtures:
                  timers (1 s); one per test session. With ``--hub-url URL``, an external hub.
     hub_url      its base URL, ``http://127.0.0.1:PORT``
     hub_ws_url   its WebSocket base URL, ``ws://127.0.0.1:PORT``
-    hub_client   a factory of :class:`~hub.client.HubClient` (each with its own client id),
-                 closed after the test; needs pytest-asyncio
+    hub_client   a factory of :class:`~hub.client.HubClient` (each with its own client id;
+                 ``hub_client(user_id="ana")`` acts as a given user, ``token=`` carries a
+                 token), closed after the test; needs pytest-asyncio
 
 Example (with pytest-asyncio in auto mode):
 

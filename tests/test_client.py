@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
+from hub.auth import Auth
 from hub.cli import main
 from hub.client import HubClient, StreamClosed
-from hub.errors import InvalidPath, WorkspaceNotFound
+from hub.errors import InvalidPath, InvalidProfile, TooManyWatches, WorkspaceNotFound
 from hub.settings import Settings
 from tests.conftest import FAST
 from tests.harness import ServerThread
@@ -69,10 +70,14 @@ async def test_a_stream_reconnects_after_a_restart_and_resends_its_session(
         return srv.start()
 
     first = start()
-    async with HubClient(first.url) as hub:
+    async with HubClient(first.url, user_id="ana") as hub:
         ws = await hub.create_workspace("/client/restart")
         async with hub.connect(ws["id"], backoff=0.05) as stream:
             await stream.set_session("S1")
+            await stream.set_profile({"name": "Ana"})
+            assert await stream.watch("S1") == [
+                {"user_id": "ana", "profile": {"name": "Ana"}, "clients": 1}
+            ]
             await asyncio.to_thread(first.stop)  # sockets closed with 1012: reconnect
             second = start()
             try:
@@ -81,10 +86,18 @@ async def test_a_stream_reconnects_after_a_restart_and_resends_its_session(
                     snapshots += update.frame["type"] == "snapshot"  # before the restart,
                     if snapshots == 2:  # then the new server's snapshot
                         break
+                # The session, the profile and the watch are said again: the new server
+                # knows ana as she was, and shows her to the watch.
+                ana = {"user_id": "ana", "profile": {"name": "Ana"}, "clients": 1}
+                counted = watched = False
                 async for update in stream:
-                    if update.counts == {"S1": 1}:  # the session was sent again
+                    counted = counted or update.counts == {"S1": 1}
+                    frame = update.frame
+                    watched = watched or frame["type"] == "viewers" and frame["viewers"] == [ana]
+                    if counted and watched:
                         break
                 assert (await hub.presence(ws["id"]))["counts"] == {"S1": 1}
+                assert stream.users == {"S1": 1} and stream.online_users == 1
             finally:
                 await asyncio.to_thread(second.stop)
 
@@ -120,6 +133,60 @@ def test_presence_and_sessions_commands(
     assert err.startswith("hub: error:") and "not found" in err and "Traceback" not in err
     assert main(["presence", "http://127.0.0.1:1", "--workspace", w]) == 1
     assert capsys.readouterr().err.startswith("hub: error:")
+
+
+async def test_a_stream_watches_viewers_and_refusals_raise(server: ServerThread) -> None:
+    async with HubClient(server.url, user_id="bo") as bo, HubClient(server.url) as anon:
+        ws = await bo.create_workspace("/client/people")
+        async with bo.connect(ws["id"]) as sb, anon.connect(ws["id"]) as sa:
+            assert await sa.watch("S1", limit=5) == []
+            await sb.set_session("S1")
+            async for _ in sa:
+                if list(sa.viewers["S1"]) == ["bo"]:
+                    break
+            assert sa.totals["S1"] == (1, 0)
+            with pytest.raises(InvalidProfile):
+                await sb.set_profile({"x": "y" * 2000})
+            for i in range(7):
+                await sa.watch(f"T{i}")
+            with pytest.raises(TooManyWatches):
+                await sa.watch("T8")
+            assert "T8" not in sa.watching
+            await sa.unwatch("S1")
+            assert "S1" not in sa.viewers
+
+
+def test_viewers_and_token_commands(
+    server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def setup() -> str:
+        async with HubClient(server.url, user_id="ana") as hub:
+            ws = await hub.create_workspace("/cli/viewers", hold=False)
+            async with hub.connect(ws["id"]) as stream:
+                await stream.set_profile({"name": "Ana"})
+                await stream.set_session("S1")
+                command = ["viewers", server.url, "--workspace", ws["id"], "--session", "S1"]
+                assert await asyncio.to_thread(main, command) == 0
+            return str(ws["id"])
+
+    w = asyncio.run(setup())
+    out = capsys.readouterr().out
+    assert "1 viewing (0 anonymous)" in out and "ana" in out and "Ana" in out
+    assert main(["viewers", server.url, "--workspace", w, "--session", "S1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["session_id"] == "S1"
+    assert main(["viewers", server.url, "--workspace", w, "--session", "x" * 200]) == 1
+    assert "session_id" in capsys.readouterr().err
+    secret = ["--secret", "s" * 40]
+    args = ["token", "--workspace", w, "--user", "ana", "--scope", "viewers", *secret]
+    assert main([*args, "--profile", '{"name": "Ana"}']) == 0
+    grant = Auth("s" * 40).verify(capsys.readouterr().out.strip())
+    assert (grant.user, grant.profile, grant.may_view, grant.admin) == (
+        "ana", {"name": "Ana"}, True, False,
+    )  # fmt: skip
+    for bad in (["--profile", "[1]"], ["--profile", "{"], ["--user", ""]):
+        assert main([*args, *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hub: error:") and "Traceback" not in err
 
 
 def spawn_watch(url: str, workspace: str) -> subprocess.Popen[str]:

@@ -118,3 +118,61 @@ async def test_two_pages_see_live_badges_and_survive_a_restart(tmp_path: Path) -
             await browser.close()
             await asyncio.to_thread(hub.stop)
     assert (await asyncio.to_thread((ARTIFACTS / "demo.png").stat)).st_size > 1000
+
+
+async def faces(page: Any, session: str) -> list[str]:
+    """The names on a session's facepile, and "+k" when it shows one."""
+    shown: list[str] = await page.evaluate(
+        """(sid) => {
+            const pile = document.querySelector(`li[data-session="${sid}"] presence-facepile`);
+            if (!pile || pile.hidden) return [];
+            return [...pile.shadowRoot.querySelectorAll(".face")]
+                .map((f) => f.classList.contains("more") ? f.textContent : f.title);
+        }""",
+        session,
+    )
+    return shown
+
+
+async def test_two_people_one_with_two_tabs_read_two_on_the_badge_and_the_facepile(
+    tmp_path: Path,
+) -> None:
+    """Ana has two tabs (one browser: one person, two client ids), Bo one: every page's
+    people badge reads 2, its facepile shows Ana and Bo, and the hub counts 3 clients."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    hub = start_hub(port, f"sqlite:///{tmp_path / 'hub.db'}")
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            ana = await browser.new_context(viewport={"width": 640, "height": 360})
+            bo = await browser.new_context(viewport={"width": 640, "height": 360})
+            tab1 = await ana.new_page()
+            await tab1.goto(f"{hub.url}/demo?user=Ana")
+            await tab1.wait_for_selector("li[data-session]")
+            workspace = await tab1.evaluate("window.hub.workspaceId")
+            first = await tab1.eval_on_selector("li[data-session]", "e => e.dataset.session")
+            tab2 = await ana.new_page()  # the same browser: the same person, a new tab
+            await tab2.goto(f"{hub.url}/demo?workspace={workspace}")
+            page3 = await bo.new_page()
+            await page3.goto(f"{hub.url}/demo?workspace={workspace}&user=Bo")
+            pages = (tab1, tab2, page3)
+            for page in pages:
+                await page.wait_for_selector("li[data-session]")
+                await page.click(f'li[data-session="{first}"]')
+            for page in pages:
+                await until(functools.partial(badge, page, first), "2 viewing")
+                await until(functools.partial(faces, page, first), ["Ana", "Bo"])
+            async with httpx.AsyncClient(base_url=hub.url) as http:
+                session = (await http.get(f"/v1/workspaces/{workspace}/sessions/{first}")).json()
+                assert (session["attached_clients"], session["attached_users"]) == (3, 2)
+            ARTIFACTS.mkdir(exist_ok=True)
+            await tab1.screenshot(path=str(ARTIFACTS / "people.png"))
+            await page3.close()  # Bo leaves: Ana's tabs show her alone
+            for page in (tab1, tab2):
+                await until(functools.partial(badge, page, first), "1 viewing")
+                await until(functools.partial(faces, page, first), ["Ana"])
+        finally:
+            await browser.close()
+            await asyncio.to_thread(hub.stop)

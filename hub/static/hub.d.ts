@@ -4,6 +4,33 @@ export interface Presence {
   seq: number;
   online: number;
   counts: Record<string, number>;
+  /** distinct people per session (an anonymous client counts as one) */
+  users: Record<string, number>;
+  onlineUsers: number;
+}
+
+/** A user's profile: a JSON object of at most 1024 bytes (the application's choice). */
+export type Profile = Record<string, unknown> & {
+  name?: string;
+  /** an http(s) image URL, shown by <presence-facepile> */
+  avatar?: string;
+  /** a CSS hex colour behind the initials */
+  color?: string;
+};
+
+export interface Viewer {
+  user_id: string;
+  profile: Profile | null;
+  /** that user's clients (tabs) viewing the session */
+  clients: number;
+}
+
+export interface ViewerList {
+  /** people viewing the session, the anonymous ones included */
+  total: number;
+  anonymous: number;
+  /** the identified ones, earliest arrival first (at most the watch's limit) */
+  viewers: Viewer[];
 }
 
 export const FINAL_CLOSE_CODES: Set<number>;
@@ -21,6 +48,9 @@ export class HubError extends Error {
 }
 export function emptyPresence(): Presence;
 export function applyFrame(state: Presence, frame: unknown): Presence;
+export function applyViewers(list: ViewerList | undefined, frame: unknown): ViewerList;
+export function initials(viewer: Viewer): string;
+export function facepile(list: ViewerList, max: number): { faces: Viewer[]; more: number };
 export function backoffDelay(
   attempt: number,
   base?: number,
@@ -34,6 +64,10 @@ export interface ConnectOptions {
   workspaceId: string;
   clientId?: string;
   token?: string;
+  /** the user this client belongs to with auth off (with auth on, the token's user claim) */
+  userId?: string;
+  /** this user's profile, sent on every connect */
+  profile?: Profile;
   WebSocket?: typeof WebSocket;
   /** milliseconds; defaults BACKOFF_BASE_MS, BACKOFF_MAX_MS, ACK_TIMEOUT_MS */
   backoffBase?: number;
@@ -50,18 +84,40 @@ export class HubConnection extends EventTarget {
   session: string;
   readonly counts: Record<string, number>;
   readonly online: number;
+  readonly users: Record<string, number>;
+  readonly onlineUsers: number;
+  readonly userId?: string;
+  profile: Profile | null;
   /** connection attempts made */
   readonly attempts: number;
   /** the close code that stopped it for good, else null */
   readonly closeCode: number | null;
   /** the seq that includes the change; rejects with a HubError within ackTimeout */
   setSession(sessionId: string | null): Promise<number>;
+  /** the (unmoved) seq; rejects with a HubError ("invalid_profile", ...) within ackTimeout */
+  setProfile(profile: Profile): Promise<number>;
+  /** follow a session's viewers ("viewers" events); counted: end each with one unwatch */
+  watch(sessionId: string, limit?: number): Promise<ViewerList>;
+  unwatch(sessionId: string): void;
+  /** a watched session's viewers as last heard */
+  viewers(sessionId: string): ViewerList;
+  addEventListener(
+    type: "viewers",
+    listener: (event: CustomEvent<ViewerList & { sessionId: string }>) => void,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null): void;
   close(): void;
 }
 
 export function connect(url: string, options: ConnectOptions): HubConnection;
 
+/** <presence-badge session="S" [count="users"]> */
 export class PresenceBadge extends HTMLElement {
   static connection: HubConnection | null;
+  hub: HubConnection | null;
+}
+
+/** <presence-facepile session="S" [max="3"]> */
+export class PresenceFacepile extends HTMLElement {
   hub: HubConnection | null;
 }

@@ -5,13 +5,24 @@
 //   hub.addEventListener("change", () => render(hub.counts, hub.online));
 //   hub.setSession("S1");
 //
+// People (PROTOCOL.md section 5): pass `userId` (auth off) or a token with a `user` claim, and
+// `hub.users` / `hub.onlineUsers` count distinct people; `hub.setProfile({ name })` names
+// this user; `hub.watch("S1")` follows who views S1 ("viewers" events, `hub.viewers("S1")`).
+// <presence-badge session="S1" count="users"> counts people, <presence-facepile session="S1">
+// shows their faces.
+//
 // Frames are applied by seq with pure functions (applyFrame), so state converges whatever
 // arrives late. The reconnect model is docs/clients.md, shared with the Python client and held
 // to the same test vectors (tests/vectors/client_model.json): full-jitter exponential backoff,
 // the current session said again after every reconnect, a stop for good on the close codes
 // after which a retry cannot help, and no promise that waits without a bound.
 
-/** @typedef {{ seq: number, online: number, counts: Record<string, number> }} Presence */
+/**
+ * @typedef {{ seq: number, online: number, counts: Record<string, number>,
+ *             users: Record<string, number>, onlineUsers: number }} Presence
+ * @typedef {{ user_id: string, profile: Record<string, any> | null, clients: number }} Viewer
+ * @typedef {{ total: number, anonymous: number, viewers: Viewer[] }} ViewerList
+ */
 
 export const BACKOFF_BASE_MS = 250;
 export const BACKOFF_MAX_MS = 15000;
@@ -38,7 +49,17 @@ export const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4400, 4401, 4403, 44
 
 /** @returns {Presence} */
 export function emptyPresence() {
-  return { seq: -1, online: 0, counts: {} };
+  return { seq: -1, online: 0, counts: {}, users: {}, onlineUsers: 0 };
+}
+
+/** @param {Record<string, number>} values @param {Record<string, number>} [frame] */
+function absolute(values, frame) {
+  const next = { ...values };
+  for (const [session, n] of Object.entries(frame ?? {})) {
+    if (n > 0) next[session] = n;
+    else delete next[session];
+  }
+  return next;
 }
 
 /**
@@ -49,18 +70,43 @@ export function emptyPresence() {
  */
 export function applyFrame(state, frame) {
   if (frame.type === "snapshot") {
-    return { seq: frame.seq, online: frame.online, counts: { ...frame.counts } };
+    return {
+      seq: frame.seq,
+      online: frame.online,
+      counts: { ...frame.counts },
+      users: { ...(frame.users ?? {}) },
+      onlineUsers: frame.online_users ?? 0,
+    };
   }
   if (frame.type !== "counts" || frame.seq <= state.seq) {
     return state;
   }
-  const counts = { ...state.counts };
-  for (const [session, n] of Object.entries(frame.counts)) {
-    if (n > 0) counts[session] = n;
-    else delete counts[session];
+  return {
+    seq: frame.seq,
+    online: typeof frame.online === "number" ? frame.online : state.online,
+    counts: absolute(state.counts, frame.counts),
+    users: absolute(state.users, frame.users),
+    onlineUsers: typeof frame.online_users === "number" ? frame.online_users : state.onlineUsers,
+  };
+}
+
+/**
+ * A session's viewers after a `viewers` or `viewers_diff` frame: `left` ones go, `updated`
+ * ones change in place, `joined` ones go last (the list is the earliest arrivals).
+ * @param {ViewerList | undefined} list
+ * @param {any} frame
+ * @returns {ViewerList}
+ */
+export function applyViewers(list, frame) {
+  if (frame.type === "viewers" || !list) {
+    return { total: frame.total, anonymous: frame.anonymous, viewers: [...(frame.viewers ?? [])] };
   }
-  const online = typeof frame.online === "number" ? frame.online : state.online;
-  return { seq: frame.seq, online, counts };
+  const left = new Set(frame.left);
+  const updated = new Map(frame.updated.map((v) => [v.user_id, v]));
+  const viewers = list.viewers
+    .filter((v) => !left.has(v.user_id))
+    .map((v) => updated.get(v.user_id) ?? v);
+  return { total: frame.total, anonymous: frame.anonymous, viewers: [...viewers, ...frame.joined] };
 }
 
 /**
@@ -92,14 +138,16 @@ export function tabClientId(storage = globalThis.sessionStorage) {
 
 /**
  * A live presence connection; dispatches "change" after every applied frame, "session" for
- * session records, and "closed" (detail: { code }) when it stops for good.
+ * session records, "viewers" (detail: { sessionId, total, anonymous, viewers }) when a watched
+ * session's viewers change, and "closed" (detail: { code }) when it stops for good.
  */
 export class HubConnection extends EventTarget {
   /**
    * @param {string} url the hub's base URL (http or https)
-   * @param {{ workspaceId: string, clientId?: string, token?: string,
-   *           WebSocket?: typeof WebSocket, backoffBase?: number, backoffMax?: number,
-   *           ackTimeout?: number }} options (durations in milliseconds)
+   * @param {{ workspaceId: string, clientId?: string, token?: string, userId?: string,
+   *           profile?: Record<string, any>, WebSocket?: typeof WebSocket,
+   *           backoffBase?: number, backoffMax?: number, ackTimeout?: number }} options
+   *           (durations in milliseconds)
    */
   constructor(url, options) {
     super();
@@ -107,6 +155,14 @@ export class HubConnection extends EventTarget {
     this.workspaceId = options.workspaceId;
     this.clientId = options.clientId ?? tabClientId();
     this.token = options.token;
+    /** the user this client belongs to, with auth off (with auth on: the token's) */
+    this.userId = options.userId;
+    /** @type {Record<string, any> | null} this user's profile; said again after a reconnect */
+    this.profile = options.profile ?? null;
+    /** @type {Map<string, {limit: number, count: number}>} watched sessions (refcounted) */
+    this.watching = new Map();
+    /** @type {Map<string, ViewerList>} */
+    this.lists = new Map();
     this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
     this.backoffBase = options.backoffBase ?? BACKOFF_BASE_MS;
     this.backoffMax = options.backoffMax ?? BACKOFF_MAX_MS;
@@ -122,7 +178,7 @@ export class HubConnection extends EventTarget {
     this.closeCode = null;
     this.live = false; // a socket whose snapshot came
     this.refs = 0;
-    /** @type {Map<number, {resolve: (seq: number) => void, reject: (e: HubError) => void}>} */
+    /** @type {Map<number, {resolve: (frame: any) => void, reject: (e: HubError) => void}>} */
     this.pending = new Map();
     /** @type {Set<() => void>} calls waiting for a live socket */
     this.waiting = new Set();
@@ -140,9 +196,28 @@ export class HubConnection extends EventTarget {
     return this.presence.online;
   }
 
+  /** @returns {Record<string, number>} distinct people per session */
+  get users() {
+    return this.presence.users;
+  }
+
+  get onlineUsers() {
+    return this.presence.onlineUsers;
+  }
+
+  /**
+   * The viewers of a watched session as last heard (earliest arrival first).
+   * @param {string} sessionId
+   * @returns {ViewerList}
+   */
+  viewers(sessionId) {
+    return this.lists.get(sessionId) ?? { total: 0, anonymous: 0, viewers: [] };
+  }
+
   get socketUrl() {
     const base = this.url.replace(/^http/, "ws");
     const query = new URLSearchParams({ client_id: this.clientId });
+    if (this.userId) query.set("user_id", this.userId);
     if (this.token) query.set("token", this.token);
     return `${base}/v1/workspaces/${encodeURIComponent(this.workspaceId)}/ws?${query}`;
   }
@@ -163,17 +238,29 @@ export class HubConnection extends EventTarget {
       if (this.session && this.waiting.size === 0) {
         this.send({ type: "set_session", session_id: this.session });
       }
+      if (this.profile) this.send({ type: "set_profile", profile: this.profile });
+      for (const [session_id, { limit }] of this.watching) {
+        this.send({ type: "watch", session_id, limit });
+      }
       for (const wake of [...this.waiting]) wake();
     }
-    if (frame.type === "ack" || frame.type === "error") {
+    if (frame.type === "viewers" || frame.type === "viewers_diff") {
+      if (this.watching.has(frame.session_id)) {
+        const list = applyViewers(this.lists.get(frame.session_id), frame);
+        this.lists.set(frame.session_id, list);
+        this.dispatchEvent(new CustomEvent("viewers", { detail: { sessionId: frame.session_id, ...list } }));
+      }
+    }
+    if (frame.type === "ack" || frame.type === "error" || frame.type === "viewers") {
       const call = this.pending.get(frame.ref);
       if (call) {
         this.pending.delete(frame.ref);
-        if (frame.type === "ack") call.resolve(frame.seq);
-        else call.reject(new HubError(frame.code, frame.message ?? frame.code));
+        if (frame.type === "error") call.reject(new HubError(frame.code, frame.message ?? frame.code));
+        else call.resolve(frame);
       }
       return;
     }
+    if (frame.type === "viewers_diff") return;
     if (frame.type === "session") {
       this.dispatchEvent(new CustomEvent("session", { detail: frame }));
       return;
@@ -221,6 +308,69 @@ export class HubConnection extends EventTarget {
    */
   setSession(sessionId) {
     this.session = sessionId ?? "";
+    return quiet(this.ask(() => ({ type: "set_session", session_id: this.session })).then(seqOf));
+  }
+
+  /**
+   * This user's profile (a JSON object of at most 1024 bytes: name, avatar URL, colour), shown
+   * to everyone watching a session it views; kept and said again after every reconnect.
+   * Resolves with the seq; rejects like setSession ("invalid_profile" for a bad one).
+   * @param {Record<string, any>} profile
+   * @returns {Promise<number>}
+   */
+  setProfile(profile) {
+    this.profile = profile;
+    return quiet(this.ask(() => ({ type: "set_profile", profile })).then(seqOf));
+  }
+
+  /**
+   * Follow who views a session: "viewers" events and hub.viewers(sessionId) from now on;
+   * resolves with the list as it is now. Watches are counted: each watch() is ended by one
+   * unwatch(). Rejects with "forbidden" without the viewers scope, "too_many_watches" past 8.
+   * @param {string} sessionId
+   * @param {number} [limit] 1..1000 (100)
+   * @returns {Promise<ViewerList>}
+   */
+  watch(sessionId, limit = 100) {
+    const watch = this.watching.get(sessionId);
+    if (watch) {
+      watch.count += 1;
+      return Promise.resolve(this.viewers(sessionId));
+    }
+    this.watching.set(sessionId, { limit, count: 1 });
+    return quiet(
+      this.ask(() => ({ type: "watch", session_id: sessionId, limit })).then(
+        () => this.viewers(sessionId),
+        (error) => {
+          if (error.code !== "connection_lost") this.watching.delete(sessionId);
+          throw error;
+        },
+      ),
+    );
+  }
+
+  /**
+   * End one watch() of the session; the last one stops it (after the current task, so that a
+   * view re-rendered at once, which unwatches and watches again, keeps its list).
+   * @param {string} sessionId
+   */
+  unwatch(sessionId) {
+    const watch = this.watching.get(sessionId);
+    if (!watch || --watch.count > 0) return;
+    setTimeout(() => {
+      if (watch.count > 0 || this.watching.get(sessionId) !== watch) return;
+      this.watching.delete(sessionId);
+      this.lists.delete(sessionId);
+      this.send({ type: "unwatch", session_id: sessionId });
+    }, 0);
+  }
+
+  /**
+   * Send a frame (made by `make` when the socket is live) with a fresh ref; the hub's answer.
+   * @param {() => object} make
+   * @returns {Promise<any>}
+   */
+  ask(make) {
     const result = new Promise((resolve, reject) => {
       let ref = 0;
       const timer = setTimeout(() => {
@@ -240,7 +390,7 @@ export class HubConnection extends EventTarget {
         }
         ref = ++this.refs;
         this.pending.set(ref, { resolve: settle(resolve), reject: settle(reject) });
-        this.send({ type: "set_session", session_id: this.session, ref });
+        this.send({ ...make(), ref });
       };
       if (this.live || this.stopped) go();
       else this.waiting.add(go);
@@ -255,9 +405,22 @@ export class HubConnection extends EventTarget {
   }
 }
 
+/** @param {{ seq: number }} frame */
+const seqOf = (frame) => frame.seq;
+
+/**
+ * The promise, marked handled: a caller that does not await it sees no unhandled rejection.
+ * @template T @param {Promise<T>} promise @returns {Promise<T>}
+ */
+function quiet(promise) {
+  promise.catch(() => {});
+  return promise;
+}
+
 /**
  * @param {string} url
- * @param {{ workspaceId: string, clientId?: string, token?: string }} options
+ * @param {{ workspaceId: string, clientId?: string, token?: string, userId?: string,
+ *           profile?: Record<string, any> }} options
  */
 export function connect(url, options) {
   const connection = new HubConnection(url, options);
@@ -268,14 +431,15 @@ export function connect(url, options) {
 const HTMLElementBase = globalThis.HTMLElement ?? class {};
 
 /**
- * <presence-badge session="S1">: "N viewing", hidden at 0. Styled with the custom properties
- * --presence-badge-background, --presence-badge-color and --presence-badge-radius.
+ * <presence-badge session="S1" [count="users"]>: "N viewing", hidden at 0: clients, or with
+ * count="users" people (one person with two tabs counts once). Styled with the custom
+ * properties --presence-badge-background, --presence-badge-color and --presence-badge-radius.
  */
 export class PresenceBadge extends HTMLElementBase {
   /** @type {HubConnection | null} the connection badges follow unless given their own */
   static connection = null;
 
-  static observedAttributes = ["session"];
+  static observedAttributes = ["session", "count"];
 
   constructor() {
     super();
@@ -300,7 +464,8 @@ export class PresenceBadge extends HTMLElementBase {
   }
 
   render() {
-    const n = this.hub?.counts[this.getAttribute("session") ?? ""] ?? 0;
+    const people = this.getAttribute("count") === "users";
+    const n = (people ? this.hub?.users : this.hub?.counts)?.[this.getAttribute("session") ?? ""] ?? 0;
     this.hidden = n === 0;
     this.shadowRoot.innerHTML = `<style>
       :host { display: inline-block; font: 12px/1.6 system-ui, sans-serif;
@@ -312,6 +477,132 @@ export class PresenceBadge extends HTMLElementBase {
   }
 }
 
+/**
+ * Initials for a face: from profile.name ("Ana Lima" -> "AL"), else from the user id.
+ * @param {Viewer} viewer
+ */
+export function initials(viewer) {
+  const name = typeof viewer.profile?.name === "string" && viewer.profile.name.trim()
+    ? viewer.profile.name : viewer.user_id;
+  const words = name.trim().split(/\s+/).filter(Boolean);
+  const letters = words.length > 1 ? [words[0], words[words.length - 1]] : [words[0] ?? "?"];
+  return letters.map((w) => [...w][0].toUpperCase()).join("").slice(0, 2);
+}
+
+/**
+ * What a facepile shows: the first `max` identified viewers, and "+k" for everyone else
+ * (the other identified ones and the anonymous ones).
+ * @param {ViewerList} list @param {number} max
+ * @returns {{ faces: Viewer[], more: number }}
+ */
+export function facepile(list, max) {
+  const faces = list.viewers.slice(0, Math.max(0, max));
+  return { faces, more: Math.max(0, list.total - faces.length) };
+}
+
+/**
+ * <presence-facepile session="S1" [max="3"]>: the faces of who views S1 (profile.avatar, an
+ * http(s) image URL, else initials of profile.name on profile.color), earliest arrival first,
+ * and "+k" for the rest; hidden when nobody is there. It watches the session (the token needs
+ * the viewers scope with auth on). Styled with --presence-facepile-size,
+ * --presence-facepile-overlap, --presence-facepile-border, --presence-facepile-background,
+ * --presence-facepile-color, --presence-facepile-more-background and --presence-facepile-font.
+ */
+const COLOR = /^(#[0-9a-f]{3,8}|(rgb|hsl)a?\([\d\s.,%]+\))$/i;
+
+export class PresenceFacepile extends HTMLElementBase {
+  static observedAttributes = ["session", "max"];
+
+  constructor() {
+    super();
+    this.attachShadow({ mode: "open" });
+    this.render = this.render.bind(this);
+    /** @type {HubConnection | null} */
+    this.hub = null;
+    /** @type {string | null} the session watched */
+    this.watched = null;
+  }
+
+  connectedCallback() {
+    this.hub = this.hub ?? PresenceBadge.connection;
+    this.hub?.addEventListener("viewers", this.render);
+    this.follow();
+    this.render();
+  }
+
+  disconnectedCallback() {
+    this.hub?.removeEventListener("viewers", this.render);
+    if (this.watched !== null) this.hub?.unwatch(this.watched);
+    this.watched = null;
+  }
+
+  attributeChangedCallback() {
+    if (this.hub) this.follow();
+    this.render();
+  }
+
+  follow() {
+    const session = this.getAttribute("session") ?? "";
+    if (!this.hub || this.watched === session) return;
+    if (this.watched !== null) this.hub.unwatch(this.watched);
+    this.watched = session;
+    this.hub.watch(session).then(this.render, (error) => {
+      this.dataset.error = error.code;
+    });
+  }
+
+  render() {
+    const max = Number.parseInt(this.getAttribute("max") ?? "3", 10);
+    const list = this.hub?.viewers(this.getAttribute("session") ?? "") ?? { total: 0, anonymous: 0, viewers: [] };
+    const { faces, more } = facepile(list, Number.isFinite(max) ? max : 3);
+    this.hidden = list.total === 0;
+    const style = document.createElement("style");
+    style.textContent = `
+      :host { display: inline-flex; align-items: center; }
+      :host([hidden]) { display: none; }
+      .face { box-sizing: border-box; width: var(--presence-facepile-size, 24px);
+        height: var(--presence-facepile-size, 24px); border-radius: 50%; overflow: hidden;
+        display: inline-flex; align-items: center; justify-content: center;
+        margin-left: calc(-1 * var(--presence-facepile-overlap, 6px));
+        border: var(--presence-facepile-border, 2px solid #fff);
+        background: var(--presence-facepile-background, #8250df);
+        color: var(--presence-facepile-color, #fff);
+        font: var(--presence-facepile-font, 600 10px/1 system-ui, sans-serif); }
+      .face:first-child { margin-left: 0; }
+      .face img { width: 100%; height: 100%; object-fit: cover; }
+      .more { background: var(--presence-facepile-more-background, #57606a); }`;
+    const nodes = faces.map((viewer) => {
+      const face = document.createElement("span");
+      face.className = "face";
+      face.dataset.user = viewer.user_id;
+      const name = typeof viewer.profile?.name === "string" ? viewer.profile.name : viewer.user_id;
+      face.title = name;
+      const avatar = viewer.profile?.avatar;
+      if (typeof avatar === "string" && /^https?:\/\//i.test(avatar)) {
+        const img = document.createElement("img");
+        img.src = avatar;
+        img.alt = name;
+        face.append(img);
+      } else {
+        face.textContent = initials(viewer);
+        const color = viewer.profile?.color;
+        if (typeof color === "string" && COLOR.test(color)) face.style.background = color;
+      }
+      return face;
+    });
+    if (more > 0) {
+      const rest = document.createElement("span");
+      rest.className = "face more";
+      rest.textContent = `+${more}`;
+      nodes.push(rest);
+    }
+    this.shadowRoot.replaceChildren(style, ...nodes);
+  }
+}
+
 if (globalThis.customElements && !customElements.get("presence-badge")) {
   customElements.define("presence-badge", PresenceBadge);
+}
+if (globalThis.customElements && !customElements.get("presence-facepile")) {
+  customElements.define("presence-facepile", PresenceFacepile);
 }

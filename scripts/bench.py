@@ -4,6 +4,8 @@
     .venv/bin/python scripts/bench.py --n 2000 --rate 50 --seconds 5 --json out.json
     .venv/bin/python scripts/bench.py --quick             # small smoke run (the test suite's)
     .venv/bin/python scripts/bench.py --nodes 2 --n 1000  # scale-out: see "Several nodes" below
+    .venv/bin/python scripts/bench.py --before /tmp/old   # also the hub of another source tree
+    .venv/bin/python scripts/bench.py --people --n 1000   # people: see "People" below
 
 For each N and each server (the hub as users run it: ``hub serve``, one worker, in-memory
 presence, default settings; and ``scripts/baseline_server.py``), this process (not the server)
@@ -27,6 +29,16 @@ robin over the nodes and the drivers sit on node 0, so the latency of viewers on
 nodes is the cross-node path (ack on node 0 to receipt on node k). Throughput is printed as
 the ratio to 1 node on Redis; with a rate high enough to saturate one worker (e.g.
 ``--n 10000 --workspaces 50 --rate 1000``) it is how much more K workers deliver.
+
+Another version (``--before PATH``: a source tree, e.g. ``git worktree add /tmp/old <ref>``) runs
+as the server ``before`` in the same run, and its figures are printed beside the hub's as the
+ratio hub/before: what a change costs, measured on the same machine at the same time.
+
+People (``--people``): the memory per idle socket of N anonymous sockets, then of N sockets
+each of its own user, 10 users per session, each with a 1 KB profile (the difference is what
+people cost per claim); then 100 watchers of one such session while one of its users changes
+its profile R times a second: server CPU per profile update and per delivered
+``viewers_diff``, and whether every watcher saw the last update.
 
 Every figure is also printed as the ratio hub/baseline, because these machines are shared and
 absolute times drift. The viewers are a minimal asyncio WebSocket client (no library) so the
@@ -57,6 +69,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB_ARGS: list[str] = []  # extra ``hub serve`` flags (--hub-args)
+BEFORE: list[str] = []  # the source tree of the ``before`` server (--before)
 SEQ = re.compile(rb'"seq":(\d+)')
 REF = re.compile(rb'"ref":(\d+)')
 TICK = os.sysconf("SC_CLK_TCK")
@@ -223,7 +236,10 @@ class Server:
     ) -> None:
         self.kind = kind
         self.port = port
-        if kind == "hub":
+        self.hub = kind in ("hub", "before")
+        if kind == "before":
+            env = {**(env or {}), "PYTHONPATH": BEFORE[0]}
+        if self.hub:
             # The driver sends far faster than one client may (100 changes/s, bursts of 50):
             # the per-socket rate limit is off here, everything else is as shipped.
             cmd = [sys.executable, "-m", "hub", "serve", "--port", str(port),
@@ -250,7 +266,7 @@ class Server:
         raise RuntimeError(f"{self.kind} did not start")
 
     def workspace(self, path: str) -> str:
-        if self.kind != "hub":
+        if not self.hub:
             return path.strip("/").replace("/", "-")
         req = urllib.request.Request(
             f"http://127.0.0.1:{self.port}/v1/workspaces",
@@ -394,7 +410,7 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
     cid = "00000000-0000-4000-8000-{:012d}"
 
     def ws_path(workspace: str, i: int) -> str:
-        if server.kind == "hub":
+        if server.hub:
             return f"/v1/workspaces/{workspace}/ws?client_id={cid.format(i)}"
         return f"/{workspace}"
 
@@ -752,10 +768,151 @@ FIGURES = [
 ]
 
 
-def table(hub: Result, base: Result) -> str:
+# -- people: profiles and viewers -------------------------------------------------------------
+
+
+class Watcher(WsClient):
+    """Watches a session: counts its viewers frames and the viewers_diff frames after them,
+    and keeps the ``"v"`` of the last profile it saw."""
+
+    V = re.compile(rb'"v":(\d+)')
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lists = 0
+        self.diffs = 0
+        self.last_v = -1
+
+    def on_text(self, payload: bytes) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+            return
+        if payload.startswith(b'{"type":"viewers"'):
+            self.lists += 1
+        elif payload.startswith(b'{"type":"viewers_diff"'):
+            self.diffs += 1
+            m = self.V.search(payload)
+            if m is not None:
+                self.last_v = max(self.last_v, int(m.group(1)))
+
+
+@dataclass
+class PeopleResult:
+    n: int
+    watchers: int
+    rate: float
+    seconds: float
+    anonymous_bytes_per_conn: float = 0.0
+    people_bytes_per_conn: float = 0.0
+    updates: int = 0
+    diffs_delivered: int = 0
+    cpu_per_update_us: float = 0.0
+    cpu_per_diff_us: float = 0.0
+    lost: int = 0
+
+
+PROFILE_BYTES = 1000  # a profile of about 1 KB encoded (the limit is 1024)
+
+
+def _profile(user: int, v: int = 0) -> dict[str, Any]:
+    body = {"name": f"User {user}", "v": v, "bio": ""}
+    body["bio"] = "x" * (PROFILE_BYTES - len(json.dumps(body)))
+    return body
+
+
+async def run_people(n: int, watchers: int, rate: float, seconds: float) -> PeopleResult:
+    result = PeopleResult(n, watchers, rate, seconds)
+    with tempfile.TemporaryDirectory() as workdir:
+        server = Server("hub", free_port(), workdir)
+        try:
+            server.wait_ready()
+            await _measure_people(server, result)
+        finally:
+            log = server.stop()
+            if "Traceback" in log:
+                print(log[-3000:], file=sys.stderr)
+    return result
+
+
+async def _measure_people(server: Server, result: PeopleResult) -> None:
+    port, n = server.port, result.n
+    cid = "00000000-0000-4000-8000-{:012d}"
+    anonymous, people = server.workspace("/bench/anonymous"), server.workspace("/bench/people")
+    await asyncio.sleep(0.5)
+    rss0 = server.rss()
+    plain = await connect_all(
+        Viewer, port, [f"/v1/workspaces/{anonymous}/ws?client_id={cid.format(i)}" for i in range(n)]
+    )
+    await asyncio.sleep(1.0)
+    result.anonymous_bytes_per_conn = (server.rss() - rss0) / n
+    rss0 = server.rss()  # the anonymous ones stay open: nothing freed is reused below
+    paths = [
+        f"/v1/workspaces/{people}/ws?client_id={cid.format(n + i)}&user_id=u{i}" for i in range(n)
+    ]
+    users = await connect_all(Viewer, port, paths)
+    for i, u in enumerate(users):  # 10 users a session, each with a 1 KB profile
+        u.send(json.dumps({"type": "set_session", "session_id": f"S{i // 10}"}).encode())
+        u.send(json.dumps({"type": "set_profile", "profile": _profile(i)}).encode())
+    last = f"S{(n - 1) // 10}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = _http(port, "GET", f"/v1/workspaces/{people}/viewers?session_id={last}")
+        if found["viewers"] and all(v["profile"] for v in found["viewers"]):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    result.people_bytes_per_conn = (server.rss() - rss0) / n
+    # viewers_diff to W watchers of S0: its user u0 changes its profile R times a second.
+    watch_paths = [
+        f"/v1/workspaces/{people}/ws?client_id={cid.format(3 * n + i)}"
+        for i in range(result.watchers)
+    ]
+    watching = await connect_all(Watcher, port, watch_paths)
+    for w in watching:
+        w.send(json.dumps({"type": "watch", "session_id": "S0"}).encode())
+    await poll(lambda: all(w.lists for w in watching), time.monotonic() + 10)
+    await asyncio.sleep(0.5)
+    cpu0 = server.cpu()
+    total = int(result.rate * result.seconds)
+    t0 = time.monotonic()
+    for v in range(1, total + 1):
+        frame = {"type": "set_profile", "profile": _profile(0, v)}
+        users[0].send(json.dumps(frame).encode())
+        await asyncio.sleep(max(0.0, t0 + v / result.rate - time.monotonic()))
+    await poll(lambda: all(w.last_v >= total for w in watching), time.monotonic() + 10)
+    cpu = server.cpu() - cpu0
+    result.updates = total
+    result.diffs_delivered = sum(w.diffs for w in watching)
+    result.cpu_per_update_us = cpu / total * 1e6
+    result.cpu_per_diff_us = cpu / max(1, result.diffs_delivered) * 1e6
+    result.lost = sum(1 for w in watching if w.last_v < total)
+    for c in [*plain, *users, *watching]:
+        if c.transport is not None:
+            c.transport.close()
+    await asyncio.sleep(0.2)
+
+
+def people_table(r: PeopleResult) -> str:
+    extra = r.people_bytes_per_conn - r.anonymous_bytes_per_conn
+    return "\n".join(
+        [
+            f"people: N={r.n} (10 users a session, {PROFILE_BYTES} B profiles), "
+            f"{r.watchers} watchers, R={r.rate:g} profile updates/s, T={r.seconds:g}s",
+            f"{'idle bytes per socket, anonymous':48} {r.anonymous_bytes_per_conn:12.0f}",
+            f"{'idle bytes per socket, a user with a profile':48} {r.people_bytes_per_conn:12.0f}",
+            f"{'what people cost per claim (bytes)':48} {extra:12.0f}",
+            f"{'server CPU per profile update (us)':48} {r.cpu_per_update_us:12.1f}",
+            f"{'viewers_diff frames delivered':48} {r.diffs_delivered:12d}",
+            f"{'server CPU per delivered viewers_diff (us)':48} {r.cpu_per_diff_us:12.2f}",
+            f"{'watchers that missed the last update':48} {r.lost:12d}",
+        ]
+    )
+
+
+def table(hub: Result, base: Result, name: str = "baseline", short: str = "base") -> str:
     lines = [
         f"N={hub.n} R={hub.rate:g}/s T={hub.seconds:g}s changes={hub.changes}",
-        f"{'figure':40} {'hub':>12} {'baseline':>12} {'hub/base':>9}",
+        f"{'figure':40} {'hub':>12} {name:>12} {'hub/' + short:>9}",
     ]
     for key, label in FIGURES:
         h, b = getattr(hub, key), getattr(base, key)
@@ -793,12 +950,21 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="scale-out: 1 node (memory), 1 node (Redis) and this many nodes on one Redis",
     )
+    parser.add_argument(
+        "--before", type=Path, help="also run the hub of this source tree (server 'before')"
+    )
+    parser.add_argument("--people", action="store_true", help="the people scenario")
+    parser.add_argument("--watchers", type=int, default=100, help="--people: watchers")
     parser.add_argument("--updates", type=float, default=50, help="--slow: session updates/s")
     parser.add_argument("--title", type=int, default=4000, help="--slow: bytes per update")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.seconds, args.sets, args.rate = [50], 2.0, 200, 50.0
     HUB_ARGS.extend(args.hub_args.split())
+    if args.before is not None:
+        BEFORE.append(str(args.before.resolve()))
+        if "before" not in args.servers:
+            args.servers.append("before")
     _raise_nofile()
     try:  # the load side only: it must keep up with the servers (the hub does not use it)
         import uvloop
@@ -816,6 +982,13 @@ def main(argv: list[str] | None = None) -> int:
             print(nodes_table(found), flush=True)
             if args.json:
                 args.json.write_text(json.dumps([asdict(r) for r in found], indent=2))
+        return 0
+    if args.people:
+        measured = [run(run_people(n, args.watchers, args.rate, args.seconds)) for n in args.n]
+        for person in measured:
+            print(people_table(person), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps([asdict(p) for p in measured], indent=2))
         return 0
     if args.slow:
         for n in args.n:
@@ -836,9 +1009,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             results.append(r)
             by_kind[kind] = r
-        if "hub" in by_kind and "baseline" in by_kind:
-            print(table(by_kind["hub"], by_kind["baseline"]), flush=True)
-            print(flush=True)
+        if "hub" in by_kind and ("baseline" in by_kind or "before" in by_kind):
+            for other in ("baseline", "before"):
+                if other in by_kind:
+                    print(table(by_kind["hub"], by_kind[other], other, other[:6]), flush=True)
+                    print(flush=True)
         else:
             for r in by_kind.values():
                 print(json.dumps(asdict(r)), flush=True)

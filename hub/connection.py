@@ -120,7 +120,6 @@ class Connection:
         "rate",
         "ready",
         "snapshot_seq",
-        "user",
         "watches",
         "workspace_id",
     )
@@ -141,7 +140,6 @@ class Connection:
         self.workspace_id = workspace_id
         self.client_id = client_id
         self.max_outbox_bytes = max_outbox_bytes
-        self.user: str | None = None  # the user of the stream (None: anonymous)
         self.may_watch = True  # whether its grant lets it watch viewers
         self.watches: dict[str, int] | None = None  # session -> limit, for viewers watched
         # False once the claim is gone (retired client, deleted workspace): nothing to detach.

@@ -8,6 +8,11 @@ bytes to every ready socket of the workspace (:class:`~hub.connection.Connection
 them at once or keeps them in its bounded outbox). The hub also applies the commands a socket
 sends, and the limits on sockets per process and per client.
 
+Viewers (who is here): a socket's ``watch`` joins the room's :class:`~hub.watch.Watches`; a
+change that touched a watched session marks it dirty, and at the next coalescing point the
+hub reads that session's viewers from the backend once and sends each group of watchers what
+moved (one encoding per group). Reads of one workspace run one at a time, under its lock.
+
 A joining socket is registered with its room before the join's first await, so every event
 that lands while it joins (a retire, a delete, a change flushed to the others) reaches it:
 closes close it, and its first frame is the room's view, at least as new as its own snapshot.
@@ -167,7 +172,6 @@ class Hub:
         conn = Connection(
             workspace_id, client_id, send, self.max_outbox_bytes, direct, rate, self.metrics
         )
-        conn.user = user
         conn.may_watch = may_watch
         room = self._register(conn)  # before the first await: no event can pass it by
         try:
@@ -357,8 +361,12 @@ class Hub:
                 conn.close(code)
 
     def resync(self, workspace_id: str) -> None:
-        """Re-read a workspace whose changes may have been missed (once at a time)."""
+        """Re-read a workspace whose changes may have been missed (once at a time), and the
+        viewers of every session watched there."""
         room = self.rooms.get(workspace_id)
+        if room is not None and room.watches is not None:
+            room.watches.touch(set(room.watches.sessions))
+            self._schedule_viewers(room.watches, room)
         if room is None or room.resyncing or not room.synced:
             return
         room.resyncing = True

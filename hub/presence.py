@@ -236,19 +236,9 @@ class _Change:
                 space.idle_users += delta
             self._touched.add("")
             return
-        n = space.counts.get(session_id, 0) + delta
-        if n:
-            space.counts[session_id] = n
-        else:
-            del space.counts[session_id]
-        self._counts[session_id] = n
+        self._counts[session_id] = _add(space.counts, session_id, delta)
         if entered:
-            u = space.users.get(session_id, 0) + delta
-            if u:
-                space.users[session_id] = u
-            else:
-                del space.users[session_id]
-            self._users[session_id] = u
+            self._users[session_id] = _add(space.users, session_id, delta)
 
     @staticmethod
     def _person(space: _Space, session_id: str, delta: int, user: str) -> bool:
@@ -282,6 +272,16 @@ class _Change:
         users = space.online_users if space.online_users != self._users_before else None
         touched = frozenset(self._touched) if self._touched else frozenset()
         return Diff(self._wid, space.seq, self._counts, online, self._users, users, touched)
+
+
+def _add(values: dict[str, int], session_id: str, delta: int) -> int:
+    """Move one session's value by ``delta`` (kept only while > 0); the new value."""
+    n = values.get(session_id, 0) + delta
+    if n:
+        values[session_id] = n
+    else:
+        del values[session_id]
+    return n
 
 
 # Timer heap entries: (deadline, tiebreak, workspace_id or "" for a retirement, client_id).

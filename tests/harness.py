@@ -28,6 +28,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from hub.client import _absolute
 from hub.settings import Settings
 from hub.testing import ThreadedHub
 
@@ -100,14 +101,6 @@ class AlternatingTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-
-
-def _absolute(values: dict[str, int], frame: dict[str, int]) -> None:
-    for sid, n in frame.items():
-        if n:
-            values[sid] = n
-        else:
-            values.pop(sid, None)
 
 
 async def _call(fn: Callable[[], Any]) -> Any:

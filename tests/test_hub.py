@@ -135,3 +135,22 @@ async def test_past_the_outbox_bound_the_socket_is_closed_with_4409(hub: Hub) ->
     slow.gate.set()
     await settle()
     assert slow.closed == 4409
+
+
+async def test_a_resync_reads_the_watched_viewers_again(hub: Hub) -> None:
+    """Fault: a change the hub never heard of (a shared backend's lost feed, simulated by
+    changing the core behind the hub's back). Bound: the next resync. Truth: the core's list."""
+    watcher, wsock = await join(hub, A)
+    await hub.command(watcher, json.dumps({"type": "watch", "session_id": "S1"}))
+    await asyncio.sleep(0.05)
+    assert wsock.of("viewers")[-1]["viewers"] == []
+    backend = hub.backend
+    assert isinstance(backend, MemoryBackend)
+    backend.presence.attach(W, B, 0, user="bo")  # no event reaches the hub
+    backend.presence.set_session(W, B, "S1", 0)
+    await asyncio.sleep(WINDOW + 0.1)
+    assert not wsock.of("viewers_diff")  # nothing heard, nothing sent
+    hub.resync(W)
+    await asyncio.sleep(WINDOW + 0.1)
+    (diff,) = wsock.of("viewers_diff")
+    assert [v["user_id"] for v in diff["joined"]] == ["bo"] and diff["total"] == 1

@@ -452,7 +452,8 @@ class Hub:
         for conn in room.conns:
             conn.push_counts(frame, shared)
         self._out["counts"].inc(len(room.conns))
-        self.metrics.fanout.observe(time.perf_counter() - started)
+        room.cost = time.perf_counter() - started
+        self.metrics.fanout.observe(room.cost)
 
     # -- viewers (who is here) --------------------------------------------------------------
 

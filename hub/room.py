@@ -19,12 +19,9 @@ Rules:
    snapshot, which the room takes only if it is newer (:meth:`Room.rebase`). Values never go
    back to an older version.
 3. **Coalescing.** The first change after a quiet period may flush at once; later ones wait
-   until ``window`` after the previous flush, or ``COST_FACTOR`` times that flush's duration
-   when it took longer (:meth:`Room.flush_at`): a room's fan-out never takes more than a third
-   of the process, so a connect storm (every join moves ``online``, which goes to every socket)
-   cannot grow into back-to-back flushes that starve the joins themselves. A flush carries the
-   new absolute value of every session (and ``online``) that moved since the last one; changes
-   that cancelled out still advance ``seq`` with an empty ``counts``.
+   until ``window`` after the previous flush (:meth:`Room.flush_at`). A flush carries the new
+   absolute value of every session (and ``online``) that moved since the last one; changes that
+   cancelled out still advance ``seq`` with an empty ``counts``.
 4. **Acks after their change.** An ack for a change the room has not applied yet is parked
    and released once ``seq`` reaches it, so no socket hears of a seq before the counts that
    lead to it. An ack always carries the room's ``seq``, which includes the change.
@@ -40,11 +37,7 @@ from typing import Any, Generic, TypeVar
 from hub.presence import Diff, Snapshot
 from hub.protocol import Counts
 
-__all__ = ["COST_FACTOR", "Room"]
-
-# A room flushes at most once per COST_FACTOR times its last flush's duration (rule 3): its
-# fan-out takes at most a third of the process.
-COST_FACTOR = 3.0
+__all__ = ["Room"]
 
 C = TypeVar("C")  # a socket as the shell knows it
 R = TypeVar("R")  # what the shell needs to send an ack (the frame's ref)
@@ -61,7 +54,6 @@ class Room(Generic[C, R]):
         "base_users",
         "behind",
         "conns",
-        "cost",
         "early",
         "last_flush",
         "online",
@@ -95,7 +87,6 @@ class Room(Generic[C, R]):
         self.base_users: dict[str, int] = {}
         self.base_online_users: int | None = None
         self.last_flush = float("-inf")
-        self.cost = 0.0  # how long the last flush took (seconds of the shell's work)
         self.behind = -1  # the highest seq seen but not applied (missed changes before it)
         self.resyncing = False
         self.acks: list[tuple[int, C, R]] = []
@@ -171,7 +162,7 @@ class Room(Generic[C, R]):
 
     def flush_at(self, now: float) -> float:
         """When the next flush may run (rule 3): ``now`` after a quiet period."""
-        return max(now, self.last_flush + max(self.window, COST_FACTOR * self.cost))
+        return max(now, self.last_flush + self.window)
 
     def take(self, now: float) -> Counts:
         """The frame for everything merged since the last flush, which happens at ``now``."""

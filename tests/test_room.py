@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hub.presence import Diff, Snapshot
-from hub.room import COST_FACTOR, Room
+from hub.room import Room
 
 W = "w"
 WINDOW = 0.05
@@ -64,17 +64,6 @@ def test_the_first_change_after_quiet_flushes_now_later_ones_wait_for_the_window
     room.take(10.0)
     assert room.flush_at(10.01) == 10.0 + WINDOW  # within the window of the last flush
     assert room.flush_at(10.2) == 10.2  # a quiet period: now again
-
-
-def test_a_costly_flush_stretches_the_window_to_a_multiple_of_its_duration() -> None:
-    room = new_room()
-    room.rebase(Snapshot(W, 1, 1, {}))
-    room.take(10.0)
-    room.cost = WINDOW / COST_FACTOR / 2  # a cheap flush: the window rules
-    assert room.flush_at(10.01) == 10.0 + WINDOW
-    room.cost = 0.5  # a flush to many sockets took 0.5 s: at most a third of the time
-    assert room.flush_at(10.01) == 10.0 + COST_FACTOR * 0.5
-    assert room.flush_at(12.0) == 12.0  # after that, now again
 
 
 def test_acks_wait_for_their_change_and_keep_their_order() -> None:

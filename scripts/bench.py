@@ -18,6 +18,8 @@ per second, and measures:
 - delivery latency p50/p99/max: from the driver's receipt of the ``ack`` of a change to each
   viewer's receipt of a frame with ``seq >= ack.seq`` (a sample of viewers);
 - idle server memory per connection: RSS growth over opening the N sockets, divided by N;
+- the connect storm: the time to open the N sockets (500 handshakes in flight at a time, each
+  done when its snapshot came) and the server CPU spent on it;
 - server CPU per incoming ``set_session``: a separate workspace where one client sends them
   one after the other, each waiting for its ack;
 - lost frames (a viewer that never reaches the final ``seq``) and out-of-order ones (a ``seq``
@@ -328,6 +330,8 @@ class Result:
     latency_p99_ms: float = 0.0
     latency_max_ms: float = 0.0
     idle_bytes_per_conn: float = 0.0
+    connect_s: float = 0.0
+    connect_cpu_s: float = 0.0
     cpu_per_set_session_us: float = 0.0
     lost: int = 0
     out_of_order: int = 0
@@ -418,7 +422,9 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
     await asyncio.sleep(0.5)
     rss0 = server.rss()
     paths = [ws_path(ids[i % workspaces], i) for i in range(n)]
+    cpu0, t0 = server.cpu(), time.monotonic()  # the connect storm: 500 handshakes at a time
     viewers: list[Viewer] = await connect_all(Viewer, port, paths)
+    result.connect_s, result.connect_cpu_s = time.monotonic() - t0, server.cpu() - cpu0
     await asyncio.sleep(1.0)
     result.idle_bytes_per_conn = (server.rss() - rss0) / n
 
@@ -762,6 +768,8 @@ FIGURES = [
     ("latency_p99_ms", "latency p99 (ms)"),
     ("latency_max_ms", "latency max (ms)"),
     ("idle_bytes_per_conn", "idle memory per connection (bytes)"),
+    ("connect_s", "N sockets connected in (s)"),
+    ("connect_cpu_s", "server CPU to connect them (s)"),
     ("cpu_per_set_session_us", "server CPU per set_session (us)"),
     ("lost", "lost frames"),
     ("out_of_order", "out-of-order frames"),

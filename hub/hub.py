@@ -430,13 +430,16 @@ class Hub:
             self._ack(conn, ref, room.seq)
 
     def _schedule_flush(self, room: _Room) -> None:
-        if room.timer is not None:
-            self.metrics.coalesced.inc()
-            return  # a flush is already due; it will carry this change
         loop = self._loop
         assert loop is not None
         now = loop.time()
         due = room.flush_at(now)
+        if room.timer is not None:
+            self.metrics.coalesced.inc()
+            when = room.timer.when() if isinstance(room.timer, asyncio.TimerHandle) else now
+            if when <= due:
+                return  # a flush is already due; it will carry this change
+            room.timer.cancel()  # an online-only flush, due later than this change may wait
         if due <= now:
             room.timer = loop.call_soon(self._flush, room)
         else:
@@ -447,11 +450,13 @@ class Hub:
         assert loop is not None
         room.timer = None
         started = time.perf_counter()
+        cpu = time.thread_time()  # the room's cost rule counts CPU, not a preemption
         frame = room.take(loop.time())
         shared = Outgoing(protocol.encode(frame))
         for conn in room.conns:
             conn.push_counts(frame, shared)
         self._out["counts"].inc(len(room.conns))
+        room.cost = time.thread_time() - cpu
         self.metrics.fanout.observe(time.perf_counter() - started)
 
     # -- viewers (who is here) --------------------------------------------------------------

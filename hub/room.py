@@ -19,7 +19,12 @@ Rules:
    snapshot, which the room takes only if it is newer (:meth:`Room.rebase`). Values never go
    back to an older version.
 3. **Coalescing.** The first change after a quiet period may flush at once; later ones wait
-   until ``window`` after the previous flush (:meth:`Room.flush_at`). A flush carries the new
+   until ``window`` after the previous flush (:meth:`Room.flush_at`). When only ``online``
+   moved (sockets joined or left, no session count), the wait is at least
+   ``ONLINE_COST_FACTOR`` times the CPU the previous flush took: in a connect storm, where
+   every join moves ``online`` and ``online`` goes to every socket, fan-out then takes at
+   most a quarter of the process and cannot starve the joins themselves. Session counts
+   always go on ``window``; a change of one brings a later-scheduled flush forward. A flush carries the new
    absolute value of every session (and ``online``) that moved since the last one; changes that
    cancelled out still advance ``seq`` with an empty ``counts``.
 4. **Acks after their change.** An ack for a change the room has not applied yet is parked
@@ -37,7 +42,11 @@ from typing import Any, Generic, TypeVar
 from hub.presence import Diff, Snapshot
 from hub.protocol import Counts
 
-__all__ = ["Room"]
+__all__ = ["ONLINE_COST_FACTOR", "Room"]
+
+# A flush that carries only ``online`` waits at least this many times the last flush's CPU
+# (rule 3): the fan-out of joins and leaves takes at most a quarter of the process.
+ONLINE_COST_FACTOR = 4.0
 
 C = TypeVar("C")  # a socket as the shell knows it
 R = TypeVar("R")  # what the shell needs to send an ack (the frame's ref)
@@ -54,6 +63,7 @@ class Room(Generic[C, R]):
         "base_users",
         "behind",
         "conns",
+        "cost",
         "early",
         "last_flush",
         "online",
@@ -87,6 +97,7 @@ class Room(Generic[C, R]):
         self.base_users: dict[str, int] = {}
         self.base_online_users: int | None = None
         self.last_flush = float("-inf")
+        self.cost = 0.0  # the CPU seconds the last flush took (measured by the shell)
         self.behind = -1  # the highest seq seen but not applied (missed changes before it)
         self.resyncing = False
         self.acks: list[tuple[int, C, R]] = []
@@ -162,7 +173,10 @@ class Room(Generic[C, R]):
 
     def flush_at(self, now: float) -> float:
         """When the next flush may run (rule 3): ``now`` after a quiet period."""
-        return max(now, self.last_flush + self.window)
+        window = self.window
+        if not self.base and not self.base_users:  # only online moved (joins and leaves)
+            window = max(window, ONLINE_COST_FACTOR * self.cost)
+        return max(now, self.last_flush + window)
 
     def take(self, now: float) -> Counts:
         """The frame for everything merged since the last flush, which happens at ``now``."""

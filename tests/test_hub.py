@@ -154,3 +154,21 @@ async def test_a_resync_reads_the_watched_viewers_again(hub: Hub) -> None:
     await asyncio.sleep(WINDOW + 0.1)
     (diff,) = wsock.of("viewers_diff")
     assert [v["user_id"] for v in diff["joined"]] == ["bo"] and diff["total"] == 1
+
+
+async def test_a_session_change_brings_a_stretched_online_flush_forward(hub: Hub) -> None:
+    """A join in a costly room waits (online only); a session change after it does not."""
+    watcher, wsock = await join(hub, A)
+    await hub.backend.set_session(W, A, "S0")  # a first flush
+    await asyncio.sleep(WINDOW + 0.1)
+    wsock.frames.clear()
+    room = hub.rooms[W]
+    room.cost = 10.0  # as if the last flush took 10 s of CPU: an online-only flush waits 40 s
+    other, _ = await join(hub, B)  # online moves: due in 40 s
+    await asyncio.sleep(WINDOW + 0.1)
+    assert not wsock.of("counts")
+    await hub.backend.set_session(W, B, "S1")  # a session count: due on the window
+    await asyncio.sleep(WINDOW + 0.1)
+    (frame,) = wsock.of("counts")
+    assert (frame["counts"], frame["online"]) == ({"S1": 1}, 2)
+    assert watcher is not None and other is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hub.presence import Diff, Snapshot
-from hub.room import Room
+from hub.room import ONLINE_COST_FACTOR, Room
 
 W = "w"
 WINDOW = 0.05
@@ -64,6 +64,21 @@ def test_the_first_change_after_quiet_flushes_now_later_ones_wait_for_the_window
     room.take(10.0)
     assert room.flush_at(10.01) == 10.0 + WINDOW  # within the window of the last flush
     assert room.flush_at(10.2) == 10.2  # a quiet period: now again
+
+
+def test_only_an_online_only_flush_waits_for_a_multiple_of_the_last_flush_s_cost() -> None:
+    room = new_room()
+    room.rebase(Snapshot(W, 1, 0, {}))
+    room.take(10.0)
+    room.cost = 0.5  # the last flush took 0.5 s of CPU (a room of many sockets)
+    room.merge(Diff(W, 2, {}, 1))  # a join: only online moved
+    assert room.flush_at(10.01) == 10.0 + ONLINE_COST_FACTOR * 0.5
+    room.merge(Diff(W, 3, {"S1": 1}, None))  # a session count: the window again
+    assert room.flush_at(10.01) == 10.0 + WINDOW
+    room.take(11.0)
+    room.cost = WINDOW / ONLINE_COST_FACTOR / 2  # a cheap flush: the window rules
+    room.merge(Diff(W, 4, {}, 2))
+    assert room.flush_at(11.01) == 11.0 + WINDOW
 
 
 def test_acks_wait_for_their_change_and_keep_their_order() -> None:

@@ -24,9 +24,9 @@ Rules:
    ``ONLINE_COST_FACTOR`` times the CPU the previous flush took: in a connect storm, where
    every join moves ``online`` and ``online`` goes to every socket, fan-out then takes at
    most a quarter of the process and cannot starve the joins themselves. Session counts
-   always go on ``window``; a change of one brings a later-scheduled flush forward. A flush carries the new
-   absolute value of every session (and ``online``) that moved since the last one; changes that
-   cancelled out still advance ``seq`` with an empty ``counts``.
+   always go on ``window``; a change of one brings a later-scheduled flush forward. A flush
+   carries the new absolute value of every session (and ``online``) that moved since the last
+   one; changes that cancelled out still advance ``seq`` with an empty ``counts``.
 4. **Acks after their change.** An ack for a change the room has not applied yet is parked
    and released once ``seq`` reaches it, so no socket hears of a seq before the counts that
    lead to it. An ack always carries the room's ``seq``, which includes the change.

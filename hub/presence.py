@@ -369,22 +369,14 @@ class Presence:
     def set_profile(self, workspace_id: str, client_id: str, profile: Profile, now: float) -> Diff:
         """The client's user gets ``profile`` (an anonymous claim keeps none): an update of
         the user wherever it is listed, never a leave and a join; ``seq`` does not move."""
-        space = self._space(workspace_id)
-        self._refuse_retired(client_id, now)
-        claim = space.claims.get(client_id)
-        if claim is None or not claim.streams:
-            raise NotAttached(f"client {client_id} has no live stream in this workspace")
+        space, claim = self._attached(workspace_id, client_id, now)
         change = _Change(workspace_id, space)
         self._profile(space, change, claim, profile)
         return change.diff()
 
     def set_session(self, workspace_id: str, client_id: str, session_id: str, now: float) -> Diff:
         """Move an attached client to ``session_id`` ("" for none)."""
-        space = self._space(workspace_id)
-        self._refuse_retired(client_id, now)
-        claim = space.claims.get(client_id)
-        if claim is None or not claim.streams:
-            raise NotAttached(f"client {client_id} has no live stream in this workspace")
+        space, claim = self._attached(workspace_id, client_id, now)
         change = _Change(workspace_id, space)
         if claim.session_id != session_id:
             change.count(claim.session_id, -1, claim.user)
@@ -587,6 +579,15 @@ class Presence:
         if space is None:
             raise WorkspaceNotFound(f"workspace {workspace_id!r} not found")
         return space
+
+    def _attached(self, workspace_id: str, client_id: str, now: float) -> tuple[_Space, _Claim]:
+        """The workspace and the client's claim, which must have a live stream."""
+        space = self._space(workspace_id)
+        self._refuse_retired(client_id, now)
+        claim = space.claims.get(client_id)
+        if claim is None or not claim.streams:
+            raise NotAttached(f"client {client_id} has no live stream in this workspace")
+        return space, claim
 
     def _refuse_retired(self, client_id: str, now: float) -> None:
         if self.is_retired(client_id, now):

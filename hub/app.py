@@ -24,10 +24,12 @@ from hub.backends import PresenceBackend
 from hub.backends.memory import MemoryBackend
 from hub.hub import Hub, Limits
 from hub.metrics import Metrics
+from hub.occupancy import Occupancy
 from hub.presence import Presence
 from hub.rest import Rest, error_response
 from hub.settings import Settings
 from hub.store import Store, open_store
+from hub.webhook import Webhooks
 from hub.ws import SocketRoute
 
 __all__ = ["Services", "create_app"]
@@ -86,9 +88,17 @@ def _backend(settings: Settings, store: Store) -> PresenceBackend:
         """Which workspaces exist is the store's to say: presence learns them from it."""
         return await store.get_workspace(workspace_id) is not None
 
+    hooks = settings.webhook_url
     if settings.redis_url is None:
-        return MemoryBackend(Presence(**timers), known=known)
-    from hub.backends.redis import RedisBackend
+        occupancy = Occupancy(settings.webhook_vacated_delay) if hooks else None
+        return MemoryBackend(
+            Presence(**timers),
+            known=known,
+            occupancy=occupancy,
+            receivers=hooks,
+            queue_limit=settings.webhook_queue,
+        )
+    from hub.backends.redis import RedisBackend, WebhookStream
 
     ttl = settings.node_ttl
     return RedisBackend(
@@ -97,6 +107,9 @@ def _backend(settings: Settings, store: Store) -> PresenceBackend:
         node_ttl=ttl,
         heartbeat=ttl / 3,
         timeout=settings.redis_timeout,
+        webhooks=WebhookStream(hooks, settings.webhook_vacated_delay, settings.webhook_queue)
+        if hooks
+        else None,
         **timers,
     )
 
@@ -119,6 +132,16 @@ def create_app(settings: Settings) -> Starlette:
         ),
     )
     metrics.watch(lambda: hub.sockets, backend.claim_states)
+    webhooks = None
+    if settings.webhook_url and settings.webhook_secret is not None:
+        webhooks = Webhooks(
+            {url: backend.outbox(url) for url in settings.webhook_url},
+            settings.webhook_secret,
+            retry_min=settings.webhook_retry_min,
+            retry_max=settings.webhook_retry_max,
+            on_result=metrics.webhook_result,
+        )
+        metrics.watch_webhooks(webhooks.stats)
     services = Services(settings, backend, store, hub)
     auth = Auth(settings.auth_secret)
     rest = Rest(hub, backend, store, settings.max_body_bytes, auth)
@@ -134,9 +157,13 @@ def create_app(settings: Settings) -> Starlette:
                 _shown(settings.redis_url) if settings.redis_url else "in this process",
                 _shown(settings.database_url),
             )
+            if webhooks is not None:
+                await webhooks.start()
             try:
                 yield
             finally:
+                if webhooks is not None:
+                    await webhooks.close()
                 await hub.close()
         finally:
             await store.close()

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the hub (embedded defaults, no set-up)")
     for f in fields(Settings):
-        if f.name == "auth_secret":
+        if f.name in ("auth_secret", "webhook_secret"):
             continue  # a secret on a command line shows in `ps`: the environment only
         env = "HUB_" + f.name.upper()
         serve.add_argument(

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from hub.webhook import OutboxStats
 
 __all__ = ["Metrics"]
 
@@ -29,6 +31,34 @@ class _Gauges(Collector):
         for state, n in sorted(self._claims().items()):
             by_state.add_metric([state], n)
         yield by_state
+
+
+class _WebhookGauges(Collector):
+    """Each webhook receiver's queue, read at scrape time."""
+
+    def __init__(self, stats: Callable[[], dict[str, OutboxStats]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["receiver"]
+        depth = GaugeMetricFamily(
+            "hub_webhook_queue_depth", "webhook events not yet delivered", labels=labels
+        )
+        oldest = GaugeMetricFamily(
+            "hub_webhook_oldest_age_seconds",
+            "age of the oldest webhook event not yet delivered (0: none)",
+            labels=labels,
+        )
+        dropped = CounterMetricFamily(
+            "hub_webhook_dropped",
+            "webhook events dropped because the receiver's queue was full",
+            labels=labels,
+        )
+        for name, stats in sorted(self._stats().items()):
+            depth.add_metric([name], stats.depth)
+            oldest.add_metric([name], stats.oldest)
+            dropped.add_metric([name], stats.dropped)
+        yield from (depth, oldest, dropped)
 
 
 class Metrics:
@@ -56,9 +86,28 @@ class Metrics:
         self.closes = Counter(
             "hub_closes", "sockets closed by the hub, by reason", ["reason"], registry=r
         )
+        self.webhook_deliveries = Counter(
+            "hub_webhook_deliveries",
+            "webhook POSTs by result: delivered (2xx), refused (another status), timeout, error",
+            ["result"],
+            registry=r,
+        )
+        self.webhook_retries = Counter(
+            "hub_webhook_retries", "webhook POSTs that failed and will be tried again", registry=r
+        )
         self.backend_errors = Counter(
             "hub_backend_errors", "unexpected errors of the presence backend or store", registry=r
         )
+
+    def webhook_result(self, result: str, retry: bool) -> None:
+        """One delivery attempt ended with ``result``; ``retry``: another one follows."""
+        self.webhook_deliveries.labels(result).inc()
+        if retry:
+            self.webhook_retries.inc()
+
+    def watch_webhooks(self, stats: Callable[[], dict[str, OutboxStats]]) -> None:
+        """Register the webhook queue gauges (when webhooks are on)."""
+        self.registry.register(_WebhookGauges(stats))
 
     def watch(self, sockets: Callable[[], int], claims: Callable[[], dict[str, int]]) -> None:
         """Register the scrape-time gauges (once the hub exists)."""

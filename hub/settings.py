@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from hub.errors import ConfigError
 
@@ -47,6 +48,12 @@ class Settings:
     max_sockets: int = 50_000
     auth_secret: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    webhook_url: tuple[str, ...] = ()
+    webhook_secret: str | None = None
+    webhook_vacated_delay: float = 5.0
+    webhook_queue: int = 400_000
+    webhook_retry_min: float = 0.5
+    webhook_retry_max: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -63,7 +70,21 @@ class Settings:
                 raw, source = environ[env_name], env_name
             if raw is not None:
                 values[f.name] = _PARSERS[f.name](source, raw)
-        return replace(cls(), **values)
+        return _checked(replace(cls(), **values))
+
+
+def _checked(settings: Settings) -> Settings:
+    """Settings that only make sense together."""
+    if settings.webhook_url and settings.webhook_secret is None:
+        raise ConfigError("HUB_WEBHOOK_URL: needs HUB_WEBHOOK_SECRET (32+ characters) to sign with")
+    if settings.webhook_secret is not None and not settings.webhook_url:
+        raise ConfigError("HUB_WEBHOOK_SECRET: set, but no HUB_WEBHOOK_URL to send to")
+    if settings.webhook_retry_min <= 0 or settings.webhook_retry_max < settings.webhook_retry_min:
+        raise ConfigError(
+            "HUB_WEBHOOK_RETRY_MIN, HUB_WEBHOOK_RETRY_MAX: expected 0 < min <= max, got "
+            f"{settings.webhook_retry_min} and {settings.webhook_retry_max}"
+        )
+    return settings
 
 
 def _non_negative(unit: str) -> Callable[[str, object], float]:
@@ -204,6 +225,19 @@ def _origins(name: str, raw: object) -> tuple[str, ...]:
     return origins
 
 
+def _webhook_urls(name: str, raw: object) -> tuple[str, ...]:
+    urls = tuple(u.strip() for u in str(raw).split(",") if u.strip())
+    if not urls:
+        raise ConfigError(f"{name}: must not be empty")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or " " in url:
+            raise ConfigError(f"{name}: {url!r} is not an http:// or https:// URL")
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"{name}: a URL is listed twice")
+    return urls
+
+
 _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "host": _text,
     "port": _port,
@@ -230,6 +264,12 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "max_sockets": _positive_int,
     "auth_secret": _secret,
     "allowed_origins": _origins,
+    "webhook_url": _webhook_urls,
+    "webhook_secret": _secret,
+    "webhook_vacated_delay": _seconds,
+    "webhook_queue": _positive_int,
+    "webhook_retry_min": _seconds,
+    "webhook_retry_max": _seconds,
 }
 
 SETTINGS_HELP: dict[str, str] = {
@@ -262,4 +302,11 @@ SETTINGS_HELP: dict[str, str] = {
     "max_sockets": "sockets one process holds at most; more close 1013",
     "auth_secret": "HS256 secret: when set, every request needs a token signed with it",
     "allowed_origins": "comma-separated origins whose pages may open sockets (default: loopback)",
+    "webhook_url": "comma-separated http(s) URLs that get occupied/vacated events (webhooks)",
+    "webhook_secret": "HMAC-SHA256 key of X-Hub-Signature-256, 32+ characters (needs a URL)",
+    "webhook_vacated_delay": "seconds a count stays 0 before a vacated event is sent",
+    "webhook_queue": "webhook events waiting per receiver at most; past it the oldest are "
+    "dropped (counted in hub_webhook_dropped)",
+    "webhook_retry_min": "seconds before the first retry of a failed delivery (then doubling)",
+    "webhook_retry_max": "seconds between retries of a failed delivery at most",
 }

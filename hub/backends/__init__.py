@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from hub.presence import ClaimView, Diff, Profile, Snapshot, Viewers
+from hub.webhook import Outbox
 
 __all__ = ["Events", "PresenceBackend"]
 
@@ -104,4 +105,8 @@ class PresenceBackend(Protocol):
 
     def claim_states(self) -> dict[str, int]:
         """Claims by state, for the metrics gauges (may be empty where counting is costly)."""
+        ...
+
+    def outbox(self, url: str) -> Outbox:
+        """The webhook events waiting for the receiver ``url`` (webhooks configured)."""
         ...

@@ -1,5 +1,9 @@
 """The in-process presence backend: the pure core, the event loop's clock, and one timer.
 
+With webhooks (PROTOCOL.md section 6), every committed diff also goes through the pure
+:class:`~hub.occupancy.Occupancy`, whose vacated delays share the one timer; its events wait in a
+bounded :class:`~hub.webhook.MemoryOutbox` per receiver.
+
 All calls run on the event loop thread and, but for the first touch of a workspace the core does
 not know yet, never suspend, so each one is atomic with respect to every other coroutine. The
 single timer handle always points at the core's earliest deadline.
@@ -11,13 +15,17 @@ the core has not seen (a restart, another process created it) is learnt on first
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from hub.backends import Events
 from hub.errors import WorkspaceNotFound
+from hub.occupancy import Event, Occupancy
 from hub.presence import ClaimView, Diff, Presence, Profile, Snapshot, Viewers
 from hub.protocol import CloseCode
+from hub.webhook import MemoryOutbox, encode_event, receiver_name
 
 __all__ = ["MemoryBackend"]
 
@@ -30,9 +38,19 @@ async def _nothing_known(workspace_id: str) -> bool:
 
 class MemoryBackend:
     def __init__(
-        self, presence: Presence, *, known: Callable[[str], Awaitable[bool]] = _nothing_known
+        self,
+        presence: Presence,
+        *,
+        known: Callable[[str], Awaitable[bool]] = _nothing_known,
+        occupancy: Occupancy | None = None,
+        receivers: Sequence[str] = (),
+        queue_limit: int = 400_000,
     ) -> None:
+        """``occupancy``: decide webhook events (None: webhooks off); ``receivers``: the URLs
+        they are queued for, at most ``queue_limit`` waiting for each."""
         self.presence = presence
+        self.occupancy = occupancy
+        self._outboxes = {url: MemoryOutbox(receiver_name(url), queue_limit) for url in receivers}
         self._known = known
         self._events: Events | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,16 +94,35 @@ class MemoryBackend:
         self._commit(diff)
         return diff.seq
 
+    def outbox(self, url: str) -> MemoryOutbox:
+        """The queue of webhook events for the receiver ``url`` (one of ``receivers``)."""
+        return self._outboxes[url]
+
     def _commit(self, diff: Diff) -> None:
         if (diff.changed or diff.touched) and self._events is not None:
             self._events.changed(diff)
+        if self.occupancy is not None:
+            self._emit(self.occupancy.apply(diff, self._now()))
         self._reschedule()
+
+    def _emit(self, events: list[Event]) -> None:
+        if not events:
+            return
+        time_ms = int(time.time() * 1000)
+        encoded = [encode_event(e, uuid.uuid4().hex, time_ms) for e in events]
+        now = time.monotonic()
+        for outbox in self._outboxes.values():
+            outbox.put(encoded, now)
 
     def _reschedule(self) -> None:
         """Point the one timer at the core's earliest deadline (if it moved)."""
         if self._loop is None:
             return
         deadline = self.presence.next_deadline()
+        if self.occupancy is not None:
+            vacate = self.occupancy.next_deadline()
+            if deadline is None or (vacate is not None and vacate < deadline):
+                deadline = vacate
         if self._timer is not None:
             if deadline is not None and self._timer.when() == deadline:
                 return
@@ -96,8 +133,11 @@ class MemoryBackend:
 
     def _fire(self) -> None:
         self._timer = None
-        for diff in self.presence.expire(self._now()):
+        now = self._now()
+        for diff in self.presence.expire(now):
             self._commit(diff)
+        if self.occupancy is not None:
+            self._emit(self.occupancy.expire(now))
         self._reschedule()
 
     async def add_workspace(self, workspace_id: str) -> None:
@@ -105,6 +145,8 @@ class MemoryBackend:
 
     async def remove_workspace(self, workspace_id: str) -> None:
         self.presence.remove_workspace(workspace_id)
+        if self.occupancy is not None:
+            self.occupancy.forget(workspace_id)
         self._reschedule()
         if self._events is not None:
             self._events.closed(workspace_id, None, CloseCode.NOT_FOUND)

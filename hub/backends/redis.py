@@ -23,6 +23,13 @@ How (docs/scaling.md has the whole picture):
   moved) or a write or a connection was lost. Every connection is checked, the feed included.
 - Deployments: one Redis, Sentinel (``redis+sentinel://``), or a Redis Cluster (found at
   start-up; sharded pub/sub, one feed connection per master).
+- Webhooks (PROTOCOL.md section 6): the scripts that move counts also decide occupied and
+  vacated (the rules of :mod:`hub.occupancy`; a vacated delay is one more member of the
+  workspace's timers) and append the events to one Redis Stream, ``hub:webhooks``, in the same
+  script. Each receiver is a consumer group; a node delivers a batch at a time and renews its
+  claim while it does; a batch whose node stopped renewing it for ``node_ttl`` is taken over
+  (``XAUTOCLAIM``) by another (``lua/_outbox.lua`` has the rules). Not on a Redis Cluster: a
+  workspace's script cannot append to a stream outside its slot.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import logging
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
 
@@ -46,11 +54,19 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.backends import Events
-from hub.errors import ClientRetired, Forbidden, NotAttached, Unavailable, WorkspaceNotFound
+from hub.errors import (
+    ClientRetired,
+    ConfigError,
+    Forbidden,
+    NotAttached,
+    Unavailable,
+    WorkspaceNotFound,
+)
 from hub.presence import ClaimState, ClaimView, Diff, Profile, Snapshot, Viewer, Viewers
 from hub.protocol import CloseCode
+from hub.webhook import BATCH, Batch, OutboxStats
 
-__all__ = ["RedisBackend", "parse_sentinel_url"]
+__all__ = ["RedisBackend", "WebhookStream", "parse_sentinel_url"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +77,9 @@ _SCRIPTS = (
     "retire", "set_profile", "set_session", "set_streams", "snapshot", "viewers",
 )  # fmt: skip
 _GLOBAL_SCRIPTS = ("arm", "due", "reindex")
+_OUTBOX_SCRIPTS = ("outbox_take", "outbox_keep", "outbox_ack")
+OUTBOX = "hub:webhooks"  # the webhook events of every workspace (a Redis Stream)
+OUTBOX_KEYS = [OUTBOX, "hub:webhooks:n", "hub:webhooks:read"]
 # Scripts that may run twice with the same effect as once (tried again on a fresh connection).
 _IDEMPOTENT = frozenset(
     {
@@ -202,6 +221,61 @@ class _ShardedFeed:
             await client.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookStream:
+    """Webhooks on: the receivers (one consumer group each), the vacated delay in seconds, and
+    the stream's bound (events beyond it are trimmed, oldest first)."""
+
+    receivers: tuple[str, ...]
+    vacated_delay: float = 5.0
+    limit: int = 400_000
+
+
+class _RedisOutbox:
+    """One receiver's view of the outbox stream (see ``lua/_outbox.lua``)."""
+
+    def __init__(self, backend: RedisBackend, group: str) -> None:
+        self._backend = backend
+        self._group = group
+        self.keep_every = backend.heartbeat  # a third of the takeover bound
+        self._stats = OutboxStats()
+        self._dropped = 0
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        script = self._backend.scripts[name]
+        return await script(keys=OUTBOX_KEYS, args=[self._group, self._backend.node, *args])
+
+    def _note(self, depth: Any, age_ms: Any) -> None:
+        self._stats = OutboxStats(int(depth), int(age_ms) / 1000, self._dropped)
+
+    async def take(self) -> Batch:
+        bound = self._backend.node_ttl_ms
+        flat, dropped, depth, age = await self._run("outbox_take", BATCH, bound)
+        if int(dropped):
+            self._dropped += int(dropped)
+            log.error(
+                "webhook events for %s dropped: the queue bound trimmed %s (%d so far)",
+                self._group,
+                dropped,
+                self._dropped,
+            )
+        self._note(depth, age)
+        ids = flat[0::2]
+        return Batch([e.encode() for e in flat[1::2]], ids)
+
+    async def keep(self, batch: Batch) -> bool:
+        kept, depth, age = await self._run("outbox_keep", *batch.handle)
+        self._note(depth, age)
+        return bool(kept)
+
+    async def ack(self, batch: Batch) -> None:
+        depth, age = await self._run("outbox_ack", *batch.handle)
+        self._note(depth, age)
+
+    def stats(self) -> OutboxStats:
+        return self._stats
+
+
 class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
     """The sentinels' master, through a bounded pool that waits for a free connection."""
 
@@ -314,16 +388,18 @@ class RedisBackend:
         timeout: float = 2.0,
         max_connections: int = 64,
         node_id: str | None = None,
+        webhooks: WebhookStream | None = None,
     ) -> None:
         self.node = node_id or uuid.uuid4().hex[:12]
+        self.webhooks = webhooks
         self._sentinel: Sentinel | None = None
         # Whether the durable store has the workspace: Redis may have lost what it knew.
         self._known = known
         self._create_ms = int(create_grace * 1000)
         self._grace_ms = int(detach_grace * 1000)
         self._retire_ms = max(1, int(retire_ttl * 1000))
-        self._heartbeat = heartbeat
-        self._node_ttl_ms = int(node_ttl * 1000)
+        self.heartbeat = heartbeat
+        self.node_ttl_ms = int(node_ttl * 1000)
         self._sweep_interval = sweep_interval
         self._timeout = timeout
         # Every connection is checked: a command or a connection that gets no answer within
@@ -351,7 +427,7 @@ class RedisBackend:
             # The master named by the sentinels, asked again at every new connection; a
             # connection to a demoted master fails (READONLY), so nothing is written there.
             hosts, master, db = sentinel
-            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
                 hosts, socket_timeout=timeout, socket_connect_timeout=timeout
             )
             self.redis = self._sentinel.master_for(
@@ -360,7 +436,7 @@ class RedisBackend:
         self._url = url
         self._options = options
         self._cluster = False  # a Redis Cluster (found at start): sharded pub/sub
-        self._scripts: dict[str, Any] = {}
+        self.scripts: dict[str, Any] = {}
         self._use(self.redis)
         self._events: Events | None = None
         # This node's truth: streams its sockets hold, and the session of each such claim,
@@ -382,9 +458,19 @@ class RedisBackend:
         """Talk to Redis through ``client``; the scripts publish the way it listens."""
         self.redis = client
         publish = "SPUBLISH" if self._cluster else "PUBLISH"
-        lib = f"local PUBLISH = '{publish}'\n" + _lua("_lib")
-        self._scripts = {name: client.register_script(lib + "\n" + _lua(name)) for name in _SCRIPTS}
-        self._scripts.update({n: client.register_script(_lua(n)) for n in _GLOBAL_SCRIPTS})
+        hooks = self.webhooks
+        vacated_ms = int(hooks.vacated_delay * 1000) if hooks is not None else -1
+        lib = (
+            f"local PUBLISH = '{publish}'\n"
+            f"local VACATED_MS, HOOK_MAX = {vacated_ms}, {hooks.limit if hooks else 0}\n"
+            + _lua("_lib")
+        )
+        self.scripts = {name: client.register_script(lib + "\n" + _lua(name)) for name in _SCRIPTS}
+        self.scripts.update({n: client.register_script(_lua(n)) for n in _GLOBAL_SCRIPTS})
+        outbox = _lua("_outbox")
+        self.scripts.update(
+            {n: client.register_script(outbox + "\n" + _lua(n)) for n in _OUTBOX_SCRIPTS}
+        )
 
     async def _find_cluster(self) -> None:
         """A ``redis://`` URL may name any node of a Redis Cluster: then use the cluster
@@ -403,6 +489,11 @@ class RedisBackend:
             await probe.aclose()
         if not enabled:
             return
+        if self.webhooks is not None:
+            raise ConfigError(
+                "HUB_WEBHOOK_URL: webhooks need one Redis or Sentinel, not a Redis Cluster "
+                "(a workspace's script cannot append its events to one stream there)"
+            )
         options = {
             k: v for k, v in self._options.items() if k not in ("timeout", "retry")
         }  # the cluster client pools per node and follows MOVED/ASK itself
@@ -417,10 +508,15 @@ class RedisBackend:
     async def start(self, events: Events) -> None:
         self._events = events
         await self._find_cluster()
+        for receiver in self.webhooks.receivers if self.webhooks else ():
+            # A new receiver gets the events from now on (after Redis lost its data, the
+            # first take makes the group anew, from the start of the stream).
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.xgroup_create(OUTBOX, receiver, "$", mkstream=True)
         loop = asyncio.get_running_loop()
         jobs = {
             "feed": self._feed(),
-            "heartbeat": self._every(self._heartbeat, self._beat, "presence heartbeat", False),
+            "heartbeat": self._every(self.heartbeat, self._beat, "presence heartbeat", False),
             "sweep": self._every(self._sweep_interval, self._sweep, "timer sweep", True),
         }
         for name, job in jobs.items():
@@ -538,14 +634,14 @@ class RedisBackend:
                     heard, pinged = loop.time(), None
                 pubsub = self._pubsub
                 assert pubsub is not None
-                message = await pubsub.get_message(timeout=self._heartbeat / 2)
+                message = await pubsub.get_message(timeout=self.heartbeat / 2)
                 now = loop.time()
                 if message is not None:
                     heard, pinged = now, None
                     self._dispatch(message)
                 elif pinged is not None and now - pinged > self._timeout:
                     raise TimeoutError(f"no answer to a ping within {self._timeout} s")
-                elif pinged is None and now - heard > self._heartbeat:
+                elif pinged is None and now - heard > self.heartbeat:
                     pinged = now
                     await asyncio.wait_for(pubsub.ping(), self._timeout)
             except asyncio.CancelledError:
@@ -554,7 +650,7 @@ class RedisBackend:
                 log.warning("presence feed lost (%s); re-subscribing", exc or "timeout")
                 await self._purge(exc)
                 await self._drop_feed()
-                await self._pause(self._heartbeat / 4)
+                await self._pause(self.heartbeat / 4)
             except Exception:
                 log.exception("presence feed: unexpected message")
 
@@ -637,8 +733,10 @@ class RedisBackend:
             raise Unavailable(f"presence unavailable: {exc}") from None
 
     async def _script(self, name: str, workspace_id: str, *args: Any) -> Any:
-        script = self._scripts[name]
+        script = self.scripts[name]
         keys = _keys(workspace_id)
+        if self.webhooks is not None:
+            keys += [f"hub:{{{workspace_id}}}:hooks", *OUTBOX_KEYS[:2], TIMERS]
         try:
             try:
                 return await script(keys=keys, args=[workspace_id, *args])
@@ -647,7 +745,7 @@ class RedisBackend:
                     raise
                 if not await self._known(workspace_id):
                     raise WorkspaceNotFound(f"workspace {workspace_id[:64]!r} not found") from None
-                await self._scripts["add_workspace"](keys=keys, args=[workspace_id])
+                await self.scripts["add_workspace"](keys=keys, args=[workspace_id])
                 return await script(keys=keys, args=[workspace_id, *args])
         except ResponseError as exc:
             if "not_attached" in str(exc):
@@ -675,7 +773,7 @@ class RedisBackend:
 
     async def _arm(self, workspace_id: str, deadline: int) -> None:
         if deadline >= 0:
-            await self._scripts["arm"](keys=[TIMERS], args=[workspace_id, deadline])
+            await self.scripts["arm"](keys=[TIMERS], args=[workspace_id, deadline])
 
     async def add_workspace(self, workspace_id: str) -> None:
         await self._run("add_workspace", workspace_id)
@@ -848,6 +946,10 @@ class RedisBackend:
         """Not counted here: it would scan every workspace in Redis at each scrape."""
         return {}
 
+    def outbox(self, url: str) -> _RedisOutbox:
+        """The webhook events for the receiver ``url`` (its consumer group)."""
+        return _RedisOutbox(self, url)
+
     # -- nodes and timers -------------------------------------------------------------------
 
     async def _every(
@@ -882,7 +984,7 @@ class RedisBackend:
         this node's own streams. The registry is repaired by its member at every beat.
         """
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(_node_key(self.node), 1, px=self._node_ttl_ms, xx=True)
+            pipe.set(_node_key(self.node), 1, px=self.node_ttl_ms, xx=True)
             pipe.sadd(NODES, self.node)
             pipe.get(_node_cleared(self.node))
             alive, _, cleared = await pipe.execute()
@@ -922,7 +1024,7 @@ class RedisBackend:
     async def _announce(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.sadd(NODES, self.node)
-            pipe.set(_node_key(self.node), 1, px=self._node_ttl_ms)
+            pipe.set(_node_key(self.node), 1, px=self.node_ttl_ms)
             await self._call(pipe.execute())
 
     async def _set_streams(self, workspace_id: str, node: str, streams: dict[str, int]) -> None:
@@ -986,8 +1088,8 @@ class RedisBackend:
 
     async def _sweep(self) -> None:
         """Fire due holds and graces, whichever node gets there first."""
-        due = await self._scripts["due"](keys=[TIMERS], args=[100])
+        due = await self.scripts["due"](keys=[TIMERS], args=[100])
         for i in range(0, len(due), 2):
             workspace_id, swept = due[i], due[i + 1]
             next_deadline = await self._run("expire", workspace_id)
-            await self._scripts["reindex"](keys=[TIMERS], args=[workspace_id, swept, next_deadline])
+            await self.scripts["reindex"](keys=[TIMERS], args=[workspace_id, swept, next_deadline])

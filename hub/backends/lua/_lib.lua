@@ -17,11 +17,18 @@
 --                    'p\n'<user> -> its profile (JSON text)
 --  10 arrive  ZSET   '<session>\n<arrival, 15 digits>\n<user>' (score 0): the identified
 --                    viewers of each session in arrival order, read by ZRANGEBYLEX
+--  With webhooks on (PROTOCOL.md section 6; redis.py sets VACATED_MS >= 0, see below):
+--  11 hooks   HASH   session_id (or '' for the workspace) -> 'o' occupied, 'v' vacating (its
+--                    vacated timer is the member '\t'<session_id> of timers)
+--  12 outbox  STREAM the events for every receiver (hub:webhooks; one consumer group each)
+--  13 made    STRING how many events were ever added to the outbox (their 'n' field)
+--  14 index   ZSET   hub:timers (a vacated timer is indexed in the same script)
 -- ARGV[1] is the workspace id; the change feed is the channel "hub:{<workspace id>}:ch", in
 -- the same slot. redis.py puts `local PUBLISH = 'PUBLISH'` before this prelude, or 'SPUBLISH'
 -- (sharded pub/sub) on a Redis Cluster.
 local META, COUNTS, CLAIMS, TIMERS, STREAMS, NODES, RETIRED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local USERS, PEOPLE, ARRIVE = KEYS[8], KEYS[9], KEYS[10]
+local HOOKS, OUTBOX, MADE, INDEX = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 local W = ARGV[1]
 local CHANNEL = 'hub:{' .. W .. '}:ch'
 
@@ -162,6 +169,53 @@ local function seq()
   return tonumber(redis.call('HGET', META, 'seq') or '0')
 end
 
+-- Webhooks: the rules of hub/occupancy.py, on the final values of this change.
+-- Append one event to the outbox (its id is the same whoever delivers it, however often).
+local function emit(name, session, s)
+  local n = redis.call('INCR', MADE)
+  local key = W .. '\n' .. int(s) .. '\n' .. name .. '\n' .. (session or '')
+  local event = '{"id":"' .. string.sub(redis.sha1hex(key), 1, 32) .. '","name":"' .. name ..
+    '","workspace_id":' .. cjson.encode(W) .. ',"seq":' .. int(s) .. ',"time_ms":' .. int(now_ms())
+  if session then event = event .. ',"session_id":' .. cjson.encode(session) end
+  redis.call('XADD', OUTBOX, 'MAXLEN', HOOK_MAX, '*', 'n', n, 'e', event .. '}')
+end
+
+-- Index a vacated timer cluster-wide (the rule of arm.lua: lower the entry, or replace it
+-- when it is due, i.e. being swept right now).
+local function index_timer(deadline)
+  local score = redis.call('ZSCORE', INDEX, W)
+  if not score or tonumber(score) <= now_ms() or deadline < tonumber(score) then
+    redis.call('ZADD', INDEX, deadline, W)
+  end
+end
+
+-- One session ('' : the workspace) whose count is now n.
+local function occupancy(field, n, s)
+  local state = redis.call('HGET', HOOKS, field)
+  if n > 0 then
+    if state == 'v' then  -- a return within the delay: nothing is sent
+      redis.call('HSET', HOOKS, field, 'o')
+      redis.call('ZREM', TIMERS, '\t' .. field)
+    elseif not state then
+      redis.call('HSET', HOOKS, field, 'o')
+      if field == '' then emit('workspace_occupied', nil, s) else emit('session_occupied', field, s) end
+    end
+  elseif state == 'o' then
+    redis.call('HSET', HOOKS, field, 'v')
+    local deadline = now_ms() + VACATED_MS
+    redis.call('ZADD', TIMERS, deadline, '\t' .. field)
+    index_timer(deadline)
+  end
+end
+
+local function occupancies(s)
+  if change.online ~= change.online_before then occupancy('', change.online, s) end
+  local sessions = {}
+  for session, _ in pairs(change.counts) do table.insert(sessions, session) end
+  table.sort(sessions)
+  for _, session in ipairs(sessions) do occupancy(session, change.counts[session], s) end
+end
+
 -- Publish what moved (if anything) with the new seq; returns the workspace seq.
 local function commit(extra)
   local moved = change.moved or change.online ~= change.online_before
@@ -175,6 +229,7 @@ local function commit(extra)
     if change.online ~= change.online_before then msg.o = change.online end
     if next(change.users) ~= nil then msg.u = change.users end
     if change.online_users ~= change.online_users_before then msg.ou = change.online_users end
+    if VACATED_MS >= 0 then occupancies(s) end
   end
   if change.any_session then msg.s = change.sessions end
   local touched = {}

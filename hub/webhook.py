@@ -124,27 +124,29 @@ class Outbox(Protocol):
 
 class MemoryOutbox:
     """One process's queue for one receiver: at most ``limit`` events wait (besides the batch
-    in flight); past it the oldest waiting event is dropped, counted and logged."""
+    in flight); past it the oldest waiting event is dropped, counted and logged. An event is
+    kept as its encoded bytes only (about 200 bytes: 400,000 take about 80 MB)."""
 
     keep_every = float("inf")
 
     def __init__(self, name: str, limit: int) -> None:
         self.name = name
         self.limit = limit
-        self._waiting: deque[tuple[float, bytes]] = deque()  # (monotonic time, event)
-        self._inflight: list[tuple[float, bytes]] = []
+        self._waiting: deque[bytes] = deque()
+        self._inflight: list[bytes] = []
         self._ready = asyncio.Event()
         self._dropped = 0
-        self._logged = 0.0
+        self._logged = -10.0
 
     def put(self, events: Iterable[bytes], now: float) -> None:
+        """Queue encoded events (``now``: a monotonic time, for the log's pace)."""
         waiting = self._waiting
         dropped = 0
         for event in events:
             if len(waiting) >= self.limit:
                 waiting.popleft()
                 dropped += 1
-            waiting.append((now, event))
+            waiting.append(event)
         if dropped:
             self._dropped += dropped
             if now - self._logged >= 10:  # a line every 10 s at most while it lasts
@@ -163,7 +165,7 @@ class MemoryOutbox:
             await self._ready.wait()
         n = min(BATCH, len(self._waiting))
         self._inflight = [self._waiting.popleft() for _ in range(n)]
-        return Batch([event for _, event in self._inflight])
+        return Batch(self._inflight)
 
     async def keep(self, batch: Batch) -> bool:
         return True
@@ -173,7 +175,9 @@ class MemoryOutbox:
 
     def stats(self) -> OutboxStats:
         first = self._inflight[0] if self._inflight else self._waiting[0] if self._waiting else None
-        age = time.monotonic() - first[0] if first is not None else 0.0
+        age = 0.0
+        if first is not None:
+            age = max(0.0, time.time() - orjson.loads(first)["time_ms"] / 1000)
         return OutboxStats(len(self._waiting) + len(self._inflight), age, self._dropped)
 
 
@@ -200,10 +204,15 @@ class Deliverer:
         self._retry_max = retry_max
         self._on_result = on_result or (lambda result, retry: None)
         self._lost = asyncio.Event()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Stop at the next turn (a cancelled Redis call may swallow its cancellation)."""
+        self._stopping = True
 
     async def run(self) -> None:
-        """Deliver forever (cancel to stop); a failing outbox (Redis away) is waited out."""
-        while True:
+        """Deliver until stopped or cancelled; a failing outbox (Redis away) is waited out."""
+        while not self._stopping:
             try:
                 batch = await self.outbox.take()
             except asyncio.CancelledError:
@@ -222,7 +231,7 @@ class Deliverer:
         keeper = asyncio.ensure_future(self._keep(batch))
         try:
             attempt = 0
-            while not self._lost.is_set():
+            while not self._lost.is_set() and not self._stopping:
                 if not await self._still_mine(batch):
                     break
                 result = await self._post(batch)
@@ -235,9 +244,10 @@ class Deliverer:
                 d = min(self._retry_max, self._retry_min * 2 ** (attempt - 1))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._lost.wait(), d / 2 + random.uniform(0, d / 2))
-            log.warning(
-                "webhook batch %s for %s was taken over by another node", batch.id, self.name
-            )
+            if self._lost.is_set():
+                log.warning(
+                    "webhook batch %s for %s was taken over by another node", batch.id, self.name
+                )
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -264,8 +274,8 @@ class Deliverer:
         return False
 
     async def _ack(self, batch: Batch) -> None:
-        """Acknowledge, trying again while the outbox is unreachable (until closed)."""
-        while True:
+        """Acknowledge, trying again while the outbox is unreachable (until stopped)."""
+        while not self._stopping:
             try:
                 await self.outbox.ack(batch)
                 return
@@ -315,6 +325,7 @@ class Webhooks:
         self._retry = (retry_min, retry_max)
         self._on_result = on_result
         self._http: httpx.AsyncClient | None = None
+        self._deliverers: list[Deliverer] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -329,14 +340,18 @@ class Webhooks:
                 retry_max=self._retry[1],
                 on_result=self._on_result,
             )
+            self._deliverers.append(deliverer)
             self._tasks.append(asyncio.ensure_future(deliverer.run()))
 
     async def close(self) -> None:
-        for task in self._tasks:
+        for deliverer, task in zip(self._deliverers, self._tasks, strict=True):
+            deliverer.stop()
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=3)
+            for task in stuck:
+                log.warning("webhook deliverer %s did not stop", task.get_name())
+        self._deliverers.clear()
         self._tasks.clear()
         if self._http is not None:
             await self._http.aclose()

@@ -16,12 +16,13 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hub.cli import main
 from tests.clusters import Cluster, Truth, converge, rest
 from tests.harness import HubProcess, Viewer, eventually, new_client_id
-from tests.receiver import SECRET, Receiver
+from tests.receiver import SECRET, Receiver, ThreadedApp
 from tests.services import RedisClusterSet
 
 DELAY = 1.0  # HUB_WEBHOOK_VACATED_DELAY of these tests
@@ -43,6 +44,7 @@ class Hooked:
             **env,
         }
         self.cluster: Cluster | None = None
+        tmp.mkdir(parents=True, exist_ok=True)
         if kind == "memory":
             self.nodes = [HubProcess(tmp / "hub.db", **self.env)]
         else:
@@ -407,3 +409,41 @@ async def test_signatures_are_hmac_sha256_of_the_raw_body() -> None:
     body = b'{"id":"x","events":[]}'
     mac = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert sign(body, SECRET) == f"sha256={mac}"
+
+
+def _readme_receiver() -> str:
+    """The receiver example of the README's Webhooks section."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Webhooks", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_receiver_verifies_and_gets_the_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's receiver, run as written under uvicorn, gets a real hub's events and
+    refuses a body whose signature does not match."""
+    monkeypatch.setenv("HUB_WEBHOOK_SECRET", SECRET)
+    printed: list[tuple[object, ...]] = []
+    namespace: dict[str, object] = {"print": lambda *args: printed.append(args)}
+    exec(compile(_readme_receiver(), "README.md", "exec"), namespace)  # noqa: S102
+    server = ThreadedApp(namespace["app"]).start()
+    url = f"http://127.0.0.1:{server.port}/hooks/presence"
+    env = {"HUB_WEBHOOK_URL": url, "HUB_WEBHOOK_SECRET": SECRET}
+    hub = await asyncio.to_thread(HubProcess, tmp_path / "hub.db", **env)
+    try:
+        w = (await rest(hub, "POST", "/v1/workspaces", json={"path": "/r"})).json()["id"]
+        client = new_client_id()
+        viewer = await Viewer.open(
+            f"ws://127.0.0.1:{hub.port}/v1/workspaces/{w}/ws?client_id={client}", client
+        )
+        await viewer.send({"type": "set_session", "session_id": "S1"})
+        want = [("workspace_occupied", w, None), ("session_occupied", w, "S1")]
+        await eventually(lambda: printed == want, 10, f"printed {printed}")
+        async with httpx.AsyncClient() as http:
+            forged = await http.post(url, content=b'{"events":[]}', headers={
+                "X-Hub-Signature-256": "sha256=" + "0" * 64})  # fmt: skip
+        assert forged.status_code == 401
+    finally:
+        await asyncio.to_thread(hub.stop)
+        server.stop()

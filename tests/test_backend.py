@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from hub.backends import PresenceBackend
 from hub.backends.memory import MemoryBackend
 from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
+from hub.occupancy import Occupancy
 from hub.presence import Diff, Presence
 from hub.protocol import CloseCode
 from tests.harness import eventually
@@ -403,18 +404,26 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
     step the backend must show what the core shows. Timers are far away: only transitions."""
     long: dict[str, Any] = {"create_grace": 60.0, "detach_grace": 60.0}
     model = Presence(**long)
+    occupancy = Occupancy(60.0)  # webhooks on: the occupied events must follow the core's
+    events: list[tuple[str, str | None, int]] = []
+
+    def track(diffs: Diff | list[Diff]) -> None:
+        for diff in diffs if isinstance(diffs, list) else [diffs]:
+            events.extend((e.name, e.session_id, e.seq) for e in occupancy.apply(diff, 0))
+
     workspace = f"model-{uuid.uuid4().hex}"
     model.add_workspace(workspace)
     nodes: list[Any]
     if kind == "memory":
-        nodes = [MemoryBackend(Presence(**long))] * 2
+        nodes = [MemoryBackend(Presence(**long), occupancy=Occupancy(60.0), receivers=["r"])] * 2
     else:
-        from hub.backends.redis import RedisBackend
+        from hub.backends.redis import RedisBackend, WebhookStream
 
         async def known(workspace_id: str) -> bool:
             return workspace_id == workspace
 
-        nodes = [RedisBackend(url, known=known, **long) for _ in range(2)]
+        hooks = WebhookStream(("r",), 60.0)
+        nodes = [RedisBackend(url, known=known, webhooks=hooks, **long) for _ in range(2)]
     await nodes[0].add_workspace(workspace)
     base = (await nodes[0].snapshot(workspace)).seq
     streams_on: dict[tuple[int, str], int] = {}  # what each node holds (a node detaches its own)
@@ -429,23 +438,23 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
                     continue  # one process: no nodes to clear
                 if op == "clear":
                     await nodes[1 - node]._set_streams(workspace, name, {})
-                    model.clear_node(name, 0)
+                    track(model.clear_node(name, 0))
                 else:
                     mine = {c: n for (i, c), n in streams_on.items() if i == node and n}
                     sessions = {c: backend._sessions.get((workspace, c), "") for c in mine}
                     users, profiles = _people(backend, workspace, mine)
                     await backend._reassert_in(workspace)
-                    model.set_streams(workspace, name, mine, sessions, 0, users, profiles)
+                    track(model.set_streams(workspace, name, mine, sessions, 0, users, profiles))
             elif op == "detach":
                 if not streams_on.get((node, client)):
                     continue  # a node only ever detaches a stream it holds
                 streams_on[node, client] -= 1
                 await backend.detach(workspace, client)
-                model.detach(workspace, client, 0, node=name)
+                track(model.detach(workspace, client, 0, node=name))
             elif op == "attach":
                 profile: dict[str, object] | None = {"n": step} if step % 2 else None
                 try:
-                    model.attach(workspace, client, 0, node=name, user=user, profile=profile)
+                    track(model.attach(workspace, client, 0, node=name, user=user, profile=profile))
                 except Forbidden:
                     with pytest.raises(Forbidden):
                         await backend.attach(workspace, client, user, profile)
@@ -462,7 +471,7 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
                 await backend.set_profile(workspace, client, {"p": step})
             elif op == "set_session":
                 try:
-                    model.set_session(workspace, client, session, 0)
+                    track(model.set_session(workspace, client, session, 0))
                 except NotAttached:
                     if streams_on.get((node, client)):
                         # The node holds a stream the store forgot (it was cleared): the
@@ -470,8 +479,10 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
                         mine = {c: n for (i, c), n in streams_on.items() if i == node and n}
                         sessions = {c: backend._sessions.get((workspace, c), "") for c in mine}
                         users, profiles = _people(backend, workspace, mine)
-                        model.set_streams(workspace, name, mine, sessions, 0, users, profiles)
-                        model.set_session(workspace, client, session, 0)
+                        track(
+                            model.set_streams(workspace, name, mine, sessions, 0, users, profiles)
+                        )
+                        track(model.set_session(workspace, client, session, 0))
                     else:
                         with pytest.raises(NotAttached):
                             await backend.set_session(workspace, client, session)
@@ -479,7 +490,7 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
                 await backend.set_session(workspace, client, session)
             else:
                 await getattr(backend, op)(workspace, client)
-                getattr(model, op)(workspace, client, 0)
+                track(getattr(model, op)(workspace, client, 0))
             want = model.snapshot(workspace)
             for b in nodes:
                 got = await b.snapshot(workspace)
@@ -497,9 +508,28 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
                     )  # fmt: skip
                 claims = sorted(await b.claims(workspace), key=lambda c: c.client_id)
                 assert claims == sorted(model.claims(workspace), key=lambda c: c.client_id)
+        assert await _occupied_events(nodes[0], workspace, base) == events
     finally:
         for b in nodes[: 1 if kind == "memory" else 2]:
             await b.close()
+
+
+async def _occupied_events(
+    backend: Any, workspace: str, base: int
+) -> list[tuple[str, str | None, int]]:
+    """The webhook events a backend made for the workspace: (name, session, seq - base)."""
+    if isinstance(backend, MemoryBackend):
+        encoded = list(backend.outbox("r")._waiting)
+    else:
+        from hub.backends.redis import OUTBOX
+
+        encoded = [fields["e"] for _, fields in await backend.redis.xrange(OUTBOX)]
+    made = [json.loads(e) for e in encoded]
+    return [
+        (e["name"], e.get("session_id"), e["seq"] - base)
+        for e in made
+        if e["workspace_id"] == workspace
+    ]
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])

@@ -295,8 +295,9 @@ class Deliverer:
             "X-Hub-Delivery": batch.id,
         }
         try:
-            response = await self._http.post(self.url, content=body, headers=headers)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(TIMEOUT):  # the whole exchange, not each read
+                response = await self._http.post(self.url, content=body, headers=headers)
+        except (httpx.TimeoutException, TimeoutError):
             log.warning("webhook %s: no answer within %s s", self.name, TIMEOUT)
             return "timeout"
         except httpx.HTTPError as exc:

@@ -8,7 +8,10 @@
     .venv/bin/python scripts/bench.py --people --n 1000   # people: see "People" below
 
 For each N and each server (the hub as users run it: ``hub serve``, one worker, in-memory
-presence, default settings; and ``scripts/baseline_server.py``), this process (not the server)
+presence, default settings; ``scripts/baseline_server.py``, the same workload on
+``websockets.broadcast()``; and ``scripts/node_ws/server.js``, the same workload on Node's
+``ws`` library with one Buffer per push, installed with npm on first use and left out with a
+note where node is missing), this process (not the server)
 opens N viewer sockets in one workspace plus a driver client that changes its session R times
 per second, and measures:
 
@@ -56,6 +59,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import statistics
 import struct
 import subprocess
@@ -70,6 +74,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+NODE_WS = ROOT / "scripts" / "node_ws"  # the Node `ws` peer (npm install on first use)
 HUB_ARGS: list[str] = []  # extra ``hub serve`` flags (--hub-args)
 BEFORE: list[str] = []  # the source tree of the ``before`` server (--before)
 SEQ = re.compile(rb'"seq":(\d+)')
@@ -241,7 +246,9 @@ class Server:
         self.hub = kind in ("hub", "before")
         if kind == "before":
             env = {**(env or {}), "PYTHONPATH": BEFORE[0]}
-        if self.hub:
+        if kind == "node":
+            cmd = ["node", str(NODE_WS / "server.js"), "--port", str(port)]
+        elif self.hub:
             # The driver sends far faster than one client may (100 changes/s, bursts of 50):
             # the per-socket rate limit is off here, everything else is as shipped.
             cmd = [sys.executable, "-m", "hub", "serve", "--port", str(port),
@@ -293,6 +300,20 @@ class Server:
             self.proc.kill()
             out = self.proc.communicate()[0]
         return out.decode(errors="replace")
+
+
+def node_ws_ready() -> str:
+    """Install the Node `ws` peer on first use; "" when ready, else why it cannot run."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "node and npm are not installed"
+    if not (NODE_WS / "node_modules" / "ws").is_dir():
+        proc = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--silent"],
+            cwd=NODE_WS, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            return f"npm install failed: {proc.stderr.strip()[-300:]}"
+    return ""
 
 
 def _cpu_of(pid: int) -> float:
@@ -940,7 +961,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspaces", type=int, default=1, help="spread viewers over W")
     parser.add_argument("--sets", type=int, default=10000, help="set_session ops for its CPU")
     parser.add_argument("--sample", type=int, default=500, help="viewers sampled for latency")
-    parser.add_argument("--servers", nargs="+", default=["hub", "baseline"])
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        default=["hub", "baseline", "node"],
+        help="hub, baseline (websockets.broadcast), node (Node ws), before (--before)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--hub-args", default="", help='extra hub serve flags, e.g. "--loop uvloop"'
@@ -1008,6 +1034,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 args.json.write_text(json.dumps([asdict(calm), asdict(busy)], indent=2))
         return 0
+    if "node" in args.servers and (why := node_ws_ready()):
+        print(f"note: the Node ws peer is left out: {why}", flush=True)
+        args.servers.remove("node")
     results: list[Result] = []
     for n in args.n:
         by_kind = {}
@@ -1017,8 +1046,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             results.append(r)
             by_kind[kind] = r
-        if "hub" in by_kind and ("baseline" in by_kind or "before" in by_kind):
-            for other in ("baseline", "before"):
+        if "hub" in by_kind and len(by_kind) > 1:
+            for other in ("baseline", "node", "before"):
                 if other in by_kind:
                     print(table(by_kind["hub"], by_kind[other], other, other[:6]), flush=True)
                     print(flush=True)

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from starlette.types import Send
 
@@ -119,6 +120,7 @@ class Connection:
         "metrics",
         "rate",
         "ready",
+        "send_now",
         "snapshot_seq",
         "watches",
         "workspace_id",
@@ -155,6 +157,9 @@ class Connection:
         self._merged: MergedCounts | None = None  # the queue's last item when it is merged
         self._close_code: int | None = None
         self._writer: asyncio.Task[None] | None = None
+        # The fan-out's lean path, set only in the steady state (ready, direct, no writer,
+        # not closing): a flush hands it the shared frame, then falls back to push_counts.
+        self.send_now: Callable[[bytes], bool] | None = None
 
     @property
     def closing(self) -> bool:
@@ -173,6 +178,12 @@ class Connection:
         self.push(snapshot)
         for frame in held or ():
             self.push(frame)
+        self._steady()
+
+    def _steady(self) -> None:
+        """Offer the lean path again when nothing stands in its way."""
+        ok = self._direct is not None and self._writer is None and self._close_code is None
+        self.send_now = self._direct.send_now if ok and self._direct is not None else None
 
     def push(self, frame: Outgoing) -> None:
         """Send one frame now if the socket can take it, else queue it (bounded)."""
@@ -205,11 +216,13 @@ class Connection:
         """Close after the frames already queued."""
         if self._close_code is None:
             self._close_code = code
+            self.send_now = None
             self._start_writer()
 
     def stop(self) -> None:
         """The socket has ended: drop the outbox and stop writing."""
         self._close_code = self._close_code or CloseCode.NORMAL
+        self.send_now = None
         if self._queue:
             self._queue.clear()
         if self._writer is not None:
@@ -244,6 +257,7 @@ class Connection:
         if self._direct is not None:
             # The writer may be blocked on flow control for good: close beside it, now.
             self._close_code = CloseCode.SLOW_CONSUMER
+            self.send_now = None
             if self._writer is not None:
                 self._writer.cancel()
             self._direct.close(CloseCode.SLOW_CONSUMER, SLOW_CLOSE_GRACE)
@@ -252,6 +266,7 @@ class Connection:
 
     def _start_writer(self) -> None:
         if self._writer is None:
+            self.send_now = None
             self._writer = asyncio.get_running_loop().create_task(
                 self._drain(), name=f"writer-{self.id}"
             )
@@ -271,3 +286,5 @@ class Connection:
             log.debug("%s writer stopped: %r", self.id, exc)
         finally:
             self._writer = None
+            if self.ready:
+                self._steady()

@@ -453,8 +453,12 @@ class Hub:
         cpu = time.thread_time()  # the room's cost rule counts CPU, not a preemption
         frame = room.take(loop.time())
         shared = Outgoing(protocol.encode(frame))
+        wire, seq = shared.wire, frame.seq
         for conn in room.conns:
-            conn.push_counts(frame, shared)
+            # The steady state first (one check, one send), else every check of push_counts.
+            send_now = conn.send_now
+            if send_now is None or seq <= conn.snapshot_seq or not send_now(wire):
+                conn.push_counts(frame, shared)
         self._out["counts"].inc(len(room.conns))
         room.cost = time.thread_time() - cpu
         self.metrics.fanout.observe(time.perf_counter() - started)

@@ -15,6 +15,8 @@ flow control, and nothing is queued on the portable path.
 
 from __future__ import annotations
 
+import asyncio.selector_events
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -29,6 +31,8 @@ from hub.protocol import CloseCode
 __all__ = ["DirectWriter", "HubWebSocketProtocol", "direct_writer", "frame_text"]
 
 _OPEN = State.OPEN
+# asyncio's own socket transport (private; checked by type and attributes before use).
+_SOCKET_TRANSPORT: Any = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
 
 
 # The kernel send buffer of a socket on the direct path (Linux doubles it). Fixed, instead of
@@ -96,10 +100,69 @@ def frame_text(payload: bytes) -> bytes:
 class DirectWriter:
     """Writes whole frames to one connection's transport, bypassing per-socket framing."""
 
-    __slots__ = ("_proto",)
+    __slots__ = ("_conn", "_fd", "_proto", "_sock", "_transport", "send_now")
 
     def __init__(self, proto: Any) -> None:
         self._proto = proto
+        transport = proto.transport
+        # The leanest path (``send_now``): on asyncio's own socket transport, its write done
+        # without its per-call checks and the websockets connection's state read without its
+        # property; on any other transport (uvloop, TLS) its own write, after the same checks.
+        raw = (
+            type(transport) is _SOCKET_TRANSPORT
+            and all(hasattr(transport, name) for name in ("_buffer", "_conn_lost", "_sock"))
+            and getattr(proto.conn, "_state", None) is proto.conn.state
+        )
+        self._transport: Any = transport if raw else None
+        self._sock: Any = transport._sock if raw else None
+        self._conn = proto.conn
+        sock = transport.get_extra_info("socket")
+        self._fd: int = sock.fileno() if sock is not None and not raw else -1
+        # send_now(wire) -> bool: a flush's frame for this socket, sent now when nothing
+        # stands in its way (False: nothing was written, the caller takes the checked path).
+        self.send_now = self._send_raw if raw else self._send_transport
+
+    def _send_transport(self, wire: bytes) -> bool:
+        """Any transport (uvloop's): write when nothing is buffered and the socket is open."""
+        proto = self._proto
+        transport = proto.transport
+        if (
+            transport.get_write_buffer_size()
+            or transport.is_closing()
+            or proto.close_sent
+            or self._conn.state is not _OPEN
+        ):
+            return False
+        if self._fd < 0:
+            transport.write(wire)
+            return True
+        try:  # the transport is open, so the descriptor is still this connection's
+            n = os.write(self._fd, wire)
+        except OSError:
+            return False
+        if n != len(wire):
+            transport.write(wire[n:])
+        return True
+
+    def _send_raw(self, wire: bytes) -> bool:
+        """asyncio's socket transport: send to the kernel now, as ``transport.write`` would
+        when nothing is buffered, without its per-call checks; False (nothing written) when
+        bytes are buffered ahead, the socket is closing or its kernel buffer is full."""
+        transport: Any = self._transport
+        if (
+            transport._buffer
+            or transport._conn_lost
+            or self._proto.close_sent
+            or self._conn._state is not _OPEN
+        ):
+            return False
+        try:
+            n: int = self._sock.send(wire)
+        except OSError:  # full (EAGAIN) or broken: the transport's own write handles it
+            return False
+        if n != len(wire):
+            transport.write(wire[n:])  # the rest waits in the transport, in order
+        return True
 
     def ready(self) -> bool:
         """True while a frame written now goes out in order after everything sent before."""

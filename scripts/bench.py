@@ -243,7 +243,7 @@ class Server:
     ) -> None:
         self.kind = kind
         self.port = port
-        self.hub = kind in ("hub", "before")
+        self.hub = kind in ("hub", "before", "uvloop")
         if kind == "before":
             env = {**(env or {}), "PYTHONPATH": BEFORE[0]}
         if kind == "node":
@@ -253,6 +253,8 @@ class Server:
             # the per-socket rate limit is off here, everything else is as shipped.
             cmd = [sys.executable, "-m", "hub", "serve", "--port", str(port),
                    "--log-level", "warning", "--rate-limit", "0", *HUB_ARGS]  # fmt: skip
+            if kind == "uvloop":  # the same hub on uvloop
+                cmd += ["--loop", "uvloop"]
         else:
             cmd = [sys.executable, str(ROOT / "scripts/baseline_server.py"), "--port", str(port)]
         self.proc = subprocess.Popen(
@@ -965,7 +967,8 @@ def main(argv: list[str] | None = None) -> int:
         "--servers",
         nargs="+",
         default=["hub", "baseline", "node"],
-        help="hub, baseline (websockets.broadcast), node (Node ws), before (--before)",
+        help="hub, baseline (websockets.broadcast), node (Node ws), uvloop (the hub on "
+        "uvloop), before (--before)",
     )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
@@ -1047,7 +1050,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             by_kind[kind] = r
         if "hub" in by_kind and len(by_kind) > 1:
-            for other in ("baseline", "node", "before"):
+            for other in ("baseline", "node", "uvloop", "before"):
                 if other in by_kind:
                     print(table(by_kind["hub"], by_kind[other], other, other[:6]), flush=True)
                     print(flush=True)

@@ -346,6 +346,13 @@ class HubProcess:
         self.proc.communicate(timeout=10)
 
     def stop(self) -> str:
+        """Ctrl-C, and its output; a process that does not stop within 10 s is killed (never
+        left behind) and fails the test."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-        return self.proc.communicate(timeout=10)[0].decode()
+        try:
+            return self.proc.communicate(timeout=10)[0].decode()
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out = self.proc.communicate()[0].decode()
+            raise AssertionError(f"hub did not stop on SIGINT in 10 s:\n{out[-3000:]}") from None

@@ -422,6 +422,11 @@ async def test_the_send_path_is_the_one_the_implementation_allows(
     (node,) = [n for n in nodes if holds(n, workspace)]
     paths = node.call(lambda: {c.direct for c in node.services.hub.rooms[workspace].conns})
     assert paths == {node.server.config.ws != "wsproto"}
+    # On asyncio's own transport a steady socket takes the lean path of a flush.
+    lean = node.call(
+        lambda: {c.send_now is not None for c in node.services.hub.rooms[workspace].conns}
+    )
+    assert lean == paths
 
 
 def holds(node: ServerThread, workspace: str) -> bool:

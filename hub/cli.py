@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import logging
 import os
@@ -247,7 +248,15 @@ def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvi
     return uvicorn.Config(app or create_app(settings), **{**options, **overrides})
 
 
+# The garbage collector's thresholds in ``hub serve``: the hub's objects are freed by reference
+# counting, the collector only finds cycles, and with Python's defaults (700, 10, 10) a
+# connect storm of 15,000 sockets spends a fifth of its CPU in collections of a growing heap.
+GC_THRESHOLDS = (10_000, 50, 1_000)
+
+
 def serve(settings: Settings) -> int:
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()  # what start-up made lives as long as the process: never scanned again
     config = uvicorn_config(
         settings, log_config=log_config(settings.log_level, settings.log_format)
     )

@@ -243,6 +243,7 @@ def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvi
         "ws_per_message_deflate": False,
         "ws_max_size": settings.max_frame_bytes,
         "lifespan": "on",
+        "interface": "asgi3",  # hub.app's __call__ returns its coroutine (not detectable)
         "log_level": settings.log_level,
     }
     return uvicorn.Config(app or create_app(settings), **{**options, **overrides})

@@ -15,16 +15,18 @@ flow control, and nothing is queued on the portable path.
 
 from __future__ import annotations
 
+import asyncio
 import asyncio.selector_events
 import os
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 # The one implementation this was written and tested against.
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
 
 from hub.protocol import CloseCode
 
@@ -52,8 +54,83 @@ _HEAD_TOO_LARGE = (
 )
 
 
+class _Inbox:
+    """What uvicorn's protocol uses of an ``asyncio.Queue`` (one consumer: the ASGI
+    ``receive``), without its three deques (2.3 KB a socket): items live in a deque only while
+    some wait, and ``get`` hands out a future (no coroutine frame held by an idle socket)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] | None = None
+        self._waiter: asyncio.Future[Any] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():  # a reader waits: straight to it
+            self._waiter = None
+            waiter.set_result(item)
+            return
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+
+    def get(self) -> asyncio.Future[Any]:
+        """The next item, as a future (a reader cancelled while waiting loses nothing: the
+        item then goes to the deque)."""
+        waiter = asyncio.get_running_loop().create_future()
+        items = self._items
+        if items:
+            waiter.set_result(items.popleft())
+            if not items:
+                self._items = None
+        else:
+            self._waiter = waiter
+        return waiter
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+
+class _Flag:
+    """What uvicorn's protocol uses of an ``asyncio.Event`` (``writable``), without its deque
+    of waiters until someone waits."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+        return True
+
+
 class HubWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's ``websockets-sansio`` protocol with two changes.
+    """uvicorn's ``websockets-sansio`` protocol with three changes.
 
     - Keepalive: uvicorn pings every ``ws_ping_interval`` and drops a peer that does not answer
       within ``ws_ping_timeout``, closing with 1011; the contract names 4408 for that, so a
@@ -61,7 +138,21 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     - Handshake size: a request head over 8 KiB or 100 lines is answered 431 and closed. (The
       websockets parser refuses such heads but uvicorn never sends its answer, leaving the
       client waiting; too many headers even trips an assertion in it.)
+    - Memory: an idle socket keeps less (docs/performance.md, "Memory per socket"): its
+      receive queue and ``writable`` event are the lean :class:`_Inbox` and :class:`_Flag`,
+      and the handshake's request and response are dropped once the socket is accepted.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and getattr(self, "response", None) is not None:
+            self.request = self.response = None  # type: ignore[assignment]
+            _fresh_parser(self.conn)
 
     def data_received(self, data: bytes) -> None:
         if self.conn.state is State.CONNECTING and (
@@ -81,6 +172,24 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
         self.transport.close()
+
+
+def _fresh_parser(conn: Any) -> None:
+    """websockets' server parser keeps the handshake request (its headers: 2 KB) in its frame
+    for the connection's whole life. Once the handshake is done, while the parser waits at the
+    top of its frame loop (nothing of a frame read yet), a fresh frame parser takes its place:
+    the same state, without the request. Anywhere else, or on another websockets, as it was."""
+    old = conn.parser
+    inner = old
+    while getattr(inner, "gi_yieldfrom", None) is not None:
+        inner = inner.gi_yieldfrom
+    waiting = getattr(getattr(inner, "gi_code", None), "co_name", "") == "at_eof"
+    if inner is old or not waiting or conn.reader.buffer or conn.reader.eof:
+        return
+    fresh = Protocol.parse(conn)
+    next(fresh)  # runs to the same place: at_eof, waiting for data
+    conn.parser = fresh
+    old.close()
 
 
 # The protocol classes the direct path was written and tested against.

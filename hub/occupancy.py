@@ -31,9 +31,9 @@ scripts implement the same rules in Lua, on the same timers as holds and graces.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 
+from hub.deadlines import Deadlines
 from hub.presence import Diff
 
 __all__ = ["Event", "Occupancy"]
@@ -65,8 +65,7 @@ class Occupancy:
     def __init__(self, delay: float = 5.0) -> None:
         self.delay = delay
         self._spaces: dict[str, _Space] = {}
-        self._timers: list[tuple[float, int, str, str | None]] = []
-        self._tiebreak = 0
+        self._timers: Deadlines[tuple[str, str | None]] = Deadlines(self._live)
 
     def apply(self, diff: Diff, now: float) -> list[Event]:
         """The events a committed change causes now (vacated ones come later, from
@@ -89,20 +88,12 @@ class Occupancy:
 
     def next_deadline(self) -> float | None:
         """When :meth:`expire` next has something to do, or None."""
-        timers = self._timers
-        while timers and not self._live(timers[0]):
-            heapq.heappop(timers)
-        return timers[0][0] if timers else None
+        return self._timers.next()
 
     def expire(self, now: float) -> list[Event]:
         """The vacated events whose delay has ended at ``now``; each once."""
         events = []
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            timer = heapq.heappop(timers)
-            if not self._live(timer):
-                continue
-            _, _, workspace_id, key = timer
+        for workspace_id, key in self._timers.due(now):
             space = self._spaces[workspace_id]
             del space.vacating[key]
             space.occupied.discard(key)
@@ -131,11 +122,10 @@ class Occupancy:
         if key not in space.occupied or key in space.vacating:
             return
         deadline = space.vacating[key] = now + self.delay
-        self._tiebreak += 1
-        heapq.heappush(self._timers, (deadline, self._tiebreak, workspace_id, key))
+        self._timers.push(deadline, (workspace_id, key))
 
-    def _live(self, timer: tuple[float, int, str, str | None]) -> bool:
-        deadline, _, workspace_id, key = timer
+    def _live(self, deadline: float, timer: tuple[str, str | None]) -> bool:
+        workspace_id, key = timer
         space = self._spaces.get(workspace_id)
         return space is not None and space.vacating.get(key) == deadline
 

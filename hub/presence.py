@@ -68,13 +68,13 @@ A profile change moves no count, so it does not advance ``seq``: its diff names,
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from hub.deadlines import Deadlines
 from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
 
 __all__ = [
@@ -284,8 +284,8 @@ def _add(values: dict[str, int], session_id: str, delta: int) -> int:
     return n
 
 
-# Timer heap entries: (deadline, tiebreak, workspace_id or "" for a retirement, client_id).
-_Timer = tuple[float, int, str, str]
+# Timer keys: (workspace_id, or "" for a retirement; client_id).
+_Timer = tuple[str, str]
 
 
 class Presence:
@@ -300,9 +300,7 @@ class Presence:
         self._spaces: dict[str, _Space] = {}
         self._by_client: dict[str, set[str]] = {}  # client -> workspaces it has claims in
         self._retired: dict[str, float] = {}  # client -> refused until
-        self._timers: list[_Timer] = []
-        self._tiebreak = 0
-        self._compacted = 0  # heap size after the last compaction
+        self._timers: Deadlines[_Timer] = Deadlines(self._live)
 
     # -- workspaces -------------------------------------------------------------------------
 
@@ -470,7 +468,7 @@ class Presence:
         """Remove every claim of the client and refuse it for ``retire_ttl`` (idempotent)."""
         until = now + self.retire_ttl
         self._retired[client_id] = until
-        self._push(until, "", client_id)
+        self._timers.push(until, ("", client_id))
         diffs = []
         for workspace_id in sorted(self._by_client.get(client_id, ())):
             space = self._spaces[workspace_id]
@@ -492,22 +490,14 @@ class Presence:
 
     def next_deadline(self) -> float | None:
         """When :meth:`expire` next has something to do, or None when no timer is pending."""
-        timers = self._timers
-        while timers and not self._live(timers[0]):
-            heapq.heappop(timers)
-        return timers[0][0] if timers else None
+        return self._timers.next()
 
     def expire(self, now: float) -> list[Diff]:
         """Fire every timer due at ``now``; each fires once. Holds and graces count nowhere,
         so expiry never moves a count: the diffs returned are empty, one per workspace touched.
         """
         touched: dict[str, Diff] = {}
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            timer = heapq.heappop(timers)
-            if not self._live(timer):
-                continue
-            _, _, workspace_id, client_id = timer
+        for workspace_id, client_id in self._timers.due(now):
             if workspace_id == "":
                 del self._retired[client_id]
                 continue
@@ -669,22 +659,12 @@ class Presence:
 
     def _arm(self, workspace_id: str, claim: _Claim, deadline: float) -> None:
         claim.deadline = deadline
-        self._push(deadline, workspace_id, claim.client_id)
+        # A re-armed or cancelled timer leaves its old entry behind (see hub.deadlines).
+        self._timers.push(deadline, (workspace_id, claim.client_id))
 
-    def _push(self, deadline: float, workspace_id: str, client_id: str) -> None:
-        self._tiebreak += 1
-        heapq.heappush(self._timers, (deadline, self._tiebreak, workspace_id, client_id))
-        # A re-armed or cancelled timer leaves its old entry behind until that deadline (an
-        # hour, with a long grace). When the heap has doubled since it was last compacted, keep
-        # only the live entries: amortized O(1), and never more than twice the live timers.
-        if len(self._timers) > 2 * self._compacted + 64:
-            self._timers = [t for t in self._timers if self._live(t)]
-            heapq.heapify(self._timers)
-            self._compacted = len(self._timers)
-
-    def _live(self, timer: _Timer) -> bool:
+    def _live(self, deadline: float, timer: _Timer) -> bool:
         """A timer is live while the thing it would expire still waits for that deadline."""
-        deadline, _, workspace_id, client_id = timer
+        workspace_id, client_id = timer
         if workspace_id == "":
             return self._retired.get(client_id) == deadline
         space = self._spaces.get(workspace_id)

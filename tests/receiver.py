@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from hub.testing import ThreadedHub
 from tests.harness import free_port
 
 SECRET = "s3cret-" + "x" * 32
@@ -123,26 +124,15 @@ class Receiver:
         ]
 
 
-class ThreadedApp:
-    """Any ASGI app under uvicorn, on a free port, in a thread of its own."""
+class ThreadedApp(ThreadedHub):
+    """Any ASGI app under uvicorn, on a free port, in a thread of its own (the plugin's
+    threaded hub, serving another app)."""
 
     def __init__(self, app: Any) -> None:
         import uvicorn
 
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self.loop = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self.port = 0
-
-    def start(self) -> ThreadedApp:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline and self._thread.is_alive(), "did not start"
-            time.sleep(0.01)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=10)

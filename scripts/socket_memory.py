@@ -47,8 +47,7 @@ def main() -> None:
     hub = ThreadedHub(Settings.from_env({}, database_url="sqlite:///:memory:", port=0)).start()
     workspace = httpx.post(hub.url + "/v1/workspaces", json={"path": "/m"}).json()["id"]
     url = (
-        f"ws://127.0.0.1:{hub.port}/v1/workspaces/{workspace}/ws"
-        "?client_id=00000000-0000-4000-8000-"
+        f"ws://127.0.0.1:{hub.port}/v1/workspaces/{workspace}/ws?client_id=00000000-0000-4000-8000-"
     )
     time.sleep(0.5)
     gc.collect()

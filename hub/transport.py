@@ -225,8 +225,11 @@ class DirectWriter:
         self._transport: Any = transport if raw else None
         self._sock: Any = transport._sock if raw else None
         self._conn = proto.conn
+        # Another loop's plain TCP transport: its descriptor, written to directly (never under
+        # TLS, where the socket carries ciphertext).
         sock = transport.get_extra_info("socket")
-        self._fd: int = sock.fileno() if sock is not None and not raw else -1
+        plain = transport.get_extra_info("ssl_object") is None
+        self._fd: int = sock.fileno() if sock is not None and plain and not raw else -1
         # send_now(wire) -> bool: a flush's frame for this socket, sent now when nothing
         # stands in its way (False: nothing was written, the caller takes the checked path).
         self.send_now = self._send_raw if raw else self._send_transport

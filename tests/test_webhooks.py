@@ -240,7 +240,10 @@ async def test_the_queue_bound_drops_the_oldest_counted_and_logged(
         for i in range(1, 40):
             await viewer.send({"type": "set_session", "session_id": f"S{i}", "ref": i})
             await viewer.expect("ack")
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
+        # While it is down, the queue shows: events waiting, the oldest of them aging.
+        assert await hooked.metric("hub_webhook_queue_depth") >= 10
+        assert await hooked.metric("hub_webhook_oldest_age_seconds") >= 0.5
         receiver.start()
         await eventually(lambda: ("session_occupied", "S39") in receiver.names(w), 10)
         await asyncio.sleep(0.5)

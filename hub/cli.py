@@ -36,7 +36,7 @@ from hub.errors import ConfigError, HubError, InvalidClientId, InvalidProfile, I
 from hub.logs import log_config
 from hub.protocol import check_client_id, check_profile, check_user_id
 from hub.settings import SETTINGS_HELP, Settings, parse_seconds
-from hub.transport import MAX_HEAD_BYTES, HubWebSocketProtocol
+from hub.transport import MAX_HEAD_BYTES, HubHttpProtocol, HubWebSocketProtocol
 
 __all__ = ["main", "uvicorn_config"]
 
@@ -231,7 +231,7 @@ def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvi
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
-        "http": "h11",
+        "http": HubHttpProtocol,  # h11, with presence handshakes straight to "ws"
         # A request head that arrives in pieces is refused past this (400); one that arrives
         # whole is bounded by the socket's read size, and on the WebSocket route by the
         # protocol's own 8 KiB check (hub.transport).

@@ -18,11 +18,15 @@ from __future__ import annotations
 import asyncio
 import asyncio.selector_events
 import os
+import re
 import socket
 import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 # The one implementation this was written and tested against.
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -30,7 +34,9 @@ from websockets.protocol import Protocol, State
 
 from hub.protocol import CloseCode
 
-__all__ = ["DirectWriter", "HubWebSocketProtocol", "direct_writer", "frame_text"]
+__all__ = [
+    "DirectWriter", "HubHttpProtocol", "HubWebSocketProtocol", "direct_writer", "frame_text",
+]  # fmt: skip
 
 _OPEN = State.OPEN
 # asyncio's own socket transport (private; checked by type and attributes before use).
@@ -148,6 +154,15 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
 
+    def adopt(self, http: H11Protocol) -> None:
+        """``connection_made`` for a connection the HTTP protocol had: the same state, with
+        the addresses it already looked up (two system calls less per socket)."""
+        self.connections.add(self)
+        self.transport = http.transport
+        self.server = http.server
+        self.client = http.client
+        self.scheme = "wss" if http.scheme == "https" else "ws"
+
     async def send(self, message: Any) -> None:
         await super().send(message)
         if self.handshake_complete and getattr(self, "response", None) is not None:
@@ -190,6 +205,48 @@ def _fresh_parser(conn: Any) -> None:
     next(fresh)  # runs to the same place: at_eof, waiting for data
     conn.parser = fresh
     old.close()
+
+
+_WS_PATH = b"GET /v1/workspaces/"
+_UPGRADE_WS = re.compile(rb"\r\nupgrade:[ \t]*websocket[ \t]*(?:\r\n|$)")
+_CONNECTION_UPGRADE = re.compile(rb"\r\nconnection:[^\r\n]*\bupgrade\b")
+
+
+class HubHttpProtocol(H11Protocol):
+    """uvicorn's h11 protocol, but a presence socket's handshake that arrives whole as the
+    connection's first bytes goes to the WebSocket protocol at once, as uvicorn's own upgrade
+    does, without h11 parsing it first (websockets parses and checks it either way): a tenth
+    less CPU per socket in a connect storm. Anything else takes h11's path, unchanged."""
+
+    def data_received(self, data: bytes) -> None:
+        if (
+            self.ws_protocol_class is not None
+            and data.startswith(_WS_PATH)
+            and self.conn.their_state is h11.IDLE
+            and self.cycle is None
+        ):
+            head, end, rest = data.partition(b"\r\n\r\n")
+            lower = head.lower()
+            if end and _UPGRADE_WS.search(lower) and _CONNECTION_UPGRADE.search(lower):
+                # Header names lower-cased, as h11 gives them (the ASGI scope needs them so).
+                line, *fields = head.split(b"\r\n")
+                lowered = [line]
+                for field in fields:
+                    name, colon, value = field.partition(b":")
+                    lowered.append(name.lower() + colon + value)
+                data = b"\r\n".join(lowered) + end + rest
+                self.connections.discard(self)
+                protocol = self.ws_protocol_class(
+                    config=self.config, server_state=self.server_state, app_state=self.app_state
+                )
+                if isinstance(protocol, HubWebSocketProtocol):
+                    protocol.adopt(self)  # no second look-up of the addresses
+                else:
+                    protocol.connection_made(self.transport)
+                self.transport.set_protocol(protocol)
+                protocol.data_received(data)
+                return
+        super().data_received(data)
 
 
 # The protocol classes the direct path was written and tested against.

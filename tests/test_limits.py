@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Callable
 
 import httpx
@@ -135,3 +136,34 @@ async def test_oversized_handshakes_get_431_at_once(make_server: MakeServer) -> 
     )
     assert normal.startswith(b"HTTP/1.1 101 ")
     assert await claims(server, w) != {}  # the server is still serving
+
+
+async def test_a_handshake_in_pieces_is_upgraded_like_a_whole_one(make_server: MakeServer) -> None:
+    """A handshake that arrives whole goes straight to the WebSocket protocol
+    (hub.transport.HubHttpProtocol); one in pieces takes h11's path: both are answered 101,
+    with header names of any case (the origin check reads them)."""
+    server = make_server()
+    w = await workspace_of(server)
+
+    def handshake(pieces: int, origin: str) -> bytes:
+        head = (
+            f"GET /v1/workspaces/{w}/ws?client_id={new_client_id()} HTTP/1.1\r\nHost: x\r\n"
+            f"ORIGIN: {origin}\r\n{UPGRADE}"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            step = len(head) // pieces + 1
+            for i in range(0, len(head), step):
+                s.sendall(head[i : i + step])
+                time.sleep(0.05)
+            answer = s.recv(4096)
+            while b"\x88" not in answer and b"snapshot" not in answer:
+                answer += s.recv(4096)
+            return answer
+
+    for pieces in (1, 3):
+        ok = await asyncio.to_thread(handshake, pieces, "http://localhost:5173")
+        assert ok.startswith(b"HTTP/1.1 101 ") and b"snapshot" in ok, ok
+        refused = await asyncio.to_thread(handshake, pieces, "http://evil.example")
+        frame = refused[refused.index(b"\r\n\r\n") + 4 :]  # a close frame, 1008
+        assert refused.startswith(b"HTTP/1.1 101 ") and frame[:1] == b"\x88", refused
+        assert frame[2:4] == (1008).to_bytes(2, "big"), refused

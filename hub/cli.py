@@ -36,7 +36,12 @@ from hub.errors import ConfigError, HubError, InvalidClientId, InvalidProfile, I
 from hub.logs import log_config
 from hub.protocol import check_client_id, check_profile, check_user_id
 from hub.settings import SETTINGS_HELP, Settings, parse_seconds
-from hub.transport import MAX_HEAD_BYTES, HubHttpProtocol, HubWebSocketProtocol
+from hub.transport import (
+    MAX_HEAD_BYTES,
+    HubHttpProtocol,
+    HubWebSocketProtocol,
+    listening_socket,
+)
 
 __all__ = ["main", "uvicorn_config"]
 
@@ -269,7 +274,7 @@ def serve(settings: Settings) -> int:
     # traceback (Ctrl-C) or a death by signal (SIGTERM from a service manager).
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        server.run()
+        server.run(sockets=[listening_socket(config)])
     except (KeyboardInterrupt, _Terminated):
         pass
     finally:

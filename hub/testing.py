@@ -37,6 +37,7 @@ from hub.app import Services, create_app
 from hub.cli import uvicorn_config
 from hub.client import HubClient
 from hub.settings import Settings
+from hub.transport import listening_socket
 
 __all__ = ["ThreadedHub"]
 
@@ -67,7 +68,7 @@ class ThreadedHub:
 
     async def _serve(self) -> None:
         self.loop = asyncio.get_running_loop()
-        await self.server.serve()
+        await self.server.serve(sockets=[listening_socket(self.server.config)])
 
     def start(self) -> ThreadedHub:
         self._thread.start()

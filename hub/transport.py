@@ -36,6 +36,7 @@ from hub.protocol import CloseCode
 
 __all__ = [
     "DirectWriter", "HubHttpProtocol", "HubWebSocketProtocol", "direct_writer", "frame_text",
+    "listening_socket",
 ]  # fmt: skip
 
 _OPEN = State.OPEN
@@ -381,6 +382,21 @@ def direct_writer(asgi_send: Callable[..., Any] | None) -> DirectWriter | None:
     if getattr(proto.conn, "extensions", None) != []:
         return None
     sock = proto.transport.get_extra_info("socket")
-    if sock is not None:
+    if sock is not None and not _listeners_bound:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     return DirectWriter(proto)
+
+
+# Whether this process's listening sockets carry SEND_BUFFER themselves (listening_socket):
+# an accepted socket inherits it, and is spared a system call of its own.
+_listeners_bound = False
+
+
+def listening_socket(config: Any) -> socket.socket:
+    """The listening socket of a uvicorn ``config``, bound, with the send buffer every
+    accepted socket inherits (serve it with ``server.run(sockets=[...])``)."""
+    global _listeners_bound
+    sock: socket.socket = config.bind_socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    _listeners_bound = True
+    return sock

@@ -182,8 +182,9 @@ class Connection:
 
     def _steady(self) -> None:
         """Offer the lean path again when nothing stands in its way."""
-        ok = self._direct is not None and self._writer is None and self._close_code is None
-        self.send_now = self._direct.send_now if ok and self._direct is not None else None
+        direct = self._direct
+        steady = direct is not None and self._writer is None and self._close_code is None
+        self.send_now = direct.send_now if steady and direct is not None else None
 
     def push(self, frame: Outgoing) -> None:
         """Send one frame now if the socket can take it, else queue it (bounded)."""

@@ -33,7 +33,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 BATCH = 100  # events in one POST at most
 TIMEOUT = 5.0  # seconds a receiver has to answer (PROTOCOL.md section 6)
 SIGNATURE = "X-Hub-Signature-256"
+# Told of every delivery attempt: its result, and whether another attempt follows.
+OnResult = Callable[[str, bool], None]
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -138,8 +140,8 @@ class MemoryOutbox:
         self._dropped = 0
         self._logged = -10.0
 
-    def put(self, events: Iterable[bytes], now: float) -> None:
-        """Queue encoded events (``now``: a monotonic time, for the log's pace)."""
+    def put(self, events: Iterable[bytes]) -> None:
+        """Queue encoded events."""
         waiting = self._waiting
         dropped = 0
         for event in events:
@@ -149,6 +151,7 @@ class MemoryOutbox:
             waiting.append(event)
         if dropped:
             self._dropped += dropped
+            now = time.monotonic()
             if now - self._logged >= 10:  # a line every 10 s at most while it lasts
                 self._logged = now
                 log.error(
@@ -193,7 +196,7 @@ class Deliverer:
         *,
         retry_min: float,
         retry_max: float,
-        on_result: Any = None,
+        on_result: OnResult | None = None,
     ) -> None:
         self.url = url
         self.name = receiver_name(url)
@@ -319,7 +322,7 @@ class Webhooks:
         *,
         retry_min: float,
         retry_max: float,
-        on_result: Any = None,
+        on_result: OnResult | None = None,
     ) -> None:
         self.outboxes = outboxes
         self._secret = secret

@@ -100,14 +100,14 @@ def memory(n: int, limit: int) -> None:
     tracemalloc.start()
     outbox = MemoryOutbox("r", limit)
     before = tracemalloc.get_traced_memory()[0]
-    outbox.put(encoded, time.monotonic())
+    outbox.put(encoded)
     per = (tracemalloc.get_traced_memory()[0] - before) / n  # the deque's share
     tracemalloc.stop()
     size = sum(sys.getsizeof(e) for e in encoded) / n
     print(f"memory outbox: {n} events held, {size + per:.0f} B/event "
           f"({(size + per) * n / 2**20:.0f} MiB for them)")  # fmt: skip
     extra = limit - n + 50_000
-    outbox.put(events(extra), time.monotonic())
+    outbox.put(events(extra))
     s = outbox.stats()
     print(f"  {extra} more with bound {limit}: {s.depth} wait, {s.dropped} dropped (counted)")
     rate = asyncio.run(drain(outbox, s.depth))

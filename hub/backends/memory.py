@@ -110,9 +110,8 @@ class MemoryBackend:
             return
         time_ms = int(time.time() * 1000)
         encoded = [encode_event(e, uuid.uuid4().hex, time_ms) for e in events]
-        now = time.monotonic()
         for outbox in self._outboxes.values():
-            outbox.put(encoded, now)
+            outbox.put(encoded)
 
     def _reschedule(self) -> None:
         """Point the one timer at the core's earliest deadline (if it moved)."""

@@ -288,7 +288,7 @@ def _keys(workspace_id: str) -> list[str]:
     tag = f"hub:{{{workspace_id}}}:"
     names = (
         "meta", "counts", "claims", "timers", "streams", "nodes", "retired", "users", "people",
-        "arrive",
+        "arrive", "hooks",
     )  # fmt: skip
     return [tag + k for k in names]
 
@@ -460,13 +460,17 @@ class RedisBackend:
         publish = "SPUBLISH" if self._cluster else "PUBLISH"
         hooks = self.webhooks
         vacated_ms = int(hooks.vacated_delay * 1000) if hooks is not None else -1
+        index = _lua("_index")  # the timer index rule, of arm.lua and the prelude alike
         lib = (
             f"local PUBLISH = '{publish}'\n"
             f"local VACATED_MS, HOOK_MAX = {vacated_ms}, {hooks.limit if hooks else 0}\n"
+            + index
             + _lua("_lib")
         )
         self.scripts = {name: client.register_script(lib + "\n" + _lua(name)) for name in _SCRIPTS}
-        self.scripts.update({n: client.register_script(_lua(n)) for n in _GLOBAL_SCRIPTS})
+        self.scripts.update(
+            {n: client.register_script(index + "\n" + _lua(n)) for n in _GLOBAL_SCRIPTS}
+        )
         outbox = _lua("_outbox")
         self.scripts.update(
             {n: client.register_script(outbox + "\n" + _lua(n)) for n in _OUTBOX_SCRIPTS}
@@ -735,8 +739,8 @@ class RedisBackend:
     async def _script(self, name: str, workspace_id: str, *args: Any) -> Any:
         script = self.scripts[name]
         keys = _keys(workspace_id)
-        if self.webhooks is not None:
-            keys += [f"hub:{{{workspace_id}}}:hooks", *OUTBOX_KEYS[:2], TIMERS]
+        if self.webhooks is not None:  # the stream, its count, the timer index (_lib.lua)
+            keys += [*OUTBOX_KEYS[:2], TIMERS]
         try:
             try:
                 return await script(keys=keys, args=[workspace_id, *args])

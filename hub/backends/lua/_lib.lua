@@ -17,9 +17,10 @@
 --                    'p\n'<user> -> its profile (JSON text)
 --  10 arrive  ZSET   '<session>\n<arrival, 15 digits>\n<user>' (score 0): the identified
 --                    viewers of each session in arrival order, read by ZRANGEBYLEX
---  With webhooks on (PROTOCOL.md section 6; redis.py sets VACATED_MS >= 0, see below):
---  11 hooks   HASH   session_id (or '' for the workspace) -> 'o' occupied, 'v' vacating (its
---                    vacated timer is the member '\t'<session_id> of timers)
+--  11 hooks   HASH   webhooks (PROTOCOL.md section 6): session_id (or '' for the workspace) ->
+--                    'o' occupied, 'v' vacating (its vacated timer is the member
+--                    '\t'<session_id> of timers); used while redis.py sets VACATED_MS >= 0
+-- With webhooks on, three keys outside the workspace follow (so not on a Redis Cluster):
 --  12 outbox  STREAM the events for every receiver (hub:webhooks; one consumer group each)
 --  13 made    STRING how many events were ever added to the outbox (their 'n' field)
 --  14 index   ZSET   hub:timers (a vacated timer is indexed in the same script)
@@ -180,15 +181,6 @@ local function emit(name, session, s)
   redis.call('XADD', OUTBOX, 'MAXLEN', HOOK_MAX, '*', 'n', n, 'e', event .. '}')
 end
 
--- Index a vacated timer cluster-wide (the rule of arm.lua: lower the entry, or replace it
--- when it is due, i.e. being swept right now).
-local function index_timer(deadline)
-  local score = redis.call('ZSCORE', INDEX, W)
-  if not score or tonumber(score) <= now_ms() or deadline < tonumber(score) then
-    redis.call('ZADD', INDEX, deadline, W)
-  end
-end
-
 -- One session ('' : the workspace) whose count is now n.
 local function occupancy(field, n, s)
   local state = redis.call('HGET', HOOKS, field)
@@ -204,7 +196,7 @@ local function occupancy(field, n, s)
     redis.call('HSET', HOOKS, field, 'v')
     local deadline = now_ms() + VACATED_MS
     redis.call('ZADD', TIMERS, deadline, '\t' .. field)
-    index_timer(deadline)
+    index_timer(INDEX, W, deadline)  -- in the same script (_index.lua)
   end
 end
 

@@ -8,7 +8,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', TIMERS, '-inf', now_ms())) d
   if string.sub(member, 1, 1) == '\t' then
     redis.call('ZREM', TIMERS, member)
     local field = string.sub(member, 2)
-    if HOOKS and redis.call('HGET', HOOKS, field) == 'v' then
+    if redis.call('HGET', HOOKS, field) == 'v' then
       redis.call('HDEL', HOOKS, field)
       if field == '' then workspace = true else table.insert(vacated, field) end
     end

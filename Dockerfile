@@ -7,9 +7,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY hub ./hub
-RUN pip install ".[redis,postgres]" \
+# A C compiler for the install only: it builds the fan-out's send loop (hub/_fanout.c), then
+# goes, in the same layer (without it the hub would run its pure Python loop).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install ".[redis,postgres]" \
+    && python -c "import hub._fanout" \
+    && apt-get purge -y --auto-remove gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /data --create-home hub
 
 USER hub

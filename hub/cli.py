@@ -32,6 +32,7 @@ import orjson
 import uvicorn
 
 from hub.auth import Auth
+from hub.connection import SEND_LOOP
 from hub.errors import ConfigError, HubError, InvalidClientId, InvalidProfile, InvalidUserId
 from hub.logs import log_config
 from hub.protocol import check_client_id, check_profile, check_user_id
@@ -268,6 +269,7 @@ def serve(settings: Settings) -> int:
     )
     for warning in startup_warnings(settings):
         logging.getLogger("hub").warning(warning)
+    logging.getLogger("hub").info("fan-out send loop: %s", SEND_LOOP)
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the captured signal to the
     # handler that was there before it: these turn that into a clean exit instead of a

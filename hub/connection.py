@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from starlette.types import Send
+from websockets.protocol import State
 
 from hub import protocol
 from hub.limits import RateLimit
@@ -22,7 +24,7 @@ from hub.metrics import Metrics
 from hub.protocol import CloseCode, Counts
 from hub.transport import DirectWriter, frame_text
 
-__all__ = ["SLOW_CLOSE_GRACE", "Connection", "MergedCounts", "Outgoing"]
+__all__ = ["SEND_LOOP", "SLOW_CLOSE_GRACE", "Connection", "MergedCounts", "Outgoing", "send_each"]
 
 log = logging.getLogger(__name__)
 
@@ -289,3 +291,36 @@ class Connection:
             self._writer = None
             if self.ready:
                 self._steady()
+
+
+# -- the fan-out's send loop ------------------------------------------------------------------
+
+
+def _send_each_python(conns: Iterable[Connection], wire: bytes, seq: int) -> list[Connection]:
+    """Send a flush's frame ``wire`` (at ``seq``) on every lean path that can take it now;
+    return the other connections, for the fully checked path (``push_counts``)."""
+    slow = []
+    for conn in conns:
+        send_now = conn.send_now
+        if send_now is None or seq <= conn.snapshot_seq or not send_now(wire):
+            slow.append(conn)
+    return slow
+
+
+def _compiled() -> Callable[[Iterable[Connection], bytes, int], list[Connection]] | None:
+    """The same loop compiled (hub/_fanout.c), unless it was not built or HUB_PURE_PYTHON is
+    set: the same checks, with Connection's and DirectWriter's slots read at their offsets
+    instead of by the interpreter, socket by socket."""
+    if os.environ.get("HUB_PURE_PYTHON"):
+        return None
+    try:
+        from hub import _fanout
+    except ImportError:
+        return None
+    _fanout.setup(Connection, DirectWriter, State.OPEN)
+    return _fanout.send_each
+
+
+send_each = _compiled() or _send_each_python
+# Which loop this process runs: "compiled" or "python" (logged by ``hub serve``).
+SEND_LOOP = "python" if send_each is _send_each_python else "compiled"

@@ -31,7 +31,7 @@ from starlette.types import Send
 
 from hub import protocol
 from hub.backends import PresenceBackend
-from hub.connection import Connection, Outgoing
+from hub.connection import Connection, Outgoing, send_each
 from hub.errors import (
     Forbidden,
     OverCapacity,
@@ -453,12 +453,10 @@ class Hub:
         cpu = time.thread_time()  # the room's cost rule counts CPU, not a preemption
         frame = room.take(loop.time())
         shared = Outgoing(protocol.encode(frame))
-        wire, seq = shared.wire, frame.seq
-        for conn in room.conns:
-            # The steady state first (one check, one send), else every check of push_counts.
-            send_now = conn.send_now
-            if send_now is None or seq <= conn.snapshot_seq or not send_now(wire):
-                conn.push_counts(frame, shared)
+        wire = shared.wire
+        # The steady state first (one check, one send), else every check of push_counts.
+        for conn in send_each(room.conns, wire, frame.seq):
+            conn.push_counts(frame, shared)
         self._out["counts"].inc(len(room.conns))
         room.cost = time.thread_time() - cpu
         self.metrics.fanout.observe(time.perf_counter() - started)

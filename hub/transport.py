@@ -283,11 +283,12 @@ class DirectWriter:
         self._transport: Any = transport if raw else None
         self._sock: Any = transport._sock if raw else None
         self._conn = proto.conn
-        # Another loop's plain TCP transport: its descriptor, written to directly (never under
-        # TLS, where the socket carries ciphertext).
+        # The socket's descriptor, written to directly on a plain TCP transport (never under
+        # TLS, where the socket carries ciphertext): by hub.connection.send_each (compiled),
+        # and by _send_transport.
         sock = transport.get_extra_info("socket")
         plain = transport.get_extra_info("ssl_object") is None
-        self._fd: int = sock.fileno() if sock is not None and plain and not raw else -1
+        self._fd: int = sock.fileno() if sock is not None and plain else -1
         # send_now(wire) -> bool: a flush's frame for this socket, sent now when nothing
         # stands in its way (False: nothing was written, the caller takes the checked path).
         self.send_now = self._send_raw if raw else self._send_transport

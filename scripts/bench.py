@@ -243,9 +243,11 @@ class Server:
     ) -> None:
         self.kind = kind
         self.port = port
-        self.hub = kind in ("hub", "before", "uvloop")
+        self.hub = kind in ("hub", "before", "uvloop", "python")
         if kind == "before":
             env = {**(env or {}), "PYTHONPATH": BEFORE[0]}
+        if kind == "python":  # the same hub with its send loop in Python (hub.transport)
+            env = {**(env or {}), "HUB_PURE_PYTHON": "1"}
         if kind == "node":
             cmd = ["node", str(NODE_WS / "server.js"), "--port", str(port)]
         elif self.hub:
@@ -291,6 +293,9 @@ class Server:
     def cpu(self) -> float:
         return _cpu_of(self.proc.pid)
 
+    def user_cpu(self) -> float:
+        return _cpu_of(self.proc.pid, system=False)
+
     def rss(self) -> int:
         return int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1]) * PAGE
 
@@ -318,10 +323,10 @@ def node_ws_ready() -> str:
     return ""
 
 
-def _cpu_of(pid: int) -> float:
-    """User + system CPU seconds of a process, from ``/proc/PID/stat``."""
+def _cpu_of(pid: int, system: bool = True) -> float:
+    """User + system (or user only) CPU seconds of a process, from ``/proc/PID/stat``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return (int(fields[11]) + (int(fields[12]) if system else 0)) / TICK
 
 
 def _raise_nofile() -> None:
@@ -348,6 +353,7 @@ class Result:
     rate: float
     seconds: float
     cpu_per_frame_us: float = 0.0
+    user_cpu_per_frame_us: float = 0.0  # of it, in user mode (the rest is the kernel's)
     frames_per_s: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
@@ -467,7 +473,7 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
     await asyncio.sleep(0.5)
     for v in viewers:
         v.recording = True
-    cpu0 = server.cpu()
+    cpu0, user0 = server.cpu(), server.user_cpu()
     t0 = time.monotonic()
     result.changes = await drive(drivers, rate, seconds)
     final = await drain(drivers, result.changes)
@@ -475,11 +481,12 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
     deadline = time.monotonic() + 10
     await poll(lambda: all(v.last >= t for v, t in zip(viewers, targets, strict=True)), deadline)
     elapsed = time.monotonic() - t0
-    cpu = server.cpu() - cpu0
+    cpu, user = server.cpu() - cpu0, server.user_cpu() - user0
     result.peak_rss_mb = server.rss() / 2**20
     result.delivered = sum(len(v.seqs) for v in viewers)
     result.frames_per_s = result.delivered / elapsed
     result.cpu_per_frame_us = cpu / max(result.delivered, 1) * 1e6
+    result.user_cpu_per_frame_us = user / max(result.delivered, 1) * 1e6
     result.lost = sum(1 for v, t in zip(viewers, targets, strict=True) if v.last < t)
     result.out_of_order = sum(v.disorder for v in viewers)
 
@@ -786,6 +793,7 @@ def slow_table(calm: SlowResult, busy: SlowResult, rate: float, updates: float,
 
 FIGURES = [
     ("cpu_per_frame_us", "server CPU per delivered frame (us)"),
+    ("user_cpu_per_frame_us", "  of it in user mode (us)"),
     ("frames_per_s", "delivered frames/s"),
     ("latency_p50_ms", "latency p50 (ms)"),
     ("latency_p99_ms", "latency p99 (ms)"),
@@ -968,7 +976,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=["hub", "baseline", "node"],
         help="hub, baseline (websockets.broadcast), node (Node ws), uvloop (the hub on "
-        "uvloop), before (--before)",
+        "uvloop), python (the hub without its compiled send loop), before (--before)",
     )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
@@ -1050,7 +1058,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             by_kind[kind] = r
         if "hub" in by_kind and len(by_kind) > 1:
-            for other in ("baseline", "node", "uvloop", "before"):
+            for other in ("baseline", "node", "uvloop", "python", "before"):
                 if other in by_kind:
                     print(table(by_kind["hub"], by_kind[other], other, other[:6]), flush=True)
                     print(flush=True)

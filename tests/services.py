@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -107,7 +108,7 @@ class RedisClusterSet:
         self.ports: list[int] = []
         while len(self.ports) < 3:
             port = free_port()
-            if port + 10000 < 65536 and port not in self.ports:
+            if port + 10000 < 65536 and port not in self.ports and _bindable(port + 10000):
                 self.ports.append(port)
         self.procs = []
         for port in self.ports:
@@ -179,9 +180,17 @@ class RedisClusterSet:
             proc.wait(timeout=10)
 
 
-def _wait_for_redis(port: int) -> None:
-    import socket
+def _bindable(port: int) -> bool:
+    """Whether ``port`` is free now (a cluster node's bus port must be, or it does not start)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
+
+def _wait_for_redis(port: int) -> None:
     deadline = time.monotonic() + 10
     while True:
         try:

@@ -67,6 +67,7 @@ def test_the_dockerfile_is_slim_non_root_and_checks_health() -> None:
     assert "\nUSER hub\n" in text and "useradd --system" in text
     assert "HEALTHCHECK" in text and "/v1/ready" in text
     assert '".[redis,postgres]"' in text
+    assert "setup.py" in text and 'python -c "import hub._fanout"' in text  # built, compiled
 
 
 @pytest.fixture

@@ -1,0 +1,259 @@
+/* hub._fanout: the fan-out's send loop, compiled (optional; hub.connection falls back to Python).
+ *
+ * send_each(conns, wire, seq) does what hub.connection._send_each_python does, socket by socket
+ * and with the same checks, without the interpreter's cost per socket: a flush to
+ * 15,000 sockets spends most of its time in send(2), and what is left is this loop.
+ *
+ * For each connection of the room: a socket whose lean path is on (conn.send_now, a bound
+ * DirectWriter method) and whose snapshot is older than the frame gets the frame now, when
+ * nothing stands in its way (nothing buffered ahead in its transport, the transport open, no
+ * close sent, the WebSocket OPEN); the bytes the kernel did not take wait in the transport,
+ * in order. Every other socket is returned, for the fully checked path (push_counts).
+ *
+ * The checks read the same attributes as DirectWriter._send_raw and _send_transport: those of
+ * Connection and DirectWriter at their slots' offsets (setup() hands this module the two
+ * classes and websockets' OPEN state), the transport's, the protocol's and the websockets
+ * connection's by name. A connection of another class, or whose send_now is not its
+ * DirectWriter's, has its send_now called as Python would call it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <sys/socket.h>
+
+static PyObject *open_state; /* websockets.protocol.State.OPEN */
+
+/* Connection and DirectWriter keep what this loop reads in __slots__: read at their offsets
+ * (an object of exactly that class only), without a look-up by name per socket. */
+static PyTypeObject *conn_type, *writer_type;
+static Py_ssize_t off_send_now, off_snapshot_seq, off_direct, off_writer_send_now, off_transport_,
+    off_proto, off_conn, off_fd;
+
+/* The value of an object's slot at this offset, borrowed (NULL: unset). */
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* The offset of a __slots__ member of ``type`` (-1 with an exception set if it is not one). */
+static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
+    PyObject *descr = PyDict_GetItemString(type->tp_dict, name);
+    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, name);
+        return -1;
+    }
+    PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+    if (member->type != T_OBJECT_EX && member->type != T_OBJECT) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", type->tp_name, name);
+        return -1;
+    }
+    return member->offset;
+}
+
+static PyObject *s_send_now, *s_snapshot_seq, *s_buffer, *s_conn_lost, *s_close_sent, *s_state_, *s_state,
+    *s_transport, *s_get_write_buffer_size, *s_is_closing, *s_write;
+
+/* 1: true, 0: false, -1: error. */
+static int attr_true(PyObject *obj, PyObject *name) {
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) return -1;
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
+static int call_true(PyObject *obj, PyObject *name) {
+    PyObject *value = PyObject_CallMethodNoArgs(obj, name);
+    if (value == NULL) return -1;
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
+/* Whether nothing stands in the way of sending on this transport now, as DirectWriter's
+ * method for it decides: 1 yes, 0 no, -1 error. */
+static int clear(PyObject *transport, int raw, PyObject *proto, PyObject *conn) {
+    int blocked;
+    if (raw) {
+        blocked = attr_true(transport, s_buffer);
+        if (blocked == 0) blocked = attr_true(transport, s_conn_lost);
+    } else {
+        blocked = call_true(transport, s_get_write_buffer_size);
+        if (blocked == 0) blocked = call_true(transport, s_is_closing);
+    }
+    if (blocked == 0) blocked = attr_true(proto, s_close_sent);
+    if (blocked != 0) return blocked < 0 ? -1 : 0;
+    PyObject *state = PyObject_GetAttr(conn, raw ? s_state_ : s_state);
+    if (state == NULL) return -1;
+    int open = state == open_state;
+    Py_DECREF(state);
+    return open;
+}
+
+/* Send the frame through a DirectWriter: 1 sent (the rest, if any, queued in the transport in
+ * order), 0 nothing sent (the caller takes the checked path), -1 error, -2 not for this loop
+ * (no descriptor, under TLS: the Python method decides). */
+static int writer_send(PyObject *writer, const char *buf, Py_ssize_t len) {
+    PyObject *raw_transport = SLOT(writer, off_transport_); /* None but on asyncio's */
+    PyObject *proto = SLOT(writer, off_proto), *conn = SLOT(writer, off_conn);
+    PyObject *fd_obj = SLOT(writer, off_fd);
+    if (raw_transport == NULL || proto == NULL || conn == NULL || fd_obj == NULL) return -2;
+    long fd = PyLong_AsLong(fd_obj);
+    if (fd == -1 && PyErr_Occurred()) return -1;
+    if (fd < 0) return -2;
+    int raw = raw_transport != Py_None;
+    PyObject *transport = raw ? Py_NewRef(raw_transport) : PyObject_GetAttr(proto, s_transport);
+    if (transport == NULL) return -1;
+    int sent = clear(transport, raw, proto, conn);
+    if (sent == 1) {
+        /* the transport is open, so the descriptor is still this connection's */
+        ssize_t n;
+        do {
+            n = send((int)fd, buf, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            sent = 0; /* full (EAGAIN) or broken: the transport's own write handles it */
+        } else if (n < len) { /* the rest waits in the transport, in order */
+            PyObject *rest = PyBytes_FromStringAndSize(buf + n, len - n);
+            PyObject *done = rest == NULL ? NULL : PyObject_CallMethodOneArg(transport, s_write, rest);
+            Py_XDECREF(rest);
+            if (done == NULL) sent = -1;
+            Py_XDECREF(done);
+        }
+    }
+    Py_DECREF(transport);
+    return sent;
+}
+
+/* 1 sent, 0 take the checked path, -1 error. */
+static int send_one(PyObject *conn, PyObject *wire, const char *buf, Py_ssize_t len,
+                    long long seq) {
+    PyObject *send_now, *snapshot_seq, *writer = NULL;
+    if (Py_TYPE(conn) == conn_type) {
+        send_now = SLOT(conn, off_send_now);
+        snapshot_seq = SLOT(conn, off_snapshot_seq);
+        writer = SLOT(conn, off_direct);
+        if (send_now == NULL || snapshot_seq == NULL) return 0;
+        Py_INCREF(send_now);
+        Py_INCREF(snapshot_seq);
+    } else {
+        send_now = PyObject_GetAttr(conn, s_send_now);
+        if (send_now == NULL) return -1;
+        snapshot_seq = PyObject_GetAttr(conn, s_snapshot_seq);
+        if (snapshot_seq == NULL) {
+            Py_DECREF(send_now);
+            return -1;
+        }
+    }
+    int sent = 0;
+    long long snapshot = PyLong_AsLongLong(snapshot_seq);
+    if (snapshot == -1 && PyErr_Occurred()) {
+        sent = -1;
+    } else if (send_now != Py_None && seq > snapshot) {
+        sent = -2;
+        if (writer != NULL && Py_TYPE(writer) == writer_type &&
+            SLOT(writer, off_writer_send_now) == send_now)
+            sent = writer_send(writer, buf, len);
+        if (sent == -2) { /* not a path this loop knows: call it */
+            PyObject *result = PyObject_CallOneArg(send_now, wire);
+            sent = result == NULL ? -1 : PyObject_IsTrue(result);
+            Py_XDECREF(result);
+        }
+    }
+    Py_DECREF(snapshot_seq);
+    Py_DECREF(send_now);
+    return sent;
+}
+
+static PyObject *send_each(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "send_each(conns, wire, seq) takes 3 arguments");
+        return NULL;
+    }
+    if (conn_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hub._fanout.setup() was not called");
+        return NULL;
+    }
+    PyObject *wire = args[1];
+    char *buf;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(wire, &buf, &len) < 0) return NULL;
+    long long seq = PyLong_AsLongLong(args[2]);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    PyObject *slow = PyList_New(0);
+    if (slow == NULL) return NULL;
+    PyObject *it = PyObject_GetIter(args[0]);
+    if (it == NULL) goto fail;
+    PyObject *conn;
+    while ((conn = PyIter_Next(it)) != NULL) {
+        int sent = send_one(conn, wire, buf, len, seq);
+        if (sent == 0 && PyList_Append(slow, conn) < 0) sent = -1;
+        Py_DECREF(conn);
+        if (sent < 0) {
+            Py_DECREF(it);
+            goto fail;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) goto fail;
+    return slow;
+fail:
+    Py_DECREF(slow);
+    return NULL;
+}
+
+static PyObject *setup(PyObject *module, PyObject *args) {
+    PyObject *conn, *writer, *open;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyType_Type, &conn, &PyType_Type, &writer, &open))
+        return NULL;
+    PyTypeObject *ct = (PyTypeObject *)conn, *wt = (PyTypeObject *)writer;
+    struct {
+        Py_ssize_t *off;
+        PyTypeObject *type;
+        const char *name;
+    } slots[] = {
+        {&off_send_now, ct, "send_now"}, {&off_snapshot_seq, ct, "snapshot_seq"},
+        {&off_direct, ct, "_direct"},    {&off_writer_send_now, wt, "send_now"},
+        {&off_transport_, wt, "_transport"}, {&off_proto, wt, "_proto"},
+        {&off_conn, wt, "_conn"},        {&off_fd, wt, "_fd"},
+    };
+    for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
+        Py_ssize_t off = slot_offset(slots[i].type, slots[i].name);
+        if (off < 0) return NULL;
+        *slots[i].off = off;
+    }
+    Py_XSETREF(conn_type, (PyTypeObject *)Py_NewRef(conn));
+    Py_XSETREF(writer_type, (PyTypeObject *)Py_NewRef(writer));
+    Py_XSETREF(open_state, Py_NewRef(open));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"send_each", (PyCFunction)(void (*)(void))send_each, METH_FASTCALL,
+     "send_each(conns, wire, seq) -> list: send the frame on every lean path; the rest."},
+    {"setup", setup, METH_VARARGS,
+     "setup(Connection, DirectWriter, OPEN): the classes whose slots this loop reads."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "hub._fanout", "The fan-out's send loop, compiled.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__fanout(void) {
+    struct {
+        PyObject **slot;
+        const char *name;
+    } names[] = {
+        {&s_send_now, "send_now"},     {&s_snapshot_seq, "snapshot_seq"},
+        {&s_buffer, "_buffer"},        {&s_conn_lost, "_conn_lost"},
+        {&s_close_sent, "close_sent"}, {&s_state_, "_state"},
+        {&s_state, "state"},           {&s_transport, "transport"},
+        {&s_get_write_buffer_size, "get_write_buffer_size"},
+        {&s_is_closing, "is_closing"}, {&s_write, "write"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].name);
+        if (*names[i].slot == NULL) return NULL;
+    }
+    return PyModule_Create(&module_def);
+}

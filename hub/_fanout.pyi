@@ -1,0 +1,9 @@
+"""Types of hub._fanout (hub/_fanout.c), the fan-out's send loop compiled."""
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+_C = TypeVar("_C")
+
+def setup(connection: type, writer: type, open: Any) -> None: ...
+def send_each(conns: Iterable[_C], wire: bytes, seq: int) -> list[_C]: ...

@@ -23,7 +23,7 @@ Rules:
    moved (sockets joined or left, no session count), the wait is at least
    ``ONLINE_COST_FACTOR`` times the CPU the previous flush took: in a connect storm, where
    every join moves ``online`` and ``online`` goes to every socket, fan-out then takes at
-   most a seventeenth of the process and cannot starve the joins themselves. Session counts
+   most a thirty-third of the process and cannot starve the joins themselves. Session counts
    always go on ``window``; a change of one brings a later-scheduled flush forward. A flush
    carries the new absolute value of every session (and ``online``) that moved since the last
    one; changes that cancelled out still advance ``seq`` with an empty ``counts``.
@@ -45,8 +45,8 @@ from hub.protocol import Counts
 __all__ = ["ONLINE_COST_FACTOR", "Room"]
 
 # A flush that carries only ``online`` waits at least this many times the last flush's CPU
-# (rule 3): the fan-out of joins and leaves takes at most a seventeenth of the process.
-ONLINE_COST_FACTOR = 16.0
+# (rule 3): the fan-out of joins and leaves takes at most a thirty-third of the process.
+ONLINE_COST_FACTOR = 32.0
 
 C = TypeVar("C")  # a socket as the shell knows it
 R = TypeVar("R")  # what the shell needs to send an ack (the frame's ref)

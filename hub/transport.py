@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.selector_events
+import base64
+import binascii
+import email.utils
 import os
 import re
 import socket
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +34,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 # The one implementation this was written and tested against.
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, State
+from websockets.server import ServerProtocol
+from websockets.utils import accept_key
 
 from hub.protocol import CloseCode
 
@@ -148,12 +156,28 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     - Memory: an idle socket keeps less (docs/performance.md, "Memory per socket"): its
       receive queue and ``writable`` event are the lean :class:`_Inbox` and :class:`_Flag`,
       and the handshake's request and response are dropped once the socket is accepted.
+    - Connect storms: a plain handshake request that :class:`HubHttpProtocol` has read is
+      handed over whole (:meth:`handshake`) and accepted by :class:`_ServerProtocol`, without
+      websockets' parsers reading it again; anything else is read and answered by websockets.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
+        if type(self.conn) is ServerProtocol:
+            self.conn.__class__ = _ServerProtocol
+
+    def handshake(self, request: Request) -> None:
+        """The connection's handshake request, read by :func:`_plain_request`: websockets'
+        parser goes on to frames, as it does after reading a request itself, and uvicorn
+        takes the request as it takes the one that parser reads."""
+        conn = self.conn
+        old = conn.parser
+        conn.parser = Protocol.parse(conn)  # what ServerProtocol.parse runs after the request
+        next(conn.parser)
+        old.close()
+        self.handle_connect(request)
 
     def adopt(self, http: H11Protocol) -> None:
         """``connection_made`` for a connection the HTTP protocol had: the same state, with
@@ -171,9 +195,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
             _fresh_parser(self.conn)
 
     def data_received(self, data: bytes) -> None:
-        if self.conn.state is State.CONNECTING and (
-            len(data) > MAX_HEAD_BYTES or data.count(b"\n") > MAX_HEAD_LINES
-        ):
+        if self.conn.state is State.CONNECTING and _too_large(data):
             self.transport.write(_HEAD_TOO_LARGE)
             self.transport.close()
             return
@@ -196,6 +218,8 @@ def _fresh_parser(conn: Any) -> None:
     top of its frame loop (nothing of a frame read yet), a fresh frame parser takes its place:
     the same state, without the request. Anywhere else, or on another websockets, as it was."""
     old = conn.parser
+    if getattr(old, "gi_code", None) is _FRAME_PARSER:
+        return  # already one (HubWebSocketProtocol.handshake)
     inner = old
     while getattr(inner, "gi_yieldfrom", None) is not None:
         inner = inner.gi_yieldfrom
@@ -206,6 +230,113 @@ def _fresh_parser(conn: Any) -> None:
     next(fresh)  # runs to the same place: at_eof, waiting for data
     conn.parser = fresh
     old.close()
+
+
+# What websockets' parser reads the same way (RFC 9110 tokens and field values), and a path
+# of visible ASCII only.
+_TOKEN = re.compile(rb"[-!#$%&\'*+.^_`|~0-9a-zA-Z]+")
+_VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
+_PATH = re.compile(rb"[\x21-\x7e]+")
+_TOKEN_STR = re.compile(r"[-!#$%&\'*+.^_`|~0-9a-zA-Z]+")
+_FRAME_PARSER = Protocol.parse.__code__
+
+
+def _too_large(head: bytes) -> bool:
+    """Whether a handshake's first bytes are over the head's limits (answered 431)."""
+    return len(head) > MAX_HEAD_BYTES or head.count(b"\n") > MAX_HEAD_LINES
+
+
+def _plain_request(data: bytes, lines: list[bytes]) -> Request | None:
+    """A handshake request (``data``, whole; ``lines``: its head's lines with the header names
+    lower-cased) as websockets' parser reads it (``Request.parse``), when it is a plain GET of
+    HTTP/1.1 within the hub's limits; None for anything else, which websockets then reads and
+    answers itself."""
+    if _too_large(data):
+        return None  # answered 431 (HubWebSocketProtocol.data_received)
+    method, _, rest = lines[0].partition(b" ")
+    path, _, protocol = rest.partition(b" ")
+    if method != b"GET" or protocol != b"HTTP/1.1" or _PATH.fullmatch(path) is None:
+        return None
+    headers = Headers()
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        value = value.strip(b" \t")
+        if not colon or _TOKEN.fullmatch(name) is None or _VALUE.fullmatch(value) is None:
+            return None
+        headers.set_insecure(name.decode("ascii"), value.decode("iso-8859-1"))
+    if "transfer-encoding" in headers or "content-length" in headers:
+        return None
+    return Request(path.decode("ascii"), headers)
+
+
+class _ServerProtocol(ServerProtocol):
+    """websockets' server side, accepting a plain handshake without its header parsers.
+
+    A plain handshake: GET over HTTP/1.1, a ``Connection`` of tokens that include
+    ``upgrade``, one ``Upgrade: websocket``, one valid ``Sec-WebSocket-Key``, one
+    ``Sec-WebSocket-Version: 13``, at most one ``Origin``, no ``Sec-WebSocket-Protocol``, on a
+    protocol with no origins, extensions or subprotocols to choose from (as uvicorn runs it
+    here). Its response is the one :meth:`ServerProtocol.accept` makes; any other request goes
+    to that method (tests/test_handshake.py holds the two side by side)."""
+
+    def accept(self, request: Request) -> Response:
+        key = self._plain_key(request)
+        if key is None:
+            return super().accept(request)
+        self.accept_called = True
+        self.origin = request.headers.get("origin")  # type: ignore[assignment]
+        self.extensions = []
+        self.subprotocol = None
+        headers = Headers()
+        headers["Date"] = _http_date()
+        headers["Upgrade"] = "websocket"
+        headers["Connection"] = "Upgrade"
+        headers["Sec-WebSocket-Accept"] = accept_key(key)
+        return Response(101, "Switching Protocols", headers)
+
+    def _plain_key(self, request: Request) -> str | None:
+        """The request's key when it is a plain handshake, else None."""
+        if (
+            request.method != "GET"
+            or request.protocol != "HTTP/1.1"
+            or self.origins is not None
+            or self.available_extensions
+            or self.available_subprotocols
+            or "select_subprotocol" in vars(self)
+        ):
+            return None
+        headers = request.headers
+        tokens = [t.strip() for v in headers.get_all("connection") for t in v.split(",")]
+        if not all(_TOKEN_STR.fullmatch(t) for t in tokens):
+            return None
+        if "upgrade" not in (t.lower() for t in tokens):
+            return None
+        upgrade = headers.get_all("upgrade")
+        if len(upgrade) != 1 or upgrade[0].lower() != "websocket":
+            return None
+        keys = headers.get_all("sec-websocket-key")
+        if headers.get_all("sec-websocket-version") != ["13"] or len(keys) != 1:
+            return None
+        if len(headers.get_all("origin")) > 1 or "sec-websocket-protocol" in headers:
+            return None
+        try:
+            if len(base64.b64decode(keys[0].encode(), validate=True)) != 16:
+                return None
+        except (binascii.Error, UnicodeEncodeError):
+            return None
+        return keys[0]
+
+
+_date: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The ``Date`` of a response (RFC 9110), formatted once a second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, email.utils.formatdate(now, usegmt=True))
+    return _date[1]
 
 
 _WS_PATH = b"GET /v1/workspaces/"
@@ -235,7 +366,6 @@ class HubHttpProtocol(H11Protocol):
                 for field in fields:
                     name, colon, value = field.partition(b":")
                     lowered.append(name.lower() + colon + value)
-                data = b"\r\n".join(lowered) + end + rest
                 self.connections.discard(self)
                 protocol = self.ws_protocol_class(
                     config=self.config, server_state=self.server_state, app_state=self.app_state
@@ -245,7 +375,13 @@ class HubHttpProtocol(H11Protocol):
                 else:
                     protocol.connection_made(self.transport)
                 self.transport.set_protocol(protocol)
-                protocol.data_received(data)
+                request = None
+                if isinstance(protocol, HubWebSocketProtocol) and not rest:
+                    request = _plain_request(data, lowered)
+                if request is not None:
+                    protocol.handshake(request)
+                else:
+                    protocol.data_received(b"\r\n".join(lowered) + end + rest)
                 return
         super().data_received(data)
 

@@ -436,7 +436,9 @@ class Hub:
         due = room.flush_at(now)
         if room.timer is not None:
             self.metrics.coalesced.inc()
-            when = room.timer.when() if isinstance(room.timer, asyncio.TimerHandle) else now
+            # A timer's due time (asyncio's and uvloop's timers both tell it; uvloop's are not
+            # asyncio.TimerHandle), else a call_soon: due now.
+            when = room.timer.when() if hasattr(room.timer, "when") else now
             if when <= due:
                 return  # a flush is already due; it will carry this change
             room.timer.cancel()  # an online-only flush, due later than this change may wait

@@ -46,12 +46,17 @@ class FakeSocket:
 
 @pytest.fixture
 async def hub() -> AsyncIterator[Hub]:
+    h = await new_hub()
+    yield h
+    await h.close()
+
+
+async def new_hub() -> Hub:
     presence = Presence(create_grace=5, detach_grace=5)
     presence.add_workspace(W)
     h = Hub(MemoryBackend(presence), coalesce_window=WINDOW, max_outbox_bytes=2000)
     await h.start()
-    yield h
-    await h.close()
+    return h
 
 
 async def join(hub: Hub, client: str) -> tuple[Connection, FakeSocket]:
@@ -156,8 +161,28 @@ async def test_a_resync_reads_the_watched_viewers_again(hub: Hub) -> None:
     assert [v["user_id"] for v in diff["joined"]] == ["bo"] and diff["total"] == 1
 
 
-async def test_a_session_change_brings_a_stretched_online_flush_forward(hub: Hub) -> None:
-    """A join in a costly room waits (online only); a session change after it does not."""
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_session_change_brings_a_stretched_online_flush_forward(loop: str) -> None:
+    """A join in a costly room waits (online only); a session change after it does not, on
+    both event loops (uvloop's timers are not asyncio.TimerHandle: its due time is read all
+    the same)."""
+
+    async def run() -> None:
+        h = await new_hub()
+        try:
+            await stretched_online_flush_comes_forward(h)
+        finally:
+            await h.close()
+
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(run())
+    else:
+        asyncio.run(run())
+
+
+async def stretched_online_flush_comes_forward(hub: Hub) -> None:
     watcher, wsock = await join(hub, A)
     await hub.backend.set_session(W, A, "S0")  # a first flush
     await asyncio.sleep(WINDOW + 0.1)

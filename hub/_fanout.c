@@ -12,7 +12,7 @@
  *
  * The checks read the same attributes as DirectWriter._send_raw and _send_transport: those of
  * Connection and DirectWriter at their slots' offsets (setup() hands this module the two
- * classes and websockets' OPEN state), the transport's, the protocol's and the websockets
+ * classes, websockets' OPEN state and the attribute its state is read by), the transport's, the protocol's and the websockets
  * connection's by name. A connection of another class, or whose send_now is not its
  * DirectWriter's, has its send_now called as Python would call it.
  */
@@ -24,6 +24,9 @@
 #include <sys/socket.h>
 
 static PyObject *open_state; /* websockets.protocol.State.OPEN */
+/* The websockets connection's state as any other transport's check reads it: "_state" where
+ * Protocol.state is a property over it (no property call per socket), else "state". */
+static PyObject *s_state;
 
 /* Connection and DirectWriter keep what this loop reads in __slots__: read at their offsets
  * (an object of exactly that class only), without a look-up by name per socket. */
@@ -49,7 +52,7 @@ static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
     return member->offset;
 }
 
-static PyObject *s_send_now, *s_snapshot_seq, *s_buffer, *s_conn_lost, *s_close_sent, *s_state_, *s_state,
+static PyObject *s_send_now, *s_snapshot_seq, *s_buffer, *s_conn_lost, *s_close_sent, *s_state_,
     *s_transport, *s_get_write_buffer_size, *s_is_closing, *s_write;
 
 /* 1: true, 0: false, -1: error. */
@@ -202,8 +205,9 @@ fail:
 }
 
 static PyObject *setup(PyObject *module, PyObject *args) {
-    PyObject *conn, *writer, *open;
-    if (!PyArg_ParseTuple(args, "O!O!O", &PyType_Type, &conn, &PyType_Type, &writer, &open))
+    PyObject *conn, *writer, *open, *state;
+    if (!PyArg_ParseTuple(args, "O!O!OU", &PyType_Type, &conn, &PyType_Type, &writer, &open,
+                          &state))
         return NULL;
     PyTypeObject *ct = (PyTypeObject *)conn, *wt = (PyTypeObject *)writer;
     struct {
@@ -224,6 +228,9 @@ static PyObject *setup(PyObject *module, PyObject *args) {
     Py_XSETREF(conn_type, (PyTypeObject *)Py_NewRef(conn));
     Py_XSETREF(writer_type, (PyTypeObject *)Py_NewRef(writer));
     Py_XSETREF(open_state, Py_NewRef(open));
+    Py_INCREF(state);
+    PyUnicode_InternInPlace(&state);
+    Py_XSETREF(s_state, state);
     Py_RETURN_NONE;
 }
 
@@ -231,7 +238,8 @@ static PyMethodDef methods[] = {
     {"send_each", (PyCFunction)(void (*)(void))send_each, METH_FASTCALL,
      "send_each(conns, wire, seq) -> list: send the frame on every lean path; the rest."},
     {"setup", setup, METH_VARARGS,
-     "setup(Connection, DirectWriter, OPEN): the classes whose slots this loop reads."},
+     "setup(Connection, DirectWriter, OPEN, state): the classes whose slots this loop reads, "
+     "websockets' OPEN and the name its state is read by."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -247,7 +255,7 @@ PyMODINIT_FUNC PyInit__fanout(void) {
         {&s_send_now, "send_now"},     {&s_snapshot_seq, "snapshot_seq"},
         {&s_buffer, "_buffer"},        {&s_conn_lost, "_conn_lost"},
         {&s_close_sent, "close_sent"}, {&s_state_, "_state"},
-        {&s_state, "state"},           {&s_transport, "transport"},
+        {&s_transport, "transport"},
         {&s_get_write_buffer_size, "get_write_buffer_size"},
         {&s_is_closing, "is_closing"}, {&s_write, "write"},
     };

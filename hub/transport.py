@@ -36,18 +36,23 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
-from websockets.protocol import Protocol, State
+from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 from websockets.utils import accept_key
 
 from hub.protocol import CloseCode
 
 __all__ = [
-    "DirectWriter", "HubHttpProtocol", "HubWebSocketProtocol", "direct_writer", "frame_text",
-    "listening_socket",
+    "STATE", "DirectWriter", "HubHttpProtocol", "HubWebSocketProtocol", "direct_writer",
+    "frame_text", "listening_socket",
 ]  # fmt: skip
 
 _OPEN = State.OPEN
+# How a send path reads a websockets connection's state: ``Protocol.state`` is a property over
+# ``_state`` (read directly where that holds: no property call per socket), else ``state``.
+_probe = Protocol(Side.SERVER)
+STATE = "_state" if getattr(_probe, "_state", None) is _probe.state else "state"
+del _probe
 # asyncio's own socket transport (private; checked by type and attributes before use).
 _SOCKET_TRANSPORT: Any = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
 
@@ -165,7 +170,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
-        if type(self.conn) is ServerProtocol:
+        if _DIRECT_HANDSHAKE and type(self.conn) is ServerProtocol:
             self.conn.__class__ = _ServerProtocol
 
     def handshake(self, request: Request) -> None:
@@ -239,6 +244,11 @@ _VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
 _PATH = re.compile(rb"[\x21-\x7e]+")
 _TOKEN_STR = re.compile(r"[-!#$%&\'*+.^_`|~0-9a-zA-Z]+")
 _FRAME_PARSER = Protocol.parse.__code__
+# The direct handshake is written against websockets 17 (a Request with its method and
+# protocol, Headers.set_insecure); with another, websockets reads every handshake itself.
+_DIRECT_HANDSHAKE = hasattr(Headers, "set_insecure") and all(
+    name in getattr(Request, "__dataclass_fields__", {}) for name in ("method", "protocol")
+)
 
 
 def _too_large(head: bytes) -> bool:
@@ -376,7 +386,7 @@ class HubHttpProtocol(H11Protocol):
                     protocol.connection_made(self.transport)
                 self.transport.set_protocol(protocol)
                 request = None
-                if isinstance(protocol, HubWebSocketProtocol) and not rest:
+                if _DIRECT_HANDSHAKE and isinstance(protocol, HubWebSocketProtocol) and not rest:
                     request = _plain_request(data, lowered)
                 if request is not None:
                     protocol.handshake(request)
@@ -414,7 +424,7 @@ class DirectWriter:
         raw = (
             type(transport) is _SOCKET_TRANSPORT
             and all(hasattr(transport, name) for name in ("_buffer", "_conn_lost", "_sock"))
-            and getattr(proto.conn, "_state", None) is proto.conn.state
+            and STATE == "_state"
         )
         self._transport: Any = transport if raw else None
         self._sock: Any = transport._sock if raw else None

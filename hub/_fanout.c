@@ -55,17 +55,9 @@ static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
 static PyObject *s_send_now, *s_snapshot_seq, *s_buffer, *s_conn_lost, *s_close_sent, *s_state_,
     *s_transport, *s_get_write_buffer_size, *s_is_closing, *s_write;
 
-/* 1: true, 0: false, -1: error. */
-static int attr_true(PyObject *obj, PyObject *name) {
-    PyObject *value = PyObject_GetAttr(obj, name);
-    if (value == NULL) return -1;
-    int truth = PyObject_IsTrue(value);
-    Py_DECREF(value);
-    return truth;
-}
-
-static int call_true(PyObject *obj, PyObject *name) {
-    PyObject *value = PyObject_CallMethodNoArgs(obj, name);
+/* Whether ``value`` (a new reference, taken; NULL: an error was raised) is true: 1 yes, 0 no,
+ * -1 error. */
+static int truth(PyObject *value) {
     if (value == NULL) return -1;
     int truth = PyObject_IsTrue(value);
     Py_DECREF(value);
@@ -77,13 +69,13 @@ static int call_true(PyObject *obj, PyObject *name) {
 static int clear(PyObject *transport, int raw, PyObject *proto, PyObject *conn) {
     int blocked;
     if (raw) {
-        blocked = attr_true(transport, s_buffer);
-        if (blocked == 0) blocked = attr_true(transport, s_conn_lost);
+        blocked = truth(PyObject_GetAttr(transport, s_buffer));
+        if (blocked == 0) blocked = truth(PyObject_GetAttr(transport, s_conn_lost));
     } else {
-        blocked = call_true(transport, s_get_write_buffer_size);
-        if (blocked == 0) blocked = call_true(transport, s_is_closing);
+        blocked = truth(PyObject_CallMethodNoArgs(transport, s_get_write_buffer_size));
+        if (blocked == 0) blocked = truth(PyObject_CallMethodNoArgs(transport, s_is_closing));
     }
-    if (blocked == 0) blocked = attr_true(proto, s_close_sent);
+    if (blocked == 0) blocked = truth(PyObject_GetAttr(proto, s_close_sent));
     if (blocked != 0) return blocked < 0 ? -1 : 0;
     PyObject *state = PyObject_GetAttr(conn, raw ? s_state_ : s_state);
     if (state == NULL) return -1;

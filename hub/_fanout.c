@@ -11,10 +11,11 @@
  * in order. Every other socket is returned, for the fully checked path (push_counts).
  *
  * The checks read the same attributes as DirectWriter._send_raw and _send_transport: those of
- * Connection and DirectWriter at their slots' offsets (setup() hands this module the two
- * classes, websockets' OPEN state and the attribute its state is read by), the transport's, the protocol's and the websockets
- * connection's by name. A connection of another class, or whose send_now is not its
- * DirectWriter's, has its send_now called as Python would call it.
+ * Connection, DirectWriter and HubWebSocketProtocol at their slots' offsets (setup() hands
+ * this module the three classes, websockets' OPEN state and the attribute its state is read
+ * by; DirectWriter keeps asyncio 3.11's write buffer itself), the rest of the transport's and
+ * the websockets connection's by name. A connection of another class, or whose send_now is
+ * not its DirectWriter's, has its send_now called as Python would call it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,9 +31,9 @@ static PyObject *s_state;
 
 /* Connection and DirectWriter keep what this loop reads in __slots__: read at their offsets
  * (an object of exactly that class only), without a look-up by name per socket. */
-static PyTypeObject *conn_type, *writer_type;
+static PyTypeObject *conn_type, *writer_type, *proto_type;
 static Py_ssize_t off_send_now, off_snapshot_seq, off_direct, off_writer_send_now, off_transport_,
-    off_proto, off_conn, off_fd;
+    off_proto, off_conn, off_fd, off_buffer, off_close_sent;
 
 /* The value of an object's slot at this offset, borrowed (NULL: unset). */
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -66,16 +67,24 @@ static int truth(PyObject *value) {
 
 /* Whether nothing stands in the way of sending on this transport now, as DirectWriter's
  * method for it decides: 1 yes, 0 no, -1 error. */
-static int clear(PyObject *transport, int raw, PyObject *proto, PyObject *conn) {
+static int clear(PyObject *transport, int raw, PyObject *buffer, PyObject *proto,
+                 PyObject *conn) {
     int blocked;
     if (raw) {
-        blocked = truth(PyObject_GetAttr(transport, s_buffer));
+        if (buffer != NULL && PyByteArray_CheckExact(buffer))
+            blocked = PyByteArray_GET_SIZE(buffer) > 0; /* the transport's own, DirectWriter */
+        else
+            blocked = truth(PyObject_GetAttr(transport, s_buffer));
         if (blocked == 0) blocked = truth(PyObject_GetAttr(transport, s_conn_lost));
     } else {
         blocked = truth(PyObject_CallMethodNoArgs(transport, s_get_write_buffer_size));
         if (blocked == 0) blocked = truth(PyObject_CallMethodNoArgs(transport, s_is_closing));
     }
-    if (blocked == 0) blocked = truth(PyObject_GetAttr(proto, s_close_sent));
+    if (blocked == 0) {
+        PyObject *sent = Py_TYPE(proto) == proto_type ? SLOT(proto, off_close_sent) : NULL;
+        blocked = sent != NULL ? PyObject_IsTrue(sent)
+                               : truth(PyObject_GetAttr(proto, s_close_sent));
+    }
     if (blocked != 0) return blocked < 0 ? -1 : 0;
     PyObject *state = PyObject_GetAttr(conn, raw ? s_state_ : s_state);
     if (state == NULL) return -1;
@@ -98,7 +107,7 @@ static int writer_send(PyObject *writer, const char *buf, Py_ssize_t len) {
     int raw = raw_transport != Py_None;
     PyObject *transport = raw ? Py_NewRef(raw_transport) : PyObject_GetAttr(proto, s_transport);
     if (transport == NULL) return -1;
-    int sent = clear(transport, raw, proto, conn);
+    int sent = clear(transport, raw, SLOT(writer, off_buffer), proto, conn);
     if (sent == 1) {
         /* the transport is open, so the descriptor is still this connection's */
         ssize_t n;
@@ -197,11 +206,12 @@ fail:
 }
 
 static PyObject *setup(PyObject *module, PyObject *args) {
-    PyObject *conn, *writer, *open, *state;
-    if (!PyArg_ParseTuple(args, "O!O!OU", &PyType_Type, &conn, &PyType_Type, &writer, &open,
-                          &state))
+    PyObject *conn, *writer, *proto, *open, *state;
+    if (!PyArg_ParseTuple(args, "O!O!O!OU", &PyType_Type, &conn, &PyType_Type, &writer,
+                          &PyType_Type, &proto, &open, &state))
         return NULL;
     PyTypeObject *ct = (PyTypeObject *)conn, *wt = (PyTypeObject *)writer;
+    PyTypeObject *pt = (PyTypeObject *)proto;
     struct {
         Py_ssize_t *off;
         PyTypeObject *type;
@@ -211,6 +221,7 @@ static PyObject *setup(PyObject *module, PyObject *args) {
         {&off_direct, ct, "_direct"},    {&off_writer_send_now, wt, "send_now"},
         {&off_transport_, wt, "_transport"}, {&off_proto, wt, "_proto"},
         {&off_conn, wt, "_conn"},        {&off_fd, wt, "_fd"},
+        {&off_buffer, wt, "_buffer"},    {&off_close_sent, pt, "close_sent"},
     };
     for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
         Py_ssize_t off = slot_offset(slots[i].type, slots[i].name);
@@ -219,6 +230,7 @@ static PyObject *setup(PyObject *module, PyObject *args) {
     }
     Py_XSETREF(conn_type, (PyTypeObject *)Py_NewRef(conn));
     Py_XSETREF(writer_type, (PyTypeObject *)Py_NewRef(writer));
+    Py_XSETREF(proto_type, (PyTypeObject *)Py_NewRef(proto));
     Py_XSETREF(open_state, Py_NewRef(open));
     Py_INCREF(state);
     PyUnicode_InternInPlace(&state);
@@ -230,8 +242,8 @@ static PyMethodDef methods[] = {
     {"send_each", (PyCFunction)(void (*)(void))send_each, METH_FASTCALL,
      "send_each(conns, wire, seq) -> list: send the frame on every lean path; the rest."},
     {"setup", setup, METH_VARARGS,
-     "setup(Connection, DirectWriter, OPEN, state): the classes whose slots this loop reads, "
-     "websockets' OPEN and the name its state is read by."},
+     "setup(Connection, DirectWriter, HubWebSocketProtocol, OPEN, state): the classes whose "
+     "slots this loop reads, websockets' OPEN and the name its state is read by."},
     {NULL, NULL, 0, NULL},
 };
 

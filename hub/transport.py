@@ -24,6 +24,7 @@ import os
 import re
 import socket
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -165,6 +166,9 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
       handed over whole (:meth:`handshake`) and accepted by :class:`_ServerProtocol`, without
       websockets' parsers reading it again; anything else is read and answered by websockets.
     """
+
+    # uvicorn's own attribute, as a slot: the compiled send loop reads it at its offset.
+    __slots__ = ("close_sent",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -413,7 +417,7 @@ def frame_text(payload: bytes) -> bytes:
 class DirectWriter:
     """Writes whole frames to one connection's transport, bypassing per-socket framing."""
 
-    __slots__ = ("_conn", "_fd", "_proto", "_sock", "_transport", "send_now")
+    __slots__ = ("_buffer", "_conn", "_fd", "_proto", "_sock", "_transport", "send_now")
 
     def __init__(self, proto: Any) -> None:
         self._proto = proto
@@ -428,6 +432,12 @@ class DirectWriter:
         )
         self._transport: Any = transport if raw else None
         self._sock: Any = transport._sock if raw else None
+        # asyncio 3.11's transport makes its write buffer once and changes it in place: the
+        # compiled loop reads its length, not the transport's attribute (None: it reads that).
+        buffer = transport._buffer if raw else None
+        self._buffer: bytearray | None = (
+            buffer if type(buffer) is bytearray and sys.version_info < (3, 12) else None
+        )
         self._conn = proto.conn
         # The socket's descriptor, written to directly on a plain TCP transport (never under
         # TLS, where the socket carries ciphertext): by hub.connection.send_each (compiled),

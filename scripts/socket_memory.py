@@ -55,21 +55,24 @@ def main() -> None:
     client = subprocess.Popen(
         [sys.executable, "-c", CLIENT, url, str(args.n)], stdout=subprocess.PIPE, text=True
     )
-    assert client.stdout is not None and client.stdout.readline().strip() == "open"
-    time.sleep(1.0)
-    gc.collect()
-    after = tracemalloc.take_snapshot()
-    stats = after.compare_to(before, "lineno")
-    total = sum(s.size_diff for s in stats)
-    print(f"{args.n} idle sockets: {total / args.n:,.0f} bytes each on the Python heap")
-    for s in stats[: args.top]:
-        frame = s.traceback[0]
-        where = f"{Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno}"
-        per = s.size_diff / args.n
-        print(f"{per:8,.0f} B  {s.count_diff / args.n:6.2f} blocks  {where}")
-    client.kill()
-    asyncio.run(asyncio.sleep(0))
-    hub.stop()
+    try:  # the client goes whatever happens here (a closed output pipe included)
+        assert client.stdout is not None and client.stdout.readline().strip() == "open"
+        time.sleep(1.0)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        stats = after.compare_to(before, "lineno")
+        total = sum(s.size_diff for s in stats)
+        print(f"{args.n} idle sockets: {total / args.n:,.0f} bytes each on the Python heap")
+        for s in stats[: args.top]:
+            frame = s.traceback[0]
+            where = f"{Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno}"
+            per = s.size_diff / args.n
+            print(f"{per:8,.0f} B  {s.count_diff / args.n:6.2f} blocks  {where}", flush=True)
+    finally:
+        client.kill()
+        client.wait()
+        asyncio.run(asyncio.sleep(0))
+        hub.stop()
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ class SentinelSet:
         conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {tmp}\n"
             f"sentinel monitor {self.MASTER} 127.0.0.1 {self.master.port} 1\n"
-            f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+            f"sentinel down-after-milliseconds {self.MASTER} 2000\n"  # 1 s flapped under load
             f"sentinel failover-timeout {self.MASTER} 3000\n"
         )
         assert self.master.binary is not None

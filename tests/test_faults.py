@@ -238,13 +238,19 @@ async def test_a_sentinel_failover_is_survived(
         mover, before = await change(truth, session % 2, f"S{session}")
         await settle_change(truth, mover, f"S{session}", before)
         await converge(cluster, w, truth, [0, 1], within=BOUND)
+        if sentinels.master_port() == old.port:
+            # The sentinel failed over once more, back to the old master (the new one looked
+            # down to it: a stall past down-after-milliseconds on a loaded machine). Following
+            # the sentinel is right; the counts still converged above.
+            break
         assert hub_clients(old.port) == []
         session += 1
         await asyncio.sleep(0.5)
     mover, before = await change(truth, 0, "S9")
     await settle_change(truth, mover, "S9", before)
     await converge(cluster, w, truth, [0, 1], within=BOUND)
-    assert hub_clients(old.port) == []
+    if sentinels.master_port() != old.port:  # (unless the sentinel failed back to it)
+        assert hub_clients(old.port) == []
     await kill_one_and_converge(cluster, w, truth)
 
 

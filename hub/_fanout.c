@@ -29,8 +29,9 @@ static PyObject *open_state; /* websockets.protocol.State.OPEN */
  * Protocol.state is a property over it (no property call per socket), else "state". */
 static PyObject *s_state;
 
-/* Connection and DirectWriter keep what this loop reads in __slots__: read at their offsets
- * (an object of exactly that class only), without a look-up by name per socket. */
+/* Connection, DirectWriter and HubWebSocketProtocol keep what this loop reads of them in
+ * __slots__: read at their offsets (an object of exactly that class only), without a look-up by
+ * name per socket. */
 static PyTypeObject *conn_type, *writer_type, *proto_type;
 static Py_ssize_t off_send_now, off_snapshot_seq, off_direct, off_writer_send_now, off_transport_,
     off_proto, off_conn, off_fd, off_buffer, off_close_sent;
@@ -60,9 +61,9 @@ static PyObject *s_send_now, *s_snapshot_seq, *s_buffer, *s_conn_lost, *s_close_
  * -1 error. */
 static int truth(PyObject *value) {
     if (value == NULL) return -1;
-    int truth = PyObject_IsTrue(value);
+    int answer = PyObject_IsTrue(value);
     Py_DECREF(value);
-    return truth;
+    return answer;
 }
 
 /* Whether nothing stands in the way of sending on this transport now, as DirectWriter's
@@ -81,9 +82,9 @@ static int clear(PyObject *transport, int raw, PyObject *buffer, PyObject *proto
         if (blocked == 0) blocked = truth(PyObject_CallMethodNoArgs(transport, s_is_closing));
     }
     if (blocked == 0) {
-        PyObject *sent = Py_TYPE(proto) == proto_type ? SLOT(proto, off_close_sent) : NULL;
-        blocked = sent != NULL ? PyObject_IsTrue(sent)
-                               : truth(PyObject_GetAttr(proto, s_close_sent));
+        PyObject *closing = Py_TYPE(proto) == proto_type ? SLOT(proto, off_close_sent) : NULL;
+        blocked = closing != NULL ? PyObject_IsTrue(closing)
+                                  : truth(PyObject_GetAttr(proto, s_close_sent));
     }
     if (blocked != 0) return blocked < 0 ? -1 : 0;
     PyObject *state = PyObject_GetAttr(conn, raw ? s_state_ : s_state);

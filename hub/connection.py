@@ -183,10 +183,13 @@ class Connection:
         self._steady()
 
     def _steady(self) -> None:
-        """Offer the lean path again when nothing stands in its way."""
+        """The lean path is offered exactly while nothing stands in its way: ready, on the
+        direct path, no writer, not closing (called after every change of one of those)."""
         direct = self._direct
-        steady = direct is not None and self._writer is None and self._close_code is None
-        self.send_now = direct.send_now if steady and direct is not None else None
+        if direct is not None and self.ready and self._writer is None and self._close_code is None:
+            self.send_now = direct.send_now
+        else:
+            self.send_now = None
 
     def push(self, frame: Outgoing) -> None:
         """Send one frame now if the socket can take it, else queue it (bounded)."""
@@ -219,13 +222,13 @@ class Connection:
         """Close after the frames already queued."""
         if self._close_code is None:
             self._close_code = code
-            self.send_now = None
+            self._steady()
             self._start_writer()
 
     def stop(self) -> None:
         """The socket has ended: drop the outbox and stop writing."""
         self._close_code = self._close_code or CloseCode.NORMAL
-        self.send_now = None
+        self._steady()
         if self._queue:
             self._queue.clear()
         if self._writer is not None:
@@ -260,7 +263,7 @@ class Connection:
         if self._direct is not None:
             # The writer may be blocked on flow control for good: close beside it, now.
             self._close_code = CloseCode.SLOW_CONSUMER
-            self.send_now = None
+            self._steady()
             if self._writer is not None:
                 self._writer.cancel()
             self._direct.close(CloseCode.SLOW_CONSUMER, SLOW_CLOSE_GRACE)
@@ -269,10 +272,10 @@ class Connection:
 
     def _start_writer(self) -> None:
         if self._writer is None:
-            self.send_now = None
             self._writer = asyncio.get_running_loop().create_task(
                 self._drain(), name=f"writer-{self.id}"
             )
+            self._steady()
 
     async def _drain(self) -> None:
         """The writer: empties the outbox in order, then sends the close when one is asked."""
@@ -289,8 +292,7 @@ class Connection:
             log.debug("%s writer stopped: %r", self.id, exc)
         finally:
             self._writer = None
-            if self.ready:
-                self._steady()
+            self._steady()
 
 
 # -- the fan-out's send loop ------------------------------------------------------------------
@@ -308,11 +310,9 @@ def _send_each_python(conns: Iterable[Connection], wire: bytes, seq: int) -> lis
 
 
 def _compiled() -> Callable[[Iterable[Connection], bytes, int], list[Connection]] | None:
-    """The same loop compiled (hub/_fanout.c), unless it was not built or HUB_PURE_PYTHON is
-    set: the same checks, with Connection's and DirectWriter's slots read at their offsets
+    """The same loop compiled (hub/_fanout.c), or None where it was not built: the same checks,
+    with Connection's, DirectWriter's and HubWebSocketProtocol's slots read at their offsets
     instead of by the interpreter, socket by socket."""
-    if os.environ.get("HUB_PURE_PYTHON"):
-        return None
     try:
         from hub import _fanout
     except ImportError:
@@ -321,6 +321,7 @@ def _compiled() -> Callable[[Iterable[Connection], bytes, int], list[Connection]
     return _fanout.send_each
 
 
-send_each = _compiled() or _send_each_python
+# The compiled loop where it was built, unless HUB_PURE_PYTHON asks for the Python one.
+send_each = (None if os.environ.get("HUB_PURE_PYTHON") else _compiled()) or _send_each_python
 # Which loop this process runs: "compiled" or "python" (logged by ``hub serve``).
 SEND_LOOP = "python" if send_each is _send_each_python else "compiled"

@@ -455,9 +455,8 @@ class Hub:
         cpu = time.thread_time()  # the room's cost rule counts CPU, not a preemption
         frame = room.take(loop.time())
         shared = Outgoing(protocol.encode(frame))
-        wire = shared.wire
         # The steady state first (one check, one send), else every check of push_counts.
-        for conn in send_each(room.conns, wire, frame.seq):
+        for conn in send_each(room.conns, shared.wire, frame.seq):
             conn.push_counts(frame, shared)
         self._out["counts"].inc(len(room.conns))
         room.cost = time.thread_time() - cpu

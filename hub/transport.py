@@ -246,7 +246,7 @@ def _fresh_parser(conn: Any) -> None:
 _TOKEN = re.compile(rb"[-!#$%&\'*+.^_`|~0-9a-zA-Z]+")
 _VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
 _PATH = re.compile(rb"[\x21-\x7e]+")
-_TOKEN_STR = re.compile(r"[-!#$%&\'*+.^_`|~0-9a-zA-Z]+")
+_TOKEN_STR = re.compile(_TOKEN.pattern.decode())  # the same rule, for decoded headers
 _FRAME_PARSER = Protocol.parse.__code__
 # The direct handshake is written against websockets 17 (a Request with its method and
 # protocol, Headers.set_insecure); with another, websockets reads every handshake itself.

@@ -467,14 +467,12 @@ class RedisBackend:
             + index
             + _lua("_lib")
         )
-        self.scripts = {name: client.register_script(lib + "\n" + _lua(name)) for name in _SCRIPTS}
-        self.scripts.update(
-            {n: client.register_script(index + "\n" + _lua(n)) for n in _GLOBAL_SCRIPTS}
-        )
-        outbox = _lua("_outbox")
-        self.scripts.update(
-            {n: client.register_script(outbox + "\n" + _lua(n)) for n in _OUTBOX_SCRIPTS}
-        )
+        preludes = ((lib, _SCRIPTS), (index, _GLOBAL_SCRIPTS), (_lua("_outbox"), _OUTBOX_SCRIPTS))
+        self.scripts = {
+            name: client.register_script(prelude + "\n" + _lua(name))
+            for prelude, names in preludes
+            for name in names
+        }
 
     async def _find_cluster(self) -> None:
         """A ``redis://`` URL may name any node of a Redis Cluster: then use the cluster

@@ -13,9 +13,9 @@
  * The checks read the same attributes as DirectWriter._send_raw and _send_transport: those of
  * Connection, DirectWriter and HubWebSocketProtocol at their slots' offsets (setup() hands
  * this module the three classes, websockets' OPEN state and the attribute its state is read
- * by; DirectWriter keeps asyncio 3.11's write buffer itself), the rest of the transport's and
- * the websockets connection's by name. A connection of another class, or whose send_now is
- * not its DirectWriter's, has its send_now called as Python would call it.
+ * by; DirectWriter keeps the transport and asyncio 3.11's write buffer itself), the rest of the
+ * transport's and the websockets connection's by name. A connection of another class, or whose
+ * send_now is not its DirectWriter's, has its send_now called as Python would call it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,7 +34,7 @@ static PyObject *s_state;
  * name per socket. */
 static PyTypeObject *conn_type, *writer_type, *proto_type;
 static Py_ssize_t off_send_now, off_snapshot_seq, off_direct, off_writer_send_now, off_transport_,
-    off_proto, off_conn, off_fd, off_buffer, off_close_sent;
+    off_raw, off_proto, off_conn, off_fd, off_buffer, off_close_sent;
 
 /* The value of an object's slot at this offset, borrowed (NULL: unset). */
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -55,7 +55,7 @@ static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
 }
 
 static PyObject *s_send_now, *s_snapshot_seq, *s_buffer, *s_conn_lost, *s_close_sent, *s_state_,
-    *s_transport, *s_get_write_buffer_size, *s_is_closing, *s_write;
+    *s_get_write_buffer_size, *s_is_closing, *s_write;
 
 /* Whether ``value`` (a new reference, taken; NULL: an error was raised) is true: 1 yes, 0 no,
  * -1 error. */
@@ -98,16 +98,16 @@ static int clear(PyObject *transport, int raw, PyObject *buffer, PyObject *proto
  * order), 0 nothing sent (the caller takes the checked path), -1 error, -2 not for this loop
  * (no descriptor, under TLS: the Python method decides). */
 static int writer_send(PyObject *writer, const char *buf, Py_ssize_t len) {
-    PyObject *raw_transport = SLOT(writer, off_transport_); /* None but on asyncio's */
+    PyObject *transport = SLOT(writer, off_transport_), *raw_flag = SLOT(writer, off_raw);
     PyObject *proto = SLOT(writer, off_proto), *conn = SLOT(writer, off_conn);
     PyObject *fd_obj = SLOT(writer, off_fd);
-    if (raw_transport == NULL || proto == NULL || conn == NULL || fd_obj == NULL) return -2;
+    if (transport == NULL || raw_flag == NULL || proto == NULL || conn == NULL || fd_obj == NULL)
+        return -2;
     long fd = PyLong_AsLong(fd_obj);
     if (fd == -1 && PyErr_Occurred()) return -1;
     if (fd < 0) return -2;
-    int raw = raw_transport != Py_None;
-    PyObject *transport = raw ? Py_NewRef(raw_transport) : PyObject_GetAttr(proto, s_transport);
-    if (transport == NULL) return -1;
+    int raw = raw_flag == Py_True; /* asyncio's own transport: its attributes, else methods */
+    Py_INCREF(transport);
     int sent = clear(transport, raw, SLOT(writer, off_buffer), proto, conn);
     if (sent == 1) {
         /* the transport is open, so the descriptor is still this connection's */
@@ -220,7 +220,8 @@ static PyObject *setup(PyObject *module, PyObject *args) {
     } slots[] = {
         {&off_send_now, ct, "send_now"}, {&off_snapshot_seq, ct, "snapshot_seq"},
         {&off_direct, ct, "_direct"},    {&off_writer_send_now, wt, "send_now"},
-        {&off_transport_, wt, "_transport"}, {&off_proto, wt, "_proto"},
+        {&off_transport_, wt, "_transport"}, {&off_raw, wt, "_raw"},
+        {&off_proto, wt, "_proto"},
         {&off_conn, wt, "_conn"},        {&off_fd, wt, "_fd"},
         {&off_buffer, wt, "_buffer"},    {&off_close_sent, pt, "close_sent"},
     };
@@ -260,7 +261,6 @@ PyMODINIT_FUNC PyInit__fanout(void) {
         {&s_send_now, "send_now"},     {&s_snapshot_seq, "snapshot_seq"},
         {&s_buffer, "_buffer"},        {&s_conn_lost, "_conn_lost"},
         {&s_close_sent, "close_sent"}, {&s_state_, "_state"},
-        {&s_transport, "transport"},
         {&s_get_write_buffer_size, "get_write_buffer_size"},
         {&s_is_closing, "is_closing"}, {&s_write, "write"},
     };

@@ -417,7 +417,7 @@ def frame_text(payload: bytes) -> bytes:
 class DirectWriter:
     """Writes whole frames to one connection's transport, bypassing per-socket framing."""
 
-    __slots__ = ("_buffer", "_conn", "_fd", "_proto", "_sock", "_transport", "send_now")
+    __slots__ = ("_buffer", "_conn", "_fd", "_proto", "_raw", "_sock", "_transport", "send_now")
 
     def __init__(self, proto: Any) -> None:
         self._proto = proto
@@ -430,7 +430,10 @@ class DirectWriter:
             and all(hasattr(transport, name) for name in ("_buffer", "_conn_lost", "_sock"))
             and STATE == "_state"
         )
-        self._transport: Any = transport if raw else None
+        # The transport, kept (a protocol's never changes): one look-up less per socket and
+        # frame; ``_raw`` says which checks it takes (asyncio's attributes, or its methods).
+        self._transport: Any = transport
+        self._raw = raw
         self._sock: Any = transport._sock if raw else None
         # asyncio 3.11's transport makes its write buffer once and changes it in place: the
         # compiled loop reads its length, not the transport's attribute (None: it reads that).
@@ -451,12 +454,11 @@ class DirectWriter:
 
     def _send_transport(self, wire: bytes) -> bool:
         """Any transport (uvloop's): write when nothing is buffered and the socket is open."""
-        proto = self._proto
-        transport = proto.transport
+        transport = self._transport
         if (
             transport.get_write_buffer_size()
             or transport.is_closing()
-            or proto.close_sent
+            or self._proto.close_sent
             or self._conn.state is not _OPEN
         ):
             return False

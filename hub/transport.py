@@ -44,7 +44,7 @@ from websockets.utils import accept_key
 from hub.protocol import CloseCode
 
 __all__ = [
-    "STATE", "DirectWriter", "HubHttpProtocol", "HubWebSocketProtocol", "direct_writer",
+    "STATE", "Cork", "DirectWriter", "HubHttpProtocol", "HubWebSocketProtocol", "direct_writer",
     "frame_text", "listening_socket",
 ]  # fmt: skip
 
@@ -544,6 +544,44 @@ def direct_writer(asgi_send: Callable[..., Any] | None) -> DirectWriter | None:
     if sock is not None and not _listeners_bound:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     return DirectWriter(proto)
+
+
+class Cork:
+    """Holds a new socket's first bytes (the handshake's 101, then the snapshot or the close
+    frame of a refusal) in the kernel until :meth:`release`, so that they leave in one TCP
+    segment, not one each: in a connect storm, a loopback segment costs the server a whole
+    pass through both ends' TCP stacks (``TCP_CORK``: Linux holds at most 200 ms, then sends
+    anyway). Where there is no TCP socket to cork (another platform, a transport without one)
+    it does nothing; bytes are never lost or reordered by it, only sent together."""
+
+    __slots__ = ("_sock", "_transport")
+
+    def __init__(self, asgi_send: Callable[..., Any]) -> None:
+        proto = getattr(asgi_send, "__self__", None)
+        transport: Any = getattr(proto, "transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        self._transport: Any = transport
+        self._sock: Any = None
+        if sock is not None and _TCP_CORK is not None and sock.family in _TCP_FAMILIES:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
+                self._sock = sock
+            except OSError:  # closed already, or not a TCP socket after all
+                pass
+
+    def release(self) -> None:
+        """Send what is held now (once; on a closing transport, its own close sends it)."""
+        sock, self._sock = self._sock, None
+        if sock is None or self._transport.is_closing():
+            return  # a closed socket's descriptor may be another connection's by now
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
+        except OSError:
+            pass
+
+
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 # Whether this process's listening sockets carry SEND_BUFFER themselves (listening_socket):

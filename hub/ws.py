@@ -28,7 +28,7 @@ from hub.connection import Connection
 from hub.errors import PeerError
 from hub.hub import Hub
 from hub.protocol import check_client_id, check_user_id
-from hub.transport import direct_writer
+from hub.transport import Cork, direct_writer
 
 __all__ = ["SocketRoute"]
 
@@ -58,13 +58,17 @@ class SocketRoute:
         """One socket's life: accept, check, join, read frames until it ends, leave."""
         if (await receive())["type"] != "websocket.connect":
             return
-        await send({"type": "websocket.accept"})
+        cork = Cork(send)  # the 101 and the snapshot (or the refusal) in one segment
         try:
-            conn = await self._join(workspace_id, scope, send)
-        except PeerError as exc:
-            reason = exc.message[:100]
-            await send({"type": "websocket.close", "code": exc.close_code, "reason": reason})
-            return
+            await send({"type": "websocket.accept"})
+            try:
+                conn = await self._join(workspace_id, scope, send)
+            except PeerError as exc:
+                reason = exc.message[:100]
+                await send({"type": "websocket.close", "code": exc.close_code, "reason": reason})
+                return
+        finally:
+            cork.release()
         scope["headers"] = []  # read by the join only: an idle socket keeps 1 KB less
         # Then feed the socket's frames to the hub until it ends, and always leave the hub
         # (here rather than in a function of its own: one coroutine frame less per socket).

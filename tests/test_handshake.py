@@ -6,11 +6,14 @@ HubHttpProtocol and accepted by _ServerProtocol, side by side with websockets' o
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 import pytest
+import uvloop
 from websockets.asyncio.client import connect
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
@@ -202,3 +205,77 @@ async def test_clients_connect_through_the_direct_handshake(
         assert len(direct) == 1 and direct[0].path.startswith(f"/v1/workspaces/{w}/ws")
     finally:
         server.stop()
+
+
+class _Endpoint:
+    """What Cork reads of uvicorn's protocol: its transport, behind a bound ASGI ``send``."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+    async def send(self, message: Any) -> None:
+        raise AssertionError("not called")
+
+
+async def _pair() -> tuple[Any, socket.socket]:
+    """A server transport of the running loop over real loopback TCP, and its peer."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname())
+        sock, _ = listener.accept()
+    server, _ = await asyncio.get_running_loop().connect_accepted_socket(asyncio.Protocol, sock)
+    peer.settimeout(0.05)
+    return server, peer
+
+
+def _recv(peer: socket.socket) -> bytes:
+    try:
+        return peer.recv(1 << 16)
+    except TimeoutError:
+        return b""
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_a_cork_holds_the_first_bytes_until_released(loop_kind: str) -> None:
+    """Cork (TCP_CORK), on both loops' transports over real TCP: what is written while it is
+    on stays in the kernel (Linux holds it up to 200 ms: a run slower than 150 ms between the
+    write and the look is tried again), then leaves at once on release, whole and in order;
+    a second release and a release after the transport closed do nothing."""
+    if transport._TCP_CORK is None:
+        pytest.skip("no TCP_CORK on this platform: Cork does nothing")
+
+    async def run() -> None:
+        for _ in range(5):
+            server, peer = await _pair()
+            cork = transport.Cork(_Endpoint(server).send)
+            start = time.monotonic()
+            server.write(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+            server.write(b"\x81\x02{}")
+            held = await asyncio.to_thread(_recv, peer)
+            in_time = time.monotonic() - start < 0.15
+            cork.release()
+            got = b""
+            while len(got) < 40 and (chunk := await asyncio.to_thread(_recv, peer)):
+                got += chunk
+            cork.release()  # again: nothing
+            server.close()
+            peer.close()
+            assert got == b"HTTP/1.1 101 Switching Protocols\r\n\r\n\x81\x02{}"
+            if in_time:
+                assert held == b""
+                break
+        else:
+            pytest.fail("the machine was too slow to look within 150 ms, five times")
+        server, peer = await _pair()
+        cork = transport.Cork(_Endpoint(server).send)
+        server.write(b"bye")
+        server.close()  # the transport's close sends what is held
+        cork.release()
+        peer.settimeout(1)
+        assert await asyncio.to_thread(peer.recv, 16) == b"bye"
+        peer.close()
+        transport.Cork(lambda message: None).release()  # no protocol behind it: nothing
+
+    if loop_kind == "uvloop":
+        uvloop.run(run())
+    else:
+        asyncio.run(run())

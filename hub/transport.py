@@ -243,10 +243,12 @@ def _fresh_parser(conn: Any) -> None:
 
 # What websockets' parser reads the same way (RFC 9110 tokens and field values), and a path
 # of visible ASCII only.
-_TOKEN = re.compile(rb"[-!#$%&\'*+.^_`|~0-9a-zA-Z]+")
-_VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
+_TOKEN = rb"[-!#$%&\'*+.^_`|~0-9a-zA-Z]+"
+# A header line in one match: its name (a token) and its value (visible, obs-text, tabs and
+# spaces; websockets strips the spaces and tabs around it).
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):([\x09\x20-\x7e\x80-\xff]*)")
 _PATH = re.compile(rb"[\x21-\x7e]+")
-_TOKEN_STR = re.compile(_TOKEN.pattern.decode())  # the same rule, for decoded headers
+_TOKEN_STR = re.compile(_TOKEN.decode())  # the same rule, for decoded headers
 _FRAME_PARSER = Protocol.parse.__code__
 # The direct handshake is written against websockets 17 (a Request with its method and
 # protocol, Headers.set_insecure); with another, websockets reads every handshake itself.
@@ -260,24 +262,24 @@ def _too_large(head: bytes) -> bool:
     return len(head) > MAX_HEAD_BYTES or head.count(b"\n") > MAX_HEAD_LINES
 
 
-def _plain_request(data: bytes, lines: list[bytes]) -> Request | None:
-    """A handshake request (``data``, whole; ``lines``: its head's lines with the header names
-    lower-cased) as websockets' parser reads it (``Request.parse``), when it is a plain GET of
-    HTTP/1.1 within the hub's limits; None for anything else, which websockets then reads and
-    answers itself."""
+def _plain_request(data: bytes, line: bytes, fields: list[bytes]) -> Request | None:
+    """A handshake request (``data``, whole; ``line``: its request line; ``fields``: its
+    header lines) as websockets' parser reads it (``Request.parse``) from the same head with
+    its header names lower-cased, when it is a plain GET of HTTP/1.1 within the hub's limits;
+    None for anything else, which websockets then reads and answers itself."""
     if _too_large(data):
         return None  # answered 431 (HubWebSocketProtocol.data_received)
-    method, _, rest = lines[0].partition(b" ")
+    method, _, rest = line.partition(b" ")
     path, _, protocol = rest.partition(b" ")
     if method != b"GET" or protocol != b"HTTP/1.1" or _PATH.fullmatch(path) is None:
         return None
     headers = Headers()
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        value = value.strip(b" \t")
-        if not colon or _TOKEN.fullmatch(name) is None or _VALUE.fullmatch(value) is None:
+    for field in fields:
+        match = _FIELD.fullmatch(field)
+        if match is None:
             return None
-        headers.set_insecure(name.decode("ascii"), value.decode("iso-8859-1"))
+        name, value = match.groups()
+        headers.set_insecure(name.lower().decode("ascii"), value.strip(b" \t").decode("latin-1"))
     if "transfer-encoding" in headers or "content-length" in headers:
         return None
     return Request(path.decode("ascii"), headers)
@@ -374,12 +376,7 @@ class HubHttpProtocol(H11Protocol):
             head, end, rest = data.partition(b"\r\n\r\n")
             lower = head.lower()
             if end and _UPGRADE_WS.search(lower) and _CONNECTION_UPGRADE.search(lower):
-                # Header names lower-cased, as h11 gives them (the ASGI scope needs them so).
                 line, *fields = head.split(b"\r\n")
-                lowered = [line]
-                for field in fields:
-                    name, colon, value = field.partition(b":")
-                    lowered.append(name.lower() + colon + value)
                 self.connections.discard(self)
                 protocol = self.ws_protocol_class(
                     config=self.config, server_state=self.server_state, app_state=self.app_state
@@ -391,13 +388,22 @@ class HubHttpProtocol(H11Protocol):
                 self.transport.set_protocol(protocol)
                 request = None
                 if _DIRECT_HANDSHAKE and isinstance(protocol, HubWebSocketProtocol) and not rest:
-                    request = _plain_request(data, lowered)
+                    request = _plain_request(data, line, fields)
                 if request is not None:
                     protocol.handshake(request)
-                else:
-                    protocol.data_received(b"\r\n".join(lowered) + end + rest)
+                else:  # header names lower-cased, as h11 gives them (the ASGI scope needs so)
+                    protocol.data_received(b"\r\n".join([line, *_lowered(fields)]) + end + rest)
                 return
         super().data_received(data)
+
+
+def _lowered(fields: list[bytes]) -> list[bytes]:
+    """Header lines with their names lower-cased."""
+    out = []
+    for field in fields:
+        name, colon, value = field.partition(b":")
+        out.append(name.lower() + colon + value)
+    return out
 
 
 # The protocol classes the direct path was written and tested against.

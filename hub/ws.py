@@ -58,17 +58,9 @@ class SocketRoute:
         """One socket's life: accept, check, join, read frames until it ends, leave."""
         if (await receive())["type"] != "websocket.connect":
             return
-        cork = Cork(send)  # the 101 and the snapshot (or the refusal) in one segment
-        try:
-            await send({"type": "websocket.accept"})
-            try:
-                conn = await self._join(workspace_id, scope, send)
-            except PeerError as exc:
-                reason = exc.message[:100]
-                await send({"type": "websocket.close", "code": exc.close_code, "reason": reason})
-                return
-        finally:
-            cork.release()
+        conn = await self._accept(workspace_id, scope, send)
+        if conn is None:
+            return
         scope["headers"] = []  # read by the join only: an idle socket keeps 1 KB less
         # Then feed the socket's frames to the hub until it ends, and always leave the hub
         # (here rather than in a function of its own: one coroutine frame less per socket).
@@ -85,6 +77,23 @@ class SocketRoute:
                     hub.refuse_binary(conn)
         finally:
             await hub.leave(conn)
+
+    async def _accept(self, workspace_id: str, scope: Scope, send: Send) -> Connection | None:
+        """Accept, check and join: the stream, or None when it was refused (and closed with
+        the contract's code). The 101 and the snapshot, or the refusal's close frame, leave
+        in one TCP segment (:class:`~hub.transport.Cork`); this frame, and the cork with it,
+        is gone before the socket's long wait for frames."""
+        cork = Cork(send)
+        try:
+            await send({"type": "websocket.accept"})
+            try:
+                return await self._join(workspace_id, scope, send)
+            except PeerError as exc:
+                reason = exc.message[:100]
+                await send({"type": "websocket.close", "code": exc.close_code, "reason": reason})
+                return None
+        finally:
+            cork.release()
 
     async def _join(self, workspace_id: str, scope: Scope, send: Send) -> Connection:
         """The checks, in the order of hub.auth (origin first), then the join itself."""

@@ -177,12 +177,15 @@ async def test_clients_connect_through_the_direct_handshake(
 ) -> None:
     """A real hub: a socket's handshake takes the direct path (with an extension offer too:
     permessage-deflate is off, so it is declined as websockets declines it), and the socket
-    then works as any other."""
+    then works as any other; every attribute uvicorn gave its protocol is in a slot (no
+    instance dict: 1.3 KB less per socket)."""
     direct: list[Request] = []
+    protocols: list[transport.HubWebSocketProtocol] = []
     original = transport.HubWebSocketProtocol.handshake
 
     def spy(self: transport.HubWebSocketProtocol, request: Request) -> None:
         direct.append(request)
+        protocols.append(self)
         original(self, request)
 
     monkeypatch.setattr(transport.HubWebSocketProtocol, "handshake", spy)
@@ -198,6 +201,7 @@ async def test_clients_connect_through_the_direct_handshake(
             await ws.send('{"type":"set_session","session_id":"S1","ref":1}')
             frames = [str(await asyncio.wait_for(ws.recv(), 5)) for _ in range(2)]
             assert any('"ack"' in f for f in frames)
+            assert vars(protocols[0]) == {}
         assert len(direct) == 1 and direct[0].path.startswith(f"/v1/workspaces/{w}/ws")
     finally:
         server.stop()

@@ -562,6 +562,11 @@ def direct_writer(asgi_send: Callable[..., Any] | None) -> DirectWriter | None:
     return DirectWriter(proto)
 
 
+# Linux's TCP_CORK (None elsewhere: Cork then does nothing), on TCP sockets only.
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
 class Cork:
     """Holds a new socket's first bytes (the handshake's 101, then the snapshot or the close
     frame of a refusal) in the kernel until :meth:`release`, so that they leave in one TCP
@@ -594,10 +599,6 @@ class Cork:
             sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
         except OSError:
             pass
-
-
-_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
-_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 # Whether this process's listening sockets carry SEND_BUFFER themselves (listening_socket):

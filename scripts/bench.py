@@ -6,6 +6,7 @@
     .venv/bin/python scripts/bench.py --nodes 2 --n 1000  # scale-out: see "Several nodes" below
     .venv/bin/python scripts/bench.py --before /tmp/old   # also the hub of another source tree
     .venv/bin/python scripts/bench.py --people --n 1000   # people: see "People" below
+    .venv/bin/python scripts/bench.py --servers hub uvloop --repeat 3  # medians of 3 rounds
 
 For each N and each server (the hub as users run it: ``hub serve``, one worker, in-memory
 presence, default settings; ``scripts/baseline_server.py``, the same workload on
@@ -46,7 +47,11 @@ its profile R times a second: server CPU per profile update and per delivered
 ``viewers_diff``, and whether every watcher saw the last update.
 
 Every figure is also printed as the ratio hub/baseline, because these machines are shared and
-absolute times drift. The viewers are a minimal asyncio WebSocket client (no library) so the
+absolute times drift. With ``--repeat K`` every server runs K times per N, in alternating rounds
+(every other round in reverse order, so a drift of the machine hits both sides): the tables
+hold each figure's median (lost and reordered frames: the worst round), and a line gives the
+CPU-per-frame ratio round by round, so a difference smaller than the machine's noise shows as
+such. The viewers are a minimal asyncio WebSocket client (no library) so the
 load side stays cheap enough to keep up with the servers.
 """
 
@@ -948,6 +953,32 @@ def people_table(r: PeopleResult) -> str:
     )
 
 
+def median_result(rounds: list[Result]) -> Result:
+    """One server's figures over repeated rounds: the median of each, the worst of the lost
+    and reordered frames (one round's loss is not averaged away)."""
+    if len(rounds) == 1:
+        return rounds[0]
+    merged = Result(rounds[0].server, rounds[0].n, rounds[0].rate, rounds[0].seconds)
+    for key, _ in FIGURES:
+        values = [getattr(r, key) for r in rounds]
+        worst = key in ("lost", "out_of_order")
+        setattr(merged, key, max(values) if worst else statistics.median(values))
+    merged.changes = rounds[0].changes
+    merged.notes = [f"round {i + 1}: {note}" for i, r in enumerate(rounds) for note in r.notes]
+    return merged
+
+
+def spread(rounds: list[dict[str, Result]], other: str) -> str:
+    """The hub/other ratio of the CPU per delivered frame round by round (the table above
+    holds the medians of each server's figures)."""
+    ratios = [rd["hub"].cpu_per_frame_us / rd[other].cpu_per_frame_us for rd in rounds]
+    each = " ".join(f"{x:.2f}x" for x in ratios)
+    return (
+        f"CPU per frame hub/{other[:6]}, round by round: {each} "
+        f"(median {statistics.median(ratios):.2f}x, {min(ratios):.2f}x-{max(ratios):.2f}x)"
+    )
+
+
 def table(hub: Result, base: Result, name: str = "baseline", short: str = "base") -> str:
     lines = [
         f"N={hub.n} R={hub.rate:g}/s T={hub.seconds:g}s changes={hub.changes}",
@@ -978,6 +1009,13 @@ def main(argv: list[str] | None = None) -> int:
         help="hub, baseline (websockets.broadcast), node (Node ws), uvloop (the hub on "
         "uvloop), python (the hub without its compiled send loop), before (--before)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of every server per N, alternated (every other one in reverse): the "
+        "tables hold each figure's median, then the CPU-per-frame ratio round by round",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--hub-args", default="", help='extra hub serve flags, e.g. "--loop uvloop"'
@@ -1003,6 +1041,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--updates", type=float, default=50, help="--slow: session updates/s")
     parser.add_argument("--title", type=int, default=4000, help="--slow: bytes per update")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat takes 1 or more rounds")
     if args.quick:
         args.n, args.seconds, args.sets, args.rate = [50], 2.0, 200, 50.0
     HUB_ARGS.extend(args.hub_args.split())
@@ -1050,17 +1090,24 @@ def main(argv: list[str] | None = None) -> int:
         args.servers.remove("node")
     results: list[Result] = []
     for n in args.n:
-        by_kind = {}
-        for kind in args.servers:
-            r = run(
-                run_one(kind, n, args.rate, args.seconds, args.workspaces, args.sets, args.sample)
-            )
-            results.append(r)
-            by_kind[kind] = r
+        rounds: list[dict[str, Result]] = []
+        for i in range(args.repeat):  # every other round in reverse: a drift hits both sides
+            rounds.append({})
+            for kind in args.servers if i % 2 == 0 else args.servers[::-1]:
+                r = run(
+                    run_one(
+                        kind, n, args.rate, args.seconds, args.workspaces, args.sets, args.sample
+                    )
+                )
+                results.append(r)
+                rounds[-1][kind] = r
+        by_kind = {kind: median_result([rd[kind] for rd in rounds]) for kind in args.servers}
         if "hub" in by_kind and len(by_kind) > 1:
             for other in ("baseline", "node", "uvloop", "python", "before"):
                 if other in by_kind:
                     print(table(by_kind["hub"], by_kind[other], other, other[:6]), flush=True)
+                    if len(rounds) > 1:
+                        print(spread(rounds, other), flush=True)
                     print(flush=True)
         else:
             for r in by_kind.values():

@@ -60,3 +60,37 @@ def test_nodes_benchmark_measures_the_cross_node_path(tmp_path: Path) -> None:
         assert (r["lost"], r["out_of_order"]) == (0, 0), r
         assert r["delivered"] > 0 and r["changes"] == 20, r
     assert results[2]["latency_cross_p99_ms"] > 0  # viewers on node 1 were measured
+
+
+def test_repeated_rounds_give_medians_and_the_ratio_round_by_round(tmp_path: Path) -> None:
+    """``--repeat 2``: each server runs twice (alternated), the table holds medians and a line
+    gives the CPU-per-frame ratio of both rounds; nothing lost in any round."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts/bench.py"),
+            "--quick",
+            "--repeat",
+            "2",
+            "--servers",
+            "hub",
+            "uvloop",
+            "--json",
+            str(out),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+    assert sorted(r["server"] for r in results) == ["hub", "hub", "uvloop", "uvloop"]
+    assert all(r["lost"] == 0 and r["out_of_order"] == 0 for r in results)
+    line = next(x for x in proc.stdout.splitlines() if "round by round" in x)
+    hub = [r["cpu_per_frame_us"] for r in results if r["server"] == "hub"]
+    uv = [r["cpu_per_frame_us"] for r in results if r["server"] == "uvloop"]
+    ratios = [f"{h / u:.2f}x" for h, u in zip(hub, uv, strict=True)]
+    assert ratios == line.split(": ")[1].split()[:2]
+    cpu_row = next(x for x in proc.stdout.splitlines() if x.startswith("server CPU per delivered"))
+    assert f"{(hub[0] + hub[1]) / 2:.2f}" in cpu_row  # the median of two: their mean

@@ -253,7 +253,7 @@ def test_a_cork_holds_the_first_bytes_until_released(loop_kind: str) -> None:
             held = await asyncio.to_thread(_recv, peer)
             in_time = time.monotonic() - start < 0.15
             cork.release()
-            got = b""
+            got = held
             while len(got) < 40 and (chunk := await asyncio.to_thread(_recv, peer)):
                 got += chunk
             cork.release()  # again: nothing

@@ -446,8 +446,9 @@ class DirectWriter:
             and all(hasattr(transport, name) for name in ("_buffer", "_conn_lost", "_sock"))
             and STATE == "_state"
         )
-        # The transport, kept (a protocol's never changes): one look-up less per socket and
-        # frame; ``_raw`` says which checks it takes (asyncio's attributes, or its methods).
+        # The transport, kept (a protocol's never changes) and used by every method: one
+        # look-up less per socket and frame; ``_raw`` says which checks the lean path makes
+        # (asyncio's attributes, or the transport's methods).
         self._transport: Any = transport
         self._raw = raw
         self._sock: Any = transport._sock if raw else None
@@ -516,15 +517,15 @@ class DirectWriter:
             proto.writable.is_set()
             and not proto.close_sent
             and proto.conn.state is _OPEN
-            and not proto.transport.is_closing()
+            and not self._transport.is_closing()
         )
 
     def write(self, wire: bytes) -> None:
-        self._proto.transport.write(wire)
+        self._transport.write(wire)
 
     def buffered(self) -> int:
         """Bytes written but not yet taken by the kernel."""
-        size: int = self._proto.transport.get_write_buffer_size()
+        size: int = self._transport.get_write_buffer_size()
         return size
 
     def close(self, code: int, grace: float) -> None:
@@ -534,17 +535,17 @@ class DirectWriter:
         disconnect at once; a peer that has not completed the closing handshake within
         ``grace`` seconds (one that stopped reading never will) is cut.
         """
-        proto = self._proto
-        if proto.close_sent or proto.transport.is_closing():
+        proto, transport = self._proto, self._transport
+        if proto.close_sent or transport.is_closing():
             return
         proto.conn.send_close(code)
-        proto.transport.write(b"".join(proto.conn.data_to_send()))
+        transport.write(b"".join(proto.conn.data_to_send()))
         proto.close_sent = True
         proto.queue.put_nowait({"type": "websocket.disconnect", "code": code})
         if proto.read_paused:
             proto.read_paused = False
-            proto.transport.resume_reading()
-        proto.close_timer = proto.loop.call_later(grace, proto.transport.abort)
+            transport.resume_reading()
+        proto.close_timer = proto.loop.call_later(grace, transport.abort)
 
 
 def direct_writer(asgi_send: Callable[..., Any] | None) -> DirectWriter | None:

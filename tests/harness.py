@@ -20,9 +20,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -31,6 +31,8 @@ from websockets.exceptions import ConnectionClosed
 from hub.client import _absolute
 from hub.settings import Settings
 from hub.testing import ThreadedHub
+
+T = TypeVar("T")
 
 
 class ServerThread(ThreadedHub):
@@ -307,6 +309,23 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def run_on(loop: str, coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end on a new event loop of this kind: "asyncio" or "uvloop"."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def loopback_pair() -> tuple[socket.socket, socket.socket]:
+    """Both ends of a real loopback TCP connection: the accepted socket, and its peer."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname())
+        sock, _ = listener.accept()
+    return sock, peer
 
 
 class HubProcess:

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvloop
 from websockets.asyncio.client import connect
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
@@ -21,7 +20,7 @@ from websockets.server import ServerProtocol
 from hub import transport
 from hub.settings import Settings
 from tests.conftest import FAST
-from tests.harness import ServerThread, new_client_id
+from tests.harness import ServerThread, loopback_pair, new_client_id, run_on
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 PLAIN = [
@@ -219,9 +218,7 @@ class _Endpoint:
 
 async def _pair() -> tuple[Any, socket.socket]:
     """A server transport of the running loop over real loopback TCP, and its peer."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        peer = socket.create_connection(listener.getsockname())
-        sock, _ = listener.accept()
+    sock, peer = loopback_pair()
     server, _ = await asyncio.get_running_loop().connect_accepted_socket(asyncio.Protocol, sock)
     peer.settimeout(0.05)
     return server, peer
@@ -275,7 +272,4 @@ def test_a_cork_holds_the_first_bytes_until_released(loop_kind: str) -> None:
         peer.close()
         transport.Cork(lambda message: None).release()  # no protocol behind it: nothing
 
-    if loop_kind == "uvloop":
-        uvloop.run(run())
-    else:
-        asyncio.run(run())
+    run_on(loop_kind, run())

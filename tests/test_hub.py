@@ -17,6 +17,7 @@ from hub.backends.memory import MemoryBackend
 from hub.connection import Connection
 from hub.hub import Hub
 from hub.presence import Presence
+from tests.harness import run_on
 
 W = "w"
 A, B = "client-a", "client-b"
@@ -174,12 +175,7 @@ def test_a_session_change_brings_a_stretched_online_flush_forward(loop: str) -> 
         finally:
             await h.close()
 
-    if loop == "uvloop":
-        import uvloop
-
-        uvloop.run(run())
-    else:
-        asyncio.run(run())
+    run_on(loop, run())
 
 
 async def stretched_online_flush_comes_forward(hub: Hub) -> None:

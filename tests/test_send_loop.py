@@ -23,7 +23,7 @@ from hub.connection import Connection, Outgoing
 from hub.settings import Settings
 from hub.transport import DirectWriter, frame_text
 from tests.conftest import FAST
-from tests.harness import ServerThread, Viewer, new_client_id
+from tests.harness import ServerThread, Viewer, loopback_pair, new_client_id, run_on
 from tests.services import missing
 
 Loop = Callable[[Iterable[Any], bytes, int], list[Any]]
@@ -134,9 +134,7 @@ async def _room(case: str, wire: bytes) -> tuple[Any, socket.socket | None]:
     if case.startswith("other"):
         return _Other(case == "other_yes"), None
     loop = asyncio.get_running_loop()
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        peer = socket.create_connection(listener.getsockname())
-        sock, _ = listener.accept()
+    sock, peer = loopback_pair()
     if case in ("full", "buffered"):  # small kernel buffers: they fill up
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -214,8 +212,7 @@ def test_both_loops_hand_back_the_same_sockets(loop_kind: str) -> None:
         names = sorted(CASES[conns.index(c)] if c in conns else "partial" for c in handed)
         return names, got, calls
 
-    runner = _uvloop_run if loop_kind == "uvloop" else asyncio.run
-    results = {name: runner(run(make())) for name, make in LOOPS.items()}
+    results = {name: run_on(loop_kind, run(make())) for name, make in LOOPS.items()}
     assert results["compiled"] == results["python"]
     handed, got, calls = results["compiled"]
     assert handed == sorted(["snapshot", "off", "buffered", "lost", "close_sent", "closing",
@@ -230,9 +227,3 @@ def test_both_loops_hand_back_the_same_sockets(loop_kind: str) -> None:
 
 def _counts_are(counts: dict[str, int], viewer: Viewer) -> bool:
     return viewer.counts == counts
-
-
-def _uvloop_run(coro: Any) -> Any:
-    import uvloop
-
-    return uvloop.run(coro)

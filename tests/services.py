@@ -14,8 +14,10 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -45,6 +47,10 @@ class RedisServer:
             missing("redis-server")
         self.port = free_port()
         self.extra = list(extra)
+        # Its own folder: a replica writes the master's snapshot to disk on a full sync, and
+        # must not write it into the checkout it was started from.
+        self.folder = tempfile.mkdtemp(prefix="hub-redis-")
+        weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -56,7 +62,7 @@ class RedisServer:
         assert self.binary is not None
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", *self.extra],
+             "--appendonly", "no", "--dir", self.folder, *self.extra],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10

@@ -23,7 +23,10 @@ per second, and measures:
   viewer's receipt of a frame with ``seq >= ack.seq`` (a sample of viewers);
 - idle server memory per connection: RSS growth over opening the N sockets, divided by N;
 - the connect storm: the time to open the N sockets (500 handshakes in flight at a time, each
-  done when its snapshot came) and the server CPU spent on it;
+  done when its snapshot came) and the server CPU spent on it; then, for the hub, the time from
+  the storm's start until every socket was told its room's final ``online`` (the joins are
+  pushed to the room's sockets, merged while the storm lasts), and how many sockets were told
+  another after 30 s (must be 0); the peers push no ``online`` (0 in their column);
 - server CPU per incoming ``set_session``: a separate workspace where one client sends them
   one after the other, each waiting for its ack;
 - lost frames (a viewer that never reaches the final ``seq``) and out-of-order ones (a ``seq``
@@ -73,6 +76,7 @@ import tempfile
 import time
 import urllib.request
 from array import array
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -81,8 +85,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 NODE_WS = ROOT / "scripts" / "node_ws"  # the Node `ws` peer (npm install on first use)
 HUB_ARGS: list[str] = []  # extra ``hub serve`` flags (--hub-args)
+SETTLE_S = 30.0  # how long a storm's views may take to settle before they count as wrong
 BEFORE: list[str] = []  # the source tree of the ``before`` server (--before)
 SEQ = re.compile(rb'"seq":(\d+)')
+ONLINE = re.compile(rb'"online":(\d+)')
 REF = re.compile(rb'"ref":(\d+)')
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -187,11 +193,14 @@ class Viewer(WsClient):
         self.last = -1
         self.disorder = 0
         self.recording = False
+        self.online = -1  # the last online this socket was told (snapshot, counts)
 
     def on_text(self, payload: bytes) -> None:
         m = SEQ.search(payload)
         if m is None:
             return
+        if b'"online"' in payload:
+            self.online = int(ONLINE.search(payload).group(1))  # type: ignore[union-attr]
         seq = int(m.group(1))
         if not self.ready.done():
             self.last = seq
@@ -366,6 +375,8 @@ class Result:
     idle_bytes_per_conn: float = 0.0
     connect_s: float = 0.0
     connect_cpu_s: float = 0.0
+    settled_s: float = 0.0  # the hub's: until every socket was told the room's final online
+    wrong_views: int = 0  # the hub's: sockets told another online (SETTLE_S after the storm)
     cpu_per_set_session_us: float = 0.0
     lost: int = 0
     out_of_order: int = 0
@@ -459,6 +470,15 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
     cpu0, t0 = server.cpu(), time.monotonic()  # the connect storm: 500 handshakes at a time
     viewers: list[Viewer] = await connect_all(Viewer, port, paths)
     result.connect_s, result.connect_cpu_s = time.monotonic() - t0, server.cpu() - cpu0
+    if server.hub:  # every view right at the end: each socket told its room's online
+        sizes = Counter(i % workspaces for i in range(n))
+        truth = [sizes[i % workspaces] for i in range(n)]
+
+        def wrong() -> int:
+            return sum(v.online != t for v, t in zip(viewers, truth, strict=True))
+
+        await poll(lambda: wrong() == 0, time.monotonic() + SETTLE_S)
+        result.settled_s, result.wrong_views = time.monotonic() - t0, wrong()
     await asyncio.sleep(1.0)
     result.idle_bytes_per_conn = (server.rss() - rss0) / n
 
@@ -806,6 +826,8 @@ FIGURES = [
     ("idle_bytes_per_conn", "idle memory per connection (bytes)"),
     ("connect_s", "N sockets connected in (s)"),
     ("connect_cpu_s", "server CPU to connect them (s)"),
+    ("settled_s", "every socket told online=N after (s)"),  # 0 for the peers: see the docstring
+    ("wrong_views", "sockets told another online"),
     ("cpu_per_set_session_us", "server CPU per set_session (us)"),
     ("lost", "lost frames"),
     ("out_of_order", "out-of-order frames"),
@@ -961,7 +983,7 @@ def median_result(rounds: list[Result]) -> Result:
     merged = Result(rounds[0].server, rounds[0].n, rounds[0].rate, rounds[0].seconds)
     for key, _ in FIGURES:
         values = [getattr(r, key) for r in rounds]
-        worst = key in ("lost", "out_of_order")
+        worst = key in ("lost", "out_of_order", "wrong_views")
         setattr(merged, key, max(values) if worst else statistics.median(values))
     merged.changes = rounds[0].changes
     merged.notes = [f"round {i + 1}: {note}" for i, r in enumerate(rounds) for note in r.notes]

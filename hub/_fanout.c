@@ -11,10 +11,11 @@
  * in order. Every other socket is returned, for the fully checked path (push_counts).
  *
  * The checks read the same attributes as DirectWriter._send_raw and _send_transport: those of
- * Connection, DirectWriter and HubWebSocketProtocol at their slots' offsets (setup() hands
- * this module the three classes, websockets' OPEN state and the attribute its state is read
- * by; DirectWriter keeps the transport and asyncio 3.11's write buffer itself), the rest of the
- * transport's and the websockets connection's by name. A connection of another class, or whose
+ * Connection, DirectWriter, HubWebSocketProtocol and Watched at their slots' offsets (setup()
+ * hands this module the four classes, websockets' OPEN state and the attribute its state is
+ * read by; DirectWriter keeps the transport and asyncio 3.11's write buffer itself), the rest of
+ * the transport's and the websockets connection's by name. Any transport but asyncio's own has
+ * its buffer's size asked only after a write went through its Watched (hub.transport.Watched). A connection of another class, or whose
  * send_now is not its DirectWriter's, has its send_now called as Python would call it.
  */
 #define PY_SSIZE_T_CLEAN
@@ -32,9 +33,9 @@ static PyObject *s_state;
 /* Connection, DirectWriter and HubWebSocketProtocol keep what this loop reads of them in
  * __slots__: read at their offsets (an object of exactly that class only), without a look-up by
  * name per socket. */
-static PyTypeObject *conn_type, *writer_type, *proto_type;
+static PyTypeObject *conn_type, *writer_type, *proto_type, *watch_type;
 static Py_ssize_t off_send_now, off_snapshot_seq, off_direct, off_writer_send_now, off_transport_,
-    off_raw, off_proto, off_conn, off_fd, off_buffer, off_close_sent;
+    off_raw, off_proto, off_conn, off_fd, off_buffer, off_watch, off_close_sent, off_wrote;
 
 /* The value of an object's slot at this offset, borrowed (NULL: unset). */
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -66,10 +67,23 @@ static int truth(PyObject *value) {
     return answer;
 }
 
+/* Whether the transport may hold unsent bytes, asked of it unless its Watched (``watch``, a
+ * borrowed reference, or NULL) says nothing was written since it was last seen empty: 1 yes,
+ * 0 no, -1 error. */
+static int buffered(PyObject *transport, PyObject *watch) {
+    PyObject **wrote = watch != NULL && Py_TYPE(watch) == watch_type
+                           ? (PyObject **)((char *)watch + off_wrote)
+                           : NULL;
+    if (wrote != NULL && *wrote == Py_False) return 0;
+    int full = truth(PyObject_CallMethodNoArgs(transport, s_get_write_buffer_size));
+    if (full == 0 && wrote != NULL) Py_XSETREF(*wrote, Py_NewRef(Py_False)); /* seen empty */
+    return full;
+}
+
 /* Whether nothing stands in the way of sending on this transport now, as DirectWriter's
  * method for it decides: 1 yes, 0 no, -1 error. */
-static int clear(PyObject *transport, int raw, PyObject *buffer, PyObject *proto,
-                 PyObject *conn) {
+static int clear(PyObject *transport, int raw, PyObject *buffer, PyObject *watch,
+                 PyObject *proto, PyObject *conn) {
     int blocked;
     if (raw) {
         if (buffer != NULL && PyByteArray_CheckExact(buffer))
@@ -78,7 +92,7 @@ static int clear(PyObject *transport, int raw, PyObject *buffer, PyObject *proto
             blocked = truth(PyObject_GetAttr(transport, s_buffer));
         if (blocked == 0) blocked = truth(PyObject_GetAttr(transport, s_conn_lost));
     } else {
-        blocked = truth(PyObject_CallMethodNoArgs(transport, s_get_write_buffer_size));
+        blocked = buffered(transport, watch);
         if (blocked == 0) blocked = truth(PyObject_CallMethodNoArgs(transport, s_is_closing));
     }
     if (blocked == 0) {
@@ -107,8 +121,11 @@ static int writer_send(PyObject *writer, const char *buf, Py_ssize_t len) {
     if (fd == -1 && PyErr_Occurred()) return -1;
     if (fd < 0) return -2;
     int raw = raw_flag == Py_True; /* asyncio's own transport: its attributes, else methods */
+    PyObject *watch = SLOT(writer, off_watch);
+    if (watch == Py_None) watch = NULL;
     Py_INCREF(transport);
-    int sent = clear(transport, raw, SLOT(writer, off_buffer), proto, conn);
+    Py_XINCREF(watch);
+    int sent = clear(transport, raw, SLOT(writer, off_buffer), watch, proto, conn);
     if (sent == 1) {
         /* the transport is open, so the descriptor is still this connection's */
         ssize_t n;
@@ -117,14 +134,16 @@ static int writer_send(PyObject *writer, const char *buf, Py_ssize_t len) {
         } while (n < 0 && errno == EINTR);
         if (n < 0) {
             sent = 0; /* full (EAGAIN) or broken: the transport's own write handles it */
-        } else if (n < len) { /* the rest waits in the transport, in order */
+        } else if (n < len) { /* the rest waits in the transport, in order (noted by Watched) */
             PyObject *rest = PyBytes_FromStringAndSize(buf + n, len - n);
-            PyObject *done = rest == NULL ? NULL : PyObject_CallMethodOneArg(transport, s_write, rest);
+            PyObject *target = watch != NULL ? watch : transport;
+            PyObject *done = rest == NULL ? NULL : PyObject_CallMethodOneArg(target, s_write, rest);
             Py_XDECREF(rest);
             if (done == NULL) sent = -1;
             Py_XDECREF(done);
         }
     }
+    Py_XDECREF(watch);
     Py_DECREF(transport);
     return sent;
 }
@@ -207,12 +226,12 @@ fail:
 }
 
 static PyObject *setup(PyObject *module, PyObject *args) {
-    PyObject *conn, *writer, *proto, *open, *state;
-    if (!PyArg_ParseTuple(args, "O!O!O!OU", &PyType_Type, &conn, &PyType_Type, &writer,
-                          &PyType_Type, &proto, &open, &state))
+    PyObject *conn, *writer, *proto, *watch, *open, *state;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OU", &PyType_Type, &conn, &PyType_Type, &writer,
+                          &PyType_Type, &proto, &PyType_Type, &watch, &open, &state))
         return NULL;
     PyTypeObject *ct = (PyTypeObject *)conn, *wt = (PyTypeObject *)writer;
-    PyTypeObject *pt = (PyTypeObject *)proto;
+    PyTypeObject *pt = (PyTypeObject *)proto, *st = (PyTypeObject *)watch;
     struct {
         Py_ssize_t *off;
         PyTypeObject *type;
@@ -223,7 +242,8 @@ static PyObject *setup(PyObject *module, PyObject *args) {
         {&off_transport_, wt, "_transport"}, {&off_raw, wt, "_raw"},
         {&off_proto, wt, "_proto"},
         {&off_conn, wt, "_conn"},        {&off_fd, wt, "_fd"},
-        {&off_buffer, wt, "_buffer"},    {&off_close_sent, pt, "close_sent"},
+        {&off_buffer, wt, "_buffer"},    {&off_watch, wt, "_watch"},
+        {&off_close_sent, pt, "close_sent"}, {&off_wrote, st, "wrote"},
     };
     for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
         Py_ssize_t off = slot_offset(slots[i].type, slots[i].name);
@@ -233,6 +253,7 @@ static PyObject *setup(PyObject *module, PyObject *args) {
     Py_XSETREF(conn_type, (PyTypeObject *)Py_NewRef(conn));
     Py_XSETREF(writer_type, (PyTypeObject *)Py_NewRef(writer));
     Py_XSETREF(proto_type, (PyTypeObject *)Py_NewRef(proto));
+    Py_XSETREF(watch_type, (PyTypeObject *)Py_NewRef(watch));
     Py_XSETREF(open_state, Py_NewRef(open));
     Py_INCREF(state);
     PyUnicode_InternInPlace(&state);
@@ -244,8 +265,8 @@ static PyMethodDef methods[] = {
     {"send_each", (PyCFunction)(void (*)(void))send_each, METH_FASTCALL,
      "send_each(conns, wire, seq) -> list: send the frame on every lean path; the rest."},
     {"setup", setup, METH_VARARGS,
-     "setup(Connection, DirectWriter, HubWebSocketProtocol, OPEN, state): the classes whose "
-     "slots this loop reads, websockets' OPEN and the name its state is read by."},
+     "setup(Connection, DirectWriter, HubWebSocketProtocol, Watched, OPEN, state): the classes "
+     "whose slots this loop reads, websockets' OPEN and the name its state is read by."},
     {NULL, NULL, 0, NULL},
 };
 

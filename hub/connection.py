@@ -22,7 +22,7 @@ from hub import protocol
 from hub.limits import RateLimit
 from hub.metrics import Metrics
 from hub.protocol import CloseCode, Counts
-from hub.transport import STATE, DirectWriter, HubWebSocketProtocol, frame_text
+from hub.transport import STATE, DirectWriter, HubWebSocketProtocol, Watched, frame_text
 
 __all__ = ["SEND_LOOP", "SLOW_CLOSE_GRACE", "Connection", "MergedCounts", "Outgoing", "send_each"]
 
@@ -317,7 +317,7 @@ def _compiled() -> Callable[[Iterable[Connection], bytes, int], list[Connection]
         from hub import _fanout
     except ImportError:
         return None
-    _fanout.setup(Connection, DirectWriter, HubWebSocketProtocol, State.OPEN, STATE)
+    _fanout.setup(Connection, DirectWriter, HubWebSocketProtocol, Watched, State.OPEN, STATE)
     return _fanout.send_each
 
 

@@ -44,8 +44,8 @@ from websockets.utils import accept_key
 from hub.protocol import CloseCode
 
 __all__ = [
-    "STATE", "Cork", "DirectWriter", "HubHttpProtocol", "HubWebSocketProtocol", "direct_writer",
-    "frame_text", "listening_socket",
+    "STATE", "Cork", "DirectWriter", "HubHttpProtocol", "HubWebSocketProtocol", "Watched",
+    "direct_writer", "frame_text", "listening_socket", "watched",
 ]  # fmt: skip
 
 _OPEN = State.OPEN
@@ -202,10 +202,13 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         """``connection_made`` for a connection the HTTP protocol had: the same state, with
         the addresses it already looked up (two system calls less per socket)."""
         self.connections.add(self)
-        self.transport = http.transport
+        self.transport = watched(http.transport)
         self.server = http.server
         self.client = http.client
         self.scheme = "wss" if http.scheme == "https" else "ws"
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(watched(transport))
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -416,6 +419,48 @@ def _lowered(fields: list[bytes]) -> list[bytes]:
     return out
 
 
+class Watched:
+    """A transport as the WebSocket protocol sees it, with every write through it noted.
+
+    The lean path must not send while bytes wait in the transport (they would be overtaken).
+    asyncio's own transport shows its buffer as an attribute, read for every frame; any other
+    (uvloop's) answers ``get_write_buffer_size()``, and on uvloop that call reads libuv's handle,
+    a cache miss per socket and frame (uvloop's fan-out cost 3-5% more CPU than asyncio's, all of
+    it there). A transport's buffer only grows by a write, so the lean path asks only after a
+    write went through (``wrote``), and notes each time it saw the buffer empty. Every writer
+    goes through this object: uvicorn's protocol holds it as its transport, and
+    :class:`DirectWriter` writes through it (or marks it) whatever it does not send itself."""
+
+    __slots__ = ("transport", "wrote")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.wrote = True  # not known to be empty yet
+
+    def write(self, data: Any) -> None:
+        self.wrote = True
+        self.transport.write(data)
+
+    def writelines(self, lines: Any) -> None:
+        self.wrote = True
+        self.transport.writelines(lines)
+
+    def is_closing(self) -> bool:
+        closing: bool = self.transport.is_closing()
+        return closing
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+def watched(transport: Any) -> Any:
+    """The transport a WebSocket protocol holds: asyncio's own socket transport as it is (the
+    lean path reads its buffer), any other :class:`Watched`."""
+    if transport is None or type(transport) is _SOCKET_TRANSPORT or type(transport) is Watched:
+        return transport
+    return Watched(transport)
+
+
 # The protocol classes the direct path was written and tested against.
 _TESTED = (WebSocketsSansIOProtocol, HubWebSocketProtocol)
 
@@ -433,11 +478,18 @@ def frame_text(payload: bytes) -> bytes:
 class DirectWriter:
     """Writes whole frames to one connection's transport, bypassing per-socket framing."""
 
-    __slots__ = ("_buffer", "_conn", "_fd", "_proto", "_raw", "_sock", "_transport", "send_now")
+    __slots__ = (
+        "_buffer", "_conn", "_fd", "_proto", "_raw", "_sock", "_transport", "_watch", "send_now",
+    )  # fmt: skip
 
     def __init__(self, proto: Any) -> None:
         self._proto = proto
         transport = proto.transport
+        # Any transport but asyncio's own is Watched by the protocol (see Watched): the lean
+        # path asks its buffer's size only after a write went through it.
+        self._watch: Watched | None = transport if type(transport) is Watched else None
+        if self._watch is not None:
+            transport = self._watch.transport
         # The leanest path (``send_now``): on asyncio's own socket transport, its write done
         # without its per-call checks and the websockets connection's state read without its
         # property; on any other transport (uvloop, TLS) its own write, after the same checks.
@@ -470,24 +522,25 @@ class DirectWriter:
         self.send_now = self._send_raw if raw else self._send_transport
 
     def _send_transport(self, wire: bytes) -> bool:
-        """Any transport (uvloop's): write when nothing is buffered and the socket is open."""
-        transport = self._transport
-        if (
-            transport.get_write_buffer_size()
-            or transport.is_closing()
-            or self._proto.close_sent
-            or self._conn.state is not _OPEN
-        ):
+        """Any transport (uvloop's): write when nothing is buffered and the socket is open
+        (its buffer's size asked only after a write went through it, see Watched)."""
+        transport, watch = self._transport, self._watch
+        if watch is None or watch.wrote:
+            if transport.get_write_buffer_size():
+                return False
+            if watch is not None:
+                watch.wrote = False  # seen empty, and nothing written since
+        if transport.is_closing() or self._proto.close_sent or self._conn.state is not _OPEN:
             return False
         if self._fd < 0:
-            transport.write(wire)
+            self.write(wire)
             return True
         try:  # the transport is open, so the descriptor is still this connection's
             n = os.write(self._fd, wire)
         except OSError:
             return False
         if n != len(wire):
-            transport.write(wire[n:])
+            self.write(wire[n:])
         return True
 
     def _send_raw(self, wire: bytes) -> bool:
@@ -521,7 +574,9 @@ class DirectWriter:
         )
 
     def write(self, wire: bytes) -> None:
-        self._transport.write(wire)
+        """Queue ``wire`` in the transport, after everything written before (noted, see
+        Watched)."""
+        (self._watch or self._transport).write(wire)
 
     def buffered(self) -> int:
         """Bytes written but not yet taken by the kernel."""
@@ -539,7 +594,7 @@ class DirectWriter:
         if proto.close_sent or transport.is_closing():
             return
         proto.conn.send_close(code)
-        transport.write(b"".join(proto.conn.data_to_send()))
+        self.write(b"".join(proto.conn.data_to_send()))
         proto.close_sent = True
         proto.queue.put_nowait({"type": "websocket.disconnect", "code": code})
         if proto.read_paused:

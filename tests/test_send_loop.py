@@ -21,7 +21,7 @@ import hub.hub
 from hub import connection
 from hub.connection import Connection, Outgoing
 from hub.settings import Settings
-from hub.transport import DirectWriter, frame_text
+from hub.transport import DirectWriter, Watched, frame_text, watched
 from tests.conftest import FAST
 from tests.harness import ServerThread, Viewer, loopback_pair, new_client_id, run_on
 from tests.services import missing
@@ -97,11 +97,12 @@ async def test_every_steady_socket_takes_the_lean_path(
 
 
 class _Proto:
-    """What a DirectWriter reads of uvicorn's protocol: a real transport, a real websockets
-    connection, ``close_sent``, flow control's ``writable``."""
+    """What a DirectWriter reads of uvicorn's protocol: a real transport (held as the hub's
+    protocol holds it: uvloop's Watched), a real websockets connection, ``close_sent``, flow
+    control's ``writable``."""
 
     def __init__(self, transport: Any) -> None:
-        self.transport = transport
+        self.transport = watched(transport)
         self.writable = asyncio.Event()
         self.writable.set()
         self.conn = ServerProtocol()
@@ -147,7 +148,7 @@ async def _room(case: str, wire: bytes) -> tuple[Any, socket.socket | None]:
     elif case == "off":
         conn.close(4000)
     elif case == "buffered":
-        transport.write(b"x" * (1 << 20))  # the peer does not read: most of it waits
+        proto.transport.write(b"x" * (1 << 20))  # the peer does not read: most of it waits
     elif case == "lost":
         transport.abort()
     elif case == "close_sent":
@@ -227,3 +228,60 @@ def test_both_loops_hand_back_the_same_sockets(loop_kind: str) -> None:
 
 def _counts_are(counts: dict[str, int], viewer: Viewer) -> bool:
     return viewer.counts == counts
+
+
+@pytest.mark.parametrize("which", LOOPS)
+def test_a_watched_transport_is_asked_its_buffer_only_after_a_write(which: str) -> None:
+    """uvloop's transport, Watched: the lean path asks its buffer's size only after a write went
+    through it. A frame sent whole leaves it known empty; a write that waits (the peer does not
+    read) is noted and holds the lean path back until the transport has drained; nothing is
+    overtaken. asyncio's own transport is not wrapped (its buffer is read as it is)."""
+    loop = LOOPS[which]()
+    wire = frame_text(b'{"type":"counts"}')
+    filler = b"x" * (1 << 18)
+
+    async def run() -> bytes:
+        sock, peer = loopback_pair()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # a write can wait
+        transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+            asyncio.Protocol, sock
+        )
+        try:
+            proto = _Proto(transport)
+            watch = proto.transport
+            assert type(watch) is Watched and watch.transport is transport
+            conn = Connection("w", "c", _no_send, 1 << 30, direct=DirectWriter(proto))
+            conn.start(Outgoing(b"{}"), 0)  # written through the watch: noted
+            assert watch.wrote
+            assert loop([conn], wire, SEQ) == []  # asked, empty: sent, and known empty
+            assert not watch.wrote
+            assert loop([conn], wire, SEQ) == []  # not asked: nothing was written since
+            watch.write(filler)  # as uvicorn writes (a ping, an ack): more than the kernel takes
+            assert watch.wrote and transport.get_write_buffer_size() > 0
+            assert loop([conn], wire, SEQ) == [conn]  # held back: it would overtake the filler
+            got = b""
+            deadline = time.monotonic() + 10
+            while transport.get_write_buffer_size() and time.monotonic() < deadline:
+                got += _received(peer)
+                await asyncio.sleep(0.01)
+            assert loop([conn], wire, SEQ) == []  # drained: asked again, sent
+            assert not watch.wrote
+            await asyncio.sleep(0.05)
+            return got + _received(peer)
+        finally:
+            transport.abort()
+            peer.close()
+
+    head = frame_text(b"{}")
+    assert run_on("uvloop", run()) == head + wire + wire + filler + wire
+
+    async def plain() -> None:
+        sock, peer = loopback_pair()
+        transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+            asyncio.Protocol, sock
+        )
+        assert watched(transport) is transport
+        transport.abort()
+        peer.close()
+
+    run_on("asyncio", plain())

@@ -618,9 +618,9 @@ def direct_writer(asgi_send: Callable[..., Any] | None) -> DirectWriter | None:
     return DirectWriter(proto)
 
 
-# Linux's TCP_CORK (None elsewhere: Cork then does nothing), on TCP sockets only.
+# Linux's TCP_CORK (None elsewhere: Cork then does nothing); the kernel refuses it on anything
+# but a TCP socket (EOPNOTSUPP, ENOPROTOOPT), which Cork takes as "nothing to cork".
 _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
-_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 class Cork:
@@ -637,13 +637,17 @@ class Cork:
         proto = getattr(asgi_send, "__self__", None)
         transport: Any = getattr(proto, "transport", None)
         sock = transport.get_extra_info("socket") if transport is not None else None
+        # asyncio's TransportSocket wraps every call in a Python method: the socket itself.
+        inner = getattr(sock, "_sock", None)
+        if type(inner) is socket.socket:
+            sock = inner
         self._transport: Any = transport
         self._sock: Any = None
-        if sock is not None and _TCP_CORK is not None and sock.family in _TCP_FAMILIES:
+        if sock is not None and _TCP_CORK is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
                 self._sock = sock
-            except OSError:  # closed already, or not a TCP socket after all
+            except OSError:  # closed already, or not a TCP socket
                 pass
 
     def release(self) -> None:

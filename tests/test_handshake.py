@@ -236,7 +236,8 @@ def test_a_cork_holds_the_first_bytes_until_released(loop_kind: str) -> None:
     """Cork (TCP_CORK), on both loops' transports over real TCP: what is written while it is
     on stays in the kernel (Linux holds it up to 200 ms: a run slower than 150 ms between the
     write and the look is tried again), then leaves at once on release, whole and in order;
-    a second release and a release after the transport closed do nothing."""
+    a second release and a release after the transport closed do nothing; a socket that is not
+    TCP is not corked."""
     if transport._TCP_CORK is None:
         pytest.skip("no TCP_CORK on this platform: Cork does nothing")
 
@@ -271,5 +272,16 @@ def test_a_cork_holds_the_first_bytes_until_released(loop_kind: str) -> None:
         assert await asyncio.to_thread(peer.recv, 16) == b"bye"
         peer.close()
         transport.Cork(lambda message: None).release()  # no protocol behind it: nothing
+        # Not TCP (a Unix socket): the kernel refuses the cork, and writes go out as they come.
+        mine, theirs = socket.socketpair()
+        unix, _ = await asyncio.get_running_loop().connect_accepted_socket(asyncio.Protocol, mine)
+        cork = transport.Cork(_Endpoint(unix).send)
+        assert cork._sock is None
+        unix.write(b"as it comes")
+        theirs.settimeout(1)
+        assert await asyncio.to_thread(theirs.recv, 16) == b"as it comes"
+        cork.release()
+        unix.close()
+        theirs.close()
 
     run_on(loop_kind, run())

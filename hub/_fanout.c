@@ -14,9 +14,10 @@
  * Connection, DirectWriter, HubWebSocketProtocol and Watched at their slots' offsets (setup()
  * hands this module the four classes, websockets' OPEN state and the attribute its state is
  * read by; DirectWriter keeps the transport and asyncio 3.11's write buffer itself), the rest of
- * the transport's and the websockets connection's by name. Any transport but asyncio's own has
- * its buffer's size asked only after a write went through its Watched (hub.transport.Watched). A connection of another class, or whose
- * send_now is not its DirectWriter's, has its send_now called as Python would call it.
+ * the transport's and the websockets connection's by name. Any transport but asyncio's own is
+ * asked its buffer's size only after a write went through its Watched (hub.transport.Watched).
+ * A connection of another class, or whose send_now is not its DirectWriter's, has its send_now
+ * called as Python would call it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,9 +31,9 @@ static PyObject *open_state; /* websockets.protocol.State.OPEN */
  * Protocol.state is a property over it (no property call per socket), else "state". */
 static PyObject *s_state;
 
-/* Connection, DirectWriter and HubWebSocketProtocol keep what this loop reads of them in
- * __slots__: read at their offsets (an object of exactly that class only), without a look-up by
- * name per socket. */
+/* Connection, DirectWriter, HubWebSocketProtocol and Watched keep what this loop reads of them
+ * in __slots__: read at their offsets (an object of exactly that class only), without a look-up
+ * by name per socket. */
 static PyTypeObject *conn_type, *writer_type, *proto_type, *watch_type;
 static Py_ssize_t off_send_now, off_snapshot_seq, off_direct, off_writer_send_now, off_transport_,
     off_raw, off_proto, off_conn, off_fd, off_buffer, off_watch, off_close_sent, off_wrote;

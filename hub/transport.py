@@ -425,11 +425,12 @@ class Watched:
     The lean path must not send while bytes wait in the transport (they would be overtaken).
     asyncio's own transport shows its buffer as an attribute, read for every frame; any other
     (uvloop's) answers ``get_write_buffer_size()``, and on uvloop that call reads libuv's handle,
-    a cache miss per socket and frame (uvloop's fan-out cost 3-5% more CPU than asyncio's, all of
-    it there). A transport's buffer only grows by a write, so the lean path asks only after a
-    write went through (``wrote``), and notes each time it saw the buffer empty. Every writer
-    goes through this object: uvicorn's protocol holds it as its transport, and
-    :class:`DirectWriter` writes through it (or marks it) whatever it does not send itself."""
+    a cache miss per socket and frame (uvloop's fan-out spent 1-5% more CPU per frame than
+    asyncio's, and ``perf`` put the difference in that call). A transport's buffer only grows by
+    a write, so the lean path asks only after a write went through (``wrote``), and notes each
+    time it saw the buffer empty. Every writer goes through this object: uvicorn's protocol
+    holds it as its transport, and :class:`DirectWriter` writes through it whatever it does not
+    send itself (the compiled loop too: hub/_fanout.c)."""
 
     __slots__ = ("transport", "wrote")
 

@@ -52,10 +52,10 @@ its profile R times a second: server CPU per profile update and per delivered
 Every figure is also printed as the ratio hub/baseline, because these machines are shared and
 absolute times drift. With ``--repeat K`` every server runs K times per N, in alternating rounds
 (every other round in reverse order, so a drift of the machine hits both sides): the tables
-hold each figure's median (lost and reordered frames: the worst round), and a line gives the
-CPU-per-frame ratio round by round, so a difference smaller than the machine's noise shows as
-such. The viewers are a minimal asyncio WebSocket client (no library) so the
-load side stays cheap enough to keep up with the servers.
+hold each figure's median (lost and reordered frames, wrong views: the worst round), and a line
+gives the CPU-per-frame ratio round by round, so a difference smaller than the machine's noise
+shows as such. The viewers are a minimal asyncio WebSocket client (no library) so the load side
+stays cheap enough to keep up with the servers.
 """
 
 from __future__ import annotations
@@ -977,7 +977,7 @@ def people_table(r: PeopleResult) -> str:
 
 def median_result(rounds: list[Result]) -> Result:
     """One server's figures over repeated rounds: the median of each, the worst of the lost
-    and reordered frames (one round's loss is not averaged away)."""
+    and reordered frames and of the wrong views (one round's loss is not averaged away)."""
     if len(rounds) == 1:
         return rounds[0]
     merged = Result(rounds[0].server, rounds[0].n, rounds[0].rate, rounds[0].seconds)

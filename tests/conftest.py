@@ -59,7 +59,10 @@ def server(
     if isinstance(srv, ClusterThread):
         assert not srv.other.call(lambda: len(srv.other.services.hub.rooms)), "rooms left"
     srv.stop()
-    assert left == (0, 0, 0), "claims, rooms and tasks left behind"
+    claims, rooms, tasks = left
+    # Tasks: none more than at the start. Fewer is no leak: a task of the server's own that
+    # was passing through at the start (seen once in CI, on the Redis Cluster pair: -1).
+    assert (claims, rooms) == (0, 0) and tasks <= 0, f"claims, rooms and tasks left behind: {left}"
 
 
 # The inner task of an asyncio.wait_for on a bare wait: redis-py polls its connections with

@@ -638,10 +638,6 @@ class Cork:
         proto = getattr(asgi_send, "__self__", None)
         transport: Any = getattr(proto, "transport", None)
         sock = transport.get_extra_info("socket") if transport is not None else None
-        # asyncio's TransportSocket wraps every call in a Python method: the socket itself.
-        inner = getattr(sock, "_sock", None)
-        if type(inner) is socket.socket:
-            sock = inner
         self._transport: Any = transport
         self._sock: Any = None
         if sock is not None and _TCP_CORK is not None:

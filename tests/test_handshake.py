@@ -237,11 +237,12 @@ def test_a_cork_holds_the_first_bytes_until_released(loop_kind: str) -> None:
     on stays in the kernel (Linux holds it up to 200 ms: a run slower than 150 ms between the
     write and the look is tried again), then leaves at once on release, whole and in order;
     a second release and a release after the transport closed do nothing; a socket that is not
-    TCP is not corked."""
-    if transport._TCP_CORK is None:
-        pytest.skip("no TCP_CORK on this platform: Cork does nothing")
+    TCP is not corked. On a platform without TCP_CORK, nothing is held."""
 
     async def run() -> None:
+        if transport._TCP_CORK is None:
+            await _uncorked(*await _pair())
+            return
         for _ in range(5):
             server, peer = await _pair()
             cork = transport.Cork(_Endpoint(server).send)
@@ -275,13 +276,33 @@ def test_a_cork_holds_the_first_bytes_until_released(loop_kind: str) -> None:
         # Not TCP (a Unix socket): the kernel refuses the cork, and writes go out as they come.
         mine, theirs = socket.socketpair()
         unix, _ = await asyncio.get_running_loop().connect_accepted_socket(asyncio.Protocol, mine)
-        cork = transport.Cork(_Endpoint(unix).send)
-        assert cork._sock is None
-        unix.write(b"as it comes")
-        theirs.settimeout(1)
-        assert await asyncio.to_thread(theirs.recv, 16) == b"as it comes"
-        cork.release()
-        unix.close()
-        theirs.close()
+        await _uncorked(unix, theirs)
 
     run_on(loop_kind, run())
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_without_tcp_cork_a_cork_holds_nothing(
+    loop_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the platform has no TCP_CORK, Cork does nothing: over real TCP, writes go out as
+    they come, and a release does nothing."""
+    monkeypatch.setattr(transport, "_TCP_CORK", None)
+
+    async def run() -> None:
+        await _uncorked(*await _pair())
+
+    run_on(loop_kind, run())
+
+
+async def _uncorked(server: Any, peer: socket.socket) -> None:
+    """A Cork on ``server``'s transport holds nothing: a write reaches ``peer`` before any
+    release; the release does nothing. Both ends are closed after."""
+    cork = transport.Cork(_Endpoint(server).send)
+    assert cork._sock is None
+    server.write(b"as it comes")
+    peer.settimeout(1)
+    assert await asyncio.to_thread(peer.recv, 16) == b"as it comes"
+    cork.release()
+    server.close()
+    peer.close()

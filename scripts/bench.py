@@ -56,6 +56,11 @@ hold each figure's median (lost and reordered frames, wrong views: the worst rou
 gives the CPU-per-frame ratio round by round, so a difference smaller than the machine's noise
 shows as such. The viewers are a minimal asyncio WebSocket client (no library) so the load side
 stays cheap enough to keep up with the servers.
+
+On two or more cores, each compared server runs on the first core and this load generator on
+the second (``--no-pin``: the scheduler places both), as the issue that set the targets
+measured them: a server never shares its core with the load it is measured under, and a round
+does not depend on where the scheduler happened to put the two.
 """
 
 from __future__ import annotations
@@ -87,6 +92,9 @@ NODE_WS = ROOT / "scripts" / "node_ws"  # the Node `ws` peer (npm install on fir
 HUB_ARGS: list[str] = []  # extra ``hub serve`` flags (--hub-args)
 SETTLE_S = 30.0  # how long a storm's views may take to settle before they count as wrong
 BEFORE: list[str] = []  # the source tree of the ``before`` server (--before)
+# The core of a compared server (one; this load generator runs on another, as the issue's
+# harness ran them); empty with --no-pin or on one core: the scheduler places both.
+SERVER_CPUS: set[int] = set()
 SEQ = re.compile(rb'"seq":(\d+)')
 ONLINE = re.compile(rb'"online":(\d+)')
 REF = re.compile(rb'"ref":(\d+)')
@@ -253,7 +261,12 @@ class Driver(WsClient):
 
 class Server:
     def __init__(
-        self, kind: str, port: int, workdir: str, env: dict[str, str] | None = None
+        self,
+        kind: str,
+        port: int,
+        workdir: str,
+        env: dict[str, str] | None = None,
+        pinned: bool = False,
     ) -> None:
         self.kind = kind
         self.port = port
@@ -275,7 +288,8 @@ class Server:
             cmd = [sys.executable, str(ROOT / "scripts/baseline_server.py"), "--port", str(port)]
         self.proc = subprocess.Popen(
             cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            preexec_fn=_raise_nofile, env={**os.environ, **(env or {})},
+            preexec_fn=_server_setup if pinned else _raise_nofile,
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
 
     def wait_ready(self) -> None:
@@ -346,6 +360,13 @@ def _cpu_of(pid: int, system: bool = True) -> float:
 def _raise_nofile() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _server_setup() -> None:
+    """In a compared server's process, before it runs: its file limit, and its core."""
+    _raise_nofile()
+    if SERVER_CPUS:
+        os.sched_setaffinity(0, SERVER_CPUS)  # before exec: every thread it makes inherits it
 
 
 def free_port() -> int:
@@ -439,7 +460,7 @@ async def run_one(kind: str, n: int, rate: float, seconds: float, workspaces: in
                   sets: int, sample: int) -> Result:  # fmt: skip
     result = Result(kind, n, rate, seconds)
     with tempfile.TemporaryDirectory() as workdir:
-        server = Server(kind, free_port(), workdir)
+        server = Server(kind, free_port(), workdir, pinned=True)
         try:
             server.wait_ready()
             await _measure(server, result, n, rate, seconds, workspaces, sets, sample)
@@ -1062,6 +1083,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watchers", type=int, default=100, help="--people: watchers")
     parser.add_argument("--updates", type=float, default=50, help="--slow: session updates/s")
     parser.add_argument("--title", type=int, default=4000, help="--slow: bytes per update")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the scheduler place the servers and the load side (default: a compared "
+        "server on the first core, this process on the second)",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat takes 1 or more rounds")
@@ -1107,6 +1135,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 args.json.write_text(json.dumps([asdict(calm), asdict(busy)], indent=2))
         return 0
+    cores = sorted(os.sched_getaffinity(0))
+    if args.pin and len(cores) >= 2:  # the compared servers on one core, this side on another
+        SERVER_CPUS.add(cores[0])
+        os.sched_setaffinity(0, {cores[1]})
     if "node" in args.servers and (why := node_ws_ready()):
         print(f"note: the Node ws peer is left out: {why}", flush=True)
         args.servers.remove("node")

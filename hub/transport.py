@@ -66,6 +66,9 @@ SEND_BUFFER = 64 * 1024
 _NEEDED = ("transport", "writable", "close_sent", "conn", "queue", "loop", "read_paused")
 
 
+# Messages that may wait for the app before a socket's reads pause (uvicorn pauses after one).
+INBOX_HIGH = 4
+
 # A WebSocket handshake's request head (line and headers) at most; larger gets 431.
 MAX_HEAD_BYTES = 8 * 1024
 MAX_HEAD_LINES = 100
@@ -151,7 +154,7 @@ class _Flag:
 
 
 class HubWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's ``websockets-sansio`` protocol with three changes.
+    """uvicorn's ``websockets-sansio`` protocol with these changes.
 
     - Keepalive: uvicorn pings every ``ws_ping_interval`` and drops a peer that does not answer
       within ``ws_ping_timeout``, closing with 1011; the contract names 4408 for that, so a
@@ -165,6 +168,8 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     - Connect storms: a plain handshake request that :class:`HubHttpProtocol` has read is
       handed over whole (:meth:`handshake`) and accepted by :class:`_ServerProtocol`, without
       websockets' parsers reading it again; anything else is read and answered by websockets.
+    - Reads pause only while the app is :data:`INBOX_HIGH` messages behind
+      (:meth:`send_receive_event_to_app`), not after every message.
     """
 
     # uvicorn's attributes (0.54), as slots: no instance dict of 1.6 KB per socket (uvicorn's
@@ -215,6 +220,24 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.handshake_complete and getattr(self, "response", None) is not None:
             self.request = self.response = None  # type: ignore[assignment]
             _fresh_parser(self.conn)
+
+    def send_receive_event_to_app(self) -> None:
+        """Queue a message for the app, pausing reads only when :data:`INBOX_HIGH` wait.
+
+        uvicorn pauses reading after every message and resumes once the app took it: on
+        asyncio's transport that is two ``epoll_ctl`` calls and the selector's bookkeeping
+        for each message of a client that sends one at a time (the common case). Here reads
+        pause only while the app is that many messages behind, and resume, as uvicorn does,
+        once it has taken them all: the same back-pressure, a few messages later."""
+        paused = self.read_paused
+        self.read_paused = True  # uvicorn's method queues the message and does not pause
+        super().send_receive_event_to_app()
+        if paused:
+            return
+        if self.queue.qsize() >= INBOX_HIGH and not self.transport.is_closing():
+            self.transport.pause_reading()
+        else:
+            self.read_paused = False
 
     def data_received(self, data: bytes) -> None:
         if self.conn.state is State.CONNECTING and _too_large(data):

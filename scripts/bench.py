@@ -28,7 +28,9 @@ per second, and measures:
   pushed to the room's sockets, merged while the storm lasts), and how many sockets were told
   another after 30 s (must be 0); the peers push no ``online`` (0 in their column);
 - server CPU per incoming ``set_session``: a separate workspace where one client sends them
-  one after the other, each waiting for its ack;
+  in bursts of 50, each burst waiting for its acks; then one at a time, each sent after the
+  last one's ack (a client that changes its session now and then: each frame wakes the server
+  on its own);
 - lost frames (a viewer that never reaches the final ``seq``) and out-of-order ones (a ``seq``
   lower than one seen before on the same socket); both must be 0.
 
@@ -399,6 +401,7 @@ class Result:
     settled_s: float = 0.0  # the hub's: until every socket was told the room's final online
     wrong_views: int = 0  # the hub's: sockets told another online (SETTLE_S after the storm)
     cpu_per_set_session_us: float = 0.0
+    cpu_per_lone_set_session_us: float = 0.0
     lost: int = 0
     out_of_order: int = 0
     delivered: int = 0
@@ -511,6 +514,12 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
     for first in range(1000, 1000 + sets, 50):
         await solo.burst(first, 50)
     result.cpu_per_set_session_us = (server.cpu() - cpu0) / sets * 1e6
+    # The same one at a time, each sent after the last one's ack: how a client that changes
+    # its session now and then costs (every frame then wakes the server on its own).
+    cpu0 = server.cpu()
+    for ref in range(2 * 10**6, 2 * 10**6 + sets):
+        await solo.burst(ref, 1)
+    result.cpu_per_lone_set_session_us = (server.cpu() - cpu0) / sets * 1e6
 
     # Fan-out: one driver per workspace, R changes per second in all.
     drivers: list[Driver] = await connect_all(
@@ -850,6 +859,7 @@ FIGURES = [
     ("settled_s", "every socket told online=N after (s)"),  # 0 for the peers: see the docstring
     ("wrong_views", "sockets told another online"),
     ("cpu_per_set_session_us", "server CPU per set_session (us)"),
+    ("cpu_per_lone_set_session_us", "  one at a time, each after its ack (us)"),
     ("lost", "lost frames"),
     ("out_of_order", "out-of-order frames"),
 ]

@@ -251,6 +251,24 @@ async def close_code(url: str, headers: dict[str, str] | None = None) -> int | N
             return ws.close_code
 
 
+def raw_handshake(sock: socket.socket, path: str) -> bytes:
+    """Open a WebSocket on a connected plain socket (the request, the 101 checked); what
+    arrived after the response's head (the snapshot, say)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "closed during the handshake"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert b" 101 " in head, head
+    return rest
+
+
 class NonReader:
     """A raw socket that completes the handshake, then never reads (tiny receive buffer)."""
 
@@ -258,20 +276,12 @@ class NonReader:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += self.sock.recv(1)
-        assert b" 101 " in head
+        self.rest = raw_handshake(self.sock, path)
 
     def read_close_code(self) -> int | None:
         """Read what the server sent, up to its close frame; that frame's code, if one came."""
         self.sock.settimeout(5)
-        data = bytearray()
+        data = bytearray(self.rest)
         pos = 0
         while True:
             while pos + 2 <= len(data):  # parse every complete frame received so far

@@ -7,7 +7,6 @@ watched by a spy that counts its pauses and resumes and calls through."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 
 from hub.transport import INBOX_HIGH
-from tests.harness import ServerThread, new_client_id
+from tests.harness import ServerThread, new_client_id, raw_handshake
 
 ACK = re.compile(rb'"type":"ack"[^}]*"ref":(\d+)|"ref":(\d+)[^}]*"type":"ack"')
 
@@ -31,16 +30,7 @@ class RawClient:
     def __init__(self, port: int, path: str) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.settimeout(5)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        self.data = b""
-        while b"\r\n\r\n" not in self.data:
-            self.data += self.sock.recv(4096)
-        head, _, self.data = self.data.partition(b"\r\n\r\n")
-        assert b" 101 " in head
+        self.data = raw_handshake(self.sock, path)
 
     def send(self, *refs: int) -> None:
         """``set_session`` frames with these refs, in one write."""
@@ -51,15 +41,14 @@ class RawClient:
         self.sock.sendall(b"".join(frames))
 
     def acks(self, count: int) -> list[int]:
-        """The refs of the next ``count`` acks, in the order they came."""
-        refs: list[int] = []
-        while len(refs) < count:
+        """The refs of the next ``count`` acks, in the order they came (what follows the last
+        of them is kept for the next call)."""
+        while len(found := list(ACK.finditer(self.data))) < count:
             chunk = self.sock.recv(65536)
             assert chunk, "the hub closed the socket"
             self.data += chunk
-            refs = [int(a or b) for a, b in ACK.findall(self.data)]
-        self.data = b""
-        return refs
+        self.data = self.data[found[count - 1].end() :]
+        return [int(m.group(1) or m.group(2)) for m in found[:count]]
 
     def close(self) -> None:
         self.sock.close()

@@ -469,7 +469,7 @@ class Watched:
         self.wrote = True
         self.transport.writelines(lines)
 
-    def is_closing(self) -> bool:
+    def is_closing(self) -> bool:  # asked before every send: not through __getattr__
         closing: bool = self.transport.is_closing()
         return closing
 

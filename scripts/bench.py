@@ -263,12 +263,7 @@ class Driver(WsClient):
 
 class Server:
     def __init__(
-        self,
-        kind: str,
-        port: int,
-        workdir: str,
-        env: dict[str, str] | None = None,
-        pinned: bool = False,
+        self, kind: str, port: int, workdir: str, env: dict[str, str] | None = None
     ) -> None:
         self.kind = kind
         self.port = port
@@ -290,8 +285,7 @@ class Server:
             cmd = [sys.executable, str(ROOT / "scripts/baseline_server.py"), "--port", str(port)]
         self.proc = subprocess.Popen(
             cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            preexec_fn=_server_setup if pinned else _raise_nofile,
-            env={**os.environ, **(env or {})},
+            preexec_fn=_server_setup, env={**os.environ, **(env or {})},
         )  # fmt: skip
 
     def wait_ready(self) -> None:
@@ -365,7 +359,9 @@ def _raise_nofile() -> None:
 
 
 def _server_setup() -> None:
-    """In a compared server's process, before it runs: its file limit, and its core."""
+    """In a server's process, before it runs: its file limit, and its core when the compared
+    servers are pinned (SERVER_CPUS is set only on the way to them, after the other
+    scenarios have returned)."""
     _raise_nofile()
     if SERVER_CPUS:
         os.sched_setaffinity(0, SERVER_CPUS)  # before exec: every thread it makes inherits it
@@ -463,7 +459,7 @@ async def run_one(kind: str, n: int, rate: float, seconds: float, workspaces: in
                   sets: int, sample: int) -> Result:  # fmt: skip
     result = Result(kind, n, rate, seconds)
     with tempfile.TemporaryDirectory() as workdir:
-        server = Server(kind, free_port(), workdir, pinned=True)
+        server = Server(kind, free_port(), workdir)
         try:
             server.wait_ready()
             await _measure(server, result, n, rate, seconds, workspaces, sets, sample)

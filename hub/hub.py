@@ -116,8 +116,8 @@ class Hub:
         self.backend = backend
         self.metrics = metrics or Metrics()
         m = self.metrics
-        self._in = {k: m.frames_in.labels(k) for k in _IN}
-        self._out = {k: m.frames_out.labels(k) for k in _OUT}
+        self._in = m.frames_in.track(_IN)  # frames counted by type: += on plain ints
+        self._out = m.frames_out.track(_OUT)
         self.coalesce_window = coalesce_window
         self.max_outbox_bytes = max_outbox_bytes
         self.limits = limits or Limits()
@@ -241,7 +241,7 @@ class Hub:
         if rate is not None:
             now = asyncio.get_running_loop().time()
             if not rate.allow(now):
-                self._in["rate_limited"].inc()
+                self._in["rate_limited"] += 1
                 if rate.refusing_for(now) >= self.limits.rate_close_after:
                     self.metrics.closes.labels("rate_limit").inc()
                     conn.close(CloseCode.RATE_LIMITED)
@@ -250,23 +250,23 @@ class Hub:
                 return
         try:
             command = protocol.parse(text)
-            self._in[_KIND[type(command)]].inc()
+            self._in[_KIND[type(command)]] += 1
             try:
                 await self._apply(conn, command)
             except PeerError as exc:  # refused by presence (e.g. unavailable): echo the ref
                 exc.ref = command.ref if exc.ref is None else exc.ref
                 raise
         except PeerError as exc:
-            self._in["invalid"].inc()
+            self._in["invalid"] += 1
             self._send_one(conn, "error", Outgoing(protocol.encode(protocol.Error.of(exc))))
 
     def refuse_binary(self, conn: Connection) -> None:
         """A binary frame: the contract has none; answered with ``unsupported_frame``."""
-        self._in["binary"].inc()
+        self._in["binary"] += 1
         self._send_one(conn, "error", _BINARY_REFUSED)
 
     def _send_one(self, conn: Connection, kind: str, frame: Outgoing) -> None:
-        self._out[kind].inc()
+        self._out[kind] += 1
         conn.push(frame)
 
     async def _apply(self, conn: Connection, command: Command) -> None:
@@ -317,7 +317,7 @@ class Hub:
     def _snapshot_frame(
         self, conn: Connection, snapshot: Snapshot, ref: protocol.Ref | None
     ) -> Outgoing:
-        self._out["snapshot"].inc()
+        self._out["snapshot"] += 1
         frame = protocol.SnapshotFrame(
             snapshot.workspace_id,
             conn.client_id,
@@ -348,7 +348,7 @@ class Hub:
         if room is None:
             return
         shared = Outgoing(protocol.encode(protocol.SessionEvent(op, session)))
-        self._out["session"].inc(len(room.conns))
+        self._out["session"] += len(room.conns)
         for conn in room.conns:
             conn.push(shared)
 
@@ -458,7 +458,7 @@ class Hub:
         # The steady state first (one check, one send), else every check of push_counts.
         for conn in send_each(room.conns, shared.wire, frame.seq):
             conn.push_counts(frame, shared)
-        self._out["counts"].inc(len(room.conns))
+        self._out["counts"] += len(room.conns)
         room.cost = time.thread_time() - cpu
         self.metrics.fanout.observe(time.perf_counter() - started)
 
@@ -499,7 +499,7 @@ class Hub:
             if conn.watches is None:
                 conn.watches = {}
             conn.watches[session_id] = limit
-            self._out["viewers"].inc()
+            self._out["viewers"] += 1
             conn.push(Outgoing(protocol.encode(dataclasses.replace(frame, ref=command.ref))))
 
     def _unwatch_all(self, room: _Room, conn: Connection) -> None:
@@ -557,6 +557,6 @@ class Hub:
     def _send_viewers(self, frames: list[tuple[set[Connection], protocol.ViewersDiff]]) -> None:
         for conns, frame in frames:
             shared = Outgoing(protocol.encode(frame))
-            self._out["viewers_diff"].inc(len(conns))
+            self._out["viewers_diff"] += len(conns)
             for conn in conns:
                 conn.push(shared)

@@ -2,11 +2,13 @@
 
 Each app has its own registry (several apps can live in one process, as in the tests). Counting
 never happens per socket on the fan-out path: a flush adds the number of sockets it reached at
-once; gauges (sockets open, claims by state) are read when Prometheus scrapes.
+once; gauges (sockets open, claims by state) are read when Prometheus scrapes. Frames in and
+out, counted once per frame a socket sends, are plain ints (:class:`Tally`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -15,7 +17,40 @@ from prometheus_client.registry import Collector
 
 from hub.webhook import OutboxStats
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "Tally"]
+
+
+class Tally(Collector):
+    """A counter by one label, kept as plain ints (``counts[value] += n`` on the dict that
+    :meth:`track` returns) and exposed as a Counter is (``<name>_total{<label>=...}`` and
+    ``<name>_created``).
+
+    Frames in and out are counted once per frame on the event loop's thread, where a
+    prometheus_client Counter takes a lock per increment (about 300 ns against 40 ns for the
+    int); a scrape from another thread reads whole ints.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, label: str, registry: CollectorRegistry
+    ) -> None:
+        self.counts: dict[str, int] = {}
+        self._name = name
+        self._documentation = documentation
+        self._label = label
+        self._created = time.time()
+        registry.register(self)
+
+    def track(self, values: Iterable[str]) -> dict[str, int]:
+        """Count these label values too (each shown from 0 on); the dict to add to."""
+        for value in values:
+            self.counts.setdefault(value, 0)
+        return self.counts
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, n in list(self.counts.items()):
+            family.add_metric([value], n, created=self._created)
+        yield family
 
 
 class _Gauges(Collector):
@@ -65,12 +100,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.frames_in = Counter(
-            "hub_frames_in", "frames received from sockets, by type", ["type"], registry=r
-        )
-        self.frames_out = Counter(
-            "hub_frames_out", "frames sent to sockets, by type", ["type"], registry=r
-        )
+        self.frames_in = Tally("hub_frames_in", "frames received from sockets, by type", "type", r)
+        self.frames_out = Tally("hub_frames_out", "frames sent to sockets, by type", "type", r)
         self.coalesced = Counter(
             "hub_counts_coalesced", "changes merged into a counts frame already due", registry=r
         )

@@ -230,9 +230,9 @@ def parse(text: str | bytes) -> Command:
     allowed = _ALLOWED.get(kind)
     if allowed is None:
         raise UnknownType(f"unknown frame type {kind[:64]!r}", ref=ref)
-    unknown = data.keys() - allowed
-    if unknown:
-        raise BadRequest(f"unknown field {min(unknown)[:64]!r} in {kind}", ref=ref)
+    if not data.keys() <= allowed:
+        unknown = min(data.keys() - allowed)
+        raise BadRequest(f"unknown field {unknown[:64]!r} in {kind}", ref=ref)
     if kind in ("set_session", "watch", "unwatch"):
         if "session_id" not in data:
             raise BadRequest("field 'session_id' is required", ref=ref)
@@ -356,11 +356,19 @@ ServerFrame = (
 )
 
 
+# The field names of each server frame's class, in order (read once: ``fields()`` builds its
+# tuple anew on every call).
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def encode(frame: ServerFrame) -> bytes:
     """The frame as compact UTF-8 JSON, ``type`` first, ``None`` fields left out."""
+    names = _FIELDS.get(type(frame))
+    if names is None:
+        names = _FIELDS[type(frame)] = tuple(f.name for f in fields(frame))
     body: dict[str, Any] = {"type": frame.TYPE}
-    for f in fields(frame):
-        value = getattr(frame, f.name)
+    for name in names:
+        value = getattr(frame, name)
         if value is not None:
-            body[f.name] = value
+            body[name] = value
     return orjson.dumps(body)

@@ -56,6 +56,32 @@ async def test_metrics_show_sockets_claims_frames_and_fanout(make_server: MakeSe
             await v.close()
 
 
+def test_a_tally_is_exposed_as_a_counter_is() -> None:
+    """Frames in and out are plain ints (hub.metrics.Tally): the same exposition as a
+    prometheus_client Counter with the same label values and increments, its ``_created``
+    samples included (their values are times and differ)."""
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    from hub.metrics import Tally
+
+    def exposed(registry: CollectorRegistry) -> list[str]:
+        return [
+            line.rsplit(" ", 1)[0] if "_created{" in line else line
+            for line in generate_latest(registry).decode().splitlines()
+        ]
+
+    by_counter, by_tally = CollectorRegistry(), CollectorRegistry()
+    counter = Counter("hub_x", "frames, by type", ["type"], registry=by_counter)
+    tally = Tally("hub_x", "frames, by type", "type", by_tally)
+    counts = tally.track(["a", "b", "c"])
+    for value, n in (("a", 1), ("b", 5), ("c", 0)):
+        counter.labels(value).inc(n)
+        counts[value] += n
+    assert exposed(by_tally) == exposed(by_counter)
+    assert metric(generate_latest(by_tally).decode(), "hub_x_total", '{type="b"}') == 5
+    assert tally.track(["a", "d"]) is counts and counts == {"a": 1, "b": 5, "c": 0, "d": 0}
+
+
 async def test_health_reports_dependencies_and_ready_follows_them(make_server: MakeServer) -> None:
     server = make_server()
     async with httpx.AsyncClient(base_url=server.url) as http:

@@ -73,6 +73,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import re
 import resource
 import shutil
@@ -284,9 +285,15 @@ class Server:
                 cmd += ["--loop", "uvloop"]
         else:
             cmd = [sys.executable, str(ROOT / "scripts/baseline_server.py"), "--port", str(port)]
+        # The environment's size moves where a new process's stack starts, and with it the
+        # alignment of everything on it: two launches of the same program can differ by a few
+        # percent for that alone, the same way at every launch. A pad of random length per
+        # launch turns that into noise the rounds average out instead of a bias between two
+        # servers (whose environments differ: PYTHONPATH for ``before``).
+        pad = {"BENCH_PAD": "x" * random.randrange(4096)}
         self.proc = subprocess.Popen(
             cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            preexec_fn=_server_setup, env={**os.environ, **(env or {})},
+            preexec_fn=_server_setup, env={**os.environ, **(env or {}), **pad},
         )  # fmt: skip
 
     def wait_ready(self) -> None:

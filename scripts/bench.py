@@ -286,10 +286,11 @@ class Server:
         else:
             cmd = [sys.executable, str(ROOT / "scripts/baseline_server.py"), "--port", str(port)]
         # The environment's size moves where a new process's stack starts, and with it the
-        # alignment of everything on it: two launches of the same program can differ by a few
-        # percent for that alone, the same way at every launch. A pad of random length per
-        # launch turns that into noise the rounds average out instead of a bias between two
-        # servers (whose environments differ: PYTHONPATH for ``before``).
+        # alignment of what is on it, which can make one launch of a program a few percent
+        # faster than another, the same way every time (A/A runs of the hub here put the same
+        # code 0-7% apart: docs/performance.md). A pad of random length per launch makes that
+        # noise the rounds average out, not a bias between two servers whose environments
+        # differ (PYTHONPATH for ``before``).
         pad = {"BENCH_PAD": "x" * random.randrange(4096)}
         self.proc = subprocess.Popen(
             cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -358,7 +359,7 @@ def node_ws_ready() -> str:
 def _cpu_of(pid: int, system: bool = True) -> float:
     """CPU seconds of a process: all of it from the process's CPU-time clock (every thread's,
     those that ended too, to the nanosecond: ``/proc/PID/stat`` counts in ticks of 10 ms, a
-    tenth of a run of 2,000 lone set_session frames); user mode only from ``/proc/PID/stat``
+    tenth of what 2,000 lone set_session frames cost); user mode only from ``/proc/PID/stat``
     (the kernel's tick-sampled split of that total)."""
     if system:
         # clock_getcpuclockid(pid): MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED) of the kernel

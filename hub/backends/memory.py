@@ -79,21 +79,29 @@ class MemoryBackend:
         loop = self._loop or asyncio.get_running_loop()
         return loop.time()
 
+    async def _add_known(self, workspace_id: str, missing: WorkspaceNotFound) -> None:
+        """After a core call raised ``missing``: add the workspace when the store has it (the
+        core learns workspaces on first use), else raise ``missing`` again."""
+        if self.presence.has_workspace(workspace_id) or not await self._known(workspace_id):
+            raise missing
+        self.presence.add_workspace(workspace_id)
+
     async def _learn(self, workspace_id: str, call: Callable[[], T]) -> T:
         """Run a core call; a workspace the core does not know but the store has is added."""
         try:
             return call()
-        except WorkspaceNotFound:
-            if self.presence.has_workspace(workspace_id) or not await self._known(workspace_id):
-                raise
-            self.presence.add_workspace(workspace_id)
-            return call()
+        except WorkspaceNotFound as missing:
+            await self._add_known(workspace_id, missing)
+        return call()
 
     async def _apply(self, workspace_id: str, call: Callable[[float], Diff]) -> int:
-        try:  # the core knows the workspace (the common case: no coroutine of _learn's)
+        # As _learn, inline: a change is the hot path, and this spares it a coroutine and a
+        # lambda per call.
+        try:
             diff = call(self._now())
-        except WorkspaceNotFound:
-            diff = await self._learn(workspace_id, lambda: call(self._now()))
+        except WorkspaceNotFound as missing:
+            await self._add_known(workspace_id, missing)
+            diff = call(self._now())
         self._commit(diff)
         return diff.seq
 

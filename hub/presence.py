@@ -49,6 +49,29 @@ random-history tests check them against this definition):
 
 In one process (the memory backend) no node is named and streams are counted per claim only.
 
+Versions: state that cannot go back in time
+-------------------------------------------
+A node's memory of a claim may be older than the claim (it missed a change while paused or cut
+off), and the store may lose a claim while a node still holds its streams (a node cleared past
+its grace, Redis restarted empty). So the two parts of a claim that a client sets, its session
+and its released mark, each carry a **version** (``session_v``, ``released_v``) taken from the
+workspace's clock, which only grows: every write of either takes the next tick. What a node
+remembers of a claim is a :class:`Recalled` with the versions it saw, and a re-assertion
+merges field by field, the higher version winning: a node's memory restores what was lost but
+never overwrites a newer state.
+
+    set_session / release / hold    write the field with the next tick
+    a claim ends (hold or grace     leaves a tombstone of its last state for ``tomb_ttl``, which
+    expiry, a released claim's      a re-assertion that finds the claim gone merges too: an
+    last close)                     expiry never drops a change the node did not see
+    a claim made by a join or hold  versions 0 (its tombstone, if any, is dropped): a memory
+                                    of it can only exist on a node that still holds a stream
+                                    of the client, so the claim never truly ended, and that
+                                    memory is the truth (the store was cleared or lost it)
+
+A re-asserted claim takes its user from the node's memory (recorded with the stream, so it is
+never anonymous for a named user), and a retired client never comes back.
+
 People (PROTOCOL.md section 5)
 ------------------------------
 A claim may belong to a user, bound at its first stream (``attach(..., user=)``); a later
@@ -78,7 +101,8 @@ from hub.deadlines import Deadlines
 from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
 
 __all__ = [
-    "ClaimState", "ClaimView", "Diff", "Presence", "Profile", "Snapshot", "Viewer", "Viewers",
+    "ClaimState", "ClaimView", "Diff", "Presence", "Profile", "Recalled", "Snapshot", "Viewer",
+    "Viewers",
 ]  # fmt: skip
 
 Profile = dict[str, Any]  # a JSON object of at most 1024 bytes encoded (protocol checks it)
@@ -106,8 +130,13 @@ class Diff:
 
     @property
     def changed(self) -> bool:
-        """Whether counts moved (then ``seq`` moved with them)."""
-        return bool(self.counts) or self.online is not None
+        """Whether counts moved, of clients or of users (then ``seq`` moved with them)."""
+        return (
+            bool(self.counts)
+            or self.online is not None
+            or bool(self.users)
+            or self.online_users is not None
+        )
 
     @property
     def viewed(self) -> frozenset[str] | set[str]:
@@ -161,12 +190,28 @@ class ClaimView:
     released: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """What a node remembers of a claim whose streams it holds (see Versions above): the
+    session and released mark with the versions it saw them at, and the claim's user (None:
+    anonymous) and that user's profile as the node last set them."""
+
+    session_id: str = ""
+    session_v: int = 0
+    released: bool = False
+    released_v: int = 0
+    user: str | None = None
+    profile: Profile | None = None
+
+
 @dataclass(slots=True)
 class _Claim:
     client_id: str
     session_id: str = ""
     streams: int = 0
     released: bool = False
+    session_v: int = 0  # versions of session_id and released (see Versions above)
+    released_v: int = 0
     user: str | None = None  # None: anonymous
     bound: bool = False  # the user was fixed by the claim's first stream
     # With streams == 0: True for a creation hold, False for a detach grace.
@@ -202,6 +247,9 @@ class _Space:
     profiles: dict[str, Profile] = field(default_factory=dict)
     # node -> client -> streams that node holds (only for calls that name a node)
     nodes: dict[str, dict[str, int]] = field(default_factory=dict)
+    clock: int = 0  # the last version given to a claim's session or released mark
+    # client -> the last state of its claim that ended, and until when it is kept
+    gone: dict[str, tuple[Recalled, float]] = field(default_factory=dict)
 
 
 class _Change:
@@ -267,9 +315,11 @@ class _Change:
     def diff(self) -> Diff:
         space = self._space
         online = space.online if space.online != self._online_before else None
-        if self._counts or online is not None:
-            space.seq += 1
         users = space.online_users if space.online_users != self._users_before else None
+        # online_users may move alone: a re-assertion that swaps an anonymous claim for one of
+        # a user who is online elsewhere, all on the landing page ""
+        if self._counts or online is not None or users is not None:
+            space.seq += 1
         touched = frozenset(self._touched) if self._touched else frozenset()
         return Diff(self._wid, space.seq, self._counts, online, self._users, users, touched)
 
@@ -284,19 +334,28 @@ def _add(values: dict[str, int], session_id: str, delta: int) -> int:
     return n
 
 
-# Timer keys: (workspace_id, or "" for a retirement; client_id).
-_Timer = tuple[str, str]
+# Timer keys: (what it expires: a claim, a retirement or a tombstone; workspace_id; client_id).
+_CLAIM, _RETIRED, _TOMB = "claim", "retired", "tomb"
+_Timer = tuple[str, str, str]
 
 
 class Presence:
     """Claims of every known workspace, their counts, and the timers that expire them."""
 
     def __init__(
-        self, *, create_grace: float = 30.0, detach_grace: float = 10.0, retire_ttl: float = 86400.0
+        self,
+        *,
+        create_grace: float = 30.0,
+        detach_grace: float = 10.0,
+        retire_ttl: float = 86400.0,
+        tomb_ttl: float = 0.0,
     ) -> None:
+        """``tomb_ttl``: how long an ended claim's tombstone is kept (0: none, as in one
+        process, where no node ever re-asserts)."""
         self.create_grace = create_grace
         self.detach_grace = detach_grace
         self.retire_ttl = retire_ttl
+        self.tomb_ttl = tomb_ttl
         self._spaces: dict[str, _Space] = {}
         self._by_client: dict[str, set[str]] = {}  # client -> workspaces it has claims in
         self._retired: dict[str, float] = {}  # client -> refused until
@@ -327,8 +386,9 @@ class Presence:
         self._refuse_retired(client_id, now)
         claim = space.claims.get(client_id)
         if claim is None:
-            claim = self._new_claim(workspace_id, space, client_id)
+            claim = self._born(workspace_id, space, client_id)
         claim.released = False
+        claim.released_v = self._tick(space)
         if not claim.streams:
             claim.held = True
             self._arm(workspace_id, claim, now + self.create_grace)
@@ -352,7 +412,7 @@ class Presence:
         if claim is not None and claim.bound and claim.user != user:
             raise Forbidden("this client id is in use by another user")
         if claim is None:
-            claim = self._new_claim(workspace_id, space, client_id)
+            claim = self._born(workspace_id, space, client_id)
         if not claim.bound:
             self._bind(space, claim, user)
         if node is not None:
@@ -377,9 +437,8 @@ class Presence:
         space, claim = self._attached(workspace_id, client_id, now)
         change = _Change(workspace_id, space)
         if claim.session_id != session_id:
-            change.count(claim.session_id, -1, claim.user)
-            change.count(session_id, +1, claim.user)
-            claim.session_id = session_id
+            self._switch(change, claim, session_id)
+            claim.session_v = self._tick(space)
         return change.diff()
 
     def detach(
@@ -408,14 +467,14 @@ class Presence:
         workspace_id: str,
         node: str,
         streams: dict[str, int],
-        sessions: dict[str, str],
+        known: dict[str, Recalled],
         now: float,
-        users: dict[str, str] | None = None,
-        profiles: dict[str, Profile] | None = None,
     ) -> Diff:
-        """Make ``node``'s streams in the workspace exactly ``streams`` (see Nodes above); a
-        claim re-created takes its session from ``sessions``, its user from ``users`` (absent:
-        anonymous) and its user's profile from ``profiles``, as the node last knew them."""
+        """Make ``node``'s streams in the workspace exactly ``streams`` (see Nodes above) and
+        merge what the node remembers of each claim it names (``known``, see Versions above):
+        a claim found gone comes back from its tombstone and the node's memory, the newer of
+        the two for each field; a claim still there takes from the memory only what is newer.
+        """
         space = self._spaces.get(workspace_id)
         if space is None:
             if not streams:
@@ -427,23 +486,46 @@ class Presence:
         for client_id in sorted(want.keys() | have.keys()):
             target = want.get(client_id, 0)
             delta = target - have.get(client_id, 0)
-            if not delta:
-                continue
-            self._set_node_streams(space, node, client_id, target)
+            recalled = known.get(client_id, Recalled())
             claim = space.claims.get(client_id)
             if claim is None:
-                if not target:
-                    continue
-                claim = self._new_claim(workspace_id, space, client_id)
-                claim.session_id = sessions.get(client_id, "")
-                self._bind(space, claim, (users or {}).get(client_id))
-                self._move(workspace_id, space, change, claim, delta, now)
-                profile = (profiles or {}).get(client_id)
-                if profile is not None and claim.user not in space.profiles:
-                    self._profile(space, change, claim, profile)
+                if target:
+                    args = (node, client_id, target, recalled, now)
+                    self._bring_back(workspace_id, space, change, *args)
+                    back = space.claims[client_id]
+                    if recalled.profile is not None and back.user not in space.profiles:
+                        self._profile(space, change, back, recalled.profile)
+                elif delta:
+                    self._set_node_streams(space, node, client_id, 0)
                 continue
-            self._move(workspace_id, space, change, claim, delta, now)
+            if target:
+                self._merge(space, change, claim, recalled)
+            if delta:
+                self._set_node_streams(space, node, client_id, target)
+                self._move(workspace_id, space, change, claim, delta, now)
         return change.diff()
+
+    def _bring_back(
+        self,
+        workspace_id: str,
+        space: _Space,
+        change: _Change,
+        node: str,
+        client_id: str,
+        streams: int,
+        recalled: Recalled,
+        now: float,
+    ) -> None:
+        """Re-create a claim a node holds streams of: its user from the node's memory, its
+        state the newer of its tombstone and that memory, field by field."""
+        claim = self._new_claim(workspace_id, space, client_id)
+        self._bind(space, claim, recalled.user)
+        tomb = space.gone.pop(client_id, None)
+        if tomb is not None:
+            self._merge(space, change, claim, tomb[0])
+        self._merge(space, change, claim, recalled)
+        self._set_node_streams(space, node, client_id, streams)
+        self._move(workspace_id, space, change, claim, streams, now)
 
     def clear_node(self, node: str, now: float) -> list[Diff]:
         """Detach every stream ``node`` holds, in every workspace (a node taken for dead)."""
@@ -458,17 +540,17 @@ class Presence:
         space = self._space(workspace_id)
         claim = space.claims.get(client_id)
         if claim is not None:
-            if claim.streams:
-                claim.released = True
-            else:
-                self._remove(workspace_id, space, client_id)
+            claim.released = True
+            claim.released_v = self._tick(space)
+            if not claim.streams:
+                self._remove(workspace_id, space, client_id, now)
         return Diff(workspace_id, space.seq)
 
     def retire(self, client_id: str, now: float) -> list[Diff]:
         """Remove every claim of the client and refuse it for ``retire_ttl`` (idempotent)."""
         until = now + self.retire_ttl
         self._retired[client_id] = until
-        self._timers.push(until, ("", client_id))
+        self._timers.push(until, (_RETIRED, "", client_id))
         diffs = []
         for workspace_id in sorted(self._by_client.get(client_id, ())):
             space = self._spaces[workspace_id]
@@ -476,7 +558,7 @@ class Presence:
             change = _Change(workspace_id, space)
             if claim.streams:
                 change.count(claim.session_id, -1, claim.user)
-            self._remove(workspace_id, space, client_id)
+            self._remove(workspace_id, space, client_id, None)
             for node in list(space.nodes):
                 self._set_node_streams(space, node, client_id, 0)
             diffs.append(change.diff())
@@ -497,13 +579,15 @@ class Presence:
         so expiry never moves a count: the diffs returned are empty, one per workspace touched.
         """
         touched: dict[str, Diff] = {}
-        for workspace_id, client_id in self._timers.due(now):
-            if workspace_id == "":
+        for kind, workspace_id, client_id in self._timers.due(now):
+            if kind == _RETIRED:
                 del self._retired[client_id]
-                continue
-            space = self._spaces[workspace_id]
-            self._remove(workspace_id, space, client_id)
-            touched[workspace_id] = Diff(workspace_id, space.seq)
+            elif kind == _TOMB:
+                del self._spaces[workspace_id].gone[client_id]
+            else:
+                space = self._spaces[workspace_id]
+                self._remove(workspace_id, space, client_id, now)
+                touched[workspace_id] = Diff(workspace_id, space.seq)
         return list(touched.values())
 
     # -- reads ------------------------------------------------------------------------------
@@ -583,6 +667,34 @@ class Presence:
         if self.is_retired(client_id, now):
             raise ClientRetired(f"client {client_id} is retired")
 
+    def _born(self, workspace_id: str, space: _Space, client_id: str) -> _Claim:
+        """A claim made by a join or a hold, at versions 0 (see Versions above)."""
+        space.gone.pop(client_id, None)
+        return self._new_claim(workspace_id, space, client_id)
+
+    @staticmethod
+    def _tick(space: _Space) -> int:
+        space.clock += 1
+        return space.clock
+
+    def _merge(self, space: _Space, change: _Change, claim: _Claim, known: Recalled) -> None:
+        """Take from ``known`` each field whose version is newer than the claim's."""
+        if known.session_v > claim.session_v:
+            if known.session_id != claim.session_id:
+                self._switch(change, claim, known.session_id)
+            claim.session_v = known.session_v
+        if known.released_v > claim.released_v:
+            claim.released, claim.released_v = known.released, known.released_v
+        space.clock = max(space.clock, known.session_v, known.released_v)
+
+    @staticmethod
+    def _switch(change: _Change, claim: _Claim, session_id: str) -> None:
+        """Move the claim to another session (its count moves only while it is attached)."""
+        if claim.streams:
+            change.count(claim.session_id, -1, claim.user)
+            change.count(session_id, +1, claim.user)
+        claim.session_id = session_id
+
     def _new_claim(self, workspace_id: str, space: _Space, client_id: str) -> _Claim:
         claim = space.claims[client_id] = _Claim(client_id)
         self._by_client.setdefault(client_id, set()).add(workspace_id)
@@ -607,7 +719,7 @@ class Presence:
         elif before and not claim.streams:
             change.count(claim.session_id, -1, claim.user)
             if claim.released:
-                self._remove(workspace_id, space, claim.client_id)
+                self._remove(workspace_id, space, claim.client_id, now)
             else:
                 claim.held = False
                 self._arm(workspace_id, claim, now + self.detach_grace)
@@ -622,9 +734,16 @@ class Presence:
             if not mine:
                 del space.nodes[node]
 
-    def _remove(self, workspace_id: str, space: _Space, client_id: str) -> None:
+    def _remove(self, workspace_id: str, space: _Space, client_id: str, now: float | None) -> None:
+        """End a claim; at ``now`` it leaves a tombstone (None: it leaves none, as for a
+        retired client, which never comes back)."""
         claim = space.claims.pop(client_id)
         self._unindex(workspace_id, client_id)
+        if now is not None and self.tomb_ttl > 0:
+            last = Recalled(claim.session_id, claim.session_v, claim.released, claim.released_v)
+            until = now + self.tomb_ttl
+            space.gone[client_id] = (last, until)
+            self._timers.push(until, (_TOMB, workspace_id, client_id))
         user = claim.user
         if user is not None:
             n = space.members[user] - 1
@@ -660,13 +779,18 @@ class Presence:
     def _arm(self, workspace_id: str, claim: _Claim, deadline: float) -> None:
         claim.deadline = deadline
         # A re-armed or cancelled timer leaves its old entry behind (see hub.deadlines).
-        self._timers.push(deadline, (workspace_id, claim.client_id))
+        self._timers.push(deadline, (_CLAIM, workspace_id, claim.client_id))
 
     def _live(self, deadline: float, timer: _Timer) -> bool:
         """A timer is live while the thing it would expire still waits for that deadline."""
-        workspace_id, client_id = timer
-        if workspace_id == "":
+        kind, workspace_id, client_id = timer
+        if kind == _RETIRED:
             return self._retired.get(client_id) == deadline
         space = self._spaces.get(workspace_id)
-        claim = space.claims.get(client_id) if space is not None else None
+        if space is None:
+            return False
+        if kind == _TOMB:
+            tomb = space.gone.get(client_id)
+            return tomb is not None and tomb[1] == deadline
+        claim = space.claims.get(client_id)
         return claim is not None and not claim.streams and claim.deadline == deadline

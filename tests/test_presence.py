@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
-from hub.presence import ClaimState, Presence, Viewer
+from hub.presence import ClaimState, Presence, Recalled, Viewer
 
 W = "w1"
 A, B, C = "client-a", "client-b", "client-c"
@@ -21,6 +21,14 @@ A, B, C = "client-a", "client-b", "client-c"
 @pytest.fixture
 def p() -> Presence:
     presence = Presence(create_grace=30, detach_grace=10, retire_ttl=100)
+    presence.add_workspace(W)
+    return presence
+
+
+@pytest.fixture
+def pt() -> Presence:
+    """The core as several nodes use it: ended claims leave tombstones (for 600)."""
+    presence = Presence(create_grace=30, detach_grace=10, retire_ttl=100, tomb_ttl=600)
     presence.add_workspace(W)
     return presence
 
@@ -540,42 +548,43 @@ def test_stale_timers_do_not_pile_up(p: Presence) -> None:
 
 
 def test_a_cleared_node_s_streams_enter_grace_and_a_reassertion_brings_them_back(
-    p: Presence,
+    pt: Presence,
 ) -> None:
-    p.attach(W, A, 0, node="n1")
-    p.attach(W, A, 0, node="n2")  # A on two nodes: one client
-    p.set_session(W, A, "S1", 0)
-    p.attach(W, B, 0, node="n1")
-    assert (p.online(W), p.snapshot(W).counts) == (2, {"S1": 1})
-    p.clear_node("n1", 1)  # n1 taken for dead
-    assert (p.online(W), p.snapshot(W).counts) == (1, {"S1": 1})  # A still has n2's stream
-    assert {c.client_id: c.state for c in p.claims(W)} == {
+    pt.attach(W, A, 0, node="n1")
+    pt.attach(W, A, 0, node="n2")  # A on two nodes: one client
+    pt.set_session(W, A, "S1", 0)
+    pt.attach(W, B, 0, node="n1")
+    assert (pt.online(W), pt.snapshot(W).counts) == (2, {"S1": 1})
+    pt.clear_node("n1", 1)  # n1 taken for dead
+    assert (pt.online(W), pt.snapshot(W).counts) == (1, {"S1": 1})  # A still has n2's stream
+    assert {c.client_id: c.state for c in pt.claims(W)} == {
         A: ClaimState.ATTACHED,
         B: ClaimState.GRACE,
     }
-    p.set_streams(W, "n1", {A: 1, B: 1}, {A: "S1", B: ""}, 2)  # n1 was alive after all
-    assert p.online(W) == 2
-    assert {c.client_id: c.streams for c in p.claims(W)} == {A: 2, B: 1}
+    pt.set_streams(W, "n1", {A: 1, B: 1}, {}, 2)  # n1 was alive after all
+    assert pt.online(W) == 2
+    assert {c.client_id: c.streams for c in pt.claims(W)} == {A: 2, B: 1}
 
 
 def test_a_node_detaches_only_what_it_holds_and_gone_claims_come_back_with_its_session(
-    p: Presence,
+    pt: Presence,
 ) -> None:
-    p.attach(W, A, 0, node="n1")
-    p.set_session(W, A, "S2", 0)
-    p.release(W, A, 0)
-    assert p.detach(W, A, 0, node="n2").counts == {}  # n2 holds none of A's streams
-    p.clear_node("n1", 0)  # released: gone at once
-    assert p.claims(W) == []
-    diff = p.set_streams(W, "n1", {A: 1}, {A: "S2"}, 0)
+    pt.attach(W, A, 0, node="n1")
+    pt.set_session(W, A, "S2", 0)
+    pt.release(W, A, 0)
+    assert pt.detach(W, A, 0, node="n2").counts == {}  # n2 holds none of A's streams
+    pt.clear_node("n1", 0)  # released: gone at once
+    assert pt.claims(W) == []
+    diff = pt.set_streams(W, "n1", {A: 1}, {}, 0)  # from its tombstone
     assert diff.counts == {"S2": 1} and diff.online == 1
+    assert [(c.session_id, c.released) for c in pt.claims(W)] == [("S2", True)]
 
 
-def test_a_reassertion_never_brings_a_retired_client_back(p: Presence) -> None:
-    p.attach(W, A, 0, node="n1")
-    p.retire(A, 0)
-    assert p.set_streams(W, "n1", {A: 1}, {A: "S1"}, 1).online is None
-    assert p.claims(W) == []
+def test_a_reassertion_never_brings_a_retired_client_back(pt: Presence) -> None:
+    pt.attach(W, A, 0, node="n1")
+    pt.retire(A, 0)
+    assert pt.set_streams(W, "n1", {A: 1}, {A: Recalled("S1", 9)}, 1).online is None
+    assert pt.claims(W) == []
 
 
 # -- people: users, profiles, viewers (PROTOCOL.md section 5) ---------------------------------
@@ -655,13 +664,103 @@ def test_an_anonymous_claim_keeps_no_profile_and_is_never_listed(p: Presence) ->
         p.set_profile(W, B, {}, 0)
 
 
-def test_a_reassertion_brings_a_claim_back_with_its_user_and_profile(p: Presence) -> None:
-    p.attach(W, A, 0, node="n1", user="ana", profile={"name": "Ana"})
-    p.clear_node("n1", 0)
-    p.expire(100)
-    assert p.claims(W) == []
-    diff = p.set_streams(W, "n1", {A: 1}, {A: "S1"}, 101, {A: "ana"}, {A: {"name": "Ana"}})
+def test_a_reassertion_brings_a_claim_back_with_its_user_and_profile(pt: Presence) -> None:
+    pt.attach(W, A, 0, node="n1", user="ana", profile={"name": "Ana"})
+    pt.set_session(W, A, "S1", 0)
+    pt.clear_node("n1", 0)
+    pt.expire(100)
+    assert pt.claims(W) == []
+    known = {A: Recalled("S1", 1, user="ana", profile={"name": "Ana"})}
+    diff = pt.set_streams(W, "n1", {A: 1}, known, 101)
     assert (diff.users, diff.online_users) == ({"S1": 1}, 1)
-    assert p.viewers(W, "S1", 10).viewers == [Viewer("ana", {"name": "Ana"}, 1)]
+    assert pt.viewers(W, "S1", 10).viewers == [Viewer("ana", {"name": "Ana"}, 1)]
     with pytest.raises(Forbidden):
-        p.attach(W, A, 102, node="n2", user="bo")
+        pt.attach(W, A, 102, node="n2", user="bo")
+
+
+# -- versions: a node's memory restores, never overwrites something newer ----------------------
+
+
+def _views(p: Presence) -> dict[str, tuple[str, bool, int]]:
+    return {c.client_id: (c.session_id, c.released, c.streams) for c in p.claims(W)}
+
+
+def test_an_acknowledged_set_session_survives_a_stale_memory_after_the_grace_expired(
+    pt: Presence,
+) -> None:
+    """n2 holds A's socket and remembers S2; S4 is set (acked) while n2 misses the news; n2
+    is taken for dead and A's grace expires; n2's re-assertion must not bring S2 back."""
+    pt.attach(W, A, 0, node="n2")
+    pt.set_session(W, A, "S2", 0)
+    stale = Recalled("S2", 1)  # what n2 saw
+    pt.set_session(W, A, "S4", 1)  # acked through another node
+    pt.clear_node("n2", 2)
+    pt.expire(2 + 10)  # the grace ran out: A's claim is gone, its tombstone stays
+    assert pt.claims(W) == []
+    diff = pt.set_streams(W, "n2", {A: 1}, {A: stale}, 13)
+    assert (diff.counts, diff.online) == ({"S4": 1}, 1)
+    # and while the claim is still there, a stale memory changes nothing either
+    pt.set_streams(W, "n2", {A: 2}, {A: stale}, 14)
+    assert _views(pt) == {A: ("S4", False, 2)}
+
+
+def test_a_memory_newer_than_the_claim_restores_it(p: Presence) -> None:
+    """The store lost A's claim (an empty one stands for it here) and another node's join made
+    a fresh one at session "": the node that holds A's first socket knows better."""
+    fresh = Presence()
+    fresh.add_workspace(W)
+    fresh.attach(W, A, 0, node="n1")  # the claim made anew, versions 0
+    fresh.set_streams(W, "n2", {A: 1}, {A: Recalled("S4", 7, True, 8)}, 0)
+    assert _views(fresh) == {A: ("S4", True, 2)}
+    assert fresh.snapshot(W).counts == {"S4": 1}
+    fresh.set_session(W, A, "S5", 1)  # later writes win over the merged version
+    fresh.set_streams(W, "n2", {A: 1}, {A: Recalled("S4", 7, True, 8)}, 1)
+    assert _views(fresh)[A][0] == "S5"
+
+
+def test_a_release_survives_a_clear_and_a_stale_memory(pt: Presence) -> None:
+    pt.attach(W, A, 0, node="n2")
+    pt.release(W, A, 0)  # through another node: n2 does not know
+    pt.clear_node("n2", 1)  # released and no stream: ended at once, tombstone released
+    assert pt.claims(W) == []
+    pt.set_streams(W, "n2", {A: 1}, {A: Recalled()}, 2)
+    assert _views(pt) == {A: ("", True, 1)}
+    pt.detach(W, A, 3, node="n2")  # its last close: gone without grace
+    assert pt.claims(W) == []
+
+
+def test_a_hold_clears_the_released_mark_for_good(pt: Presence) -> None:
+    pt.attach(W, A, 0, node="n1")
+    pt.release(W, A, 0)
+    remembered = Recalled(released=True, released_v=1)
+    pt.hold(W, A, 1)  # a create after the release clears it, with a newer version
+    pt.set_streams(W, "n1", {A: 1}, {A: remembered}, 2)
+    assert _views(pt) == {A: ("", False, 1)}
+
+
+def test_a_tombstone_lasts_tomb_ttl() -> None:
+    p = Presence(detach_grace=1, tomb_ttl=5)
+    p.add_workspace(W)
+    p.attach(W, A, 0, node="n1")
+    p.set_session(W, A, "S1", 0)
+    p.detach(W, A, 0, node="n1")
+    p.expire(1)  # grace over: tombstone until 6
+    assert p.next_deadline() == 6
+    p.expire(6)
+    assert p.next_deadline() is None
+    p.set_streams(W, "n1", {A: 1}, {}, 7)  # nothing left to restore from
+    assert _views(p) == {A: ("", False, 1)}
+
+
+def test_online_users_moving_alone_is_a_change_with_a_seq(pt: Presence) -> None:
+    """A re-assertion swaps an anonymous claim for one of a user already online elsewhere,
+    all on the landing page: no client count moves, online_users does (2 -> 1)."""
+    pt.attach(W, C, 0, node="n2", user="ana")
+    pt.attach(W, B, 0, node="n1", user="ana")
+    pt.detach(W, B, 0, node="n1")  # B in grace, bound to ana
+    pt.attach(W, A, 0, node="n1")  # anonymous
+    before = pt.snapshot(W)
+    assert (before.online, before.online_users) == (2, 2)
+    diff = pt.set_streams(W, "n1", {B: 1}, {B: Recalled(user="ana")}, 1)
+    assert (diff.counts, diff.online, diff.online_users) == ({}, None, 1)
+    assert diff.changed and diff.seq == before.seq + 1

@@ -319,9 +319,10 @@ class Rest:
         if client_id is not None and await self.backend.is_retired(client_id):
             raise ClientRetired(f"client {client_id} is retired")
         workspace = await self.store.create_workspace(path)
-        await self.backend.add_workspace(workspace.id)
         if client_id is not None:
-            await self.backend.hold(workspace.id, client_id)
+            await self.backend.hold(workspace.id, client_id)  # makes the workspace known too
+        else:
+            await self.backend.add_workspace(workspace.id)
         return json_response(await self._workspace_json(workspace))
 
     async def list_workspaces(self, request: Request) -> Response:

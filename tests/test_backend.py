@@ -8,6 +8,7 @@ several nodes sharing one Redis (tests/test_cluster.py drives whole hub processe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import time
@@ -21,9 +22,9 @@ from hypothesis import strategies as st
 
 from hub.backends import PresenceBackend
 from hub.backends.memory import MemoryBackend
-from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
+from hub.errors import ClientRetired, Forbidden, NotAttached, Unavailable, WorkspaceNotFound
 from hub.occupancy import Occupancy
-from hub.presence import Diff, Presence
+from hub.presence import Diff, Presence, Recalled
 from hub.protocol import CloseCode
 from tests.harness import eventually
 from tests.services import RedisServer
@@ -387,23 +388,24 @@ OPS = st.tuples(
 )
 
 
-def _people(backend: Any, workspace: str, clients: Any) -> tuple[dict[str, str], dict[str, Any]]:
-    """The users and profiles a Redis node knows of its clients (what it re-asserts)."""
-    users, profiles = {}, {}
+def _remembered(backend: Any, workspace: str, clients: Any, base: int) -> dict[str, Recalled]:
+    """What a Redis node remembers of its clients (what it re-asserts), with its versions on
+    the core's clock: Redis's starts where the workspace's seq did (``base``) and ticks where
+    the core's does."""
+    known = {}
     for c in clients:
-        user, profile = backend._people.get((workspace, c), (None, ""))
-        if user is not None:
-            users[c] = user
-        if profile:
-            profiles[c] = json.loads(profile)
-    return users, profiles
+        r = backend.remembered(workspace, c) or Recalled()
+        sv = r.session_v - base if r.session_v else 0
+        rv = r.released_v - base if r.released_v else 0
+        known[c] = dataclasses.replace(r, session_v=sv, released_v=rv)
+    return known
 
 
 async def _replay(kind: str, url: str, ops: list[Op]) -> None:
     """Apply ``ops`` to a backend (two nodes of it for Redis) and to the core; after every
     step the backend must show what the core shows. Timers are far away: only transitions."""
     long: dict[str, Any] = {"create_grace": 60.0, "detach_grace": 60.0}
-    model = Presence(**long)
+    model = Presence(**long, tomb_ttl=600.0)  # as Redis keeps them
     occupancy = Occupancy(60.0)  # webhooks on: the occupied events must follow the core's
     events: list[tuple[str, str | None, int]] = []
 
@@ -441,10 +443,9 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
                     track(model.clear_node(name, 0))
                 else:
                     mine = {c: n for (i, c), n in streams_on.items() if i == node and n}
-                    sessions = {c: backend._sessions.get((workspace, c), "") for c in mine}
-                    users, profiles = _people(backend, workspace, mine)
+                    memory = _remembered(backend, workspace, mine, base)
                     await backend._reassert_in(workspace)
-                    track(model.set_streams(workspace, name, mine, sessions, 0, users, profiles))
+                    track(model.set_streams(workspace, name, mine, memory, 0))
             elif op == "detach":
                 if not streams_on.get((node, client)):
                     continue  # a node only ever detaches a stream it holds
@@ -477,11 +478,8 @@ async def _replay(kind: str, url: str, ops: list[Op]) -> None:
                         # The node holds a stream the store forgot (it was cleared): the
                         # backend writes the node's streams back and applies the frame.
                         mine = {c: n for (i, c), n in streams_on.items() if i == node and n}
-                        sessions = {c: backend._sessions.get((workspace, c), "") for c in mine}
-                        users, profiles = _people(backend, workspace, mine)
-                        track(
-                            model.set_streams(workspace, name, mine, sessions, 0, users, profiles)
-                        )
+                        memory = _remembered(backend, workspace, mine, base)
+                        track(model.set_streams(workspace, name, mine, memory, 0))
                         track(model.set_session(workspace, client, session, 0))
                     else:
                         with pytest.raises(NotAttached):
@@ -615,3 +613,141 @@ async def test_a_set_session_that_finds_its_claim_cleared_writes_the_streams_bac
     await a.set_session(W, A, "S2")
     snapshot = await b.snapshot(W)
     assert (snapshot.online, snapshot.counts) == (1, {"S2": 1})
+
+
+# -- claims that cannot go back in time (hardening: randomized fault schedules found these) --
+
+
+async def _claims(node: Any) -> dict[str, tuple[str, bool, int]]:
+    return {c.client_id: (c.session_id, c.released, c.streams) for c in await node.claims(W)}
+
+
+async def test_an_acked_set_session_is_not_rolled_back_by_a_node_that_missed_it(
+    nodes: Any,
+) -> None:
+    """Fault: a's socket of A views S2; S4 is acknowledged through b while a misses the news
+    (paused: its feed unread); a is taken for dead and A's grace runs out. Truth: when a
+    re-asserts, A counts on S4, not the S2 that a remembered."""
+    a, b = await by_hand(nodes), await by_hand(nodes)
+    await a.attach(W, A, "ana")
+    await a.set_session(W, A, "S2")
+    await b.set_session(W, A, "S4")  # acked through b; a's feed is not read
+    assert a.remembered(W, A).session_id == "S2"
+    await b._set_streams(W, a.node, {})  # a taken for dead: A in grace
+    await asyncio.sleep(GRACE + 0.05)
+    await b._sweep()  # the grace ran out: A's claim is gone, its tombstone stays
+    assert await _claims(b) == {}
+    await a._reassert_in(W)
+    assert (await b.snapshot(W)).counts == {"S4": 1}
+    assert await _claims(b) == {A: ("S4", False, 1)}
+    assert a.remembered(W, A).session_id == "S4"  # and a learned it back
+
+
+async def test_a_fresh_claim_after_redis_lost_its_data_does_not_win_over_the_node_s_memory(
+    nodes: Any, redis_server: RedisServer
+) -> None:
+    """Fault: Redis restarted empty; A's second socket opens on b before a re-asserts (a
+    fresh claim at session ""). Truth: A's session is the S4 acked before, on both sockets."""
+    a, b = await by_hand(nodes), await by_hand(nodes)
+    await a.attach(W, A, "ana")
+    await a.set_session(W, A, "S4")
+    redis_server.flush()
+    await b.add_workspace(W)
+    await b.attach(W, A, "ana")
+    assert await _claims(b) == {A: ("", False, 1)}
+    await a._reassert_in(W)
+    assert await _claims(b) == {A: ("S4", False, 2)}
+    snapshot = await b.snapshot(W)
+    assert (snapshot.online, snapshot.counts, snapshot.online_users) == (1, {"S4": 1}, 1)
+
+
+async def test_a_release_through_another_node_survives_a_clear_and_an_empty_redis(
+    nodes: Any, redis_server: RedisServer
+) -> None:
+    """Fault: A released through b while its socket lives on a; a is cleared, then Redis
+    restarts empty. Truth: A stays released (its last close skips the grace)."""
+    a, _ = await nodes(node_ttl=60.0)
+    b = await by_hand(nodes)
+    await a.watch(W)
+    await a.attach(W, A)
+    await b.release(W, A)
+    await eventually(lambda: bool(a.remembered(W, A).released), within=5)  # from the feed
+    await b._set_streams(W, a.node, {})  # released, no stream left: ended at once
+    assert await _claims(b) == {}
+    await a._reassert_in(W)  # from its tombstone
+    assert await _claims(b) == {A: ("", True, 1)}
+    redis_server.flush()
+    await b.add_workspace(W)
+    await a._reassert_in(W)  # from a's memory
+    assert await _claims(b) == {A: ("", True, 1)}
+    await a.detach(W, A)
+    assert await _claims(b) == {}  # no grace
+
+
+async def test_a_retire_after_redis_lost_its_data_closes_the_re_asserted_socket(
+    nodes: Any, redis_server: RedisServer
+) -> None:
+    """Fault: Redis restarted empty and a re-asserted A's claim; then A is retired through b.
+    Truth: A's claim is removed and its socket on a is closed with 4410."""
+    a, events = await nodes(node_ttl=60.0)
+    b = await by_hand(nodes)
+    await a.watch(W)
+    await a.attach(W, A)
+    redis_server.flush()
+    await b.add_workspace(W)
+    await a._reassert_in(W)
+    assert await _claims(b) == {A: ("", False, 1)}
+    await b.retire(A)
+    assert await _claims(b) == {}
+    await eventually(lambda: (W, A, CloseCode.RETIRED) in events.closes, within=5)
+
+
+async def test_a_re_asserted_client_that_was_retired_meanwhile_is_closed(
+    nodes: Any, redis_server: RedisServer
+) -> None:
+    """Fault: A is retired while Redis had lost its claim (the workspace's record of the
+    retirement went with it). Truth: a's re-assertion does not bring A back; its socket
+    closes with 4410."""
+    a, events = await nodes(node_ttl=60.0)
+    b = await by_hand(nodes)
+    await a.watch(W)
+    await a.attach(W, A)
+    redis_server.flush()
+    await b.retire(A)  # finds no claim anywhere
+    await b.add_workspace(W)
+    await a._reassert_in(W)
+    assert await _claims(b) == {}
+    assert (W, A, CloseCode.RETIRED) in events.closes
+
+
+async def test_a_stream_write_that_arrives_after_its_node_gave_up_is_refused(
+    nodes: Any,
+) -> None:
+    """Fault: a's attach timed out (a stalled link) and a moved on; the script then reaches
+    Redis late. Truth: it counts no stream (a stream without a socket is a ghost)."""
+    a, b = await by_hand(nodes), await by_hand(nodes)
+    await a.attach(W, B)
+    given_up = a._gen
+    a._suspect()  # what a timeout does
+    await a.detach(W, B)  # a writes under its new generation
+    with pytest.raises(Unavailable):
+        await a._run("attach", W, A, a.node, "", "", given_up)
+    assert (await b.snapshot(W)).online == 0
+    assert await _claims(b) == {B: ("", False, 0)}  # B in grace, A never made
+
+
+async def test_a_join_records_its_user_before_its_script_runs(nodes: Any) -> None:
+    """A re-assertion never sees a stream without its user: it would re-create the claim as
+    anonymous, and the user's next socket would be refused 4403."""
+    a = await by_hand(nodes)
+    seen: list[Any] = []
+    real = a._run
+
+    async def look(name: str, *args: Any) -> Any:
+        if name == "attach":
+            seen.append(a.remembered(W, A))
+        return await real(name, *args)
+
+    a._run = look
+    await a.attach(W, A, "ana", {"name": "Ana"})
+    assert seen and seen[0].user == "ana" and seen[0].profile == {"name": "Ana"}

@@ -60,7 +60,10 @@ class PresenceBackend(Protocol):
 
     async def remove_workspace(self, workspace_id: str) -> None: ...
 
-    async def hold(self, workspace_id: str, client_id: str) -> int: ...
+    async def hold(self, workspace_id: str, client_id: str) -> int:
+        """A creation hold for the client (counting nowhere until its first stream); makes the
+        workspace known as ``add_workspace`` does, so a create needs no second call."""
+        ...
 
     async def attach(
         self,

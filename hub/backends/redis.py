@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -62,7 +64,16 @@ from hub.errors import (
     Unavailable,
     WorkspaceNotFound,
 )
-from hub.presence import ClaimState, ClaimView, Diff, Profile, Snapshot, Viewer, Viewers
+from hub.presence import (
+    ClaimState,
+    ClaimView,
+    Diff,
+    Profile,
+    Recalled,
+    Snapshot,
+    Viewer,
+    Viewers,
+)
 from hub.protocol import CloseCode
 from hub.webhook import BATCH, Batch, OutboxStats
 
@@ -94,6 +105,8 @@ _IDEMPOTENT = frozenset(
         "viewers",
     }  # fmt: skip
 )
+# The scripts that make claims; outside a Cluster they index them themselves (lua/_lib.lua).
+_CLAIMING = frozenset({"attach", "hold"})
 _CLEARED_TTL_MS = 7 * 24 * 3600 * 1000  # a clear count outlives any pause worth noticing
 # TCP keepalive: probe after 5 s idle, every 2 s, give up after 3 (a vanished peer in ~11 s).
 _KEEPALIVE = {
@@ -288,7 +301,7 @@ def _keys(workspace_id: str) -> list[str]:
     tag = f"hub:{{{workspace_id}}}:"
     names = (
         "meta", "counts", "claims", "timers", "streams", "nodes", "retired", "users", "people",
-        "arrive", "hooks",
+        "arrive", "hooks", "gone",
     )  # fmt: skip
     return [tag + k for k in names]
 
@@ -389,6 +402,7 @@ class RedisBackend:
         max_connections: int = 64,
         node_id: str | None = None,
         webhooks: WebhookStream | None = None,
+        tomb_ttl: float = 600.0,
     ) -> None:
         self.node = node_id or uuid.uuid4().hex[:12]
         self.webhooks = webhooks
@@ -398,6 +412,8 @@ class RedisBackend:
         self._create_ms = int(create_grace * 1000)
         self._grace_ms = int(detach_grace * 1000)
         self._retire_ms = max(1, int(retire_ttl * 1000))
+        # How long an ended claim's last state is kept for a node that re-asserts it.
+        self._tomb_ms = max(1, int(tomb_ttl * 1000))
         self.heartbeat = heartbeat
         self.node_ttl_ms = int(node_ttl * 1000)
         self._sweep_interval = sweep_interval
@@ -439,12 +455,16 @@ class RedisBackend:
         self.scripts: dict[str, Any] = {}
         self._use(self.redis)
         self._events: Events | None = None
-        # This node's truth: streams its sockets hold, and the session of each such claim,
-        # and its user and profile (JSON text) as this node last set them.
+        # This node's truth: the streams its sockets hold, and what it remembers of each such
+        # claim (its session and released mark with their versions, its user and profile),
+        # recorded with the stream, kept up to date by the answers and the feed.
         self._local: dict[str, dict[str, int]] = {}
-        self._sessions: dict[tuple[str, str], str] = {}
-        self._people: dict[tuple[str, str], tuple[str | None, str]] = {}
+        self._memory: dict[tuple[str, str], Recalled] = {}
         self._dirty = True  # Redis may differ from the truth above: re-assert it
+        # This node's generation: every stream write carries it, and one made under an older
+        # generation than Redis has seen from this node is refused (it arrived after the node
+        # gave up on it). A new one at every doubt (a lost connection) and every re-assertion.
+        self._gen = time.time_ns() // 1000
         self._cleared: str | None = None  # this node's clear count as of its last re-assertion
         self._gate = _Gate()
         # Channels: how many local holders each has, and the subscription state.
@@ -464,8 +484,7 @@ class RedisBackend:
         lib = (
             f"local PUBLISH = '{publish}'\n"
             f"local VACATED_MS, HOOK_MAX = {vacated_ms}, {hooks.limit if hooks else 0}\n"
-            + index
-            + _lua("_lib")
+            f"local TOMB_MS = {self._tomb_ms}\n" + index + _lua("_lib")
         )
         preludes = ((lib, _SCRIPTS), (index, _GLOBAL_SCRIPTS), (_lua("_outbox"), _OUTBOX_SCRIPTS))
         self.scripts = {
@@ -683,9 +702,10 @@ class RedisBackend:
             return
         workspace_id = self._workspace_of(channel)
         data = orjson.loads(message["data"])
-        for client_id, session_id in (data.get("s") or {}).items():
-            if (workspace_id, client_id) in self._sessions:
-                self._sessions[workspace_id, client_id] = session_id
+        for client_id, (session_id, sv) in (data.get("s") or {}).items():
+            self._learn(workspace_id, client_id, session_id, sv, 0, 0)
+        for client_id, (released, rv) in (data.get("r") or {}).items():
+            self._learn(workspace_id, client_id, "", 0, released, rv)
         if "q" in data or "t" in data:
             diff = Diff(
                 workspace_id,
@@ -713,8 +733,7 @@ class RedisBackend:
             return
         for c in [client_id] if client_id is not None else list(mine):
             mine.pop(c, None)
-            self._sessions.pop((workspace_id, c), None)
-            self._people.pop((workspace_id, c), None)
+            self._memory.pop((workspace_id, c), None)
         if not mine:
             del self._local[workspace_id]
 
@@ -722,23 +741,29 @@ class RedisBackend:
 
     async def _run(self, name: str, workspace_id: str, *args: Any) -> Any:
         """One workspace script; a workspace Redis forgot (but the store has) is re-made. An
-        idempotent script that met a dead connection is tried once more on a fresh one."""
+        idempotent script that met a dead connection is tried once more on a fresh one, within
+        what is left of the timeout: the whole call answers within about ``timeout``."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             return await self._script(name, workspace_id, *args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             await self._purge(exc)
-            if name not in _IDEMPOTENT:
-                raise Unavailable(f"presence unavailable: {exc}") from None
+            left = self._timeout - (loop.time() - started)
+            if name not in _IDEMPOTENT or left < self._timeout / 4:
+                raise Unavailable(f"presence unavailable: {exc or 'timeout'}") from None
         try:
-            return await self._script(name, workspace_id, *args)
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"presence unavailable: {exc}") from None
+            return await asyncio.wait_for(self._script(name, workspace_id, *args), left)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise Unavailable(f"presence unavailable: {exc or 'timeout'}") from None
 
     async def _script(self, name: str, workspace_id: str, *args: Any) -> Any:
         script = self.scripts[name]
         keys = _keys(workspace_id)
-        if self.webhooks is not None:  # the stream, its count, the timer index (_lib.lua)
+        if not self._cluster:  # the keys outside the workspace (lua/_lib.lua)
             keys += [*OUTBOX_KEYS[:2], TIMERS]
+            if name in _CLAIMING:  # args[0] is the client
+                keys += [_retired(args[0]), _client_spaces(args[0]), _node_spaces(self.node)]
         try:
             try:
                 return await script(keys=keys, args=[workspace_id, *args])
@@ -754,6 +779,10 @@ class RedisBackend:
                 raise NotAttached("client has no live stream in this workspace") from None
             if "HUB forbidden" in str(exc):
                 raise Forbidden("this client id is in use by another user") from None
+            if "HUB retired" in str(exc):
+                raise ClientRetired("this client is retired") from None
+            if "HUB stale" in str(exc):  # this node gave up on the write (see _suspect)
+                raise Unavailable("presence write arrived after its timeout") from None
             raise Unavailable(f"presence refused: {exc}") from None
 
     async def _purge(self, exc: BaseException) -> None:
@@ -761,7 +790,7 @@ class RedisBackend:
         went the same way, most likely, so they are closed and the next calls connect anew."""
         level = logging.DEBUG if self._dirty else logging.WARNING  # once per outage
         log.log(level, "presence connection lost (%s): reconnecting", exc or "timeout")
-        self._dirty = True  # what was written on it may be lost (a failover): re-assert
+        self._suspect()  # what was written on it may be lost (a failover): re-assert
         if self._cluster:
             return  # the cluster client replaces its nodes' connections itself
         with contextlib.suppress(RedisError, OSError):
@@ -774,7 +803,8 @@ class RedisBackend:
             raise Unavailable(f"presence unavailable: {exc}") from None
 
     async def _arm(self, workspace_id: str, deadline: int) -> None:
-        if deadline >= 0:
+        """Index a timer a script armed (outside a Cluster the script did it itself)."""
+        if deadline >= 0 and self._cluster:
             await self.scripts["arm"](keys=[TIMERS], args=[workspace_id, deadline])
 
     async def add_workspace(self, workspace_id: str) -> None:
@@ -784,9 +814,13 @@ class RedisBackend:
         await self._run("remove_workspace", workspace_id, int(CloseCode.NOT_FOUND))
 
     async def hold(self, workspace_id: str, client_id: str) -> int:
-        await self._refuse_retired(client_id)
+        """A creation hold, the workspace made known in Redis if the store has it: one round
+        trip to Redis outside a Cluster, where the script indexes the claim itself."""
+        if not await self._known(workspace_id):
+            raise WorkspaceNotFound(f"workspace {workspace_id[:64]!r} not found")
+        await self._index_claim(workspace_id, client_id)
         seq, deadline = await self._run("hold", workspace_id, client_id, self._create_ms)
-        await self._after_claim(workspace_id, client_id)
+        await self._recheck_retired(workspace_id, client_id)
         await self._call(self._arm(workspace_id, deadline))
         return int(seq)
 
@@ -797,44 +831,91 @@ class RedisBackend:
         user: str | None = None,
         profile: Profile | None = None,
     ) -> Snapshot:
+        """One round trip outside a Cluster (the script indexes the claim and checks the
+        retirement), two on one; the stream, its user and profile are this node's truth from
+        the start (so a re-assertion never sees a stream without its user)."""
         text = orjson.dumps(profile).decode() if profile is not None else ""
+        key = (workspace_id, client_id)
         async with self._gate.write():
             mine = self._local.setdefault(workspace_id, {})
+            first = not mine.get(client_id)
             mine[client_id] = mine.get(client_id, 0) + 1
+            known = self._memory.get(key)
+            if known is None or first:
+                known = Recalled(user=user, profile=profile)
+            elif profile is not None:
+                known = dataclasses.replace(known, profile=profile)
+            self._memory[key] = known
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.exists(_retired(client_id))
-                    # Announce first: were this node to die right after, its stream is found.
-                    pipe.sadd(_node_spaces(self.node), workspace_id)
-                    retired, _ = await self._call(pipe.execute())
-                if retired:
-                    raise ClientRetired(f"client {client_id} is retired")
-                session_id, *snapshot = await self._run(
-                    "attach", workspace_id, client_id, self.node, user or "", text
+                await self._index_claim(workspace_id, client_id)
+                args = (client_id, self.node, user or "", text, self._gen)
+                *state, seq, online, counts, online_users, users = await self._run(
+                    "attach", workspace_id, *args
                 )
             except Unavailable:
-                self._dirty = True  # the script may have run: re-assert when Redis answers
+                self._suspect()  # the script may have run: re-assert when Redis answers
                 self._unlocal(workspace_id, client_id)
                 raise
             except Exception:
                 self._unlocal(workspace_id, client_id)
                 raise
-        self._sessions[workspace_id, client_id] = session_id
-        known = self._people.get((workspace_id, client_id), (user, ""))
-        self._people[workspace_id, client_id] = (user, text or known[1])
-        await self._after_claim(workspace_id, client_id)
-        return _snapshot(workspace_id, *snapshot)
+            self._learn(workspace_id, client_id, *state)
+        await self._recheck_retired(workspace_id, client_id)
+        return _snapshot(workspace_id, seq, online, counts, online_users, users)
 
-    async def _after_claim(self, workspace_id: str, client_id: str) -> None:
-        """Index the claim for retire, then look again: a retire that ran meanwhile missed it,
-        so it is removed here (the client's sockets then close with 4410)."""
+    async def _index_claim(self, workspace_id: str, client_id: str) -> None:
+        """On a Cluster, before a claim is made: this node's and the client's workspace indexes
+        (so a dead node's streams are found, and a retire finds the claim), then the
+        retirement, in one round trip. (Outside one, the claiming script does the same, in one
+        step: lua/_lib.lua's index_claim.) A retire sets its key before it reads the client's
+        index, so either the retirement is seen, or the retire sees this workspace and removes
+        the claim."""
+        if not self._cluster:
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(_node_spaces(self.node), workspace_id)
             pipe.sadd(_client_spaces(client_id), workspace_id)
             pipe.exists(_retired(client_id))
-            _, retired = await self._call(pipe.execute())
+            *_, retired = await self._call(pipe.execute())
         if retired:
+            raise ClientRetired(f"client {client_id} is retired")
+
+    async def _recheck_retired(self, workspace_id: str, client_id: str) -> None:
+        """On a Redis Cluster the index and the retirement live on different masters, so the
+        order that :meth:`_index_claim` relies on does not hold: look again after the claim
+        was made (a retire that ran meanwhile missed it: it is removed here, and the client's
+        sockets close with 4410). One Redis needs no second look."""
+        if not self._cluster:
+            return
+        if await self._call(self.redis.exists(_retired(client_id))):
             await self._retire_in(workspace_id, client_id)
             raise ClientRetired(f"client {client_id} is retired")
+
+    def _learn(
+        self, workspace_id: str, client_id: str, session_id: Any, sv: Any, r: Any, rv: Any
+    ) -> None:
+        """What this node remembers of a claim whose streams it holds takes each field of the
+        claim's state that is newer (the answers and the feed may come in any order)."""
+        known = self._memory.get((workspace_id, client_id))
+        if known is None:
+            return
+        sv, rv = int(sv), int(rv)
+        if sv > known.session_v:
+            known = dataclasses.replace(known, session_id=str(session_id), session_v=sv)
+        if rv > known.released_v:
+            known = dataclasses.replace(known, released=bool(int(r)), released_v=rv)
+        self._memory[workspace_id, client_id] = known
+
+    def remembered(self, workspace_id: str, client_id: str) -> Recalled | None:
+        """What this node remembers of a claim whose streams it holds (what it re-asserts)."""
+        return self._memory.get((workspace_id, client_id))
+
+    def _suspect(self) -> None:
+        """Redis may differ from this node's truth (a write's answer was lost): re-assert at the
+        next heartbeat, under a new generation, so that a write this node gave up on and that
+        arrives late is refused."""
+        self._dirty = True
+        self._gen += 1
 
     def _unlocal(self, workspace_id: str, client_id: str) -> None:
         mine = self._local.get(workspace_id)
@@ -843,14 +924,13 @@ class RedisBackend:
         mine[client_id] -= 1
         if mine[client_id] <= 0:
             del mine[client_id]
-            self._sessions.pop((workspace_id, client_id), None)
-            self._people.pop((workspace_id, client_id), None)
+            self._memory.pop((workspace_id, client_id), None)
             if not mine:
                 del self._local[workspace_id]
 
     async def set_session(self, workspace_id: str, client_id: str, session_id: str) -> int:
         try:
-            seq = await self._run("set_session", workspace_id, client_id, session_id)
+            seq, sv = await self._run("set_session", workspace_id, client_id, session_id)
         except NotAttached:
             if not self._local.get(workspace_id, {}).get(client_id):
                 await self._refuse_retired(client_id)
@@ -859,37 +939,42 @@ class RedisBackend:
             # for dead, or Redis lost its data): write the streams back, then apply the frame.
             self._dirty = True  # and every other workspace at the next heartbeat
             await self._reassert_in(workspace_id)
-            seq = await self._run("set_session", workspace_id, client_id, session_id)
-        if (workspace_id, client_id) in self._sessions:
-            self._sessions[workspace_id, client_id] = session_id
+            seq, sv = await self._run("set_session", workspace_id, client_id, session_id)
+        known = self._memory.get((workspace_id, client_id))
+        if known is not None:
+            self._learn(workspace_id, client_id, session_id, sv, known.released, known.released_v)
         return int(seq)
 
     async def detach(self, workspace_id: str, client_id: str) -> int:
         async with self._gate.write():
             self._unlocal(workspace_id, client_id)
             try:
-                args = (client_id, self.node, self._grace_ms)
-                seq, deadline = await self._run("detach", workspace_id, *args)
+                args = (client_id, self.node, self._grace_ms, self._gen)
+                seq, deadline, stale = await self._run("detach", workspace_id, *args)
                 await self._call(self._arm(workspace_id, deadline))
             except (Unavailable, WorkspaceNotFound) as exc:
                 log.warning("detach of %s deferred: %s", client_id, exc.message)
-                self._dirty = True
+                self._suspect()
                 return 0
+            if int(stale):
+                self._suspect()  # a newer write of this node went first: re-assert
         return int(seq)
 
     async def set_profile(self, workspace_id: str, client_id: str, profile: Profile) -> int:
         text = orjson.dumps(profile).decode()
         seq = await self._run("set_profile", workspace_id, client_id, text)
-        known = self._people.get((workspace_id, client_id))
+        known = self._memory.get((workspace_id, client_id))
         if known is not None:
-            self._people[workspace_id, client_id] = (known[0], text)
+            self._memory[workspace_id, client_id] = dataclasses.replace(known, profile=profile)
         return int(seq)
 
     async def release(self, workspace_id: str, client_id: str) -> int:
-        return int(await self._run("release", workspace_id, client_id))
+        seq, deadline = await self._run("release", workspace_id, client_id)
+        await self._call(self._arm(workspace_id, deadline))
+        return int(seq)
 
     async def retire(self, client_id: str) -> None:
-        # Refuse first, then remove: a claim made meanwhile is caught by its _after_claim.
+        # Refuse first, then remove: a claim made meanwhile is refused or seen (_index_claim).
         await self._call(self.redis.set(_retired(client_id), 1, px=self._retire_ms))
         spaces = _strs(await self._call(self.redis.smembers(_client_spaces(client_id))))
         for workspace_id in sorted(spaces):
@@ -1030,21 +1115,49 @@ class RedisBackend:
             await self._call(pipe.execute())
 
     async def _set_streams(self, workspace_id: str, node: str, streams: dict[str, int]) -> None:
-        """Set ``node``'s streams in the workspace; the clients retired there are not brought
-        back: when they are this node's, their sockets are closed with 4410."""
-        claims: dict[str, dict[str, str]] = {}
+        """Set ``node``'s streams in the workspace, with what this node remembers of each claim
+        (merged by version: lua/set_streams.lua), and learn each claim's state back. For this
+        node's own streams the write is fenced by its generation, and the clients re-created
+        are indexed for retire; a survivor clearing another node passes no memory and no
+        generation. The clients retired there are not brought back: when they are this
+        node's, their sockets are closed with 4410."""
+        own = node == self.node
+        claims: dict[str, dict[str, Any]] = {}
         for c in streams:
-            user, profile = self._people.get((workspace_id, c), (None, ""))
-            claim = claims[c] = {"s": self._sessions.get((workspace_id, c), "")}
-            if user is not None:
-                claim["u"] = user
-            if profile:
-                claim["p"] = profile
+            known = self._memory.get((workspace_id, c), Recalled())
+            claim = claims[c] = {
+                "s": known.session_id,
+                "sv": str(known.session_v),
+                "r": int(known.released),
+                "rv": str(known.released_v),
+            }
+            if known.user is not None:
+                claim["u"] = known.user
+            if known.profile is not None:
+                claim["p"] = orjson.dumps(known.profile).decode()
         want = orjson.dumps(streams).decode()
-        args = (node, want, orjson.dumps(claims).decode(), self._grace_ms)
-        _, deadline, retired = await self._run("set_streams", workspace_id, *args)
+        gen = self._gen if own else -1
+        args = (node, want, orjson.dumps(claims).decode(), self._grace_ms, gen)
+        answer = await self._run("set_streams", workspace_id, *args)
+        if int(answer[0]) < 0:  # fenced: this node has a newer generation than this call
+            self._suspect()
+            return
+        _, deadline, retired, states = answer
         await self._arm(workspace_id, deadline)
-        for client_id in retired or ():
+        for i in range(0, len(states), 5):
+            self._learn(workspace_id, *states[i : i + 5])
+        retired = list(retired or ())
+        if own and streams:  # retired where Redis lost the workspace's record of it
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for c in streams:
+                    pipe.sadd(_client_spaces(c), workspace_id)
+                    pipe.exists(_retired(c))
+                found = await pipe.execute()
+            for c, is_retired in zip(streams, found[1::2], strict=True):
+                if is_retired and c not in retired:
+                    await self._retire_in(workspace_id, c)
+                    retired.append(c)
+        for client_id in retired:
             self._forget(workspace_id, client_id)
             if self._events is not None:
                 self._events.closed(workspace_id, client_id, CloseCode.RETIRED)

@@ -2,13 +2,17 @@
 --
 -- KEYS (all one workspace, one hash tag, so every script also runs on a Redis Cluster):
 --   1 meta    HASH   seq, online, idle (attached claims with session ""), online_users,
---                    idle_users (distinct users of session ""), arr (the arrival counter)
+--                    idle_users (distinct users of session ""), arr (the arrival counter),
+--                    ver (the claim clock: the last version given, see hub/presence.py)
 --   2 counts  HASH   session_id -> attached claims viewing it (only n > 0, never "")
 --   3 claims  HASH   client_id -> cjson {s = session_id, n = streams, r = released, h = held,
 --                    b = 1 once bound to its user by its first stream, u = user (absent:
---                    anonymous)}
---   4 timers  ZSET   client_id -> deadline (Redis time, ms) of a hold or a grace
---   5 streams HASH   "<node>|<client_id>" -> streams of that client held by that node
+--                    anonymous), sv, rv = versions of s and r (absent: 0)}
+--   4 timers  ZSET   client_id -> deadline (Redis time, ms) of a hold or a grace; '\r'<client>
+--                    -> when its tombstone (12) goes
+--   5 streams HASH   "<node>|<client_id>" -> streams of that client held by that node;
+--                    "#<node>" -> the node's generation: a write it made under an older one
+--                    arrived late (after the node gave up on it) and is refused (fenced)
 --   6 nodes   SET    nodes that hold streams here
 --   7 retired HASH   client_id -> until when (Redis time, ms) it is retired (see retire.lua)
 --   8 users   HASH   session_id -> distinct users viewing it (only n > 0, never "")
@@ -20,16 +24,26 @@
 --  11 hooks   HASH   webhooks (PROTOCOL.md section 6): session_id (or '' for the workspace) ->
 --                    'o' occupied, 'v' vacating (its vacated timer is the member
 --                    '\t'<session_id> of timers); used while redis.py sets VACATED_MS >= 0
--- With webhooks on, three keys outside the workspace follow (so not on a Redis Cluster):
---  12 outbox  STREAM the events for every receiver (hub:webhooks; one consumer group each)
---  13 made    STRING how many events were ever added to the outbox (their 'n' field)
---  14 index   ZSET   hub:timers (a vacated timer is indexed in the same script)
+--  12 gone    HASH   client_id -> cjson {s, sv, r, rv}: the last state of a claim that ended,
+--                    for TOMB_MS (a re-assertion merges it: hub/presence.py, Versions)
+-- Outside a Redis Cluster (one Redis, or Sentinel's), keys outside the workspace follow, so
+-- that one script does what would otherwise take more round trips:
+--  13 outbox  STREAM the webhook events for every receiver (hub:webhooks; one consumer group
+--                    each; used with webhooks on, which needs one Redis)
+--  14 made    STRING how many events were ever added to the outbox (their 'n' field)
+--  15 index   ZSET   hub:timers: every timer armed here is indexed in the same script
+--  and, for attach.lua and hold.lua, the client's:
+--  16 retired STRING hub:retired:<client> (set by a retire before it looks for claims)
+--  17 spaces  SET    hub:client:<client>, the workspaces it has claims in (read by a retire)
+--  18 nodesp  SET    hub:node:<node>:spaces, the workspaces the node has streams in
+-- On a Cluster they are absent (nil here): redis.py indexes and arms around the script.
 -- ARGV[1] is the workspace id; the change feed is the channel "hub:{<workspace id>}:ch", in
 -- the same slot. redis.py puts `local PUBLISH = 'PUBLISH'` before this prelude, or 'SPUBLISH'
 -- (sharded pub/sub) on a Redis Cluster.
 local META, COUNTS, CLAIMS, TIMERS, STREAMS, NODES, RETIRED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local USERS, PEOPLE, ARRIVE = KEYS[8], KEYS[9], KEYS[10]
-local HOOKS, OUTBOX, MADE, INDEX = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local HOOKS, GONE, OUTBOX, MADE, INDEX = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local CLIENT_RETIRED, CLIENT_SPACES, NODE_SPACES = KEYS[16], KEYS[17], KEYS[18]
 local W = ARGV[1]
 local CHANNEL = 'hub:{' .. W .. '}:ch'
 
@@ -41,6 +55,24 @@ end
 -- Integers as exact decimal text (cjson and tostring keep 14 digits only).
 local function int(x)
   return string.format('%.0f', x)
+end
+
+-- Arm a timer of this workspace (a member of TIMERS), indexed cluster-wide in the same script
+-- where the index is one of this script's keys (else redis.py arms it after).
+local function timer(deadline, member)
+  redis.call('ZADD', TIMERS, deadline, member)
+  if INDEX then index_timer(INDEX, W, deadline) end
+end
+
+-- A claim made outside a Cluster is indexed for retire (and its node's streams for a
+-- survivor) in the same script, after a last look at the client's retirement.
+local function index_claim(node)
+  if not CLIENT_SPACES then return end
+  if redis.call('EXISTS', CLIENT_RETIRED) == 1 then
+    error({err = 'HUB retired'})
+  end
+  redis.call('SADD', CLIENT_SPACES, W)
+  if node then redis.call('SADD', NODE_SPACES, W) end
 end
 
 local function known()
@@ -63,6 +95,34 @@ local function new_claim(session)
   return {s = session or '', n = 0, r = 0, h = 1}
 end
 
+-- Versions are decimal text in a claim's JSON (cjson keeps 14 digits of a number only, and a
+-- version starts at the Redis clock in microseconds: 16 digits); absent is 0.
+local function version(x)
+  return tonumber(x or '0')
+end
+
+-- The next version of the workspace's claim clock (see hub/presence.py, Versions), as text.
+local function tick()
+  return int(redis.call('HINCRBY', META, 'ver', 1))
+end
+
+-- What a node learns of a claim it holds: {session, its version, released 0|1, its version}.
+local function state(claim)
+  return {claim.s, claim.sv or '0', claim.r, claim.rv or '0'}
+end
+
+-- Whether a write of `node` made under generation `gen` is stale: the node has since written
+-- under a newer one (it gave up on this write, which arrived late). A current or newer
+-- generation is recorded. gen < 0: a write that is never fenced (a survivor clearing a node).
+local function stale(node, gen)
+  if gen < 0 then return false end
+  local field = '#' .. node
+  local have = tonumber(redis.call('HGET', STREAMS, field) or '-1')
+  if gen < have then return true end
+  if gen > have then redis.call('HSET', STREAMS, field, int(gen)) end
+  return false
+end
+
 local function save_claim(client, claim)
   redis.call('HSET', CLAIMS, client, cjson.encode(claim))
 end
@@ -76,13 +136,21 @@ local function bind(claim, user)
   end
 end
 
-local function remove_claim(client, claim)
+-- End a claim. With tomb, its last state stays in GONE for TOMB_MS (a retired client's does
+-- not: it never comes back); returns the tombstone's deadline, or false.
+local function remove_claim(client, claim, tomb)
   redis.call('HDEL', CLAIMS, client)
   redis.call('ZREM', TIMERS, client)
   if claim.u and redis.call('HINCRBY', PEOPLE, 'm\n' .. claim.u, -1) <= 0 then
     -- the user's last claim here: its profile goes with it
     redis.call('HDEL', PEOPLE, 'm\n' .. claim.u, 'p\n' .. claim.u)
   end
+  if not tomb then return false end
+  local st = state(claim)
+  redis.call('HSET', GONE, client, cjson.encode({s = st[1], sv = st[2], r = st[3], rv = st[4]}))
+  local deadline = now_ms() + TOMB_MS
+  timer(deadline, '\r' .. client)
+  return deadline
 end
 
 -- One change: count moves collected here become one feed message and one seq.
@@ -195,8 +263,7 @@ local function occupancy(field, n, s)
   elseif state == 'o' then
     redis.call('HSET', HOOKS, field, 'v')
     local deadline = now_ms() + VACATED_MS
-    redis.call('ZADD', TIMERS, deadline, '\t' .. field)
-    index_timer(INDEX, W, deadline)  -- in the same script (_index.lua)
+    timer(deadline, '\t' .. field)
   end
 end
 
@@ -210,7 +277,9 @@ end
 
 -- Publish what moved (if anything) with the new seq; returns the workspace seq.
 local function commit(extra)
-  local moved = change.moved or change.online ~= change.online_before
+  -- online_users may move alone (see hub/presence.py, _Change.diff)
+  local moved = change.moved or change.online ~= change.online_before or
+    change.online_users ~= change.online_users_before
   local msg = extra or {}
   local s = seq()
   if moved and known() then
@@ -234,8 +303,8 @@ local function commit(extra)
 end
 
 -- Change a claim's streams by delta (the node's own count is kept by the caller). The first
--- stream makes it count (and cancels its timer); the last one ends it (released) or starts
--- its grace. Returns the deadline armed, or false.
+-- stream makes it count (and cancels its timer); the last one ends it (released: its
+-- tombstone's timer) or starts its grace. Returns the deadline armed, or false.
 local function move_streams(client, claim, delta, now, grace_ms)
   local before = claim.n
   claim.n = before + delta
@@ -246,17 +315,47 @@ local function move_streams(client, claim, delta, now, grace_ms)
   elseif before > 0 and claim.n == 0 then
     count(claim.s, -1, claim.u)
     if claim.r == 1 then
-      remove_claim(client, claim)
-      return false
+      return remove_claim(client, claim, true)
     end
     claim.h = 0
     local deadline = now + grace_ms
-    redis.call('ZADD', TIMERS, deadline, client)
+    timer(deadline, client)
     save_claim(client, claim)
     return deadline
   end
   save_claim(client, claim)
   return false
+end
+
+-- Move a claim to another session (its count moves only while it is attached).
+local function switch(client, claim, session)
+  if claim.n > 0 then
+    count(claim.s, -1, claim.u)
+    count(session, 1, claim.u)
+  end
+  claim.s = session
+  change.sessions[client] = {session, claim.sv or '0'}
+  change.any_session = true
+end
+
+-- Take from `known` ({s, sv, r, rv}, versions as numbers) each field whose version is newer
+-- than the claim's (hub/presence.py, Versions); the clock never falls behind what it merged.
+local function merge(client, claim, known)
+  local sv, rv = version(known.sv), version(known.rv)
+  local changed = false
+  if sv > version(claim.sv) then
+    claim.sv = int(sv)
+    if (known.s or '') ~= claim.s then switch(client, claim, known.s or '') end
+    changed = true
+  end
+  if rv > version(claim.rv) then
+    claim.r, claim.rv = tonumber(known.r or 0), int(rv)
+    changed = true
+  end
+  local ver = tonumber(redis.call('HGET', META, 'ver') or '0')
+  local top = math.max(sv, rv)
+  if top > ver then redis.call('HSET', META, 'ver', int(top)) end
+  return changed
 end
 
 -- The earliest timer of this workspace, or -1.
@@ -270,7 +369,8 @@ end
 local function ensure_workspace()
   if known() then return end
   local t = redis.call('TIME')
-  redis.call('HSET', META, 'seq', t[1] .. string.format('%06d', tonumber(t[2])), 'online', 0, 'idle', 0, 'online_users', 0, 'idle_users', 0)
+  local clock = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('HSET', META, 'seq', clock, 'ver', clock, 'online', 0, 'idle', 0, 'online_users', 0, 'idle_users', 0)
   change.online_before = 0
   change.online = 0
   change.online_users_before = 0

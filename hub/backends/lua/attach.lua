@@ -1,10 +1,24 @@
 -- One more stream (ARGV: workspace, client, node, user or '' for anonymous, profile JSON or
--- ''); the first one makes the claim count; a claim bound to another user refuses it.
--- Returns {session_id of the claim, seq, online, flat counts, online_users, flat users}: the
--- snapshot that includes it.
+-- '', the node's generation); the first one makes the claim count. Refused: a claim bound to
+-- another user (forbidden), a client retired here (retired), a write the node gave up on
+-- that arrived late (stale, see _lib.lua's stale()). Returns {session_id, its version,
+-- released, its version, seq, online, flat counts, online_users, flat users}: the claim as the
+-- node should remember it, and the snapshot that includes this change.
 require_workspace()
 local client, node, user = ARGV[2], ARGV[3], ARGV[4]
-local claim = load_claim(client) or new_claim()
+if stale(node, tonumber(ARGV[6])) then
+  error({err = 'HUB stale'})
+end
+if is_retired(client, now_ms()) then
+  error({err = 'HUB retired'})
+end
+index_claim(node)
+local claim = load_claim(client)
+if not claim then
+  claim = new_claim()
+  redis.call('HDEL', GONE, client)  -- a claim made anew starts at versions 0
+  redis.call('ZREM', TIMERS, '\r' .. client)
+end
 if claim.b == 1 and (claim.u or '') ~= user then
   error({err = 'HUB forbidden'})
 end
@@ -15,4 +29,5 @@ move_streams(client, claim, 1, 0, 0)
 set_profile(claim, ARGV[5])
 commit()
 local snap = snapshot()
-return {claim.s, snap[1], snap[2], snap[3], snap[4], snap[5]}
+local st = state(claim)
+return {st[1], st[2], st[3], st[4], snap[1], snap[2], snap[3], snap[4], snap[5]}

@@ -1,14 +1,23 @@
--- A creation hold (ARGV: workspace, client, create_grace_ms): a new claim counting nowhere, or
--- a grace claim turned into a hold; the released mark is cleared. Returns {seq, deadline|-1}.
-require_workspace()
+-- A creation hold (ARGV: workspace, client, create_grace_ms), the workspace made known if it
+-- is not (PROTOCOL.md section 1, POST /v1/workspaces): a new claim counting nowhere, or
+-- a grace claim turned into a hold; the released mark is cleared (a new version of it, which
+-- the nodes holding the client's streams learn from the feed). Returns {seq, deadline|-1}.
+ensure_workspace()  -- the store has it (redis.py asked)
 local client = ARGV[2]
-local claim = load_claim(client) or new_claim()
+index_claim(nil)
+local claim = load_claim(client)
+if not claim then
+  claim = new_claim()
+  redis.call('HDEL', GONE, client)
+  redis.call('ZREM', TIMERS, '\r' .. client)
+end
 claim.r = 0
+claim.rv = tick()
 local deadline = -1
 if claim.n == 0 then
   claim.h = 1
   deadline = now_ms() + tonumber(ARGV[3])
-  redis.call('ZADD', TIMERS, deadline, client)
+  timer(deadline, client)
 end
 save_claim(client, claim)
-return {commit(), deadline}
+return {commit({r = {[client] = {0, claim.rv}}}), deadline}

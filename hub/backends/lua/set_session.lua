@@ -1,4 +1,5 @@
--- Move an attached client to a session (ARGV: workspace, client, session_id). Returns seq.
+-- Move an attached client to a session (ARGV: workspace, client, session_id); the session
+-- gets a new version. Returns {seq, the claim's session version}.
 require_workspace()
 local client, session = ARGV[2], ARGV[3]
 local claim = load_claim(client)
@@ -6,11 +7,8 @@ if not claim or claim.n == 0 then
   error({err = 'HUB not_attached'})
 end
 if claim.s ~= session then
-  count(claim.s, -1, claim.u)
-  count(session, 1, claim.u)
-  claim.s = session
+  claim.sv = tick()
+  switch(client, claim, session)
   save_claim(client, claim)
-  change.sessions[client] = session
-  change.any_session = true
 end
-return commit()
+return {commit(), claim.sv or '0'}

@@ -1,17 +1,24 @@
--- Set one node's streams here to exactly ARGV[3] (ARGV: workspace, node, cjson {client: n},
--- cjson {client: {s = session_id, u = user (absent: anonymous), p = profile JSON text}} for
--- claims to re-create, as the node last knew them, detach_grace_ms). A node re-asserting
--- after Redis lost its data, or a survivor clearing a dead node ({}), both come here. A client
--- retired here is never brought back: its streams are dropped and it is named in the answer,
--- so that the node closes its sockets. Returns {seq, earliest deadline armed|-1, retired}.
+-- Set one node's streams here to exactly ARGV[3] and merge what the node remembers of the
+-- claims it names (hub/presence.py, set_streams and Versions). ARGV: workspace, node, cjson
+-- {client: n}, cjson {client: {s, sv, r, rv, u = user (absent: anonymous), p = profile JSON
+-- text}} (the node's memory of each), detach_grace_ms, the node's generation (-1: a survivor
+-- clearing a node taken for dead, never fenced). A node re-asserting after Redis lost its data
+-- or after it was cleared, and a survivor clearing a dead node ({}), both come here. A claim
+-- found gone comes back from its tombstone and the node's memory, the newer of the two for
+-- each field; a claim still there takes from the memory only what is newer. A client retired
+-- here is never brought back: its streams are dropped and it is named in the answer, so that
+-- the node closes its sockets. Returns {seq, earliest deadline armed|-1, retired, flat
+-- {client, session, its version, released, its version} of every claim named that stands},
+-- or {-1} when the node's generation is stale.
 local node = ARGV[2]
 local want = cjson.decode(ARGV[3])
 if next(want) ~= nil then
   ensure_workspace()
 elseif not known() then
-  return {0, -1, {}}
+  return {0, -1, {}, {}}
 end
-local known_claims = cjson.decode(ARGV[4])
+if stale(node, tonumber(ARGV[6])) then return {-1} end
+local memory = cjson.decode(ARGV[4])
 local grace = tonumber(ARGV[5])
 local prefix = node .. '|'
 local have = {}
@@ -23,27 +30,45 @@ for i = 1, #flat, 2 do
 end
 local now = now_ms()
 local earliest = -1
+local function armed(deadline)
+  if deadline and (earliest < 0 or deadline < earliest) then earliest = deadline end
+end
 local function apply(client, target)
   local field = prefix .. client
   local delta = target - (have[client] or 0)
-  if delta == 0 then return end
+  local claim = load_claim(client)
+  local recalled = memory[client] or {}
+  local profile = ''
+  if not claim then
+    if target == 0 then
+      if delta ~= 0 then redis.call('HDEL', STREAMS, field) end
+      return
+    end
+    claim = new_claim()
+    delta = target  -- whatever the node's count said, the claim is made with them all
+    bind(claim, recalled.u or '')
+    local tomb = redis.call('HGET', GONE, client)
+    if tomb then
+      merge(client, claim, cjson.decode(tomb))
+      redis.call('HDEL', GONE, client)
+      redis.call('ZREM', TIMERS, '\r' .. client)
+    end
+    if claim.u and redis.call('HEXISTS', PEOPLE, 'p\n' .. claim.u) == 0 then
+      profile = recalled.p or ''
+    end
+  end
+  local merged = target > 0 and merge(client, claim, recalled)
+  if delta == 0 then
+    if merged then save_claim(client, claim) end
+    return
+  end
   if target == 0 then
     redis.call('HDEL', STREAMS, field)
   else
     redis.call('HSET', STREAMS, field, target)
   end
-  local claim = load_claim(client)
-  local profile = ''
-  if not claim then
-    if target == 0 then return end
-    local was = known_claims[client] or {}
-    claim = new_claim(was.s)
-    bind(claim, was.u or '')
-    if claim.u and redis.call('HEXISTS', PEOPLE, 'p\n' .. claim.u) == 0 then profile = was.p or '' end
-  end
-  local deadline = move_streams(client, claim, delta, now, grace)
+  armed(move_streams(client, claim, delta, now, grace))
   set_profile(claim, profile)
-  if deadline and (earliest < 0 or deadline < earliest) then earliest = deadline end
 end
 local retired = {}
 for client, target in pairs(want) do
@@ -61,4 +86,13 @@ if next(want) ~= nil then
 else
   redis.call('SREM', NODES, node)
 end
-return {commit(), earliest, retired}
+local states = {}
+for client, _ in pairs(want) do
+  local claim = load_claim(client)
+  if claim then
+    local st = state(claim)
+    table.insert(states, client)
+    for _, v in ipairs(st) do table.insert(states, v) end
+  end
+end
+return {commit(), earliest, retired, states}

@@ -97,6 +97,7 @@ def _backend(settings: Settings, store: Store) -> PresenceBackend:
             occupancy=occupancy,
             receivers=hooks,
             queue_limit=settings.webhook_queue,
+            retired=store,
         )
     from hub.backends.redis import RedisBackend, WebhookStream
 
@@ -110,6 +111,7 @@ def _backend(settings: Settings, store: Store) -> PresenceBackend:
         webhooks=WebhookStream(hooks, settings.webhook_vacated_delay, settings.webhook_queue)
         if hooks
         else None,
+        retired=store,
         **timers,
     )
 

@@ -546,9 +546,12 @@ class Presence:
                 self._remove(workspace_id, space, client_id, now)
         return Diff(workspace_id, space.seq)
 
-    def retire(self, client_id: str, now: float) -> list[Diff]:
-        """Remove every claim of the client and refuse it for ``retire_ttl`` (idempotent)."""
-        until = now + self.retire_ttl
+    def retire(self, client_id: str, now: float, ttl: float | None = None) -> list[Diff]:
+        """Remove every claim of the client and refuse it for ``ttl`` (default ``retire_ttl``;
+        idempotent, a longer refusal is never shortened)."""
+        until = max(
+            now + (self.retire_ttl if ttl is None else ttl), self._retired.get(client_id, 0)
+        )
         self._retired[client_id] = until
         self._timers.push(until, (_RETIRED, "", client_id))
         diffs = []

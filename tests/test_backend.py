@@ -751,3 +751,65 @@ async def test_a_join_records_its_user_before_its_script_runs(nodes: Any) -> Non
     a._run = look
     await a.attach(W, A, "ana", {"name": "Ana"})
     assert seen and seen[0].user == "ana" and seen[0].profile == {"name": "Ana"}
+
+
+@pytest.fixture
+async def records(tmp_path: Any) -> AsyncIterator[Any]:
+    """A real records store (SQLite on a file), where retirements outlive Redis."""
+    from hub.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_a_retire_outlives_a_redis_restarted_empty(
+    nodes: Any, redis_server: RedisServer, records: Any
+) -> None:
+    """Fault: Redis restarts empty after A was retired through b (its socket on a closed).
+    Truth: once the nodes re-assert, A is refused again everywhere (never undone)."""
+    a, events = await nodes(node_ttl=60.0, retired=records)
+    b, _ = await nodes(node_ttl=60.0, retired=records)
+    await a.attach(W, A)
+    await b.retire(A)
+    await eventually(lambda: (W, A, CloseCode.RETIRED) in events.closes, within=5)
+    redis_server.flush()
+    assert not await b.is_retired(A)  # what Redis alone would say
+    await b._reassert()
+    assert await b.is_retired(A)
+    with pytest.raises(ClientRetired):
+        await a.attach(W, A)
+
+
+async def test_a_retired_client_that_joined_while_redis_forgot_is_closed_at_re_assertion(
+    nodes: Any, redis_server: RedisServer, records: Any
+) -> None:
+    """Fault: Redis restarted empty; a retired client joins through a before any node
+    re-asserts (Redis alone cannot refuse it). Truth: a's re-assertion restores the
+    retirement and closes that socket with 4410; it counts nowhere."""
+    a, events = await nodes(node_ttl=60.0, retired=records)
+    await a.retire(A)
+    redis_server.flush()
+    await a.add_workspace(W)
+    await a.attach(W, A)
+    await a._reassert()
+    assert (W, A, CloseCode.RETIRED) in events.closes
+    assert await _claims(a) == {}
+    assert (await a.snapshot(W)).online == 0
+
+
+async def test_the_memory_backend_keeps_retirements_across_a_restart(records: Any) -> None:
+    """Fault: the process restarts (presence in memory is gone). Truth: A is still refused."""
+    first = MemoryBackend(Presence(retire_ttl=60.0), known=_known, retired=records)
+    await first.start(Recorder())
+    await first.retire(A)
+    await first.close()
+    second = MemoryBackend(Presence(retire_ttl=60.0), known=_known, retired=records)
+    await second.start(Recorder())
+    try:
+        assert await second.is_retired(A)
+        with pytest.raises(ClientRetired):
+            await second.attach(W, A)
+    finally:
+        await second.close()

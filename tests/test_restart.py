@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from hub.backends.memory import MemoryBackend
-from tests.harness import HubProcess, ServerThread, Viewer, new_client_id
+from tests.harness import HubProcess, ServerThread, Viewer, close_code, new_client_id
 
 
 @pytest.fixture
@@ -49,6 +49,28 @@ async def test_acknowledged_writes_survive_kill_9(db: Path) -> None:
         v = await Viewer.open(ws_url, client)
         assert v.online == 1
         await v.close()
+    finally:
+        log = hub.stop()
+    assert "Traceback" not in log
+
+
+async def test_a_retire_that_answered_204_outlives_the_process(db: Path) -> None:
+    """Fault: the hub is killed (-9) after a retire answered 204; presence restarts empty.
+    Truth: the client is still refused, at the handshake (4410) and by REST (410)."""
+    hub = HubProcess(db)
+    client = new_client_id()
+    async with httpx.AsyncClient(base_url=hub.url) as http:
+        w = (await http.post("/v1/workspaces", json={"path": "/retired"})).json()["id"]
+        assert (await http.delete(f"/v1/clients/{client}")).status_code == 204
+    hub.kill9()
+
+    hub = HubProcess(db)
+    try:
+        url = f"ws://127.0.0.1:{hub.port}/v1/workspaces/{w}/ws?client_id={client}"
+        assert await close_code(url) == 4410
+        async with httpx.AsyncClient(base_url=hub.url) as http:
+            again = await http.post("/v1/workspaces", json={"path": "/x", "client_id": client})
+            assert again.status_code == 410
     finally:
         log = hub.stop()
     assert "Traceback" not in log

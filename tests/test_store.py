@@ -4,6 +4,7 @@ PostgreSQL (a fresh database per test)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -74,6 +75,20 @@ async def test_session_crud_and_conflicts(store: Store) -> None:
     assert [s.id for s in await store.list_sessions(w.id)] == ["S1"]
 
 
+async def test_retirements_are_kept_until_they_end(store: Store) -> None:
+    """A retirement is a record: it is listed until its end, a later end wins, an earlier one
+    does not shorten it, and an ended one is no longer listed."""
+    now = float(int(time.time()))  # retire_client drops the rows that ended before the clock
+    await store.retire_client("c1", now + 60)
+    await store.retire_client("c1", now + 30)  # a shorter one does not undo the first
+    await store.retire_client("c2", now + 5)
+    assert await store.retirements(now) == {"c1": now + 60, "c2": now + 5}
+    await store.retire_client("c2", now + 90)
+    assert await store.retirements(now + 10) == {"c1": now + 60, "c2": now + 90}
+    assert await store.retirements(now + 61) == {"c2": now + 90}
+    assert await store.retirements(now + 90) == {}
+
+
 async def test_data_survives_reopening_the_file(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'hub.db'}"
     s = open_store(url)
@@ -101,10 +116,12 @@ async def test_postgres_schema_is_made_once_and_kept() -> None:
         await asyncio.gather(a.open(), b.open())
         w = await a.create_workspace("/shared")
         assert await b.find_workspace("/shared") == w
+        await b.retire_client("c1", 4e9)
         await asyncio.gather(a.close(), b.close())
         again = open_store(url)
         await again.open()
         assert await again.list_workspaces() == [w]
+        assert await again.retirements(0.0) == {"c1": 4e9}
         await again.close()
 
 

@@ -40,6 +40,16 @@ class Events(Protocol):
         close those sockets with ``code``; they have nothing left to detach."""
 
 
+class RetiredRecords(Protocol):
+    """Where retirements outlive presence: the records store (see hub.store.Store). A backend
+    writes a retirement there before it acts on it, and reads them back when its own memory
+    may be gone (a process start, a Redis restarted empty)."""
+
+    async def retire_client(self, client_id: str, until: float) -> None: ...
+
+    async def retirements(self, now: float) -> dict[str, float]: ...
+
+
 class PresenceBackend(Protocol):
     async def start(self, events: Events) -> None: ...
 

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from hub.backends import Events
+from hub.backends import Events, RetiredRecords
 from hub.errors import WorkspaceNotFound
 from hub.occupancy import Event, Occupancy
 from hub.presence import ClaimView, Diff, Presence, Profile, Snapshot, Viewers
@@ -45,13 +45,16 @@ class MemoryBackend:
         occupancy: Occupancy | None = None,
         receivers: Sequence[str] = (),
         queue_limit: int = 400_000,
+        retired: RetiredRecords | None = None,
     ) -> None:
         """``occupancy``: decide webhook events (None: webhooks off); ``receivers``: the URLs
-        they are queued for, at most ``queue_limit`` waiting for each."""
+        they are queued for, at most ``queue_limit`` waiting for each; ``retired``: where
+        retirements are recorded so that they outlive this process."""
         self.presence = presence
         self.occupancy = occupancy
         self._outboxes = {url: MemoryOutbox(receiver_name(url), queue_limit) for url in receivers}
         self._known = known
+        self._retired = retired
         self._events: Events | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -59,6 +62,10 @@ class MemoryBackend:
     async def start(self, events: Events) -> None:
         self._events = events
         self._loop = asyncio.get_running_loop()
+        if self._retired is not None:  # the retirements of this process's previous lives
+            wall = time.time()
+            for client_id, until in (await self._retired.retirements(wall)).items():
+                self.presence.retire(client_id, self._now(), until - wall)
         self._reschedule()
 
     async def close(self) -> None:
@@ -204,6 +211,8 @@ class MemoryBackend:
         )
 
     async def retire(self, client_id: str) -> None:
+        if self._retired is not None:  # recorded first: a retire that answered is never undone
+            await self._retired.retire_client(client_id, time.time() + self.presence.retire_ttl)
         for diff in self.presence.retire(client_id, self._now()):
             self._commit(diff)
             if self._events is not None:

@@ -55,7 +55,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hub.backends import Events
+from hub.backends import Events, RetiredRecords
 from hub.errors import (
     ClientRetired,
     ConfigError,
@@ -403,12 +403,16 @@ class RedisBackend:
         node_id: str | None = None,
         webhooks: WebhookStream | None = None,
         tomb_ttl: float = 600.0,
+        retired: RetiredRecords | None = None,
     ) -> None:
         self.node = node_id or uuid.uuid4().hex[:12]
         self.webhooks = webhooks
         self._sentinel: Sentinel | None = None
         # Whether the durable store has the workspace: Redis may have lost what it knew.
         self._known = known
+        # Where retirements outlive Redis (the store): written before Redis, restored at every
+        # re-assertion, since a Redis restarted empty forgot its ``hub:retired:*`` keys.
+        self._retired = retired
         self._create_ms = int(create_grace * 1000)
         self._grace_ms = int(detach_grace * 1000)
         self._retire_ms = max(1, int(retire_ttl * 1000))
@@ -974,7 +978,10 @@ class RedisBackend:
         return int(seq)
 
     async def retire(self, client_id: str) -> None:
-        # Refuse first, then remove: a claim made meanwhile is refused or seen (_index_claim).
+        # Recorded first (it outlives Redis), refused next, then removed: a claim made
+        # meanwhile is refused or seen (_index_claim).
+        if self._retired is not None:
+            await self._retired.retire_client(client_id, time.time() + self._retire_ms / 1000)
         await self._call(self.redis.set(_retired(client_id), 1, px=self._retire_ms))
         spaces = _strs(await self._call(self.redis.smembers(_client_spaces(client_id))))
         for workspace_id in sorted(spaces):
@@ -1087,6 +1094,7 @@ class RedisBackend:
             self._dirty = False
             self._cleared = cleared
             await self._announce()
+            await self._restore_retirements()
             recorded = _strs(await self.redis.smembers(_node_spaces(self.node)))
             for workspace_id in sorted(recorded | self._local.keys()):
                 mine = self._local.get(workspace_id, {})
@@ -1100,6 +1108,26 @@ class RedisBackend:
         if self._events is not None:
             for workspace_id in list(self._watchers):
                 self._events.resync(workspace_id)
+
+    async def _restore_retirements(self) -> None:
+        """Write the recorded retirements back before the streams (Redis may have restarted
+        empty): then the streams' write finds this node's retired clients and closes them
+        (see _set_streams). A store that does not answer leaves this node dirty, so the next
+        heartbeat tries again; the streams are written back meanwhile all the same."""
+        if self._retired is None:
+            return
+        now = time.time()
+        try:
+            found = await self._retired.retirements(now)
+        except Exception as exc:  # any store: sqlite, asyncpg, Unavailable
+            log.warning("retirements not restored (the store did not answer: %s)", exc)
+            self._dirty = True
+            return
+        if found:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for client_id, until in found.items():
+                    pipe.set(_retired(client_id), 1, px=max(1, int((until - now) * 1000)))
+                await self._call(pipe.execute())
 
     async def _reassert_in(self, workspace_id: str) -> None:
         """Write this node's streams in one workspace back (a frame found them gone)."""

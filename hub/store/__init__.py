@@ -1,4 +1,4 @@
-"""Durable records: workspaces and sessions, behind the :class:`Store` port.
+"""Durable records: workspaces, sessions and retired clients, behind the :class:`Store` port.
 
 ``open_store(url)`` picks the implementation from the URL scheme: SQLite (embedded, the default)
 or PostgreSQL (shared by several hub processes). Records are frozen dataclasses; presence figures
@@ -93,6 +93,17 @@ class Store(Protocol):
 
     async def delete_session(self, workspace_id: str, session_id: str) -> Session | None:
         """Delete and return the session, or None when there was none."""
+        ...
+
+    async def retire_client(self, client_id: str, until: float) -> None:
+        """Refuse the client until ``until`` (wall clock, seconds; a later ``until`` wins).
+
+        Presence keeps retirements too, but presence may forget (a restarted process, a Redis
+        restarted empty): the record here is what makes a retire that answered 204 last."""
+        ...
+
+    async def retirements(self, now: float) -> dict[str, float]:
+        """The clients refused at ``now`` (wall clock), each with when its refusal ends."""
         ...
 
 

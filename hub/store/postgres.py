@@ -47,6 +47,12 @@ _MIGRATIONS = (
         PRIMARY KEY (workspace_id, id)
     );
     """,
+    """
+    CREATE TABLE retired_clients (
+        client_id   TEXT PRIMARY KEY,
+        until_ms    BIGINT NOT NULL
+    );
+    """,
 )
 _LOCK = 0x70726573  # advisory lock id for migrations ("pres")
 
@@ -199,3 +205,25 @@ class PostgresStore:
                 workspace_id, session_id,
             )  # fmt: skip
         return _session(row) if row is not None else None
+
+    # -- retired clients --------------------------------------------------------------------
+
+    async def retire_client(self, client_id: str, until: float) -> None:
+        async with self._conn() as db:
+            await db.execute(
+                "DELETE FROM retired_clients WHERE until_ms <= $1", int(time.time() * 1000)
+            )
+            await db.execute(
+                "INSERT INTO retired_clients (client_id, until_ms) VALUES ($1, $2) "
+                "ON CONFLICT (client_id) DO UPDATE "
+                "SET until_ms = greatest(retired_clients.until_ms, excluded.until_ms)",
+                client_id, int(until * 1000),
+            )  # fmt: skip
+
+    async def retirements(self, now: float) -> dict[str, float]:
+        async with self._conn() as db:
+            rows = await db.fetch(
+                "SELECT client_id, until_ms FROM retired_clients WHERE until_ms > $1",
+                int(now * 1000),
+            )
+        return {row[0]: row[1] / 1000 for row in rows}

@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     is_busy           INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (workspace_id, id)
 );
+CREATE TABLE IF NOT EXISTS retired_clients (
+    client_id   TEXT PRIMARY KEY,
+    until_ms    INTEGER NOT NULL
+);
 """
 
 _SESSION_COLUMNS = (
@@ -179,3 +183,24 @@ class SqliteStore:
             row = await cur.fetchone()
         await self.db.commit()
         return _session(row) if row is not None else None
+
+    # -- retired clients --------------------------------------------------------------------
+
+    async def retire_client(self, client_id: str, until: float) -> None:
+        until_ms = int(until * 1000)
+        await self.db.execute(
+            "DELETE FROM retired_clients WHERE until_ms <= ?", (int(time.time() * 1000),)
+        )
+        await self.db.execute(
+            "INSERT INTO retired_clients (client_id, until_ms) VALUES (?, ?) "
+            "ON CONFLICT (client_id) DO UPDATE SET until_ms = max(until_ms, excluded.until_ms)",
+            (client_id, until_ms),
+        )
+        await self.db.commit()
+
+    async def retirements(self, now: float) -> dict[str, float]:
+        async with self.db.execute(
+            "SELECT client_id, until_ms FROM retired_clients WHERE until_ms > ?",
+            (int(now * 1000),),
+        ) as cur:
+            return {client_id: until_ms / 1000 for client_id, until_ms in await cur.fetchall()}

@@ -24,10 +24,12 @@ _EXPORTS = {
     "HubError": "hub.errors",
     "PeerError": "hub.errors",
     "Presence": "hub.presence",
+    "PresenceReader": "hub.reader",
     "Settings": "hub.settings",
     "Snapshot": "hub.presence",
     "StreamClosed": "hub.client",
     "create_app": "hub.app",
+    "presence_of": "hub.reader",
 }
 
 __all__ = [
@@ -39,11 +41,13 @@ __all__ = [
     "HubError",
     "PeerError",
     "Presence",
+    "PresenceReader",
     "Settings",
     "Snapshot",
     "StreamClosed",
     "__version__",
     "create_app",
+    "presence_of",
 ]
 
 if TYPE_CHECKING:
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
     from hub.errors import HubError, PeerError
     from hub.presence import ClaimState, ClaimView, Diff, Presence, Snapshot
     from hub.protocol import CloseCode
+    from hub.reader import PresenceReader, presence_of
     from hub.settings import Settings
 
 

@@ -150,7 +150,8 @@ def create_app(settings: Settings) -> Starlette:
     RedactTokens.install()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # The hub's own app (``app`` below), whoever enters this: a parent may pass its own.
         await store.open()
         try:
             await hub.start()
@@ -161,9 +162,11 @@ def create_app(settings: Settings) -> Starlette:
             )
             if webhooks is not None:
                 await webhooks.start()
+            app.running = True
             try:
                 yield
             finally:
+                app.running = False
                 if webhooks is not None:
                     await webhooks.close()
                 await hub.close()
@@ -180,21 +183,50 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
+_NOT_STARTED = (
+    "the presence hub has not started: its lifespan did not run (mounted in another app? enter "
+    "`presence.router.lifespan_context(presence)` in that app's lifespan)"
+)
+
+
 class _App(Starlette):
     """Starlette, with the presence sockets served before it: a socket's task then holds no
     Starlette frame for its whole life (measured: about 1 KB less per idle connection).
     ``__call__`` returns the handler's coroutine rather than awaiting it, so it adds no frame
-    either (uvicorn is told the interface is ASGI 3)."""
+    either (uvicorn is told the interface is ASGI 3).
+
+    Mounted in another app (``Mount("/presence", app=presence)``), every route, the socket's
+    included, is matched below the mount. A parent does not run a mounted app's lifespan: until
+    it has run (``running``), every request is answered 503 and every socket closed with 1013,
+    with a message that says so, rather than failing on a store that is not open."""
 
     def __init__(self, sockets: SocketRoute, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sockets = sockets
+        self.running = False
+        self._warned = False
 
     def __call__(  # type: ignore[override]
         self, scope: Scope, receive: Receive, send: Send
     ) -> Awaitable[None]:
+        if not self.running and scope["type"] != "lifespan":
+            return self._not_started(scope, receive, send)
         if scope["type"] == "websocket":
             socket = self.sockets.route(scope, receive, send)
             if socket is not None:
                 return socket
         return super().__call__(scope, receive, send)
+
+    async def _not_started(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The answer of a hub whose lifespan has not run: 503, or a socket closed with 1013
+        (logged once, not per request)."""
+        if not self._warned:
+            self._warned = True
+            log.warning(_NOT_STARTED)
+        if scope["type"] == "websocket":
+            if (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": 1013, "reason": "hub not started"})
+            return
+        response = error_response(503, "unavailable", _NOT_STARTED, retry_after=1)
+        await response(scope, receive, send)

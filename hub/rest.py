@@ -98,6 +98,18 @@ def workspace_json(workspace: Workspace, snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
+def presence_json(snapshot: Snapshot) -> dict[str, Any]:
+    """The body of ``GET .../presence``: the workspace's counts at ``seq``."""
+    return {
+        "workspace_id": snapshot.workspace_id,
+        "seq": snapshot.seq,
+        "online": snapshot.online,
+        "counts": snapshot.counts,
+        "online_users": snapshot.online_users,
+        "users": snapshot.users,
+    }
+
+
 def session_json(session: Session, snapshot: Snapshot) -> dict[str, Any]:
     return {
         "id": session.id,
@@ -394,17 +406,7 @@ class Rest:
 
     async def presence(self, request: Request) -> Response:
         workspace = await self._workspace(request, self._grant(request))
-        snapshot = await self.backend.snapshot(workspace.id)
-        return json_response(
-            {
-                "workspace_id": workspace.id,
-                "seq": snapshot.seq,
-                "online": snapshot.online,
-                "counts": snapshot.counts,
-                "online_users": snapshot.online_users,
-                "users": snapshot.users,
-            }
-        )
+        return json_response(presence_json(await self.backend.snapshot(workspace.id)))
 
     async def viewers(self, request: Request) -> Response:
         """Who views a session (PROTOCOL.md section 5): needs the viewers scope with auth on."""

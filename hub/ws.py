@@ -37,8 +37,19 @@ log = logging.getLogger(__name__)
 PATH = re.compile(r"/v1/workspaces/([^/]+)/ws")
 
 
+def route_path(scope: Scope) -> str:
+    """The request's path below where the app is mounted: the path less ``root_path`` (set by
+    a parent's ``Mount``, or by the server's ``--root-path``), as Starlette's routing reads it;
+    the whole path when it does not start there."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
+    return path
+
+
 class SocketRoute:
-    """Serves WebSocket requests to :data:`PATH`."""
+    """Serves WebSocket requests to :data:`PATH` (relative to where the app is mounted)."""
 
     def __init__(self, hub: Hub, auth: Auth, origins: OriginPolicy) -> None:
         self.hub = hub
@@ -47,7 +58,7 @@ class SocketRoute:
 
     def route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None] | None:
         """The socket's handler (to await) when the path is the presence route, else None."""
-        match = PATH.fullmatch(scope["path"])
+        match = PATH.fullmatch(route_path(scope))
         if match is None:
             return None
         return self.presence_socket(match.group(1), scope, receive, send)

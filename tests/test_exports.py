@@ -25,11 +25,13 @@ def test_public_api_is_pinned() -> None:
         "HubError",
         "PeerError",
         "Presence",
+        "PresenceReader",
         "Settings",
         "Snapshot",
         "StreamClosed",
         "__version__",
         "create_app",
+        "presence_of",
     ]
     for name in hub.__all__:
         assert getattr(hub, name) is not None

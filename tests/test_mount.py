@@ -1,0 +1,167 @@
+"""The hub inside a user's app: mounted at ``/presence`` of a Starlette and of a FastAPI app
+under plain uvicorn, its lifespan entered by the parent's with one line, the WebSocket and
+REST below the prefix, and the app's own handlers reading counts in-process
+(``presence_of``), the same truth as REST."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Mount, Route
+
+from hub import create_app, presence_of
+from hub.errors import WorkspaceNotFound
+from hub.settings import Settings
+from hub.testing import TEST_SETTINGS
+from tests.harness import AppThread, Viewer, close_code, new_client_id
+
+PREFIX = "/presence"
+
+
+def _starlette(presence: Starlette, run_lifespan: bool) -> Starlette:
+    """A user's Starlette app: its own routes, the hub mounted at /presence."""
+    counts = presence_of(presence)
+
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("the app's own page")
+
+    async def session_record(request: Request) -> JSONResponse:
+        """The seed's shape: the app's own session record, with the hub's live count."""
+        w, s = request.path_params["w"], request.path_params["s"]
+        try:
+            clients = await counts.attached_clients(w, s)
+        except WorkspaceNotFound:
+            return JSONResponse({"error": "no such workspace"}, 404)
+        users = await counts.attached_users(w, s)
+        snapshot = await counts.snapshot(w)
+        body = {"id": s, "attached_clients": clients, "attached_users": users, "all": snapshot}
+        return JSONResponse(body)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with presence.router.lifespan_context(presence):  # the one documented line
+            yield
+
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/records/{w}/{s}", session_record),
+            Mount(PREFIX, app=presence),
+        ],
+        lifespan=lifespan if run_lifespan else None,
+    )
+
+
+def _fastapi(presence: Starlette, run_lifespan: bool) -> Any:
+    """A user's FastAPI app, the same shape."""
+    from fastapi import FastAPI, HTTPException
+
+    counts = presence_of(presence)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with presence.router.lifespan_context(presence):
+            yield
+
+    app = FastAPI(lifespan=lifespan if run_lifespan else None)
+
+    @app.get("/")
+    async def home() -> str:
+        return "the app's own page"
+
+    @app.get("/records/{w}/{s}")
+    async def session_record(w: str, s: str) -> dict[str, Any]:
+        try:
+            clients = await counts.attached_clients(w, s)
+        except WorkspaceNotFound:
+            raise HTTPException(404, "no such workspace") from None
+        users = await counts.attached_users(w, s)
+        return {"id": s, "attached_clients": clients, "attached_users": users,
+                "all": await counts.snapshot(w)}  # fmt: skip
+
+    app.mount(PREFIX, presence)
+    return app
+
+
+PARENTS: dict[str, Callable[[Starlette, bool], Any]] = {
+    "starlette": _starlette,
+    "fastapi": _fastapi,
+}
+
+
+@pytest.fixture(params=sorted(PARENTS))
+def parent(request: pytest.FixtureRequest) -> Iterator[AppThread]:
+    presence = create_app(Settings.from_env({}, **TEST_SETTINGS))
+    server = AppThread(PARENTS[request.param](presence, True)).start()
+    yield server
+    server.stop()
+
+
+async def test_rest_and_the_socket_work_below_the_prefix(parent: AppThread) -> None:
+    """Truth: two clients of two users view S1 (one of them with two sockets): REST, the
+    sockets and the app's in-process reader all say 2 clients, 2 users."""
+    base = parent.url + PREFIX
+    async with httpx.AsyncClient(base_url=base) as http:
+        assert (await http.get(parent.url + "/")).text.strip('"') == "the app's own page"
+        w = (await http.post("/v1/workspaces", json={"path": "/mounted"})).json()["id"]
+        assert (
+            await http.post(f"/v1/workspaces/{w}/sessions", json={"id": "S1"})
+        ).status_code == 201
+        ws = base.replace("http", "ws", 1) + f"/v1/workspaces/{w}/ws"
+        a, b = new_client_id(), new_client_id()
+        tabs = [
+            await Viewer.open(f"{ws}?client_id={a}&user_id=ana", a),
+            await Viewer.open(f"{ws}?client_id={a}&user_id=ana", a),
+            await Viewer.open(f"{ws}?client_id={b}&user_id=bo", b),
+        ]
+        for tab in tabs[1:]:
+            await tab.send({"type": "set_session", "session_id": "S1"})
+        await tabs[0].until(lambda v: v.counts.get("S1") == 2 and v.users.get("S1") == 2)
+        record = (await http.get(f"/v1/workspaces/{w}/sessions/S1")).json()
+        assert (record["attached_clients"], record["attached_users"]) == (2, 2)
+        mine = (await http.get(f"{parent.url}/records/{w}/S1")).json()
+        assert (mine["attached_clients"], mine["attached_users"]) == (2, 2)
+        rest_presence = (await http.get(f"/v1/workspaces/{w}/presence")).json()
+        assert mine["all"] == rest_presence
+        assert rest_presence["online"] == 2 and rest_presence["counts"] == {"S1": 2}
+        missing = await http.get(f"{parent.url}/records/{'0' * 32}/S1")
+        assert missing.status_code == 404
+        for tab in tabs:
+            await tab.close()
+
+
+@pytest.mark.parametrize("kind", sorted(PARENTS))
+async def test_a_mounted_hub_whose_lifespan_did_not_run_says_so(kind: str) -> None:
+    """A parent that forgot the lifespan line gets 503 naming the cause (REST, health
+    included), a socket closed with 1013, and Unavailable from the reader: never a 500."""
+    from hub.errors import Unavailable
+
+    presence = create_app(Settings.from_env({}, **TEST_SETTINGS))
+    server = AppThread(PARENTS[kind](presence, False)).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url + PREFIX) as http:
+            for answer in (
+                await http.get("/v1/health"),
+                await http.post("/v1/workspaces", json={"path": "/x"}),
+            ):
+                assert answer.status_code == 503
+                assert answer.json()["error"] == "unavailable"
+                assert "lifespan" in answer.json()["message"]
+        ws = server.url.replace("http", "ws", 1) + PREFIX + "/v1/workspaces/w/ws"
+        assert await close_code(f"{ws}?client_id={new_client_id()}") == 1013
+        with pytest.raises(Unavailable):
+            await presence_of(presence).snapshot("w")
+    finally:
+        server.stop()
+
+
+def test_presence_of_takes_the_hub_s_app() -> None:
+    with pytest.raises(TypeError):
+        presence_of(Starlette())

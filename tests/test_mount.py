@@ -21,6 +21,7 @@ from hub.errors import WorkspaceNotFound
 from hub.settings import Settings
 from hub.testing import TEST_SETTINGS
 from tests.harness import AppThread, Viewer, close_code, new_client_id
+from tests.services import postgres_database
 
 PREFIX = "/presence"
 
@@ -165,3 +166,49 @@ async def test_a_mounted_hub_whose_lifespan_did_not_run_says_so(kind: str) -> No
 def test_presence_of_takes_the_hub_s_app() -> None:
     with pytest.raises(TypeError):
         presence_of(Starlette())
+
+
+async def test_two_mounted_nodes_on_redis_count_as_one(redis_url: str) -> None:
+    """Two apps, each mounting a hub on one Redis and one PostgreSQL. Truth: ana's client on
+    node 1 and bo's on node 2 view S1: both apps' in-process readers and REST on both nodes say
+    2 clients, 2 users; when ana's socket closes, 1 and 1 everywhere (after the grace: none)."""
+    async with postgres_database() as database_url:
+        await _two_nodes(redis_url, database_url)
+
+
+async def _two_nodes(redis_url: str, database_url: str) -> None:
+    shared = {**TEST_SETTINGS, "redis_url": redis_url, "database_url": database_url}
+    hubs = [create_app(Settings.from_env({}, **shared)) for _ in range(2)]
+    nodes = [AppThread(_starlette(h, True)).start() for h in hubs]
+    try:
+        async with httpx.AsyncClient() as http:
+            one, two = (n.url + PREFIX for n in nodes)
+            w = (await http.post(one + "/v1/workspaces", json={"path": "/m2"})).json()["id"]
+            await http.post(two + f"/v1/workspaces/{w}/sessions", json={"id": "S1"})
+            a, b = new_client_id(), new_client_id()
+            tabs = []
+            for base, client, user in ((one, a, "ana"), (two, b, "bo")):
+                ws = base.replace("http", "ws", 1) + f"/v1/workspaces/{w}/ws"
+                tab = await Viewer.open(f"{ws}?client_id={client}&user_id={user}", client)
+                await tab.send({"type": "set_session", "session_id": "S1"})
+                tabs.append(tab)
+            for tab in tabs:
+                await tab.until(lambda v: (v.counts.get("S1"), v.users.get("S1")) == (2, 2))
+
+            async def everywhere() -> set[tuple[int, int]]:
+                seen = set()
+                for node in nodes:
+                    mine = (await http.get(f"{node.url}/records/{w}/S1")).json()
+                    seen.add((mine["attached_clients"], mine["attached_users"]))
+                    rec = await http.get(f"{node.url}{PREFIX}/v1/workspaces/{w}/sessions/S1")
+                    seen.add((rec.json()["attached_clients"], rec.json()["attached_users"]))
+                return seen
+
+            assert await everywhere() == {(2, 2)}
+            await tabs[0].close()
+            await tabs[1].until(lambda v: (v.counts.get("S1"), v.users.get("S1")) == (1, 1))
+            assert await everywhere() == {(1, 1)}
+            await tabs[1].close()
+    finally:
+        for node in nodes:
+            node.stop()

@@ -20,6 +20,7 @@ _EXPORTS = {
     "ClaimView": "hub.presence",
     "CloseCode": "hub.protocol",
     "Diff": "hub.presence",
+    "Grant": "hub.auth",
     "HubClient": "hub.client",
     "HubError": "hub.errors",
     "PeerError": "hub.errors",
@@ -37,6 +38,7 @@ __all__ = [
     "ClaimView",
     "CloseCode",
     "Diff",
+    "Grant",
     "HubClient",
     "HubError",
     "PeerError",
@@ -52,6 +54,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from hub.app import create_app
+    from hub.auth import Grant
     from hub.client import HubClient, StreamClosed
     from hub.errors import HubError, PeerError
     from hub.presence import ClaimState, ClaimView, Diff, Presence, Snapshot

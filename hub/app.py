@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from hub.access import Access, Authenticate
 from hub.auth import Auth, OriginPolicy, RedactTokens
 from hub.backends import PresenceBackend
 from hub.backends.memory import MemoryBackend
@@ -116,7 +117,11 @@ def _backend(settings: Settings, store: Store) -> PresenceBackend:
     )
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, authenticate: Authenticate | None = None) -> Starlette:
+    """The hub as a Starlette app: served by ``hub serve``, or mounted in an app of yours
+    (``Mount("/presence", app=presence)``; enter ``presence.router.lifespan_context(presence)``
+    in your app's lifespan). ``authenticate``: your own sign-in instead of the hub's tokens
+    (see hub.access)."""
     store = open_store(settings.database_url)
     backend = _backend(settings, store)
     metrics = Metrics()
@@ -145,8 +150,8 @@ def create_app(settings: Settings) -> Starlette:
         )
         metrics.watch_webhooks(webhooks.stats)
     services = Services(settings, backend, store, hub)
-    auth = Auth(settings.auth_secret)
-    rest = Rest(hub, backend, store, settings.max_body_bytes, auth)
+    access = Access(Auth(settings.auth_secret), authenticate)
+    rest = Rest(hub, backend, store, settings.max_body_bytes, access)
     RedactTokens.install()
 
     @contextlib.asynccontextmanager
@@ -174,7 +179,7 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
 
     app = _App(
-        SocketRoute(hub, auth, OriginPolicy(settings.allowed_origins)),
+        SocketRoute(hub, access, OriginPolicy(settings.allowed_origins)),
         routes=rest.routes(),
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},

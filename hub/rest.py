@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from hub.auth import Auth, Grant, token_from
+from hub.access import Access
+from hub.auth import Grant
 from hub.backends import PresenceBackend
 from hub.errors import (
     BadRequest,
@@ -154,13 +155,13 @@ class Rest:
     """The REST handlers, bound to one hub, backend and store."""
 
     def __init__(
-        self, hub: Hub, backend: PresenceBackend, store: Store, max_body: int, auth: Auth
+        self, hub: Hub, backend: PresenceBackend, store: Store, max_body: int, access: Access
     ) -> None:
         self.hub = hub
         self.backend = backend
         self.store = store
         self.max_body = max_body
-        self.auth = auth
+        self.access = access
 
     def routes(self) -> list[BaseRoute]:
         w = "/v1/workspaces/{workspace_id}"
@@ -212,9 +213,10 @@ class Rest:
             raise BadRequest("request body must be a JSON object")
         return body
 
-    def _grant(self, request: Request) -> Grant:
-        """Who is asking (401 when auth is on and the token is missing or not valid)."""
-        return self.auth.verify(token_from(request.headers, request.query_params))
+    async def _grant(self, request: Request) -> Grant:
+        """Who is asking (401 when auth is on and the token is missing or not valid, or what
+        the app's own ``authenticate`` says: see hub.access)."""
+        return await self.access.grant(request)
 
     async def _workspace(self, request: Request, grant: Grant) -> Workspace:
         """The path's workspace: 403 when the grant does not cover it, then 404."""
@@ -272,12 +274,12 @@ class Rest:
 
     async def metrics(self, request: Request) -> Response:
         """Prometheus exposition (admin when auth is on)."""
-        self._grant(request).check_admin()
+        (await self._grant(request)).check_admin()
         return Response(self.hub.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def stats(self, request: Request) -> Response:
         """What this process holds, for operators and leak checks (admin)."""
-        self._grant(request).check_admin()
+        (await self._grant(request)).check_admin()
         return json_response(
             {
                 "sockets": self.hub.sockets,
@@ -308,7 +310,7 @@ class Rest:
         A token limited to some workspaces may only reach an existing one of them by its path:
         it cannot create a workspace whose id it does not know yet.
         """
-        grant = self._grant(request)
+        grant = await self._grant(request)
         body = await self._body(request)
         _check_fields(body, {"path", "client_id"})
         if "path" not in body:
@@ -338,16 +340,16 @@ class Rest:
         return json_response(await self._workspace_json(workspace))
 
     async def list_workspaces(self, request: Request) -> Response:
-        self._grant(request).check_admin()
+        (await self._grant(request)).check_admin()
         workspaces = await self.store.list_workspaces()
         return json_response([await self._workspace_json(w) for w in workspaces])
 
     async def get_workspace(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         return json_response(await self._workspace_json(workspace))
 
     async def delete_workspace(self, request: Request) -> Response:
-        grant = self._grant(request)
+        grant = await self._grant(request)
         grant.check_admin()
         workspace = await self._workspace(request, grant)
         # Presence first: with it unreachable (503) nothing is deleted and the call can be
@@ -359,7 +361,7 @@ class Rest:
         return Response(status_code=204)
 
     async def list_claims(self, request: Request) -> Response:
-        grant = self._grant(request)
+        grant = await self._grant(request)
         grant.check_admin()
         workspace = await self._workspace(request, grant)
         claims = await self.backend.claims(workspace.id)
@@ -377,7 +379,7 @@ class Rest:
         )
 
     async def release(self, request: Request) -> Response:
-        grant = self._grant(request)
+        grant = await self._grant(request)
         client_id = check_client_id(request.path_params["client_id"])
         grant.check_client(client_id)
         workspace = await self._workspace(request, grant)
@@ -385,14 +387,14 @@ class Rest:
         return Response(status_code=204)
 
     async def retire(self, request: Request) -> Response:
-        grant = self._grant(request)
+        grant = await self._grant(request)
         client_id = check_client_id(request.path_params["client_id"])
         grant.check_admin()
         await self.backend.retire(client_id)  # its sockets close with 4410
         return Response(status_code=204)
 
     async def set_current_session(self, request: Request) -> Response:
-        grant = self._grant(request)
+        grant = await self._grant(request)
         client_id = check_client_id(request.query_params.get("client_id"))
         grant.check_client(client_id)
         workspace = await self._workspace(request, grant)
@@ -405,12 +407,12 @@ class Rest:
         return json_response({"seq": seq})
 
     async def presence(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         return json_response(presence_json(await self.backend.snapshot(workspace.id)))
 
     async def viewers(self, request: Request) -> Response:
         """Who views a session (PROTOCOL.md section 5): needs the viewers scope with auth on."""
-        grant = self._grant(request)
+        grant = await self._grant(request)
         query = request.query_params
         if "session_id" not in query:
             raise BadRequest("query parameter 'session_id' is required ('' for none)")
@@ -431,13 +433,13 @@ class Rest:
         )
 
     async def list_sessions(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         sessions = await self.store.list_sessions(workspace.id)
         snapshot = await self.backend.snapshot(workspace.id)
         return json_response([session_json(s, snapshot) for s in sessions])
 
     async def create_session(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         body = await self._body(request)
         _check_fields(body, {"id", "title", "parent_session_id"})
         title = ""
@@ -466,12 +468,12 @@ class Rest:
         return json_response(data, 201)
 
     async def get_session(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         session = await self._session(request, workspace)
         return json_response(await self._session_json(session))
 
     async def update_session(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         session_id = self._path_session_id(request)
         body = await self._body(request)
         _check_fields(body, SESSION_FIELDS.keys())
@@ -486,7 +488,7 @@ class Rest:
         return json_response(data)
 
     async def delete_session(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         session_id = self._path_session_id(request)
         session = await self.store.delete_session(workspace.id, session_id)
         if session is None:

@@ -20,10 +20,11 @@ import logging
 import re
 from collections.abc import Awaitable
 
-from starlette.datastructures import Headers, QueryParams
+from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
-from hub.auth import Auth, OriginPolicy, token_from
+from hub.access import Access
+from hub.auth import OriginPolicy
 from hub.connection import Connection
 from hub.errors import PeerError
 from hub.hub import Hub
@@ -51,9 +52,9 @@ def route_path(scope: Scope) -> str:
 class SocketRoute:
     """Serves WebSocket requests to :data:`PATH` (relative to where the app is mounted)."""
 
-    def __init__(self, hub: Hub, auth: Auth, origins: OriginPolicy) -> None:
+    def __init__(self, hub: Hub, access: Access, origins: OriginPolicy) -> None:
         self.hub = hub
-        self.auth = auth
+        self.access = access
         self.origins = origins
 
     def route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None] | None:
@@ -108,12 +109,12 @@ class SocketRoute:
 
     async def _join(self, workspace_id: str, scope: Scope, send: Send) -> Connection:
         """The checks, in the order of hub.auth (origin first), then the join itself."""
-        headers = Headers(scope=scope)
-        query = QueryParams(scope["query_string"])
-        self.origins.check(headers.get("origin"))
-        grant = self.auth.verify(token_from(headers, query))
+        conn = HTTPConnection(scope)
+        query = conn.query_params
+        self.origins.check(conn.headers.get("origin"))
+        grant = await self.access.grant(conn)
         client_id = check_client_id(query.get("client_id"))
-        if self.auth.enabled:
+        if self.access.enabled:
             user = grant.user
         else:
             asserted = query.get("user_id")

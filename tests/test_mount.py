@@ -5,6 +5,7 @@ REST below the prefix, and the app's own handlers reading counts in-process
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -12,12 +13,13 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
+from websockets.asyncio.client import connect
 
-from hub import create_app, presence_of
-from hub.errors import WorkspaceNotFound
+from hub import Grant, create_app, presence_of
+from hub.errors import Forbidden, Unauthorized, WorkspaceNotFound
 from hub.settings import Settings
 from hub.testing import TEST_SETTINGS
 from tests.harness import AppThread, Viewer, close_code, new_client_id
@@ -212,3 +214,73 @@ async def _two_nodes(redis_url: str, database_url: str) -> None:
     finally:
         for node in nodes:
             node.stop()
+
+
+# -- the app's own sign-in -------------------------------------------------------------------
+
+SIGNED_IN = {"c00k1e-ana": "ana", "c00k1e-bo": "bo", "c00k1e-eve": "eve"}
+
+
+def _cookie_grant(conn: HTTPConnection) -> Grant:
+    """A user's authenticate: its own session cookie says who; eve may not see presence."""
+    user = SIGNED_IN.get(conn.cookies.get("session", ""))
+    if user is None:
+        raise Unauthorized("sign in first")
+    if user == "eve":
+        raise Forbidden("eve may not see presence")
+    return Grant(
+        workspaces=None, client=None, admin=False, viewers=True, user=user, profile={"name": user}
+    )
+
+
+async def _async_cookie_grant(conn: HTTPConnection) -> Grant:
+    await asyncio.sleep(0)
+    return _cookie_grant(conn)
+
+
+@pytest.mark.parametrize("authenticate", [_cookie_grant, _async_cookie_grant])
+async def test_the_app_s_own_sign_in_decides_with_the_contract_s_codes(
+    authenticate: Callable[[HTTPConnection], Any],
+) -> None:
+    """Truth: a signed-in cookie is the stream's user (the query's user_id is ignored); no
+    cookie is 401 / 4401, a refused user 403 / 4403, and a non-admin grant cannot retire."""
+    presence = create_app(Settings.from_env({}, **TEST_SETTINGS), authenticate=authenticate)
+    server = AppThread(_starlette(presence, True)).start()
+    base = server.url + PREFIX
+    ws = base.replace("http", "ws", 1)
+    try:
+        async with (
+            httpx.AsyncClient(base_url=base, cookies={"session": "c00k1e-ana"}) as http,
+            httpx.AsyncClient(base_url=base) as stranger,
+        ):
+            w = (await http.post("/v1/workspaces", json={"path": "/own"})).json()["id"]
+            anonymous = await stranger.get(f"/v1/workspaces/{w}")
+            assert anonymous.status_code == 401 and anonymous.json()["error"] == "unauthorized"
+            eve = await stranger.get(
+                f"/v1/workspaces/{w}", headers={"cookie": "session=c00k1e-eve"}
+            )
+            assert eve.status_code == 403 and eve.json()["error"] == "forbidden"
+            assert (await http.delete(f"/v1/clients/{new_client_id()}")).status_code == 403
+            url = f"{ws}/v1/workspaces/{w}/ws?client_id={new_client_id()}"
+            assert await close_code(url) == 4401
+            assert await close_code(url, {"cookie": "session=c00k1e-eve"}) == 4403
+            a = new_client_id()
+            sock = await connect(
+                f"{ws}/v1/workspaces/{w}/ws?client_id={a}&user_id=mallory",
+                additional_headers={"cookie": "session=c00k1e-ana"},
+            )
+            tab = Viewer(sock, a)
+            Viewer.opened.append(tab)
+            await tab.expect("snapshot")
+            await tab.send({"type": "set_session", "session_id": "S1"})
+            await tab.until(lambda v: v.users.get("S1") == 1)
+            viewers = (await http.get(f"/v1/workspaces/{w}/viewers?session_id=S1")).json()
+            assert [v["user_id"] for v in viewers["viewers"]] == ["ana"]  # not the query's
+            assert viewers["viewers"][0]["profile"] == {"name": "ana"}
+            claims = await stranger.get(f"/v1/workspaces/{w}/presence")
+            assert claims.status_code == 401
+            record = (await http.get(f"/v1/workspaces/{w}/presence")).json()
+            assert (record["online_users"], record["users"]) == (1, {"S1": 1})
+            await tab.close()
+    finally:
+        server.stop()

@@ -10,7 +10,7 @@ secret, with these claims:
     scope  optional, space-separated; "admin" allows the operator routes (list all workspaces,
            delete a workspace, list claims, retire a client) and everything "viewers" allows;
            "viewers" allows listing who views a session (REST viewers, the ``watch`` frame)
-    user   optional: the user the bearer's sockets belong to (PROTOCOL.md section 5); the
+    user   optional: the user the bearer's sockets belong to (docs/protocol.md section 9); the
            only source of a user with auth on (``?user_id=`` is then ignored)
     profile optional: a JSON object of at most 1024 bytes, the user's profile on connect
 

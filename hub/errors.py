@@ -1,7 +1,7 @@
 """The one exception tree of the hub.
 
 Faults of a peer (a browser, a CLI, a REST caller) are data: each carries the wire code, the
-HTTP status and the WebSocket close code that PROTOCOL.md names for it, and the shells turn it
+HTTP status and the WebSocket close code that docs/protocol.md names for it, and the shells turn it
 into an error body, an ``error`` frame or a close. Misuse of the API inside the program is not
 in this tree: it raises the ordinary ``ValueError``/``TypeError``/``RuntimeError``.
 

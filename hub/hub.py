@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 _Room = Room[Connection, protocol.Ref]  # a room of this process's sockets
 _Watches = Watches[Connection]
 
-# Sessions one socket may watch at once (PROTOCOL.md section 5).
+# Sessions one socket may watch at once (docs/protocol.md section 9).
 MAX_WATCHES = 8
 # How long a viewers read that failed (the backend is down) waits before it is tried again.
 VIEWERS_RETRY = 1.0

@@ -1,4 +1,4 @@
-"""Occupied and vacated (PROTOCOL.md section 6), as a pure state machine over presence diffs.
+"""Occupied and vacated (docs/protocol.md section 10), as a pure state machine over presence diffs.
 
 Theory of operation
 -------------------

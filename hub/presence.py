@@ -8,7 +8,7 @@ A **claim** is the presence record of one client in one workspace. It is in one 
     attached  streams >= 1; the only state that counts
     grace     the last stream closed without a release; expires after detach_grace
 
-Transitions (PROTOCOL.md section 1):
+Transitions (docs/protocol.md section 2):
 
     (none) --hold--> held          held/grace --attach--> attached      grace --hold--> held
     attached --detach(last)--> grace, or removed at once when the claim was released
@@ -72,7 +72,7 @@ never overwrites a newer state.
 A re-asserted claim takes its user from the node's memory (recorded with the stream, so it is
 never anonymous for a named user), and a retired client never comes back.
 
-People (PROTOCOL.md section 5)
+People (docs/protocol.md section 9)
 ------------------------------
 A claim may belong to a user, bound at its first stream (``attach(..., user=)``); a later
 stream of the same client as another user (or anonymous against named) is refused

@@ -79,7 +79,7 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes of PROTOCOL.md section 4."""
+    """WebSocket close codes of docs/protocol.md section 7."""
 
     NORMAL = 1000
     GOING_AWAY = 1001

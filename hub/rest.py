@@ -1,4 +1,4 @@
-"""REST routes of PROTOCOL.md section 3: thin handlers over the store, the backend and the hub.
+"""REST routes of docs/protocol.md section 5: thin handlers over the store, the backend and the hub.
 
 Every handler reads and checks its input (raising :class:`~hub.errors.PeerError`), calls the
 store and the presence backend, and answers JSON encoded with orjson. Presence figures
@@ -411,7 +411,7 @@ class Rest:
         return json_response(presence_json(await self.backend.snapshot(workspace.id)))
 
     async def viewers(self, request: Request) -> Response:
-        """Who views a session (PROTOCOL.md section 5): needs the viewers scope with auth on."""
+        """Who views a session (docs/protocol.md section 9): needs the viewers scope with auth on."""
         grant = await self._grant(request)
         query = request.query_params
         if "session_id" not in query:

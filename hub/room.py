@@ -88,7 +88,7 @@ class Room(Generic[C, R]):
         # The workspace's counts as of the newest change applied here.
         self.values: dict[str, int] = {}
         self.online = 0
-        self.users: dict[str, int] = {}  # the same for distinct users (PROTOCOL.md section 5)
+        self.users: dict[str, int] = {}  # the same for distinct users (docs/protocol.md section 9)
         self.online_users = 0
         self.seq = -1
         # Values as of the last flush, for the sessions (and online) touched since.

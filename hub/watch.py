@@ -1,5 +1,5 @@
 """Who watches whom: the viewers lists one node's sockets watch in one workspace, as a pure
-state machine (PROTOCOL.md section 5, "Viewers").
+state machine (docs/protocol.md section 9, "Viewers").
 
 Theory of operation
 -------------------

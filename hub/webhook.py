@@ -1,4 +1,4 @@
-"""Webhooks (PROTOCOL.md section 6): occupied and vacated events POSTed to back ends.
+"""Webhooks (docs/protocol.md section 10): occupied and vacated events POSTed to back ends.
 
 Where events come from: the presence backend decides them with the transition that causes them
 (:mod:`hub.occupancy` in one process, the same rules in the Redis scripts) and keeps them in an
@@ -51,7 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BATCH = 100  # events in one POST at most
-TIMEOUT = 5.0  # seconds a receiver has to answer (PROTOCOL.md section 6)
+TIMEOUT = 5.0  # seconds a receiver has to answer (docs/protocol.md section 10)
 SIGNATURE = "X-Hub-Signature-256"
 # Told of every delivery attempt: its result, and whether another attempt follows.
 OnResult = Callable[[str, bool], None]

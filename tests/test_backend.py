@@ -1,6 +1,6 @@
 """The PresenceBackend contract, run against the memory backend and against a real Redis.
 
-Every claim rule of PROTOCOL.md section 1 that is not about one process is checked here through
+Every claim rule of docs/protocol.md section 2 that is not about one process is checked here through
 the backend port, with real clocks and short timers; the Redis-only tests at the end are about
 several nodes sharing one Redis (tests/test_cluster.py drives whole hub processes).
 """

@@ -1,4 +1,4 @@
-"""People end to end (PROTOCOL.md section 5): users, profiles, viewers and watches, on every
+"""People end to end (docs/protocol.md section 9): users, profiles, viewers and watches, on every
 server of the suite (one process on both WebSocket paths, two nodes on Redis, a Redis Cluster).
 
 The truth each test checks is the counting rule over the sockets it holds open: distinct

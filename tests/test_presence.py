@@ -336,7 +336,7 @@ class ModelClaim:
 
 
 class Model:
-    """The rules of PROTOCOL.md section 1, written the slow and obvious way."""
+    """The rules of docs/protocol.md section 2, written the slow and obvious way."""
 
     def __init__(self, cg: float, dg: float, ttl: float) -> None:
         self.cg, self.dg, self.ttl = cg, dg, ttl
@@ -587,7 +587,7 @@ def test_a_reassertion_never_brings_a_retired_client_back(pt: Presence) -> None:
     assert pt.claims(W) == []
 
 
-# -- people: users, profiles, viewers (PROTOCOL.md section 5) ---------------------------------
+# -- people: users, profiles, viewers (docs/protocol.md section 9) ---------------------------------
 
 
 def test_one_user_with_two_clients_counts_once_and_anonymous_ones_count_each(

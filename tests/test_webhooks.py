@@ -1,4 +1,4 @@
-"""Webhooks end to end (PROTOCOL.md section 6): real ``hub serve`` processes, a real HTTP
+"""Webhooks end to end (docs/protocol.md section 10): real ``hub serve`` processes, a real HTTP
 receiver that checks every signature (:mod:`tests.receiver`), real sockets.
 
 Every scenario runs on one process (in-memory presence) and on two nodes sharing Redis and

@@ -1,6 +1,6 @@
 """The in-process presence backend: the pure core, the event loop's clock, and one timer.
 
-With webhooks (PROTOCOL.md section 6), every committed diff also goes through the pure
+With webhooks (docs/protocol.md section 10), every committed diff also goes through the pure
 :class:`~hub.occupancy.Occupancy`, whose vacated delays share the one timer; its events wait in a
 bounded :class:`~hub.webhook.MemoryOutbox` per receiver.
 

@@ -3,7 +3,7 @@
 Several hub processes ("nodes") share one Redis and show exactly the counts one process would.
 How (docs/scaling.md has the whole picture):
 
-- Every claim transition of PROTOCOL.md section 1 is one Lua script (``lua/*.lua``, each run
+- Every claim transition of docs/protocol.md section 2 is one Lua script (``lua/*.lua``, each run
   after the shared prelude ``lua/_lib.lua``), over the keys of one workspace, which all share
   the hash tag ``{workspace_id}``. Two nodes can never interleave half-transitions.
 - A script that moves counts increments the workspace ``seq`` and publishes the diff on the
@@ -23,7 +23,7 @@ How (docs/scaling.md has the whole picture):
   moved) or a write or a connection was lost. Every connection is checked, the feed included.
 - Deployments: one Redis, Sentinel (``redis+sentinel://``), or a Redis Cluster (found at
   start-up; sharded pub/sub, one feed connection per master).
-- Webhooks (PROTOCOL.md section 6): the scripts that move counts also decide occupied and
+- Webhooks (docs/protocol.md section 10): the scripts that move counts also decide occupied and
   vacated (the rules of :mod:`hub.occupancy`; a vacated delay is one more member of the
   workspace's timers) and append the events to one Redis Stream, ``hub:webhooks``, in the same
   script. Each receiver is a consumer group; a node delivers a batch at a time and renews its

@@ -21,7 +21,7 @@
 --                    'p\n'<user> -> its profile (JSON text)
 --  10 arrive  ZSET   '<session>\n<arrival, 15 digits>\n<user>' (score 0): the identified
 --                    viewers of each session in arrival order, read by ZRANGEBYLEX
---  11 hooks   HASH   webhooks (PROTOCOL.md section 6): session_id (or '' for the workspace) ->
+--  11 hooks   HASH   webhooks (docs/protocol.md section 10): session_id (or '' for the workspace) ->
 --                    'o' occupied, 'v' vacating (its vacated timer is the member
 --                    '\t'<session_id> of timers); used while redis.py sets VACATED_MS >= 0
 --  12 gone    HASH   client_id -> cjson {s, sv, r, rv}: the last state of a claim that ended,

@@ -1,5 +1,5 @@
 -- A creation hold (ARGV: workspace, client, create_grace_ms), the workspace made known if it
--- is not (PROTOCOL.md section 1, POST /v1/workspaces): a new claim counting nowhere, or
+-- is not (docs/protocol.md section 2, POST /v1/workspaces): a new claim counting nowhere, or
 -- a grace claim turned into a hold; the released mark is cleared (a new version of it, which
 -- the nodes holding the client's streams learn from the feed). Returns {seq, deadline|-1}.
 ensure_workspace()  -- the store has it (redis.py asked)

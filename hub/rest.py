@@ -411,7 +411,7 @@ class Rest:
         return json_response(presence_json(await self.backend.snapshot(workspace.id)))
 
     async def viewers(self, request: Request) -> Response:
-        """Who views a session (docs/protocol.md section 9): needs the viewers scope with auth on."""
+        """Who views a session (docs/protocol.md section 9): the viewers scope with auth on."""
         grant = await self._grant(request)
         query = request.query_params
         if "session_id" not in query:

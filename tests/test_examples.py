@@ -3,7 +3,11 @@ users logged in by its own cookie, the hub mounted inside it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import httpx
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.harness import AppThread, Viewer, close_code, new_client_id
@@ -45,4 +49,35 @@ async def test_the_fastapi_example_lists_its_chats_with_live_counts() -> None:
     finally:
         for tab in tabs:
             await tab.close()
+        server.stop()
+
+
+def _readme_snippet(heading: str) -> str:
+    """The first Python block below ``heading`` in the README."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_s_mounted_app_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's "Inside your app" code, run as written: its own route reads the count of
+    a socket that joined through the mounted hub."""
+    monkeypatch.chdir(tmp_path)  # its database file goes there
+    namespace: dict[str, Any] = {}
+    exec(compile(_readme_snippet("## Inside your app"), "README.md", "exec"), namespace)  # noqa: S102
+    server = AppThread(namespace["app"]).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            w = (await http.post("/presence/v1/workspaces", json={"path": "/r"})).json()["id"]
+            assert (await http.get(f"/chats/{w}/S1")).json()["attached_clients"] == 0
+            client = new_client_id()
+            ws = server.url.replace("http", "ws", 1) + f"/presence/v1/workspaces/{w}/ws"
+            tab = await Viewer.open(f"{ws}?client_id={client}", client)
+            await tab.send({"type": "set_session", "session_id": "S1"})
+            await tab.until(lambda v: v.counts.get("S1") == 1)
+            assert (await http.get(f"/chats/{w}/S1")).json()["attached_clients"] == 1
+            await tab.close()
+    finally:
         server.stop()

@@ -860,43 +860,63 @@ _ACCEPT_GUARDABLE = (
 
 
 class _Refused:
-    """Accepts refused for want of descriptors (or kernel memory), told in one log line per
-    interval: the first at once, then at most one per :data:`REFUSED_LOG_INTERVAL` while it
-    lasts, each with the number of refused accepts since the line before, and one when
-    accepting works again."""
+    """Accepts refused for want of descriptors (or kernel memory), told in at most one log
+    line per :data:`REFUSED_LOG_INTERVAL`: at once when the first comes after a quiet
+    interval, else when the interval is over; each line says whether accepting is still
+    refused or works again, and how many accepts were refused since the line before. Flapping
+    at the limit, or a flood that lasts, stays one line per interval."""
 
-    __slots__ = ("count", "logged_at", "paused", "total")
+    __slots__ = ("count", "errno", "logged_at", "paused", "reported", "timer")
 
     def __init__(self) -> None:
         self.count = 0  # refused since the last line
-        self.total = 0
+        self.errno = errno.EMFILE
         self.logged_at = -REFUSED_LOG_INTERVAL
-        self.paused = False
+        self.paused = False  # the last accept was refused
+        self.reported = False  # what the last line said of it
+        self.timer: asyncio.TimerHandle | None = None
 
-    def refused(self, exc: OSError) -> str | None:
-        """One more refused accept; the line to log now, if it is time for one."""
+    def refused(self, exc: OSError, loop: asyncio.AbstractEventLoop | None) -> str | None:
+        """One more refused accept; the line to log now, if it is time for one (else, on a
+        loop, one is logged when the interval is over)."""
         self.count += 1
-        self.total += 1
+        self.errno = exc.errno or errno.EMFILE
         self.paused = True
-        now = time.monotonic()
-        if now - self.logged_at < REFUSED_LOG_INTERVAL:
-            return None
-        self.logged_at = now
-        count, self.count = self.count, 0
-        return (
-            f"cannot accept connections: {os.strerror(exc.errno or 0)} (RLIMIT_NOFILE, "
-            f"HUB_MAX_PENDING_CONNECTIONS); new connections wait in the listen queue, "
-            f"joined sockets are served; {count} accept(s) refused since the last such line"
-        )
+        return self._due(loop)
 
-    def accepted(self) -> str | None:
-        """An accept worked: the line to log if it ends a time of refusals."""
-        if not self.paused:
-            return None
+    def accepted(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        """An accept worked after refusals: the line to log now, if it is time for one."""
         self.paused = False
-        count, self.count = self.count, 0
+        return self._due(loop)
+
+    def _due(self, loop: asyncio.AbstractEventLoop | None) -> str | None:
+        if time.monotonic() - self.logged_at >= REFUSED_LOG_INTERVAL:
+            return self._line()
+        if loop is not None and self.timer is None:
+            self.timer = loop.call_at(
+                loop.time() + REFUSED_LOG_INTERVAL - (time.monotonic() - self.logged_at),
+                self._flush,
+            )
+        return None
+
+    def _flush(self) -> None:
+        self.timer = None
+        if self.count or self.paused != self.reported:
+            log.warning(self._line())
+
+    def _line(self) -> str:
         self.logged_at = time.monotonic()
-        return f"accepting connections again; {count} accept(s) refused since the last line"
+        count, self.count = self.count, 0
+        self.reported = self.paused
+        why = os.strerror(self.errno)
+        if self.paused:
+            return (
+                f"cannot accept connections ({why}): see RLIMIT_NOFILE and "
+                f"HUB_MAX_PENDING_CONNECTIONS; {count} accept(s) refused since the last such "
+                f"line; new connections wait in the listen queue, joined sockets are served, "
+                f"accepting is retried every {ACCEPT_RETRY} s"
+            )
+        return f"accepting connections again; {count} accept(s) refused ({why}) since the last line"
 
 
 def _guarded_accept(
@@ -926,12 +946,12 @@ def _guarded_accept(
                 ACCEPT_RETRY, _accept_again, loop, protocol_factory, sock, sslcontext, server,
                 backlog, *timeouts,
             )  # fmt: skip
-            line = refused.refused(exc)
+            line = refused.refused(exc, loop)
             if line is not None:
                 log.warning(line)
             return
         if refused.paused:
-            line = refused.accepted()
+            line = refused.accepted(loop)
             if line is not None:
                 log.warning(line)
         loop.create_task(
@@ -961,7 +981,9 @@ class _RefusedFilter(logging.Filter):
         if not str(record.msg).startswith(_REFUSED_MESSAGE):
             return True
         exc = record.exc_info[1] if record.exc_info else None
-        line = self.refused.refused(exc if isinstance(exc, OSError) else OSError(errno.EMFILE, ""))
+        if not isinstance(exc, OSError):
+            exc = OSError(errno.EMFILE, "")
+        line = self.refused.refused(exc, None)
         if line is None:
             return False
         record.msg, record.args, record.exc_info, record.exc_text = line, (), None, None

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
+import logging
 import os
 import socket
 import struct
@@ -20,8 +22,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
+from hub import transport
 from tests.harness import HubProcess, LimitedHubProcess, new_client_id
 
 BOUND = 1.0  # HUB_HANDSHAKE_TIMEOUT in these tests
@@ -323,3 +327,39 @@ async def test_a_close_between_fragments_is_echoed(hub: HubProcess, pieces: int)
 
     payload = await asyncio.to_thread(run)
     assert struct.unpack("!H", payload[:2])[0] == 1000, payload
+
+
+def test_the_accept_guard_fits_this_python_and_its_fallback_folds_the_log() -> None:
+    """The guarded accept is what an asyncio selector loop gets here (uvloop: nothing to
+    guard). Where it could not be installed, asyncio's own records of a refused accept go
+    through a filter: the first becomes one line without its traceback, the rest of the
+    interval are dropped."""
+    loop = asyncio.new_event_loop()
+    try:
+        assert transport.guard_accepts(loop) == "accept"
+    finally:
+        loop.close()
+    uv = uvloop.new_event_loop()
+    try:
+        assert transport.guard_accepts(uv) == "none"
+    finally:
+        uv.close()
+    fold = transport._RefusedFilter()
+    error = OSError(errno.EMFILE, "Too many open files")
+    records = [
+        logging.LogRecord(
+            "asyncio",
+            logging.ERROR,
+            __file__,
+            1,
+            "socket.accept() out of system resource\nsocket: <...>",
+            (),
+            (OSError, error, None),
+        )  # fmt: skip
+        for _ in range(100)
+    ]
+    shown = [record for record in records if fold.filter(record)]
+    assert len(shown) == 1 and shown[0].exc_info is None
+    assert "cannot accept connections" in shown[0].getMessage()
+    other = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "other", (), None)
+    assert fold.filter(other)

@@ -811,21 +811,22 @@ def listening_socket(config: Any) -> socket.socket:
     return sock
 
 
-# Out of descriptors. asyncio's selector loop (3.11 to 3.13), when ``accept()`` fails with
-# EMFILE/ENFILE/ENOBUFS/ENOMEM, logs the error with its traceback, stops reading the listening
-# socket and schedules a retry in a second, and then goes on trying: its loop runs up to
-# ``backlog`` times (uvicorn's 2,048) in the same call, so every second at the limit it logs
-# 2,048 tracebacks and schedules 2,048 retries (the 282,594 log lines of 10 s in issue 30).
+# Out of descriptors. asyncio's selector loop (measured on 3.11; CPython issue #151615 reports
+# the same in later versions), when ``accept()`` fails with EMFILE/ENFILE/ENOBUFS/ENOMEM, logs
+# the error with its traceback, stops reading the listening socket and schedules a retry in a
+# second, and then goes on trying: its loop runs up to ``backlog`` times (uvicorn's 2,048) in
+# the same call, so every second at the limit it logs 2,048 tracebacks and schedules 2,048
+# retries (the 282,594 log lines of 10 s in issue 30; 257,748 in about 10 s at a limit of 256).
 # guard_accepts gives a loop an accept that stops at the first such failure, retries after
 # ACCEPT_RETRY, and logs one line per REFUSED_LOG_INTERVAL with the count.
 #
 # This reaches into asyncio's private selector loop (``_accept_connection``,
 # ``_accept_connection2``, ``_start_serving``, ``_remove_reader``), so it is guarded: only an
-# asyncio selector loop whose methods have the parameters it was written against gets it.
-# Anywhere else (another Python that changed them) asyncio's own accept stays, and its log
-# records of the failure are folded into the same one line per interval by a logging filter
-# (_RefusedFilter). uvloop needs neither: libuv closes the connections it cannot take (its
-# "EMFILE trick") and logs nothing.
+# asyncio selector loop whose methods have the parameters it was written against (3.11's)
+# gets it. Anywhere else (a Python that changed them, as later ones added ``context``)
+# asyncio's own accept stays, and its log records of the failure are folded into the same one
+# line per interval by a logging filter (_RefusedFilter). uvloop needs neither: libuv closes
+# the connections it cannot take (its "EMFILE trick") and logs nothing.
 ACCEPT_RETRY = 0.1
 REFUSED_LOG_INTERVAL = 10.0
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})

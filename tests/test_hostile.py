@@ -253,8 +253,42 @@ async def test_out_of_descriptors_the_hub_serves_and_accepts_again(tmp_path: Pat
         log = hub.stop()
     lines = [line for line in log.splitlines() if "accept" in line]
     assert "Traceback" not in log, log[-3000:]
-    assert 1 <= len(lines) <= 4, log[-3000:]
+    assert 1 <= len(lines) <= 4 and "cannot accept connections" in lines[0], log[-3000:]
     assert len(log.splitlines()) <= 20, log[-3000:]
+
+
+async def test_with_the_default_cap_a_silent_flood_does_not_keep_rest_out(
+    tmp_path: Path,
+) -> None:
+    """The issue's flood, scaled down: more silent connections than the process has
+    descriptors (256), with HUB_MAX_PENDING_CONNECTIONS at its default (a quarter of them).
+    The oldest waiting connections make room for the new ones, so /v1/health answers and a new
+    socket joins while the flood is still open, long before the bound would close it."""
+    hub = LimitedHubProcess(tmp_path / "hub.db", 256, HUB_HANDSHAKE_TIMEOUT="10")
+    flood = []
+    try:
+        w = await workspace(hub)
+        ws = await joined(hub, w)
+        for _ in range(600):
+            sock = socket.socket()
+            sock.setblocking(False)
+            try:
+                sock.connect(("127.0.0.1", hub.port))
+            except BlockingIOError:
+                pass
+            flood.append(sock)
+        await asyncio.sleep(0.5)
+        assert await health(hub, within=MARGIN) == 200
+        other = await joined(hub, w)
+        assert await answers(other, 1) and await answers(ws, 2)
+        await other.close()
+        await ws.close()
+    finally:
+        for sock in flood:
+            sock.close()
+        log = hub.stop()
+    assert "Traceback" not in log, log[-3000:]
+    assert len(log.splitlines()) <= 10, log[-3000:]
 
 
 def read_head(sock: socket.socket) -> bytes:

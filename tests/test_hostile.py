@@ -27,6 +27,9 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
 from hub import transport
+from hub.admission import default_pending_cap
+from hub.cli import uvicorn_config
+from hub.settings import Settings
 from tests.harness import HubProcess, LimitedHubProcess, new_client_id
 
 BOUND = 1.0  # HUB_HANDSHAKE_TIMEOUT in these tests
@@ -402,3 +405,16 @@ def test_the_accept_guard_fits_this_python_and_its_fallback_folds_the_log() -> N
     assert "cannot accept connections" in shown[0].getMessage()
     other = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "other", (), None)
     assert fold.filter(other)
+
+
+def test_keep_alive_idle_is_bounded_by_uvicorn_within_the_head_bound() -> None:
+    """An idle kept-alive connection is closed by uvicorn's ``timeout_keep_alive`` (armed when
+    a response completes), which ``hub serve`` leaves at a value within the head bound; the
+    head bound covers the next request's bytes once they start (the test above)."""
+    settings = Settings.from_env({})
+    config = uvicorn_config(settings, app=object())
+    assert 0 < config.timeout_keep_alive <= settings.handshake_timeout <= 10
+    http = config.http
+    assert isinstance(http, type) and issubclass(http, transport.HubHttpProtocol)
+    assert http.admission is not None
+    assert (http.admission.timeout, http.admission.cap) == (10, default_pending_cap())

@@ -31,6 +31,7 @@ import httpx
 import orjson
 import uvicorn
 
+from hub.admission import default_pending_cap
 from hub.auth import Auth
 from hub.connection import SEND_LOOP
 from hub.errors import ConfigError, HubError, InvalidClientId, InvalidProfile, InvalidUserId
@@ -39,8 +40,9 @@ from hub.protocol import check_client_id, check_profile, check_user_id
 from hub.settings import SETTINGS_HELP, Settings, parse_seconds
 from hub.transport import (
     MAX_HEAD_BYTES,
-    HubHttpProtocol,
+    HubServer,
     HubWebSocketProtocol,
+    http_protocol,
     listening_socket,
 )
 
@@ -230,14 +232,20 @@ def mint(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvicorn.Config:
     """How the hub runs under uvicorn: uvicorn's ``websockets-sansio`` implementation (the one
     the direct send path is written for) with the hub's keepalive close code, permessage-deflate
-    off, the hub's frame limit and keepalive. ``app`` defaults to ``create_app(settings)``;
-    tests override ``port``, ``ws``..."""
+    off, the hub's frame limit and keepalive, and the hub's HTTP protocol (connections that must
+    finish: ``HUB_HANDSHAKE_TIMEOUT``, ``HUB_MAX_PENDING_CONNECTIONS``). ``app`` defaults to
+    ``create_app(settings)``; tests override ``port``, ``ws``..."""
     from hub.app import create_app
 
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
-        "http": HubHttpProtocol,  # h11, with presence handshakes straight to "ws"
+        # h11, with presence handshakes straight to "ws", and request heads bounded in time
+        # and in number waiting (hub.admission)
+        "http": http_protocol(
+            settings.handshake_timeout,
+            settings.max_pending_connections or default_pending_cap(),
+        ),
         # A request head that arrives in pieces is refused past this (400); one that arrives
         # whole is bounded by the socket's read size, and on the WebSocket route by the
         # protocol's own 8 KiB check (hub.transport).
@@ -271,7 +279,7 @@ def serve(settings: Settings) -> int:
     for warning in startup_warnings(settings):
         logging.getLogger("hub").warning(warning)
     logging.getLogger("hub").info("fan-out send loop: %s", SEND_LOOP)
-    server = uvicorn.Server(config)
+    server = HubServer(config)  # out of descriptors: one log line per interval
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the captured signal to the
     # handler that was there before it: these turn that into a clean exit instead of a
     # traceback (Ctrl-C) or a death by signal (SIGTERM from a service manager).

@@ -46,6 +46,8 @@ class Settings:
     rate_close_after: float = 5.0
     max_streams_per_client: int = 8
     max_sockets: int = 50_000
+    handshake_timeout: float = 10.0
+    max_pending_connections: int = 0
     auth_secret: str | None = None
     allowed_origins: tuple[str, ...] = ()
     webhook_url: tuple[str, ...] = ()
@@ -111,6 +113,17 @@ def _positive_int(name: str, raw: object) -> int:
         raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
     if value <= 0:
         raise ConfigError(f"{name}: expected a whole number > 0, got {raw!r}")
+    return value
+
+
+def _count(name: str, raw: object) -> int:
+    """A whole number >= 0 (0 often means "automatic" or "off": see the setting's help)."""
+    try:
+        value = int(str(raw))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name}: expected a whole number >= 0, got {raw!r}")
     return value
 
 
@@ -262,6 +275,8 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "rate_close_after": _seconds,
     "max_streams_per_client": _positive_int,
     "max_sockets": _positive_int,
+    "handshake_timeout": _seconds,
+    "max_pending_connections": _count,
     "auth_secret": _secret,
     "allowed_origins": _origins,
     "webhook_url": _webhook_urls,
@@ -300,6 +315,11 @@ SETTINGS_HELP: dict[str, str] = {
     "rate_close_after": "seconds a socket may stay over its rate before it is closed with 4429",
     "max_streams_per_client": "sockets one client may hold in one workspace; more close 1013",
     "max_sockets": "sockets one process holds at most; more close 1013",
+    "handshake_timeout": "seconds from accept within which a connection's request head (a "
+    "handshake or any HTTP request) must be complete, however slowly it trickles; later is "
+    "closed (0: no bound)",
+    "max_pending_connections": "connections waiting for their request head at most; past it "
+    "the oldest waiting one is closed (0: a quarter of the descriptor limit)",
     "auth_secret": "HS256 secret: when set, every request needs a token signed with it",
     "allowed_origins": "comma-separated origins whose pages may open sockets (default: loopback)",
     "webhook_url": "comma-separated http(s) URLs that get occupied/vacated events (webhooks)",

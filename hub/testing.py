@@ -37,7 +37,7 @@ from hub.app import Services, create_app
 from hub.cli import uvicorn_config
 from hub.client import HubClient
 from hub.settings import Settings
-from hub.transport import listening_socket
+from hub.transport import HubServer, listening_socket
 
 __all__ = ["ThreadedHub"]
 
@@ -58,7 +58,7 @@ class ThreadedHub:
         self.services: Services = self.app.state.services
         overrides: dict[str, Any] = {"port": settings.port, "log_level": "warning"}
         config = uvicorn_config(settings, self.app, **{**overrides, **uvicorn_overrides})
-        self.server = uvicorn.Server(config)
+        self.server: uvicorn.Server = HubServer(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.port = 0

@@ -20,6 +20,10 @@ import asyncio.selector_events
 import base64
 import binascii
 import email.utils
+import errno
+import functools
+import inspect
+import logging
 import os
 import re
 import socket
@@ -28,31 +32,42 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import h11
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 # The one implementation this was written and tested against.
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeaderValue
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 from websockets.utils import accept_key
 
+from hub.admission import Admission
 from hub.protocol import CloseCode
 
 __all__ = [
-    "STATE", "Cork", "DirectWriter", "HubHttpProtocol", "HubWebSocketProtocol", "Watched",
-    "direct_writer", "frame_text", "listening_socket", "watched",
+    "STATE", "Cork", "DirectWriter", "HubHttpProtocol", "HubServer", "HubWebSocketProtocol",
+    "Watched", "direct_writer", "frame_text", "guard_accepts", "http_protocol",
+    "listening_socket", "watched",
 ]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 _OPEN = State.OPEN
 # How a send path reads a websockets connection's state: ``Protocol.state`` is a property over
 # ``_state`` (read directly where that holds: no property call per socket), else ``state``.
 _probe = Protocol(Side.SERVER)
 STATE = "_state" if getattr(_probe, "_state", None) is _probe.state else "state"
+# websockets' count of the bytes of a fragmented message under way (None between messages):
+# _ServerProtocol.recv_frame reads it (websockets 17; on another, a close between fragments
+# is answered as websockets answers it).
+_CURRENT_SIZE = hasattr(_probe, "current_size") and _probe.current_size is None
 del _probe
 # asyncio's own socket transport (private; checked by type and attributes before use).
 _SOCKET_TRANSPORT: Any = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
@@ -189,7 +204,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
-        if _DIRECT_HANDSHAKE and type(self.conn) is ServerProtocol:
+        if type(self.conn) is ServerProtocol:
             self.conn.__class__ = _ServerProtocol
 
     def handshake(self, request: Request) -> None:
@@ -329,9 +344,22 @@ class _ServerProtocol(ServerProtocol):
     ``Sec-WebSocket-Version: 13``, at most one ``Origin``, no ``Sec-WebSocket-Protocol``, on a
     protocol with no origins, extensions or subprotocols to choose from (as uvicorn runs it
     here). Its response is the one :meth:`ServerProtocol.accept` makes; any other request goes
-    to that method (tests/test_handshake.py holds the two side by side)."""
+    to that method (tests/test_handshake.py holds the two side by side).
+
+    Two answers of RFC 6455 that websockets 17 gives otherwise, on every handshake path (the
+    direct one and websockets' own parser), since every server connection is of this class:
+
+    - A handshake with one ``Sec-WebSocket-Version`` other than 13 is answered 426 with
+      ``Sec-WebSocket-Version: 13`` (section 4.2.2), so that a client can retry with a version
+      the server speaks; websockets answers 400.
+    - A close frame between the fragments of a message is answered with the close echo, as
+      anywhere else (section 5.4: control frames may be injected between fragments; the
+      unfinished message is dropped); websockets fails the connection with 1002."""
 
     def accept(self, request: Request) -> Response:
+        versions = request.headers.get_all("sec-websocket-version")
+        if len(versions) == 1 and versions[0] != "13":
+            return self._wrong_version(versions[0])
         key = self._plain_key(request)
         if key is None:
             return super().accept(request)
@@ -346,10 +374,26 @@ class _ServerProtocol(ServerProtocol):
         headers["Sec-WebSocket-Accept"] = accept_key(key)
         return Response(101, "Switching Protocols", headers)
 
+    def _wrong_version(self, version: str) -> Response:
+        """The answer to a handshake of another WebSocket version: 426, naming 13."""
+        self.accept_called = True
+        self.handshake_exc = InvalidHeaderValue("Sec-WebSocket-Version", version)
+        response = self.reject(
+            426, "Failed to open a WebSocket connection: this server speaks WebSocket version 13.\n"
+        )
+        response.headers["Sec-WebSocket-Version"] = "13"
+        return response
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.CLOSE and _CURRENT_SIZE and self.current_size is not None:
+            self.current_size = None  # the unfinished message is dropped; the close echoed
+        super().recv_frame(frame)
+
     def _plain_key(self, request: Request) -> str | None:
         """The request's key when it is a plain handshake, else None."""
         if (
-            request.method != "GET"
+            not _DIRECT_HANDSHAKE
+            or request.method != "GET"
             or request.protocol != "HTTP/1.1"
             or self.origins is not None
             or self.available_extensions
@@ -397,10 +441,63 @@ _CONNECTION_UPGRADE = re.compile(rb"\r\nconnection:[^\r\n]*\bupgrade\b")
 
 
 class HubHttpProtocol(H11Protocol):
-    """uvicorn's h11 protocol, but a presence socket's handshake that arrives whole as the
-    connection's first bytes goes to the WebSocket protocol at once, as uvicorn's own upgrade
-    does, without h11 parsing it first (websockets parses and checks it either way): a tenth
-    less CPU per socket in a connect storm. Anything else takes h11's path, unchanged."""
+    """uvicorn's h11 protocol, with two changes.
+
+    - A presence socket's handshake that arrives whole as the connection's first bytes goes to
+      the WebSocket protocol at once, as uvicorn's own upgrade does, without h11 parsing it
+      first (websockets parses and checks it either way): a tenth less CPU per socket in a
+      connect storm. Anything else takes h11's path, unchanged.
+    - Connections that must finish (:mod:`hub.admission`): while the connection waits for a
+      request head (from accept, and again after each response on a kept-alive connection)
+      it is in :attr:`admission`, which closes it once its deadline passes or to make room
+      past its cap. A head that is complete takes it out; so does the hand-over to the
+      WebSocket protocol. ``http_protocol`` makes the class with the server's settings.
+    """
+
+    admission: ClassVar[Admission | None] = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.admission is not None:
+            self.admission.wait(self, self.loop)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.admission is not None:
+            self.admission.done(self)
+        super().connection_lost(exc)
+
+    def head_timeout(self) -> None:
+        """Its head was not complete in time, or it made room for a newer connection: closed;
+        with a 408 when part of a head arrived (a silent connection is closed as it came)."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if self.conn.trailing_data[0]:
+            transport.write(_HEAD_TIMEOUT)
+        transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._note_wait()
+
+    def _note_wait(self) -> None:
+        """Waiting for a request head is both sides of h11 idle (a request, or the next one on
+        a kept-alive connection, not yet read) on a connection still this protocol's; the
+        deadline of a wait under way stays where it is, however many bytes arrived."""
+        admission = self.admission
+        if admission is None:
+            return
+        conn = self.conn
+        if (
+            conn.their_state is h11.IDLE
+            and conn.our_state is h11.IDLE
+            and not self.transport.is_closing()
+            and self.transport.get_protocol() is self
+        ):
+            if self not in admission:
+                admission.wait(self, self.loop)
+        else:
+            admission.done(self)
 
     def data_received(self, data: bytes) -> None:
         if (
@@ -408,12 +505,15 @@ class HubHttpProtocol(H11Protocol):
             and data.startswith(_WS_PATH)
             and self.conn.their_state is h11.IDLE
             and self.cycle is None
+            and not self.conn.trailing_data[0]
         ):
             head, end, rest = data.partition(b"\r\n\r\n")
             lower = head.lower()
             if end and _UPGRADE_WS.search(lower) and _CONNECTION_UPGRADE.search(lower):
                 line, *fields = head.split(b"\r\n")
                 self.connections.discard(self)
+                if self.admission is not None:
+                    self.admission.done(self)  # its head is complete
                 protocol = self.ws_protocol_class(
                     config=self.config, server_state=self.server_state, app_state=self.app_state
                 )
@@ -431,6 +531,21 @@ class HubHttpProtocol(H11Protocol):
                     protocol.data_received(b"\r\n".join([line, *_lowered(fields)]) + end + rest)
                 return
         super().data_received(data)
+        self._note_wait()
+
+
+# What a connection whose request head was not complete in time is told before it is closed.
+_HEAD_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 34\r\n"
+    b"Connection: close\r\n\r\nrequest head not complete in time\n"
+)
+
+
+def http_protocol(head_timeout: float, max_pending: int) -> type[HubHttpProtocol]:
+    """:class:`HubHttpProtocol` for one server: its connections' request heads are bounded by
+    ``head_timeout`` seconds (0: no bound), and at most ``max_pending`` wait at once."""
+    admission = Admission(head_timeout, max_pending)
+    return type("HubHttpProtocol", (HubHttpProtocol,), {"admission": admission})
 
 
 def _lowered(fields: list[bytes]) -> list[bytes]:
@@ -694,3 +809,213 @@ def listening_socket(config: Any) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     _listeners_bound = True
     return sock
+
+
+# Out of descriptors. asyncio's selector loop (measured on 3.11; CPython issue #151615 reports
+# the same in later versions), when ``accept()`` fails with EMFILE/ENFILE/ENOBUFS/ENOMEM, logs
+# the error with its traceback, stops reading the listening socket and schedules a retry in a
+# second, and then goes on trying: its loop runs up to ``backlog`` times (uvicorn's 2,048) in
+# the same call, so every second at the limit it logs 2,048 tracebacks and schedules 2,048
+# retries (the 282,594 log lines of 10 s in issue 30; 257,748 in about 10 s at a limit of 256).
+# guard_accepts gives a loop an accept that stops at the first such failure, retries after
+# ACCEPT_RETRY, and logs one line per REFUSED_LOG_INTERVAL with the count.
+#
+# This reaches into asyncio's private selector loop (``_accept_connection``,
+# ``_accept_connection2``, ``_start_serving``, ``_remove_reader``), so it is guarded: only an
+# asyncio selector loop whose methods have the parameters it was written against (3.11's)
+# gets it. Anywhere else (a Python that changed them, as later ones added ``context``)
+# asyncio's own accept stays, and its log records of the failure are folded into the same one
+# line per interval by a logging filter (_RefusedFilter). uvloop needs neither: libuv closes
+# the connections it cannot take (its "EMFILE trick") and logs nothing.
+ACCEPT_RETRY = 0.1
+REFUSED_LOG_INTERVAL = 10.0
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_SELECTOR_LOOP: Any = getattr(asyncio.selector_events, "BaseSelectorEventLoop", None)
+_ACCEPT_PARAMS = (
+    "self", "protocol_factory", "sock", "sslcontext", "server", "backlog",
+    "ssl_handshake_timeout", "ssl_shutdown_timeout",
+)  # fmt: skip
+_ACCEPT2_PARAMS = (
+    "self", "protocol_factory", "conn", "extra", "sslcontext", "server",
+    "ssl_handshake_timeout", "ssl_shutdown_timeout",
+)  # fmt: skip
+# asyncio's default exception handler's first line for such a failure.
+_REFUSED_MESSAGE = "socket.accept() out of system resource"
+
+
+def _params(cls: Any, name: str) -> tuple[str, ...]:
+    method = getattr(cls, name, None)
+    try:
+        return tuple(inspect.signature(method).parameters) if callable(method) else ()
+    except (TypeError, ValueError):
+        return ()
+
+
+_ACCEPT_GUARDABLE = (
+    _SELECTOR_LOOP is not None
+    and _params(_SELECTOR_LOOP, "_accept_connection") == _ACCEPT_PARAMS
+    and _params(_SELECTOR_LOOP, "_start_serving") == _ACCEPT_PARAMS
+    and _params(_SELECTOR_LOOP, "_accept_connection2") == _ACCEPT2_PARAMS
+    and callable(getattr(_SELECTOR_LOOP, "_remove_reader", None))
+)
+
+
+class _Refused:
+    """Accepts refused for want of descriptors (or kernel memory), told in at most one log
+    line per :data:`REFUSED_LOG_INTERVAL`: at once when the first comes after a quiet
+    interval, else when the interval is over; each line says whether accepting is still
+    refused or works again, and how many accepts were refused since the line before. Flapping
+    at the limit, or a flood that lasts, stays one line per interval."""
+
+    __slots__ = ("count", "errno", "logged_at", "paused", "reported", "timer")
+
+    def __init__(self) -> None:
+        self.count = 0  # refused since the last line
+        self.errno = errno.EMFILE
+        self.logged_at = -REFUSED_LOG_INTERVAL
+        self.paused = False  # the last accept was refused
+        self.reported = False  # what the last line said of it
+        self.timer: asyncio.TimerHandle | None = None
+
+    def refused(self, exc: OSError, loop: asyncio.AbstractEventLoop | None) -> str | None:
+        """One more refused accept; the line to log now, if it is time for one (else, on a
+        loop, one is logged when the interval is over)."""
+        self.count += 1
+        self.errno = exc.errno or errno.EMFILE
+        self.paused = True
+        return self._due(loop)
+
+    def accepted(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        """An accept worked after refusals: the line to log now, if it is time for one."""
+        self.paused = False
+        return self._due(loop)
+
+    def _due(self, loop: asyncio.AbstractEventLoop | None) -> str | None:
+        if time.monotonic() - self.logged_at >= REFUSED_LOG_INTERVAL:
+            return self._line()
+        if loop is not None and self.timer is None:
+            self.timer = loop.call_at(
+                loop.time() + REFUSED_LOG_INTERVAL - (time.monotonic() - self.logged_at),
+                self._flush,
+            )
+        return None
+
+    def _flush(self) -> None:
+        self.timer = None
+        if self.count or self.paused != self.reported:
+            log.warning(self._line())
+
+    def _line(self) -> str:
+        self.logged_at = time.monotonic()
+        count, self.count = self.count, 0
+        self.reported = self.paused
+        why = os.strerror(self.errno)
+        if self.paused:
+            return (
+                f"cannot accept connections ({why}): see RLIMIT_NOFILE and "
+                f"HUB_MAX_PENDING_CONNECTIONS; {count} accept(s) refused since the last such "
+                f"line; new connections wait in the listen queue, joined sockets are served, "
+                f"accepting is retried every {ACCEPT_RETRY} s"
+            )
+        return f"accepting connections again; {count} accept(s) refused ({why}) since the last line"
+
+
+def _guarded_accept(
+    loop: Any,
+    refused: _Refused,
+    protocol_factory: Any,
+    sock: socket.socket,
+    sslcontext: Any = None,
+    server: Any = None,
+    backlog: int = 100,
+    *timeouts: Any,
+) -> None:
+    """asyncio's ``_accept_connection`` (the same accepts, the same connection set-up by its
+    ``_accept_connection2``), but out of descriptors it stops at the first refusal: the
+    listening socket is not read until a retry :data:`ACCEPT_RETRY` later."""
+    for _ in range(backlog):
+        try:
+            conn, addr = sock.accept()
+            conn.setblocking(False)
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # nothing more waits
+        except OSError as exc:
+            if exc.errno not in _OUT_OF_DESCRIPTORS:
+                raise  # the loop logs it, as asyncio's own accept does
+            loop._remove_reader(sock.fileno())
+            loop.call_later(
+                ACCEPT_RETRY, _accept_again, loop, protocol_factory, sock, sslcontext, server,
+                backlog, *timeouts,
+            )  # fmt: skip
+            line = refused.refused(exc, loop)
+            if line is not None:
+                log.warning(line)
+            return
+        if refused.paused:
+            line = refused.accepted(loop)
+            if line is not None:
+                log.warning(line)
+        loop.create_task(
+            loop._accept_connection2(
+                protocol_factory, conn, {"peername": addr}, sslcontext, server, *timeouts
+            )
+        )
+
+
+def _accept_again(loop: Any, protocol_factory: Any, sock: socket.socket, *args: Any) -> None:
+    """Read the listening socket again, unless its server was closed meanwhile."""
+    server = args[1] if len(args) > 1 else None
+    if sock.fileno() < 0 or (server is not None and not server.is_serving()):
+        return
+    loop._start_serving(protocol_factory, sock, *args)
+
+
+class _RefusedFilter(logging.Filter):
+    """Where asyncio's own accept stays: its records of a refused accept (a traceback each, up
+    to thousands a second) folded into the lines of :class:`_Refused`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = _Refused()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(_REFUSED_MESSAGE):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, OSError):
+            exc = OSError(errno.EMFILE, "")
+        line = self.refused.refused(exc, None)
+        if line is None:
+            return False
+        record.msg, record.args, record.exc_info, record.exc_text = line, (), None, None
+        return True
+
+
+_refused_filter: _RefusedFilter | None = None
+
+
+def guard_accepts(loop: asyncio.AbstractEventLoop) -> str:
+    """Out of descriptors, make ``loop`` stop accepting for a moment and say so in one line
+    per interval (see above). Call before the server starts listening on it. What it did:
+    "accept" (the guarded accept), "filter" (asyncio's accept, its log folded), or "none"
+    (not an asyncio selector loop: uvloop's needs nothing)."""
+    global _refused_filter
+    if _SELECTOR_LOOP is None or not isinstance(loop, _SELECTOR_LOOP):
+        return "none"
+    if _ACCEPT_GUARDABLE:
+        # An instance attribute shadows the method: asyncio's _start_serving looks it up
+        # on the loop each time it starts reading a listening socket.
+        loop._accept_connection = functools.partial(_guarded_accept, loop, _Refused())
+        return "accept"
+    if _refused_filter is None:
+        _refused_filter = _RefusedFilter()
+        logging.getLogger("asyncio").addFilter(_refused_filter)
+    return "filter"
+
+
+class HubServer(uvicorn.Server):
+    """uvicorn's server, with :func:`guard_accepts` on its loop before it listens."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        guard_accepts(asyncio.get_running_loop())
+        await super().startup(sockets)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import inspect
 import itertools
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -338,13 +340,23 @@ def loopback_pair() -> tuple[socket.socket, socket.socket]:
     return sock, peer
 
 
+def _limit_descriptors(n: int) -> None:
+    """In a child before it runs: at most ``n`` descriptors."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 class HubProcess:
     """A real ``hub serve`` process on a free port, with its output captured."""
 
+    nofile: int | None = None  # its descriptor limit (RLIMIT_NOFILE, soft and hard), if set
+
     def __init__(self, db: Path, **env: str) -> None:
         self.port = free_port()
+        nofile = self.nofile
+        limit = None if nofile is None else functools.partial(_limit_descriptors, nofile)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hub", "serve", "--port", str(self.port)],
+            preexec_fn=limit,
             env={
                 **os.environ,
                 "HUB_DATABASE_URL": f"sqlite:///{db}",
@@ -423,3 +435,11 @@ class AppThread:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+class LimitedHubProcess(HubProcess):
+    """A :class:`HubProcess` started with at most ``nofile`` descriptors."""
+
+    def __init__(self, db: Path, nofile: int, **env: str) -> None:
+        self.nofile = nofile
+        super().__init__(db, **env)

@@ -50,6 +50,9 @@ export class HubError extends Error {
 /** Close codes after which reconnecting cannot help (PROTOCOL.md section 4). */
 export const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4400, 4401, 4403, 4404, 4410]);
 
+/** @type {ViewerList} the list of a session nobody watches (one object: safe to compare) */
+const NO_VIEWERS = Object.freeze({ total: 0, anonymous: 0, viewers: /** @type {Viewer[]} */ ([]) });
+
 /** @returns {Presence} */
 export function emptyPresence() {
   return { seq: -1, online: 0, counts: {}, users: {}, onlineUsers: 0 };
@@ -105,7 +108,7 @@ export function applyViewers(list, frame) {
     return { total: frame.total, anonymous: frame.anonymous, viewers: [...(frame.viewers ?? [])] };
   }
   const left = new Set(frame.left);
-  const updated = new Map(frame.updated.map((v) => [v.user_id, v]));
+  const updated = new Map(frame.updated.map((/** @type {Viewer} */ v) => [v.user_id, v]));
   const viewers = list.viewers
     .filter((v) => !left.has(v.user_id))
     .map((v) => updated.get(v.user_id) ?? v);
@@ -169,7 +172,8 @@ export class HubConnection extends EventTarget {
     this.userId = options.userId;
     /** @type {Record<string, any> | null} this user's profile; said again after a reconnect */
     this.profile = options.profile ?? null;
-    /** @type {Map<string, {limit: number, count: number}>} watched sessions (refcounted) */
+    /** @type {Map<string, {limit: number, count: number, queued?: boolean}>} watched sessions
+     * (refcounted; queued while the watch() that made it waits for a live socket) */
     this.watching = new Map();
     /** @type {Map<string, ViewerList>} */
     this.lists = new Map();
@@ -230,7 +234,7 @@ export class HubConnection extends EventTarget {
    * @returns {ViewerList}
    */
   viewers(sessionId) {
-    return this.lists.get(sessionId) ?? { total: 0, anonymous: 0, viewers: [] };
+    return this.lists.get(sessionId) ?? NO_VIEWERS;
   }
 
   get socketUrl() {
@@ -277,8 +281,8 @@ export class HubConnection extends EventTarget {
         this.send({ type: "set_session", session_id: this.session });
       }
       if (this.profile) this.send({ type: "set_profile", profile: this.profile });
-      for (const [session_id, { limit }] of this.watching) {
-        this.send({ type: "watch", session_id, limit });
+      for (const [session_id, { limit, queued }] of this.watching) {
+        if (!queued) this.send({ type: "watch", session_id, limit }); // else its call sends it
       }
       for (const wake of [...this.waiting]) wake();
     }
@@ -377,9 +381,14 @@ export class HubConnection extends EventTarget {
       watch.count += 1;
       return Promise.resolve(this.viewers(sessionId));
     }
-    this.watching.set(sessionId, { limit, count: 1 });
+    const entry = { limit, count: 1, queued: true };
+    this.watching.set(sessionId, entry);
+    const make = () => {
+      entry.queued = false;
+      return { type: "watch", session_id: sessionId, limit };
+    };
     return quiet(
-      this.ask(() => ({ type: "watch", session_id: sessionId, limit })).then(
+      this.ask(make).then(
         () => this.viewers(sessionId),
         (error) => {
           if (error.code !== "connection_lost") this.watching.delete(sessionId);
@@ -418,7 +427,8 @@ export class HubConnection extends EventTarget {
         this.pending.delete(ref);
         reject(new HubError("timeout", `no answer from the hub within ${this.ackTimeout} ms`));
       }, this.ackTimeout);
-      const settle = (fn) => (value) => {
+      /** @param {(value: any) => void} fn */
+      const settle = (fn) => (/** @type {any} */ value) => {
         clearTimeout(timer);
         fn(value);
       };
@@ -567,7 +577,7 @@ export class PresenceBadge extends HTMLElementBase {
     const people = this.getAttribute("count") === "users";
     const n = (people ? this.hub?.users : this.hub?.counts)?.[this.getAttribute("session") ?? ""] ?? 0;
     this.hidden = n === 0;
-    this.shadowRoot.innerHTML = `<style>
+    /** @type {ShadowRoot} */ (this.shadowRoot).innerHTML = `<style>
       :host { display: inline-block; font: 12px/1.6 system-ui, sans-serif;
         padding: 0 0.6em; border-radius: var(--presence-badge-radius, 1em);
         background: var(--presence-badge-background, #1f6feb);
@@ -669,7 +679,7 @@ export class PresenceFacepile extends HTMLElementBase {
       rest.textContent = `+${more}`;
       nodes.push(rest);
     }
-    this.shadowRoot.replaceChildren(style, ...nodes);
+    /** @type {ShadowRoot} */ (this.shadowRoot).replaceChildren(style, ...nodes);
   }
 }
 

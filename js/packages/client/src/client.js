@@ -47,6 +47,9 @@ export class HubError extends Error {
 /** Close codes after which reconnecting cannot help (PROTOCOL.md section 4). */
 export const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4400, 4401, 4403, 4404, 4410]);
 
+/** @type {ViewerList} the list of a session nobody watches (one object: safe to compare) */
+const NO_VIEWERS = Object.freeze({ total: 0, anonymous: 0, viewers: /** @type {Viewer[]} */ ([]) });
+
 /** @returns {Presence} */
 export function emptyPresence() {
   return { seq: -1, online: 0, counts: {}, users: {}, onlineUsers: 0 };
@@ -102,7 +105,7 @@ export function applyViewers(list, frame) {
     return { total: frame.total, anonymous: frame.anonymous, viewers: [...(frame.viewers ?? [])] };
   }
   const left = new Set(frame.left);
-  const updated = new Map(frame.updated.map((v) => [v.user_id, v]));
+  const updated = new Map(frame.updated.map((/** @type {Viewer} */ v) => [v.user_id, v]));
   const viewers = list.viewers
     .filter((v) => !left.has(v.user_id))
     .map((v) => updated.get(v.user_id) ?? v);
@@ -166,7 +169,8 @@ export class HubConnection extends EventTarget {
     this.userId = options.userId;
     /** @type {Record<string, any> | null} this user's profile; said again after a reconnect */
     this.profile = options.profile ?? null;
-    /** @type {Map<string, {limit: number, count: number}>} watched sessions (refcounted) */
+    /** @type {Map<string, {limit: number, count: number, queued?: boolean}>} watched sessions
+     * (refcounted; queued while the watch() that made it waits for a live socket) */
     this.watching = new Map();
     /** @type {Map<string, ViewerList>} */
     this.lists = new Map();
@@ -227,7 +231,7 @@ export class HubConnection extends EventTarget {
    * @returns {ViewerList}
    */
   viewers(sessionId) {
-    return this.lists.get(sessionId) ?? { total: 0, anonymous: 0, viewers: [] };
+    return this.lists.get(sessionId) ?? NO_VIEWERS;
   }
 
   get socketUrl() {
@@ -274,8 +278,8 @@ export class HubConnection extends EventTarget {
         this.send({ type: "set_session", session_id: this.session });
       }
       if (this.profile) this.send({ type: "set_profile", profile: this.profile });
-      for (const [session_id, { limit }] of this.watching) {
-        this.send({ type: "watch", session_id, limit });
+      for (const [session_id, { limit, queued }] of this.watching) {
+        if (!queued) this.send({ type: "watch", session_id, limit }); // else its call sends it
       }
       for (const wake of [...this.waiting]) wake();
     }
@@ -374,9 +378,14 @@ export class HubConnection extends EventTarget {
       watch.count += 1;
       return Promise.resolve(this.viewers(sessionId));
     }
-    this.watching.set(sessionId, { limit, count: 1 });
+    const entry = { limit, count: 1, queued: true };
+    this.watching.set(sessionId, entry);
+    const make = () => {
+      entry.queued = false;
+      return { type: "watch", session_id: sessionId, limit };
+    };
     return quiet(
-      this.ask(() => ({ type: "watch", session_id: sessionId, limit })).then(
+      this.ask(make).then(
         () => this.viewers(sessionId),
         (error) => {
           if (error.code !== "connection_lost") this.watching.delete(sessionId);
@@ -415,7 +424,8 @@ export class HubConnection extends EventTarget {
         this.pending.delete(ref);
         reject(new HubError("timeout", `no answer from the hub within ${this.ackTimeout} ms`));
       }, this.ackTimeout);
-      const settle = (fn) => (value) => {
+      /** @param {(value: any) => void} fn */
+      const settle = (fn) => (/** @type {any} */ value) => {
         clearTimeout(timer);
         fn(value);
       };

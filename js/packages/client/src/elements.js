@@ -50,7 +50,7 @@ export class PresenceBadge extends HTMLElementBase {
     const people = this.getAttribute("count") === "users";
     const n = (people ? this.hub?.users : this.hub?.counts)?.[this.getAttribute("session") ?? ""] ?? 0;
     this.hidden = n === 0;
-    this.shadowRoot.innerHTML = `<style>
+    /** @type {ShadowRoot} */ (this.shadowRoot).innerHTML = `<style>
       :host { display: inline-block; font: 12px/1.6 system-ui, sans-serif;
         padding: 0 0.6em; border-radius: var(--presence-badge-radius, 1em);
         background: var(--presence-badge-background, #1f6feb);
@@ -152,7 +152,7 @@ export class PresenceFacepile extends HTMLElementBase {
       rest.textContent = `+${more}`;
       nodes.push(rest);
     }
-    this.shadowRoot.replaceChildren(style, ...nodes);
+    /** @type {ShadowRoot} */ (this.shadowRoot).replaceChildren(style, ...nodes);
   }
 }
 

@@ -23,8 +23,11 @@ class FakeSocket {
     this.readyState = 0;
     /** @type {Set<string>} the sessions this socket watches */
     this.watching = new Set();
+    /** @type {((event: { data: string }) => void) | null} */
     this.onmessage = null;
+    /** @type {((event: { code: number, reason: string, wasClean: boolean }) => void) | null} */
     this.onclose = null;
+    /** @type {((event: object) => void) | null} */
     this.onopen = null;
     hub.opened += 1;
     hub.later(() => {
@@ -107,6 +110,7 @@ export class FakeHub {
 
   /** @param {() => void} fn run after the current task, as a socket's events are */
   later(fn) {
+    /** @type {Promise<void>} */
     const done = new Promise((resolve) => setTimeout(() => {
       this.pending.delete(done);
       try { fn(); } finally { resolve(); }
@@ -136,11 +140,12 @@ export class FakeHub {
     this.seq += 1;
     /** @type {Record<string, any>} */
     const frame = { type: "counts", seq: this.seq, counts: {} };
-    for (const field of ["counts", "users"]) {
+    for (const field of /** @type {const} */ (["counts", "users"])) {
+      const values = this[field];
       for (const [session, n] of Object.entries(change[field] ?? {})) {
-        if ((this[field][session] ?? 0) === n) continue;
-        if (n > 0) this[field][session] = n;
-        else delete this[field][session];
+        if ((values[session] ?? 0) === n) continue;
+        if (n > 0) values[session] = n;
+        else delete values[session];
         (frame[field] ??= {})[session] = n;
       }
     }

@@ -97,3 +97,13 @@ async def test_the_module_its_types_and_the_demo_are_served(server: ServerThread
         demo = await http.get("/demo")
         assert demo.status_code == 200 and 'from "/static/hub.js"' in demo.text
         assert (await http.get("/static/secret.py")).status_code == 404
+
+
+def test_bundle_sizes_are_within_their_targets() -> None:
+    """scripts/bundle_sizes.mjs: 8 KB gzipped for the client, 3 KB for the React bindings."""
+    js_tools()
+    proc = subprocess.run(
+        [node(), str(ROOT / "scripts/bundle_sizes.mjs")], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "@presence-hub/react (without the client)" in proc.stdout

@@ -9,11 +9,14 @@ provider closes its socket."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import http.server
 import json
 import shutil
-import socket
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from hub.settings import Settings
 from tests.conftest import FAST
 from tests.harness import ServerThread
 from tests.test_browser import ARGS, CHROMIUM, playwright_api, until
-from tests.test_js import JS, js_tools, need, node
+from tests.test_js import JS, js_tools, need
 
 APP = Path(__file__).resolve().parent / "react_app"
 
@@ -34,8 +37,8 @@ def run(args: list[str], cwd: Path) -> str:
     return proc.stdout
 
 
-def build_app(scratch: Path) -> str:
-    """The app's bundle, built the way a user's project would build it; returns the JS."""
+def build_app(scratch: Path) -> Path:
+    """The app built the way a user's project would build it: its folder, ready to serve."""
     tools = js_tools()
     npm = shutil.which("npm")
     if npm is None:
@@ -64,30 +67,66 @@ def build_app(scratch: Path) -> str:
     define = '--define:process.env.NODE_ENV="development"'
     esbuild = [str(tools / "esbuild"), "app.jsx", "--bundle", "--format=esm"]
     run([*esbuild, "--jsx=automatic", define, "--outfile=app.js", "--log-level=warning"], app)
-    return (app / "app.js").read_text()
+    (app / "index.html").write_text(
+        '<!doctype html><div id="root"></div><script type="module" src="/app.js"></script>'
+    )
+    return app
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def static_server(folder: Path) -> Iterator[str]:
+    """The app's folder over HTTP on a loopback port (a page from anywhere else may not open a
+    socket to the loopback hub: Chromium's local network access checks)."""
+    handler = functools.partial(Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 async def texts(page: Any, selector: str) -> list[str]:
+    """The faces' titles, or the text, of what a selector finds."""
     found: list[str] = await page.eval_on_selector_all(
         selector, "els => els.map((e) => e.title || e.textContent)"
     )
     return found
 
 
+def badge(page: Any, session: str) -> Any:
+    return functools.partial(texts, page, f'li[data-session="{session}"] .presence-badge')
+
+
+def faces(page: Any, session: str) -> Any:
+    return functools.partial(texts, page, f'li[data-session="{session}"] .presence-face')
+
+
+async def open_tab(browser: Any, url: str) -> Any:
+    """A page of its own browser context (a person of its own), once its socket is open."""
+    page = await (await browser.new_context()).new_page()
+    said: list[str] = []
+    page.on("pageerror", lambda error: said.append(str(error)))
+    page.on("console", lambda message: said.append(message.text))
+    await page.goto(url)
+    try:
+        await page.wait_for_selector('#status[data-status="open"]', timeout=15000)
+    except playwright_api.TimeoutError:
+        raise AssertionError(f"the app did not connect: {said}") from None
+    return page
+
+
 async def test_react_app_from_the_packed_packages_in_two_tabs(tmp_path: Path) -> None:
-    bundle = await asyncio.to_thread(build_app, tmp_path)
+    app = await asyncio.to_thread(build_app, tmp_path)
     hub = ServerThread(Settings.from_env({}, **FAST)).start()
-    with socket.socket() as s:  # the app's origin, served by Playwright: loopback, no listener
-        s.bind(("127.0.0.1", 0))
-        origin = f"http://127.0.0.1:{s.getsockname()[1]}"
-    page_html = '<!doctype html><div id="root"></div><script type="module" src="/app.js"></script>'
-
-    async def serve(route: Any) -> None:
-        if route.request.url.split("?")[0].endswith("/app.js"):
-            await route.fulfill(body=bundle, content_type="text/javascript")
-        else:
-            await route.fulfill(body=page_html, content_type="text/html")
-
     try:
         async with httpx.AsyncClient(base_url=hub.url) as http:
             workspace = (await http.post("/v1/workspaces", json={"path": "/react"})).json()["id"]
@@ -100,54 +139,34 @@ async def test_react_app_from_the_packed_packages_in_two_tabs(tmp_path: Path) ->
                 claims = (await http.get(f"/v1/workspaces/{workspace}/clients")).json()
                 return sorted(c["streams"] for c in claims if c["streams"])
 
-            async with playwright_api.async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                try:
-                    pages = []
-                    for user in ("Ana", "Bo"):
-                        context = await browser.new_context()  # one person each
-                        await context.route(f"{origin}/**", serve)
-                        page = await context.new_page()
-                        errors: list[str] = []
-                        page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
-                        query = f"hub={hub.url}&workspace={workspace}&user={user}"
-                        await page.goto(f"{origin}/?{query}&session=S1&sessions=S1,S2")
-                        await page.wait_for_selector('#status[data-status="open"]')
-                        assert errors == []
-                        pages.append(page)
-                    one, two = pages
+            with static_server(app) as origin:
+                async with playwright_api.async_playwright() as pw:
+                    browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                    try:
+                        query = f"hub={hub.url}&workspace={workspace}&session=S1&sessions=S1,S2"
+                        one = await open_tab(browser, f"{origin}/?{query}&user=Ana")
+                        two = await open_tab(browser, f"{origin}/?{query}&user=Bo")
+                        for page in (one, two):
+                            await until(badge(page, "S1"), ["2 viewing"])
+                            await until(faces(page, "S1"), ["Ana", "Bo"])
+                            await until(badge(page, "S2"), [])
+                        # StrictMode mounted every effect twice: still one socket per tab.
+                        assert await sockets() == 2
+                        assert await streams() == [1, 1]
 
-                    def badge(page: Any, session: str) -> Any:
-                        return functools.partial(
-                            texts, page, f'li[data-session="{session}"] .presence-badge'
-                        )
+                        await two.evaluate("window.viewSession('S2')")
+                        for page in (one, two):
+                            await until(badge(page, "S1"), ["1 viewing"])
+                            await until(faces(page, "S1"), ["Ana"])
+                            await until(badge(page, "S2"), ["1 viewing"])
+                            await until(faces(page, "S2"), ["Bo"])
+                        assert await sockets() == 2
 
-                    def faces(page: Any, session: str) -> Any:
-                        return functools.partial(
-                            texts, page, f'li[data-session="{session}"] .presence-face'
-                        )
-
-                    for page in pages:
-                        await until(badge(page, "S1"), ["2 viewing"])
-                        await until(faces(page, "S1"), ["Ana", "Bo"])
-                        await until(badge(page, "S2"), [])
-                    # StrictMode mounted every effect twice: still one socket per tab.
-                    assert await sockets() == 2
-                    assert await streams() == [1, 1]
-
-                    await two.evaluate("window.viewSession('S2')")
-                    for page in pages:
-                        await until(badge(page, "S1"), ["1 viewing"])
-                        await until(faces(page, "S1"), ["Ana"])
-                        await until(badge(page, "S2"), ["1 viewing"])
-                        await until(faces(page, "S2"), ["Bo"])
-                    assert await sockets() == 2
-
-                    await one.evaluate("window.unmountProvider()")
-                    await until(sockets, 1)  # after the provider's close delay
-                    await until(badge(two, "S1"), [])
-                    await until(faces(two, "S2"), ["Bo"])
-                finally:
-                    await browser.close()
+                        await one.evaluate("window.unmountProvider()")
+                        await until(sockets, 1)  # after the provider's close delay
+                        await until(badge(two, "S1"), [])
+                        await until(faces(two, "S2"), ["Bo"])
+                    finally:
+                        await browser.close()
     finally:
         await asyncio.to_thread(hub.stop)

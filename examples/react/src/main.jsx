@@ -1,14 +1,14 @@
 // Documents with live "N viewing" badges and facepiles. Open it in two tabs (or two browsers,
-// for two people) and click around: http://127.0.0.1:5173/?workspace=<id>[&user=Ana]
+// for two people) and click around: http://127.0.0.1:5173/?workspace=<id>[&user=Ana][&hub=URL]
 import { StrictMode, useState } from "react";
 import { createRoot } from "react-dom/client";
 import {
   Facepile, PresenceBadge, PresenceProvider, usePresence, useSession,
 } from "@presence-hub/react";
 
-const HUB = "http://127.0.0.1:8000";
-const DOCS = ["Planning", "Refactor the parser", "Release notes"];
 const params = new URLSearchParams(location.search);
+const HUB = params.get("hub") ?? "http://127.0.0.1:8000"; // scripts/serve
+const DOCS = ["Planning", "Refactor the parser", "Release notes"];
 const workspaceId = params.get("workspace");
 // One person per browser (localStorage); each tab is a client of its own.
 const user = params.get("user") ?? localStorage.getItem("example-user") ?? `guest-${Math.random().toString(36).slice(2, 6)}`;

@@ -107,3 +107,17 @@ def test_bundle_sizes_are_within_their_targets() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "@presence-hub/react (without the client)" in proc.stdout
+
+
+def test_the_react_example_bundles(tmp_path: Path) -> None:
+    """examples/react compiles against the packages (resolved from js/node_modules)."""
+    tools = js_tools()
+    proc = subprocess.run(
+        [str(tools / "esbuild"), str(ROOT / "examples/react/src/main.jsx"), "--bundle",
+         "--format=esm", "--jsx=automatic", f"--outfile={tmp_path / 'main.js'}",
+         "--log-level=warning"],
+        env={**os.environ, "NODE_PATH": str(JS / "node_modules")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "presence-facepile" in (tmp_path / "main.js").read_text()

@@ -198,3 +198,22 @@ test("usePresence tracks what the component reads; status follows the socket", a
   assert.deepEqual(distinct.slice(0, 4), ["connecting:0", "open:0", "open:1", "reconnecting:1"]);
   await act(async () => root.unmount());
 });
+
+test("the profile is said on connect, and a changed one is sent", async () => {
+  const fake = new FakeHub();
+  let setName;
+  function App() {
+    const [name, set] = useState("Ana");
+    setName = set;
+    return provider(fake, null, { userId: "ana", profile: { name } });
+  }
+  const { root } = await mount(h(App));
+  await settle(fake);
+  assert.deepEqual(fake.sentOf("set_profile"), [{ type: "set_profile", profile: { name: "Ana" } }]);
+  assert.equal([...fake.sockets][0].query.user_id, "ana");
+  await act(async () => setName("Ana Lima"));
+  await settle(fake);
+  assert.deepEqual(fake.sentOf("set_profile").map((f) => f.profile.name), ["Ana", "Ana Lima"]);
+  assert.equal(fake.opened, 1, "a profile change keeps the socket");
+  await act(async () => root.unmount());
+});

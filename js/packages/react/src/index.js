@@ -182,12 +182,13 @@ export function PresenceProvider(props) {
   useEffect(() => {
     store.getToken = getToken;
   });
+  // Before the connection's effect, so that a new connection says the profile on connect.
+  const profileJson = profile ? JSON.stringify(profile) : "";
+  useEffect(() => store.setProfile(profile), [store, profileJson]);
   useEffect(() => {
     store.retain({ url, workspaceId, token, getToken, userId, clientId, WebSocket }, key);
     return () => store.release(closeDelay);
   }, [store, key]);
-  const profileJson = profile ? JSON.stringify(profile) : "";
-  useEffect(() => store.setProfile(profile), [store, profileJson]);
   return createElement(Context.Provider, { value: store }, props.children);
 }
 

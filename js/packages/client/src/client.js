@@ -44,7 +44,7 @@ export class HubError extends Error {
   }
 }
 
-/** Close codes after which reconnecting cannot help (PROTOCOL.md section 4). */
+/** Close codes after which reconnecting cannot help (docs/clients.md, "Which endings are final"). */
 export const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4400, 4401, 4403, 4404, 4410]);
 
 /** @type {ViewerList} the list of a session nobody watches (one object: safe to compare) */

@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { Profiler, StrictMode, act, createElement as h, useState } from "react";
-import { createRoot } from "react-dom/client";
+import { createRoot, hydrateRoot } from "react-dom/client";
+import { renderToString } from "react-dom/server";
 
 import { FakeHub } from "@presence-hub/client/testing";
 import {
@@ -215,5 +216,33 @@ test("the profile is said on connect, and a changed one is sent", async () => {
   await settle(fake);
   assert.deepEqual(fake.sentOf("set_profile").map((f) => f.profile.name), ["Ana", "Ana Lima"]);
   assert.equal(fake.opened, 1, "a profile change keeps the socket");
+  await act(async () => root.unmount());
+});
+
+test("server HTML hydrates, then connects and goes live", async () => {
+  const fake = new FakeHub();
+  function Page() {
+    const { status } = usePresence();
+    useSession("S1");
+    return h("main", null, h("p", null, status), h(PresenceBadge, { session: "S1" }));
+  }
+  const tree = h(StrictMode, null, provider(fake, h(Page)));
+  const container = window.document.createElement("div");
+  container.innerHTML = renderToString(tree);
+  assert.equal(container.innerHTML, "<main><p>connecting</p></main>");
+  assert.equal(fake.opened, 0, "rendering on the server opened nothing");
+  window.document.body.append(container);
+  const errors = [];
+  let root;
+  await act(async () => {
+    root = hydrateRoot(container, tree, { onRecoverableError: (e) => errors.push(e) });
+  });
+  fake.set({ counts: { S1: 1 } });
+  await settle(fake);
+  assert.deepEqual(errors, [], "no hydration mismatch");
+  assert.equal(fake.opened, 1);
+  assert.equal(container.querySelector("p").textContent, "open");
+  assert.equal(container.querySelector(".presence-badge").textContent, "1 viewing");
+  assert.deepEqual(fake.sentOf("set_session").map((f) => f.session_id), ["S1"]);
   await act(async () => root.unmount());
 });

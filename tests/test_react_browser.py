@@ -29,6 +29,13 @@ from tests.test_browser import ARGS, CHROMIUM, playwright_api, until
 from tests.test_js import JS, js_tools, need
 
 APP = Path(__file__).resolve().parent / "react_app"
+# Counts the WebSockets a page makes (window.socketsMade), before the app's code runs.
+COUNT_SOCKETS = """
+window.socketsMade = 0;
+window.WebSocket = class extends WebSocket {
+  constructor(...args) { super(...args); window.socketsMade += 1; }
+};
+"""
 
 
 def run(args: list[str], cwd: Path) -> str:
@@ -112,7 +119,9 @@ def faces(page: Any, session: str) -> Any:
 
 async def open_tab(browser: Any, url: str) -> Any:
     """A page of its own browser context (a person of its own), once its socket is open."""
-    page = await (await browser.new_context()).new_page()
+    context = await browser.new_context()
+    await context.add_init_script(COUNT_SOCKETS)
+    page = await context.new_page()
     said: list[str] = []
     page.on("pageerror", lambda error: said.append(str(error)))
     page.on("console", lambda message: said.append(message.text))
@@ -153,6 +162,8 @@ async def test_react_app_from_the_packed_packages_in_two_tabs(tmp_path: Path) ->
                         # StrictMode mounted every effect twice: still one socket per tab.
                         assert await sockets() == 2
                         assert await streams() == [1, 1]
+                        for page in (one, two):
+                            assert await page.evaluate("window.socketsMade") == 1
 
                         await two.evaluate("window.viewSession('S2')")
                         for page in (one, two):

@@ -1,0 +1,524 @@
+// presence hub: the browser client (ES module, no dependencies, no build step).
+//
+//   import { connect } from "@presence-hub/client";      // or "/static/hub.js" from a hub
+//   const hub = connect("http://127.0.0.1:8000", { workspaceId });
+//   hub.addEventListener("change", () => render(hub.counts, hub.online));
+//   hub.setSession("S1");
+//
+// People (the protocol's section 5): pass `userId` (auth off) or a token with a `user` claim,
+// and `hub.users` / `hub.onlineUsers` count distinct people; `hub.setProfile({ name })` names
+// this user; `hub.watch("S1")` follows who views S1 ("viewers" events, `hub.viewers("S1")`).
+// The custom elements <presence-badge> and <presence-facepile> are in "./elements.js"; the hub
+// serves both modules as one file, /static/hub.js (scripts/build_static.py).
+//
+// Frames are applied by seq with pure functions (applyFrame), so state converges whatever
+// arrives late. The reconnect model is docs/clients.md, shared with the Python client and held
+// to the same test vectors (tests/vectors/client_model.json): full-jitter exponential backoff,
+// the current session said again after every reconnect, a stop for good on the close codes
+// after which a retry cannot help, and no promise that waits without a bound.
+
+/**
+ * @typedef {{ seq: number, online: number, counts: Record<string, number>,
+ *             users: Record<string, number>, onlineUsers: number }} Presence
+ * @typedef {{ user_id: string, profile: Record<string, any> | null, clients: number }} Viewer
+ * @typedef {{ total: number, anonymous: number, viewers: Viewer[] }} ViewerList
+ */
+
+export const BACKOFF_BASE_MS = 250;
+export const BACKOFF_MAX_MS = 15000;
+export const ACK_TIMEOUT_MS = 10000;
+
+/**
+ * Why a setSession promise was rejected: `code` is "connection_lost" (the socket dropped before
+ * the answer; the session is said again after the reconnect), "timeout", "closed" (the
+ * connection stopped for good; `closeCode` says why) or the hub's error code ("unavailable",
+ * "rate_limited", ...).
+ */
+export class HubError extends Error {
+  /** @param {string} code @param {string} message @param {number} [closeCode] */
+  constructor(code, message, closeCode) {
+    super(message);
+    this.name = "HubError";
+    this.code = code;
+    this.closeCode = closeCode;
+  }
+}
+
+/** Close codes after which reconnecting cannot help (docs/clients.md, "Which endings are final"). */
+export const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4400, 4401, 4403, 4404, 4410]);
+
+/** @type {ViewerList} the list of a session nobody watches (one object: safe to compare) */
+const NO_VIEWERS = Object.freeze({ total: 0, anonymous: 0, viewers: /** @type {Viewer[]} */ ([]) });
+
+/** @returns {Presence} */
+export function emptyPresence() {
+  return { seq: -1, online: 0, counts: {}, users: {}, onlineUsers: 0 };
+}
+
+/** @param {Record<string, number>} values @param {Record<string, number>} [frame] */
+function absolute(values, frame) {
+  const next = { ...values };
+  for (const [session, n] of Object.entries(frame ?? {})) {
+    if (n > 0) next[session] = n;
+    else delete next[session];
+  }
+  return next;
+}
+
+/**
+ * The presence after one server frame; the same object when the frame changes nothing.
+ * @param {Presence} state
+ * @param {any} frame a parsed server frame
+ * @returns {Presence}
+ */
+export function applyFrame(state, frame) {
+  if (frame.type === "snapshot") {
+    return {
+      seq: frame.seq,
+      online: frame.online,
+      counts: { ...frame.counts },
+      users: { ...(frame.users ?? {}) },
+      onlineUsers: frame.online_users ?? 0,
+    };
+  }
+  if (frame.type !== "counts" || frame.seq <= state.seq) {
+    return state;
+  }
+  return {
+    seq: frame.seq,
+    online: typeof frame.online === "number" ? frame.online : state.online,
+    counts: absolute(state.counts, frame.counts),
+    users: absolute(state.users, frame.users),
+    onlineUsers: typeof frame.online_users === "number" ? frame.online_users : state.onlineUsers,
+  };
+}
+
+/**
+ * A session's viewers after a `viewers` or `viewers_diff` frame: `left` ones go, `updated`
+ * ones change in place, `joined` ones go last (the list is the earliest arrivals).
+ * @param {ViewerList | undefined} list
+ * @param {any} frame
+ * @returns {ViewerList}
+ */
+export function applyViewers(list, frame) {
+  if (frame.type === "viewers" || !list) {
+    return { total: frame.total, anonymous: frame.anonymous, viewers: [...(frame.viewers ?? [])] };
+  }
+  const left = new Set(frame.left);
+  const updated = new Map(frame.updated.map((/** @type {Viewer} */ v) => [v.user_id, v]));
+  const viewers = list.viewers
+    .filter((v) => !left.has(v.user_id))
+    .map((v) => updated.get(v.user_id) ?? v);
+  return { total: frame.total, anonymous: frame.anonymous, viewers: [...viewers, ...frame.joined] };
+}
+
+/**
+ * Full-jitter exponential backoff: a delay in [0, min(max, base * 2^attempt)) milliseconds.
+ * @param {number} attempt 1 for the first retry
+ * @param {number} [base]
+ * @param {number} [max]
+ * @param {() => number} [random]
+ */
+export function backoffDelay(attempt, base = BACKOFF_BASE_MS, max = BACKOFF_MAX_MS, random = Math.random) {
+  return random() * Math.min(max, base * 2 ** attempt);
+}
+
+/** @param {number} code */
+export function isFinal(code) {
+  return FINAL_CLOSE_CODES.has(code);
+}
+
+/** A client id kept for this tab (sessionStorage), new for a new tab. */
+export function tabClientId(storage = globalThis.sessionStorage) {
+  const key = "presence-hub.client-id";
+  let id = storage?.getItem(key);
+  if (!id) {
+    id = crypto.randomUUID();
+    storage?.setItem(key, id);
+  }
+  return id;
+}
+
+/**
+ * A live presence connection; dispatches "change" after every applied frame, "status" when
+ * `status` changes, "session" for session records, "viewers" (detail: { sessionId, total,
+ * anonymous, viewers }) when a watched session's viewers change, and "closed" (detail:
+ * { code }) when it stops for good.
+ */
+export class HubConnection extends EventTarget {
+  /** @type {HubConnection | null} the first connection connect() made (the elements' default) */
+  static first = null;
+
+  /**
+   * @param {string} url the hub's base URL (http or https)
+   * @param {{ workspaceId: string, clientId?: string, token?: string,
+   *           getToken?: () => string | Promise<string>, userId?: string,
+   *           profile?: Record<string, any>, WebSocket?: typeof WebSocket,
+   *           backoffBase?: number, backoffMax?: number, ackTimeout?: number }} options
+   *           (durations in milliseconds)
+   */
+  constructor(url, options) {
+    super();
+    this.url = url.replace(/\/$/, "");
+    this.workspaceId = options.workspaceId;
+    this.clientId = options.clientId ?? tabClientId();
+    this.token = options.token;
+    /** called before every connection attempt; what it returns is the token of that attempt */
+    this.getToken = options.getToken;
+    /** the user this client belongs to, with auth off (with auth on: the token's) */
+    this.userId = options.userId;
+    /** @type {Record<string, any> | null} this user's profile; said again after a reconnect */
+    this.profile = options.profile ?? null;
+    /** @type {Map<string, {limit: number, count: number, queued?: boolean}>} watched sessions
+     * (refcounted; queued while the watch() that made it waits for a live socket) */
+    this.watching = new Map();
+    /** @type {Map<string, ViewerList>} */
+    this.lists = new Map();
+    this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
+    this.backoffBase = options.backoffBase ?? BACKOFF_BASE_MS;
+    this.backoffMax = options.backoffMax ?? BACKOFF_MAX_MS;
+    this.ackTimeout = options.ackTimeout ?? ACK_TIMEOUT_MS;
+    /** @type {Presence} */
+    this.presence = emptyPresence();
+    /** @type {string} the session this client views; said again after a reconnect */
+    this.session = "";
+    this.attempt = 0;
+    this.attempts = 0; // connection attempts made
+    this.stopped = false;
+    /** @type {number | null} the close code that stopped it for good */
+    this.closeCode = null;
+    this.live = false; // a socket whose snapshot came
+    this.refs = 0;
+    /** @type {Map<number, {resolve: (frame: any) => void, reject: (e: HubError) => void}>} */
+    this.pending = new Map();
+    /** @type {Set<() => void>} calls waiting for a live socket */
+    this.waiting = new Set();
+    /** @type {WebSocket | null} */
+    this.socket = null;
+    /** @type {"connecting" | "open" | "reconnecting" | "closed"} */
+    this.status = "connecting";
+    this.open();
+  }
+
+  /** @param {"connecting" | "open" | "reconnecting" | "closed"} status */
+  setStatus(status) {
+    if (this.status === status) return;
+    this.status = status;
+    this.dispatchEvent(new CustomEvent("status", { detail: { status } }));
+  }
+
+  /** @returns {Record<string, number>} */
+  get counts() {
+    return this.presence.counts;
+  }
+
+  get online() {
+    return this.presence.online;
+  }
+
+  /** @returns {Record<string, number>} distinct people per session */
+  get users() {
+    return this.presence.users;
+  }
+
+  get onlineUsers() {
+    return this.presence.onlineUsers;
+  }
+
+  /**
+   * The viewers of a watched session as last heard (earliest arrival first).
+   * @param {string} sessionId
+   * @returns {ViewerList}
+   */
+  viewers(sessionId) {
+    return this.lists.get(sessionId) ?? NO_VIEWERS;
+  }
+
+  get socketUrl() {
+    const base = this.url.replace(/^http/, "ws");
+    const query = new URLSearchParams({ client_id: this.clientId });
+    if (this.userId) query.set("user_id", this.userId);
+    if (this.token) query.set("token", this.token);
+    return `${base}/v1/workspaces/${encodeURIComponent(this.workspaceId)}/ws?${query}`;
+  }
+
+  open() {
+    this.attempts += 1;
+    if (!this.getToken) {
+      this.dial();
+      return;
+    }
+    // A token provider that fails is one more failed attempt: back off and ask it again.
+    const attempt = this.attempts;
+    Promise.resolve()
+      .then(this.getToken)
+      .then(
+        (token) => {
+          this.token = token;
+          if (!this.stopped && attempt === this.attempts) this.dial();
+        },
+        () => this.stopped || this.closed(1006),
+      );
+  }
+
+  dial() {
+    const socket = new this.WebSocketImpl(this.socketUrl);
+    this.socket = socket;
+    socket.onmessage = (event) => this.receive(JSON.parse(event.data));
+    socket.onclose = (event) => this.socket === socket && this.closed(event.code);
+  }
+
+  /** @param {any} frame */
+  receive(frame) {
+    if (frame.type === "snapshot") {
+      this.attempt = 0;
+      this.live = true;
+      this.setStatus("open");
+      if (this.session && this.waiting.size === 0) {
+        this.send({ type: "set_session", session_id: this.session });
+      }
+      if (this.profile) this.send({ type: "set_profile", profile: this.profile });
+      for (const [session_id, { limit, queued }] of this.watching) {
+        if (!queued) this.send({ type: "watch", session_id, limit }); // else its call sends it
+      }
+      for (const wake of [...this.waiting]) wake();
+    }
+    if (frame.type === "viewers" || frame.type === "viewers_diff") {
+      if (this.watching.has(frame.session_id)) {
+        const list = applyViewers(this.lists.get(frame.session_id), frame);
+        this.lists.set(frame.session_id, list);
+        this.dispatchEvent(new CustomEvent("viewers", { detail: { sessionId: frame.session_id, ...list } }));
+      }
+    }
+    if (frame.type === "ack" || frame.type === "error" || frame.type === "viewers") {
+      const call = this.pending.get(frame.ref);
+      if (call) {
+        this.pending.delete(frame.ref);
+        if (frame.type === "error") call.reject(new HubError(frame.code, frame.message ?? frame.code));
+        else call.resolve(frame);
+      }
+      return;
+    }
+    if (frame.type === "viewers_diff") return;
+    if (frame.type === "session") {
+      this.dispatchEvent(new CustomEvent("session", { detail: frame }));
+      return;
+    }
+    const next = applyFrame(this.presence, frame);
+    if (next !== this.presence) {
+      this.presence = next;
+      this.dispatchEvent(new CustomEvent("change", { detail: next }));
+    }
+  }
+
+  /** @param {number} code */
+  closed(code) {
+    this.socket = null;
+    this.live = false;
+    const final = this.stopped || isFinal(code);
+    const error = final
+      ? new HubError("closed", `the hub closed the connection for good: ${code}`, code)
+      : new HubError("connection_lost", "the socket dropped before the hub answered");
+    for (const call of this.pending.values()) call.reject(error);
+    this.pending.clear();
+    if (final) {
+      this.stopped = true;
+      this.closeCode = code;
+      for (const wake of [...this.waiting]) wake();
+      this.setStatus("closed");
+      this.dispatchEvent(new CustomEvent("closed", { detail: { code } }));
+      return;
+    }
+    this.setStatus("reconnecting");
+    this.attempt += 1;
+    const delay = backoffDelay(this.attempt, this.backoffBase, this.backoffMax);
+    setTimeout(() => this.stopped || this.open(), delay);
+  }
+
+  /** @param {object} frame */
+  send(frame) {
+    if (this.socket && this.socket.readyState === 1) this.socket.send(JSON.stringify(frame));
+  }
+
+  /**
+   * View a session ("" or null: none). The intent is kept at once and said again after every
+   * reconnect, whatever the promise says. Resolves with the seq that includes it; rejects with a
+   * HubError (connection_lost, timeout, closed, or the hub's refusal) within ackTimeout.
+   * @param {string | null} sessionId
+   * @returns {Promise<number>}
+   */
+  setSession(sessionId) {
+    this.session = sessionId ?? "";
+    return quiet(this.ask(() => ({ type: "set_session", session_id: this.session })).then(seqOf));
+  }
+
+  /**
+   * This user's profile (a JSON object of at most 1024 bytes: name, avatar URL, colour), shown
+   * to everyone watching a session it views; kept and said again after every reconnect.
+   * Resolves with the seq; rejects like setSession ("invalid_profile" for a bad one).
+   * @param {Record<string, any>} profile
+   * @returns {Promise<number>}
+   */
+  setProfile(profile) {
+    this.profile = profile;
+    return quiet(this.ask(() => ({ type: "set_profile", profile })).then(seqOf));
+  }
+
+  /**
+   * Follow who views a session: "viewers" events and hub.viewers(sessionId) from now on;
+   * resolves with the list as it is now. Watches are counted: each watch() is ended by one
+   * unwatch(). Rejects with "forbidden" without the viewers scope, "too_many_watches" past 8.
+   * @param {string} sessionId
+   * @param {number} [limit] 1..1000 (100)
+   * @returns {Promise<ViewerList>}
+   */
+  watch(sessionId, limit = 100) {
+    const watch = this.watching.get(sessionId);
+    if (watch) {
+      watch.count += 1;
+      return Promise.resolve(this.viewers(sessionId));
+    }
+    const entry = { limit, count: 1, queued: true };
+    this.watching.set(sessionId, entry);
+    const make = () => {
+      entry.queued = false;
+      return { type: "watch", session_id: sessionId, limit };
+    };
+    return quiet(
+      this.ask(make).then(
+        () => this.viewers(sessionId),
+        (error) => {
+          if (error.code !== "connection_lost") this.watching.delete(sessionId);
+          throw error;
+        },
+      ),
+    );
+  }
+
+  /**
+   * End one watch() of the session; the last one stops it (after the current task, so that a
+   * view re-rendered at once, which unwatches and watches again, keeps its list).
+   * @param {string} sessionId
+   */
+  unwatch(sessionId) {
+    const watch = this.watching.get(sessionId);
+    if (!watch || --watch.count > 0) return;
+    setTimeout(() => {
+      if (watch.count > 0 || this.watching.get(sessionId) !== watch) return;
+      this.watching.delete(sessionId);
+      this.lists.delete(sessionId);
+      this.send({ type: "unwatch", session_id: sessionId });
+    }, 0);
+  }
+
+  /**
+   * Send a frame (made by `make` when the socket is live) with a fresh ref; the hub's answer.
+   * @param {() => object} make
+   * @returns {Promise<any>}
+   */
+  ask(make) {
+    const result = new Promise((resolve, reject) => {
+      let ref = 0;
+      const timer = setTimeout(() => {
+        this.waiting.delete(go);
+        this.pending.delete(ref);
+        reject(new HubError("timeout", `no answer from the hub within ${this.ackTimeout} ms`));
+      }, this.ackTimeout);
+      /** @param {(value: any) => void} fn */
+      const settle = (fn) => (/** @type {any} */ value) => {
+        clearTimeout(timer);
+        fn(value);
+      };
+      const go = () => {
+        this.waiting.delete(go);
+        if (this.stopped) {
+          settle(reject)(new HubError("closed", "the connection stopped", this.closeCode ?? 0));
+          return;
+        }
+        ref = ++this.refs;
+        this.pending.set(ref, { resolve: settle(resolve), reject: settle(reject) });
+        this.send({ ...make(), ref });
+      };
+      if (this.live || this.stopped) go();
+      else this.waiting.add(go);
+    });
+    result.catch(() => {}); // a caller that does not await it sees no unhandled rejection
+    return result;
+  }
+
+  /** Stop for good: the socket closes with 1000 and pending calls fail with "closed". */
+  close() {
+    if (this.status === "closed") return;
+    this.stopped = true;
+    const socket = this.socket;
+    if (socket) {
+      socket.onclose = socket.onmessage = null;
+      socket.close(1000);
+    }
+    this.closed(1000); // now, not when the socket's close event comes (or while backing off)
+  }
+}
+
+/** @param {{ seq: number }} frame */
+const seqOf = (frame) => frame.seq;
+
+/**
+ * The promise, marked handled: a caller that does not await it sees no unhandled rejection.
+ * @template T @param {Promise<T>} promise @returns {Promise<T>}
+ */
+function quiet(promise) {
+  promise.catch(() => {});
+  return promise;
+}
+
+/**
+ * A new connection; the first one made is also the custom elements' default.
+ * @param {string} url
+ * @param {ConstructorParameters<typeof HubConnection>[1]} options
+ */
+export function connect(url, options) {
+  const connection = new HubConnection(url, options);
+  HubConnection.first ??= connection;
+  return connection;
+}
+
+/**
+ * Initials for a face: from profile.name ("Ana Lima" -> "AL"), else from the user id.
+ * @param {Viewer} viewer
+ */
+export function initials(viewer) {
+  const name = typeof viewer.profile?.name === "string" && viewer.profile.name.trim()
+    ? viewer.profile.name : viewer.user_id;
+  const words = name.trim().split(/\s+/).filter(Boolean);
+  const letters = words.length > 1 ? [words[0], words[words.length - 1]] : [words[0] ?? "?"];
+  return letters.map((w) => [...w][0].toUpperCase()).join("").slice(0, 2);
+}
+
+/**
+ * What a facepile shows: the first `max` identified viewers, and "+k" for everyone else
+ * (the other identified ones and the anonymous ones).
+ * @param {ViewerList} list @param {number} max
+ * @returns {{ faces: Viewer[], more: number }}
+ */
+export function facepile(list, max) {
+  const faces = list.viewers.slice(0, Math.max(0, max));
+  return { faces, more: Math.max(0, list.total - faces.length) };
+}
+
+const COLOR = /^(#[0-9a-f]{3,8}|(rgb|hsl)a?\([\d\s.,%]+\))$/i;
+
+/**
+ * How to draw one viewer, from text only: `name` (a title), `avatar` (an http(s) URL, else
+ * null), `initials`, and `color` (a CSS colour that passed a strict pattern, else null).
+ * @param {Viewer} viewer
+ * @returns {{ name: string, avatar: string | null, initials: string, color: string | null }}
+ */
+export function face(viewer) {
+  const { name, avatar, color } = viewer.profile ?? {};
+  return {
+    name: typeof name === "string" ? name : viewer.user_id,
+    avatar: typeof avatar === "string" && /^https?:\/\//i.test(avatar) ? avatar : null,
+    initials: initials(viewer),
+    color: typeof color === "string" && COLOR.test(color) ? color : null,
+  };
+}

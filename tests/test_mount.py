@@ -22,7 +22,8 @@ from hub import Grant, create_app, presence_of
 from hub.errors import Forbidden, Unauthorized, WorkspaceNotFound
 from hub.settings import Settings
 from hub.testing import TEST_SETTINGS, ThreadedServer
-from tests.harness import Viewer, app_thread, close_code, new_client_id
+from tests.harness import Viewer, app_thread, close_code, eventually, new_client_id
+from tests.receiver import SECRET, Receiver
 from tests.services import postgres_database
 
 PREFIX = "/presence"
@@ -284,3 +285,27 @@ async def test_the_app_s_own_sign_in_decides_with_the_contract_s_codes(
             await tab.close()
     finally:
         server.stop()
+
+
+async def test_a_mounted_hub_sends_its_webhooks() -> None:
+    """Webhooks work from inside a user's app: a socket that views S1 through the mount makes
+    the receiver get workspace_occupied and session_occupied, signed (checked by it)."""
+    receiver = Receiver().start()
+    hooks = {"webhook_url": receiver.url, "webhook_secret": SECRET, "webhook_vacated_delay": 0.2}
+    presence = create_app(Settings.from_env({}, **TEST_SETTINGS, **hooks))
+    server = app_thread(_starlette(presence, True)).start()
+    base = server.url + PREFIX
+    try:
+        async with httpx.AsyncClient(base_url=base) as http:
+            w = (await http.post("/v1/workspaces", json={"path": "/hooked"})).json()["id"]
+        client = new_client_id()
+        ws = base.replace("http", "ws", 1) + f"/v1/workspaces/{w}/ws?client_id={client}"
+        tab = await Viewer.open(ws, client)
+        await tab.send({"type": "set_session", "session_id": "S1"})
+        want = [("workspace_occupied", None), ("session_occupied", "S1")]
+        await eventually(lambda: receiver.names(w) == want, within=10)
+        await tab.close()
+        assert receiver.bad_signatures == 0
+    finally:
+        server.stop()
+        receiver.stop()

@@ -52,7 +52,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.backends import Events
@@ -105,6 +105,9 @@ _IDEMPOTENT = frozenset(
         "viewers",
     }  # fmt: skip
 )
+# What a Redis Cluster call raises when it found no node to answer (no slot map, no master
+# for the slot: a failover), or when it did not answer in time (see _bounded).
+_CLUSTER_LOST = (RedisClusterException, TimeoutError)
 # The scripts that make claims; outside a Cluster they index them themselves (lua/_lib.lua).
 _CLAIMING = frozenset({"attach", "hold"})
 _CLEARED_TTL_MS = 7 * 24 * 3600 * 1000  # a clear count outlives any pause worth noticing
@@ -515,9 +518,12 @@ class RedisBackend:
                 "HUB_WEBHOOK_URL: webhooks need one Redis or Sentinel, not a Redis Cluster "
                 "(a workspace's script cannot append its events to one stream there)"
             )
-        options = {
-            k: v for k, v in self._options.items() if k not in ("timeout", "retry")
-        }  # the cluster client pools per node and follows MOVED/ASK itself
+        # The cluster client pools per node and follows MOVED/ASK itself. It retries nothing
+        # (its default is ten tries with backoff): a command that met a dead master is
+        # reported within the timeout (503 while the slot has no master), and a script that
+        # may have run is never run twice behind this node's back (an attach counted twice
+        # is a ghost); _run tries the idempotent ones once more, as on one Redis.
+        options = {k: v for k, v in self._options.items() if k != "timeout"}
         standalone = self.redis
         self._cluster = True
         self._use(aioredis.RedisCluster.from_url(self._url, **options))
@@ -575,7 +581,7 @@ class RedisBackend:
         self._watchers[workspace_id] = self._watchers.get(workspace_id, 0) + 1
         try:
             await asyncio.wait_for(self._subscribe(workspace_id), self._timeout * 4)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except (TimeoutError, RedisError, OSError, RedisClusterException) as exc:
             self.unwatch(workspace_id)
             raise Unavailable(f"presence feed unavailable: {exc or 'timeout'}") from None
 
@@ -667,7 +673,7 @@ class RedisBackend:
                     await asyncio.wait_for(pubsub.ping(), self._timeout)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (RedisError, OSError, TimeoutError, RedisClusterException) as exc:
                 log.warning("presence feed lost (%s); re-subscribing", exc or "timeout")
                 await self._purge(exc)
                 await self._drop_feed()
@@ -746,16 +752,22 @@ class RedisBackend:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            return await self._script(name, workspace_id, *args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            return await self._bounded(self._script(name, workspace_id, *args))
+        except (RedisConnectionError, RedisTimeoutError, OSError, *_CLUSTER_LOST) as exc:
             await self._purge(exc)
             left = self._timeout - (loop.time() - started)
             if name not in _IDEMPOTENT or left < self._timeout / 4:
                 raise Unavailable(f"presence unavailable: {exc or 'timeout'}") from None
         try:
             return await asyncio.wait_for(self._script(name, workspace_id, *args), left)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError, RedisClusterException) as exc:
             raise Unavailable(f"presence unavailable: {exc or 'timeout'}") from None
+
+    def _bounded(self, coro: Awaitable[Any]) -> Awaitable[Any]:
+        """A call to Redis that answers within ``timeout``. On one Redis each socket operation
+        is bounded already; on a Cluster a call may also refresh the topology (asking node
+        after node), which no socket timeout bounds as a whole."""
+        return asyncio.wait_for(coro, self._timeout) if self._cluster else coro
 
     async def _script(self, name: str, workspace_id: str, *args: Any) -> Any:
         script = self.scripts[name]
@@ -798,9 +810,9 @@ class RedisBackend:
 
     async def _call(self, coro: Awaitable[Any]) -> Any:
         try:
-            return await coro
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"presence unavailable: {exc}") from None
+            return await self._bounded(coro)
+        except (RedisError, OSError, *_CLUSTER_LOST) as exc:
+            raise Unavailable(f"presence unavailable: {exc or 'timeout'}") from None
 
     async def _arm(self, workspace_id: str, deadline: int) -> None:
         """Index a timer a script armed (outside a Cluster the script did it itself)."""
@@ -1052,7 +1064,7 @@ class RedisBackend:
                 await step()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, Unavailable) as exc:
+            except (RedisError, OSError, Unavailable, RedisClusterException) as exc:
                 self._dirty = True
                 log.log(logging.DEBUG if quiet else logging.WARNING, "%s failed: %s", what, exc)
             except Exception:

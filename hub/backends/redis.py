@@ -422,9 +422,13 @@ class RedisBackend:
         self._sweep_interval = sweep_interval
         self._timeout = timeout
         # Every connection is checked: a command or a connection that gets no answer within
-        # ``timeout`` fails (and the connection is dropped); an idle pooled connection is
-        # pinged before use after ``heartbeat``; TCP keepalive finds a peer that vanished; the
-        # change feed pings itself (see _feed). The pool is bounded and blocking: a burst of
+        # ``timeout`` fails (and the connection is dropped, the idle ones with it: _purge); a
+        # pooled connection the server closed is replaced when taken (the pool sees it
+        # readable), with no round trip; TCP keepalive finds a peer that vanished; the change
+        # feed pings itself (see _feed). No PING before a command on a connection idle for a
+        # while (redis-py's health check): it cost a node at rest one more round trip per
+        # call (REST read and set_session 2 instead of 1), and with no retries it could only
+        # fail where the command itself would. The pool is bounded and blocking: a burst of
         # calls (a thousand sockets joining at once) waits for a connection rather than
         # failing. No retries inside redis-py: a Redis that is down is reported at once.
         options: dict[str, Any] = {
@@ -435,7 +439,7 @@ class RedisBackend:
             "socket_connect_timeout": timeout,
             "socket_keepalive": True,
             "socket_keepalive_options": _KEEPALIVE,
-            "health_check_interval": max(1, int(heartbeat)),
+            "health_check_interval": 0,
             "retry": Retry(NoBackoff(), 0),
         }
         sentinel = parse_sentinel_url(url)

@@ -52,13 +52,37 @@ def commands(request: bytes | bytearray) -> list[list[bytes]]:
     return found
 
 
+def script_names() -> dict[bytes, str]:
+    """The SHA1 of each of the hub's scripts (as a node registers them) -> its name."""
+    from hub.backends.redis import RedisBackend
+
+    async def known(workspace_id: str) -> bool:
+        return True
+
+    backend = RedisBackend("redis://127.0.0.1:1/0", known=known)  # never connects
+    return {str(script.sha).encode(): name for name, script in backend.scripts.items()}
+
+
+SCRIPTS = script_names()
+# The scripts a node runs by itself: its timer sweep, the timer index, and the expiry of the
+# holds and graces the sweep finds due.
+_BACKGROUND_SCRIPTS = {"due", "reindex", "arm", "expire"}
+
+
+def describe(command: list[bytes]) -> str:
+    """A command's name, and a script's name after EVALSHA."""
+    name = command[0].decode().upper()
+    if name == "EVALSHA" and len(command) > 1:
+        return f"{name} {SCRIPTS.get(command[1], '?')}"
+    return name
+
+
 def _background(command: list[bytes], feed: bool) -> bool:
     """Whether a command is the node's own background work (not an operation's); ``feed``:
     whether it went on a change feed connection."""
     name = command[0].upper()
-    if name in (b"EVALSHA", b"EVAL"):
-        keys = command[3 : 3 + int(command[2])]
-        return keys == [b"hub:timers"]  # the sweep (due), its index (reindex, arm)
+    if name == b"EVALSHA":
+        return SCRIPTS.get(command[1]) in _BACKGROUND_SCRIPTS
     if name in (b"PING", b"UNSUBSCRIBE", b"SUNSUBSCRIBE"):
         return feed  # the feed's own check, its leaves; a PING elsewhere is a health check
     return len(command) > 1 and command[1].startswith((b"hub:node:", b"hub:nodes"))
@@ -150,7 +174,7 @@ class RoundTrips:
         exchanges = self.proxy.exchanges
         feeds = {e.link for e in exchanges if _subscribes(e)}
         mine = [e for e in exchanges if started <= e.started <= ended and not background(e, feeds)]
-        what = [" ".join(c[0].decode() for c in commands(e.request)) or "?" for e in mine]
+        what = [", ".join(describe(c) for c in commands(e.request)) or "?" for e in mine]
         return len(mine), ended - started, what
 
     async def create(self) -> str:

@@ -18,6 +18,7 @@ Used by ``scripts/roundtrips.py`` (through a 100 ms link, a table for docs/scali
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import statistics
 import time
 import uuid
@@ -69,20 +70,30 @@ SCRIPTS = script_names()
 _BACKGROUND_SCRIPTS = {"due", "reindex", "arm", "expire"}
 
 
+def _script_of(command: list[bytes]) -> str | None:
+    """The name of the hub's script an EVALSHA runs or a SCRIPT LOAD loads (None: neither)."""
+    name = command[0].upper()
+    if name == b"EVALSHA" and len(command) > 1:
+        return SCRIPTS.get(command[1], "?")
+    if name == b"SCRIPT" and len(command) > 2 and command[1].upper() == b"LOAD":
+        return SCRIPTS.get(hashlib.sha1(command[2]).hexdigest().encode(), "?")
+    return None
+
+
 def describe(command: list[bytes]) -> str:
-    """A command's name, and a script's name after EVALSHA."""
+    """A command's name, with the script's name after EVALSHA and SCRIPT (LOAD)."""
+    script = _script_of(command)
     name = command[0].decode().upper()
-    if name == "EVALSHA" and len(command) > 1:
-        return f"{name} {SCRIPTS.get(command[1], '?')}"
-    return name
+    return name if script is None else f"{name} {script}"
 
 
 def _background(command: list[bytes], feed: bool) -> bool:
     """Whether a command is the node's own background work (not an operation's); ``feed``:
     whether it went on a change feed connection."""
     name = command[0].upper()
-    if name == b"EVALSHA":
-        return SCRIPTS.get(command[1]) in _BACKGROUND_SCRIPTS
+    script = _script_of(command)
+    if script is not None:
+        return script in _BACKGROUND_SCRIPTS
     if name in (b"PING", b"UNSUBSCRIBE", b"SUNSUBSCRIBE"):
         return feed  # the feed's own check, its leaves; a PING elsewhere is a health check
     return len(command) > 1 and command[1].startswith((b"hub:node:", b"hub:nodes"))

@@ -30,6 +30,7 @@ from tests.clusters import (
     settle_change,
     viewers,
 )
+from tests.harness import Viewer, new_client_id
 from tests.services import RedisClusterSet
 
 NODE_TIMEOUT = 2000  # ms without an answer before the cluster fails a master over
@@ -162,3 +163,38 @@ async def test_a_redis_cluster_failover_is_survived(
     print(f"REST during and after: {poller.statuses}, slowest {poller.slowest:.2f} s")
     assert poller.statuses.get(200)
     assert poller.slowest < REST_WITHIN, f"a REST answer took {poller.slowest:.2f} s"
+
+
+async def test_a_redis_cluster_that_is_all_gone_is_503_and_a_clean_stop(tmp_path: Path) -> None:
+    """Fault: every node of the Redis Cluster is killed (no node left to ask for the topology:
+    redis-py raises its own RedisClusterException, not a RedisError). Truth: REST is 503 with
+    Retry-After within HUB_REDIS_TIMEOUT + 1.5 s, a ``set_session`` is answered
+    ``unavailable``, and the node stops on SIGINT without a traceback."""
+    nodes = await asyncio.to_thread(RedisClusterSet, tmp_path)
+    try:
+        c = await asyncio.to_thread(Cluster, tmp_path, None, [nodes.url], HUB_LOG_LEVEL="warning")
+    except BaseException:
+        nodes.stop()
+        raise
+    try:
+        response = await rest(c.nodes[0], "POST", "/v1/workspaces", json={"path": "/gone"})
+        w = response.json()["id"]
+        client = new_client_id()
+        mover = await Viewer.open(c.ws(0, w, client), client)
+        nodes.stop()
+        for path in (f"/v1/workspaces/{w}/presence", f"/v1/workspaces/{w}"):
+            started = time.monotonic()
+            response = await rest(c.nodes[0], "GET", path)
+            took = time.monotonic() - started
+            assert response.status_code == 503, response.text  # never a 500
+            assert response.headers["retry-after"] == "1"
+            assert took < REST_WITHIN, took
+        await mover.send({"type": "set_session", "session_id": "S9", "ref": "gone"})
+        await mover.until(lambda v: any(f.get("ref") == "gone" for f in v.frames))
+        answer = next(f for f in mover.frames if f.get("ref") == "gone")
+        assert answer["type"] == "error" and answer["code"] == "unavailable", answer
+        await mover.close()
+    finally:
+        await asyncio.to_thread(c.stop)
+        nodes.stop()
+    assert "Traceback" not in "\n".join(c.logs), "\n".join(c.logs)[-3000:]

@@ -563,11 +563,11 @@ class RedisBackend:
                 log.warning("presence task %s did not stop: cancelled", task.get_name())
                 task.cancel()
         self._tasks.clear()
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(RedisError, OSError, *_CLUSTER_LOST):
             # The hub's shutdown detached this node's streams; should one detach have failed,
             # ending the heartbeat now lets a survivor (or this node's next run) clear what is
             # left at its next beat, as for a node that died.
-            await self.redis.delete(_node_key(self.node))
+            await self._bounded(self.redis.delete(_node_key(self.node)))
         await self._drop_feed()
         if self._cluster:
             await self.redis.aclose()

@@ -85,6 +85,11 @@ class RestPoller:
         self.stopped.set()
         await asyncio.gather(*self.tasks)  # raises what failed
 
+    def cancel(self) -> None:
+        """Stop now (the test failed elsewhere)."""
+        for task in self.tasks:
+            task.cancel()
+
 
 async def promotion(nodes: RedisClusterSet, replica: int, survivor: int) -> float:
     """When (``time.monotonic()``) the survivor sees ``replica`` as a master and the cluster
@@ -134,32 +139,35 @@ async def test_a_redis_cluster_failover_is_survived(
     doomed = by_master[victim][0]  # a workspace on the master killed
 
     poller = RestPoller(cluster, spaces)
-    await asyncio.sleep(0.3)  # answers before the kill, too
-    nodes.kill(victim)
-    killed = time.monotonic()
-    promoted_at = asyncio.ensure_future(promotion(nodes, replica, survivor))
-    # A change during the failover, on the master killed: acknowledged or refused, never lost.
-    await asyncio.sleep(0.5)
-    mover, before = await change(truths[doomed], 1, "S3")
-    promoted = await promoted_at
-    print(f"promoted {promoted - killed:.2f} s after the kill")
-    await settle_change(truths[doomed], mover, "S3", before)
-    for w in spaces:
-        left = CONVERGED_WITHIN - (time.monotonic() - promoted)
-        await converge(cluster, w, truths[w], [0, 1], within=left)
-    took = time.monotonic() - promoted
-    print(f"cluster failover: every workspace converged {took:.2f} s after the promotion")
-    # And stays there: no node taken for dead after the promotion, no blip.
-    for _ in range(3):
-        await asyncio.sleep(1)
+    try:
+        await asyncio.sleep(0.3)  # answers before the kill, too
+        nodes.kill(victim)
+        killed = time.monotonic()
+        promoted_at = asyncio.ensure_future(promotion(nodes, replica, survivor))
+        # A change during the failover, on the master killed: acknowledged or refused, never lost.
+        await asyncio.sleep(0.5)
+        mover, before = await change(truths[doomed], 1, "S3")
+        promoted = await promoted_at
+        print(f"promoted {promoted - killed:.2f} s after the kill")
+        await settle_change(truths[doomed], mover, "S3", before)
         for w in spaces:
-            assert not await mismatch(cluster, w, truths[w], [0, 1])
-    # The feed of the promoted master works: a change there reaches every socket.
-    for node in (0, 1):
-        mover, before = await change(truths[doomed], node, f"S{4 + node}")
-        await settle_change(truths[doomed], mover, f"S{4 + node}", before)
-    await converge(cluster, doomed, truths[doomed], [0, 1], within=CONVERGED_WITHIN)
-    await poller.stop()
+            left = CONVERGED_WITHIN - (time.monotonic() - promoted)
+            await converge(cluster, w, truths[w], [0, 1], within=left)
+        took = time.monotonic() - promoted
+        print(f"cluster failover: every workspace converged {took:.2f} s after the promotion")
+        # And stays there: no node taken for dead after the promotion, no blip.
+        for _ in range(3):
+            await asyncio.sleep(1)
+            for w in spaces:
+                assert not await mismatch(cluster, w, truths[w], [0, 1])
+        # The feed of the promoted master works: a change there reaches every socket.
+        for node in (0, 1):
+            mover, before = await change(truths[doomed], node, f"S{4 + node}")
+            await settle_change(truths[doomed], mover, f"S{4 + node}", before)
+        await converge(cluster, doomed, truths[doomed], [0, 1], within=CONVERGED_WITHIN)
+        await poller.stop()
+    finally:
+        poller.cancel()  # stopped already unless something failed
     print(f"REST during and after: {poller.statuses}, slowest {poller.slowest:.2f} s")
     assert poller.statuses.get(200)
     assert poller.slowest < REST_WITHIN, f"a REST answer took {poller.slowest:.2f} s"

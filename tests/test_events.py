@@ -14,6 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from hub import errors
+from hub.cli import main
+from hub.client import HubClient, StreamClosed
 from tests.harness import ClusterThread, ServerThread, Viewer, eventually, new_client_id
 
 
@@ -277,3 +280,37 @@ async def test_a_plain_get_of_the_socket_path_answers_426(
     assert response.json()["error"] == "upgrade_required"
     message = response.json()["message"]
     assert "Upgrade" in message and "proxy" in message and "/events" in message
+
+
+async def test_the_python_client_and_hub_watch_over_the_event_stream(
+    make_server: Callable[..., ServerThread], capfd: pytest.CaptureFixture[str]
+) -> None:
+    server = make_server()
+    async with HubClient(server.url) as hub:
+        workspace = (await hub.create_workspace("/py-sse"))["id"]
+        async with hub.connect(workspace, transport="sse", ack_timeout=5) as stream:
+            assert stream.online == 1
+            seq = await stream.set_session("S1")
+            assert seq >= 1
+            async for update in stream:
+                if update.counts == {"S1": 1}:
+                    break
+            assert await stream.set_profile({"name": "Ada"}) >= seq
+            with pytest.raises(errors.InvalidProfile):
+                await stream.set_profile({"name": "x" * 2000})
+            # A watch opens a new stream that names the session: its list answers the call.
+            viewers = await stream.watch("S1")
+            assert viewers == [] and stream.totals["S1"] == (1, 1)
+            assert (await hub.presence(workspace))["counts"] == {"S1": 1}
+            code = await asyncio.to_thread(
+                main,
+                ["watch", server.url, "--workspace", workspace, "--transport", "sse",
+                 "--count", "1", "--json"],
+            )  # fmt: skip
+            assert code == 0
+            line = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+            assert line["online"] == 2 and line["counts"] == {"S1": 1}
+        with pytest.raises(StreamClosed) as refused:
+            async with hub.connect("nope", transport="sse"):
+                pass
+        assert refused.value.code == 4404

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from hub import errors
+from hub.auth import Auth
 from hub.cli import main
 from hub.client import HubClient, StreamClosed
 from tests.harness import ClusterThread, ServerThread, Viewer, eventually, new_client_id
@@ -314,3 +315,31 @@ async def test_the_python_client_and_hub_watch_over_the_event_stream(
             async with hub.connect("nope", transport="sse"):
                 pass
         assert refused.value.code == 4404
+
+
+async def test_tokens_grants_and_origins_are_checked_before_the_stream(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    auth = Auth("s" * 40)
+    server = make_server(auth_secret="s" * 40)
+    admin = {"Authorization": f"Bearer {auth.mint(['*'], admin=True)}"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=5, headers=admin) as http:
+        workspace = await new_workspace(http)
+    client = new_client_id()
+    path = f"/v1/workspaces/{workspace}/events?client_id={client}"
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+        assert (await http.get(path)).json()["error"] == "unauthorized"
+        other = auth.mint(["another"])
+        refused = await http.get(path, headers={"Authorization": f"Bearer {other}"})
+        assert (refused.status_code, refused.json()["error"]) == (403, "forbidden")
+        no_viewers = auth.mint([workspace], user="ana")
+        refused = await http.get(f"{path}&watch=S1&token={no_viewers}")
+        assert (refused.status_code, refused.json()["error"]) == (403, "forbidden")
+    # ?token= as EventSource sends it; an allowed page's origin gets the CORS headers.
+    origin = "http://127.0.0.1:5173"
+    async with stream(
+        server.url, workspace, client, f"&token={auth.mint([workspace], user='ana')}", Origin=origin
+    ) as events:
+        assert events.response.headers["access-control-allow-origin"] == origin
+        snapshot = await events.expect("snapshot")
+        assert (snapshot["online_users"], snapshot["client_id"]) == (1, client)

@@ -343,3 +343,14 @@ async def test_tokens_grants_and_origins_are_checked_before_the_stream(
         assert events.response.headers["access-control-allow-origin"] == origin
         snapshot = await events.expect("snapshot")
         assert (snapshot["online_users"], snapshot["client_id"]) == (1, client)
+
+
+async def test_the_426_is_logged_once_a_minute_not_per_request(
+    make_server: Callable[..., ServerThread], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server()
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+        for _ in range(3):
+            assert (await http.get("/v1/workspaces/w/ws")).status_code == 426
+    logged = [r for r in caplog.records if "Upgrade" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelname == "WARNING"

@@ -189,7 +189,9 @@ export class HubConnection extends EventTarget {
     /** @type {Map<string, ViewerList>} */
     this.lists = new Map();
     this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
-    this.EventSourceImpl = options.EventSource ?? globalThis.EventSource;
+    // A WebSocket of the caller's own (a fake hub) comes without an event stream unless one is given.
+    /** @type {any} */
+    this.EventSourceImpl = options.EventSource ?? (options.WebSocket ? undefined : globalThis.EventSource);
     /** @type {typeof fetch} */
     this.fetchImpl = options.fetch ?? ((url, init) => globalThis.fetch(url, init));
     this.storage = options.storage === undefined ? globalThis.sessionStorage : options.storage;

@@ -4,11 +4,15 @@ client exactly like a socket, its refusals as REST errors, and its ``close`` eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +22,7 @@ from hub import errors
 from hub.auth import Auth
 from hub.cli import main
 from hub.client import HubClient, StreamClosed
-from tests.harness import ClusterThread, ServerThread, Viewer, eventually, new_client_id
+from tests.harness import ClusterThread, HubProcess, ServerThread, Viewer, eventually, new_client_id
 
 
 class Events:
@@ -354,3 +358,30 @@ async def test_the_426_is_logged_once_a_minute_not_per_request(
             assert (await http.get("/v1/workspaces/w/ws")).status_code == 426
     logged = [r for r in caplog.records if "Upgrade" in r.getMessage()]
     assert len(logged) == 1 and logged[0].levelname == "WARNING"
+
+
+async def test_sigterm_ends_every_stream_with_1012_and_the_process_exits(tmp_path: Path) -> None:
+    """``hub serve`` (its own HTTP protocol) shuts down with streams open: each gets its
+    ``close`` event with 1012 at once, and the process exits cleanly, not held by them."""
+    hub = HubProcess(tmp_path / "hub.db")
+    try:
+        async with httpx.AsyncClient(base_url=hub.url) as http:
+            workspace = await new_workspace(http)
+        async with contextlib.AsyncExitStack() as stack:
+            streams = [
+                await stack.enter_async_context(stream(hub.url, workspace, new_client_id()))
+                for _ in range(5)
+            ]
+            for events in streams:
+                await events.expect("snapshot")
+            started = time.monotonic()
+            hub.proc.send_signal(signal.SIGTERM)
+            closes = await asyncio.gather(*(events.expect("close") for events in streams))
+            assert [c["code"] for c in closes] == [1012] * 5
+            assert time.monotonic() - started < 2
+        log = (await asyncio.to_thread(hub.proc.communicate, timeout=10))[0].decode()
+        assert hub.proc.returncode == 0 and "Traceback" not in log, log
+    finally:
+        if hub.proc.poll() is None:
+            hub.proc.kill()
+            hub.proc.communicate()

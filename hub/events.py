@@ -186,6 +186,31 @@ def event_writer(send: Send) -> EventWriter | None:
     return None
 
 
+def server_send(send: Send, depth: int = 6) -> Any:
+    """The server's own ``send`` behind ``send``: itself, or where a parent app's middleware
+    wrapped it (a mounted hub), the one its closures hold (None when none is found). Used
+    only to find the connection's protocol (its shutdown), never to write past a wrapper,
+    which may transform the body."""
+    seen: set[int] = set()
+    layer: list[Any] = [send]
+    for _ in range(depth):
+        found: list[Any] = []
+        for fn in layer:
+            owner = getattr(fn, "__self__", None)
+            if hasattr(owner, "transport") and hasattr(owner, "message_event"):
+                return fn
+            for cell in getattr(fn, "__closure__", None) or ():
+                try:
+                    value = cell.cell_contents
+                except ValueError:  # an empty cell
+                    continue
+                if callable(value) and id(value) not in seen:
+                    seen.add(id(value))
+                    found.append(value)
+        layer = found
+    return None
+
+
 class EventStream(Connection):
     """A Connection whose frames are SSE events of one HTTP response.
 
@@ -402,7 +427,7 @@ class EventRoute:
         if self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.keepalive, self._keepalive)
-        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        transport = getattr(getattr(server_send(send), "__self__", None), "transport", None)
         protocol = transport.get_protocol() if transport is not None else None
         shutdown: Callable[[], None] | None = getattr(protocol, "shutdown", None)
         if protocol is not None and shutdown is not None:

@@ -18,11 +18,22 @@ from typing import Any
 import httpx
 import pytest
 
-from hub import errors
+from hub import create_app, errors
 from hub.auth import Auth
 from hub.cli import main
 from hub.client import HubClient, StreamClosed
-from tests.harness import ClusterThread, HubProcess, ServerThread, Viewer, eventually, new_client_id
+from hub.settings import Settings
+from hub.testing import TEST_SETTINGS
+from tests.harness import (
+    ClusterThread,
+    HubProcess,
+    ServerThread,
+    Viewer,
+    app_thread,
+    eventually,
+    new_client_id,
+)
+from tests.test_mount import PARENTS, PREFIX
 
 
 class Events:
@@ -385,3 +396,32 @@ async def test_sigterm_ends_every_stream_with_1012_and_the_process_exits(tmp_pat
         if hub.proc.poll() is None:
             hub.proc.kill()
             hub.proc.communicate()
+
+
+@pytest.mark.parametrize("kind", ["starlette", "fastapi"])
+async def test_a_mounted_hub_streams_below_its_prefix_and_ends_them_on_shutdown(kind: str) -> None:
+    """Mounted in a Starlette or FastAPI app under plain uvicorn (the parent's middleware
+    wraps ``send``: the portable path): the stream counts, and the server's shutdown ends it
+    with 1012 instead of waiting for the client to leave."""
+    presence = create_app(Settings.from_env({}, **TEST_SETTINGS))
+    server = app_thread(PARENTS[kind](presence, True)).start()
+    try:
+        base = server.url + PREFIX
+        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+            workspace = (await http.post("/v1/workspaces", json={"path": "/m"})).json()["id"]
+            assert (await http.get(f"/v1/workspaces/{workspace}/ws")).status_code == 426
+            client = new_client_id()
+            async with stream(base, workspace, client) as events:
+                await events.expect("snapshot")
+                await http.post(
+                    f"/v1/workspaces/{workspace}/current-session?client_id={client}",
+                    json={"session_id": "S1"},
+                )
+                await events.until_counts({"S1": 1})
+                started = time.monotonic()
+                stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+                assert (await events.expect("close"))["code"] == 1012
+                await stopping
+                assert time.monotonic() - started < 3
+    finally:
+        server.stop()

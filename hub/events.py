@@ -20,6 +20,7 @@ dropped the ``Upgrade`` headers) is answered 426 here, with a message that says 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -384,6 +385,7 @@ class EventRoute:
         """One stream's life: check and join, start the response, wait for its end, leave."""
         request = HTTPConnection(scope)
         origin = request.headers.get("origin")
+        hooked: Any = None
         try:
             conn = await self._join(workspace_id, request, send)
         except PeerError as exc:
@@ -400,11 +402,14 @@ class EventRoute:
             # The first bytes: a comment, so the headers and the framing are under way.
             await send({"type": "http.response.body", "body": b": ok\n\n", "more_body": True})
             conn.open(event_writer(send))
-            self._opened(conn, send)
+            hooked = self._opened(conn, send)
             while (await receive())["type"] != "http.disconnect":
                 pass
         finally:
             self.streams.discard(conn)
+            if hooked is not None:  # a kept-alive connection's next request: not this stream
+                with contextlib.suppress(AttributeError):
+                    del hooked.shutdown
             await self.hub.leave(conn)
 
     async def _refuse(self, exc: PeerError, origin: str | None, send: Send) -> None:
@@ -420,9 +425,10 @@ class EventRoute:
         await send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _opened(self, conn: EventStream, send: Send) -> None:
+    def _opened(self, conn: EventStream, send: Send) -> Any:
         """Keep the stream for the keepalive, and close it with 1012 when the server shuts
-        down (uvicorn asks each connection's protocol to shut down, and then waits for it)."""
+        down (uvicorn asks each connection's protocol to shut down, and then waits for it):
+        the protocol whose ``shutdown`` was hooked, or None."""
         self.streams.add(conn)
         if self._timer is None:
             loop = asyncio.get_running_loop()
@@ -437,6 +443,8 @@ class EventRoute:
                 shutdown()
 
             protocol.shutdown = shutting_down
+            return protocol
+        return None
 
     def _keepalive(self) -> None:
         self._timer = None

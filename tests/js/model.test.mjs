@@ -272,3 +272,27 @@ test("over the event stream, setSession, setProfile and watch keep their promise
   assert.equal(hub.status, "closed");
   assert.equal(hub.closeCode, 4410);
 });
+
+test("the hour over, an event stream gives way to a WebSocket", async () => {
+  FakeEventSource.made = [];
+  const script = new Script({ attempts: [[{ snapshot: { seq: 2, online: 1, counts: {} } }]] });
+  const storage = new MemoryStorage();
+  storage.setItem("presence-hub.sse-until", Date.now() + 150);
+  const transports = [];
+  const hub = new HubConnection("http://h:1", {
+    workspaceId: "w", clientId: "c", WebSocket: script.socketClass(), EventSource: FakeEventSource,
+    storage, backoffBase: 5, backoffMax: 20,
+  });
+  script.hub = hub;
+  hub.addEventListener("transport", (e) => transports.push(e.detail.transport));
+  assert.equal(hub.transport, "sse");
+  const deadline = Date.now() + 3000;
+  while (hub.transport !== "websocket" || hub.status !== "open") {
+    assert.ok(Date.now() < deadline, `still ${hub.transport} ${hub.status}`);
+    await sleep(10);
+  }
+  assert.deepEqual(transports, ["websocket"]);
+  assert.ok(FakeEventSource.made[0].closed);
+  assert.equal(script.made, 1);
+  hub.close();
+});

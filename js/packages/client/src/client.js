@@ -194,11 +194,12 @@ export class HubConnection extends EventTarget {
     this.storage = options.storage === undefined ? globalThis.sessionStorage : options.storage;
     /** @type {"auto" | "websocket" | "sse"} */
     this.mode = options.transport ?? "auto";
-    /** @type {"websocket" | "sse"} the transport in use */
-    this.transport = "websocket";
-    this.transport = this.mode === "sse" || (this.mode === "auto" && this.remembered()) ? "sse" : "websocket";
-    this.failures = 0; // WebSockets in a row that dropped before they opened
     this.sseUntil = 0; // when the fallback ends, where there is no sessionStorage
+    /** @type {ReturnType<typeof setTimeout> | undefined} ends an event stream once the hour is over */
+    this.sseTimer = undefined;
+    /** @type {"websocket" | "sse"} the transport in use */
+    this.transport = this.mode === "sse" || (this.mode === "auto" && this.until() > 0) ? "sse" : "websocket";
+    this.failures = 0; // WebSockets in a row that dropped before they opened
     this.opened = false; // whether the current socket or stream opened
     /** @type {string[]} the sessions the current event stream watches */
     this.streamWatches = [];
@@ -286,13 +287,13 @@ export class HubConnection extends EventTarget {
     return query;
   }
 
-  /** Whether this tab fell back to the event stream within the last hour. */
-  remembered() {
+  /** How long (ms) this tab keeps to the event stream it fell back to; 0: not (any more). */
+  until() {
     let until = this.sseUntil;
     try {
       until = Math.max(until, Number(this.storage?.getItem(SSE_KEY)) || 0);
     } catch {}
-    return until > Date.now();
+    return Math.max(0, until - Date.now());
   }
 
   /** @param {"websocket" | "sse"} transport */
@@ -304,7 +305,7 @@ export class HubConnection extends EventTarget {
 
   open() {
     this.attempts += 1;
-    if (this.mode === "auto") this.setTransport(this.remembered() ? "sse" : "websocket");
+    if (this.mode === "auto") this.setTransport(this.until() > 0 ? "sse" : "websocket");
     if (!this.getToken) {
       this.dial();
       return;
@@ -339,6 +340,10 @@ export class HubConnection extends EventTarget {
     this.socket = source;
     this.streamWatches = [...this.watching.keys()];
     const mine = () => this.socket === source;
+    // The hour over, a WebSocket is tried again (a reconnect, as after a 1001).
+    clearTimeout(this.sseTimer);
+    const left = this.mode === "auto" ? this.until() : 0;
+    if (left > 0) this.sseTimer = setTimeout(() => mine() && (source.close(), this.closed(1001)), left + 10);
     for (const type of EVENTS) {
       source.addEventListener(type, (/** @type {any} */ e) => mine() && this.receive(JSON.parse(e.data)));
     }
@@ -595,6 +600,7 @@ export class HubConnection extends EventTarget {
   close() {
     if (this.status === "closed") return;
     this.stopped = true;
+    clearTimeout(this.sseTimer);
     const socket = this.socket;
     if (socket) {
       socket.onclose = socket.onmessage = socket.onerror = null;

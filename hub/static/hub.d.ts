@@ -40,6 +40,8 @@ export const FINAL_CLOSE_CODES: Set<number>;
 export const BACKOFF_BASE_MS: number;
 export const BACKOFF_MAX_MS: number;
 export const ACK_TIMEOUT_MS: number;
+/** how long a tab keeps to the event stream after WebSockets failed to open */
+export const SSE_REMEMBER_MS: number;
 
 /** Why a setSession promise was rejected (see docs/clients.md). */
 export class HubError extends Error {
@@ -81,6 +83,13 @@ export interface ConnectOptions {
   /** this user's profile, sent on every connect */
   profile?: Profile;
   WebSocket?: typeof WebSocket;
+  /** "auto" (default): WebSockets, and the event stream (SSE) when they cannot open */
+  transport?: Transport | "auto";
+  EventSource?: typeof EventSource;
+  /** for commands over REST while on the event stream */
+  fetch?: typeof fetch;
+  /** where the fallback is remembered (default sessionStorage; null: in memory only) */
+  storage?: Storage | null;
   /** milliseconds; defaults BACKOFF_BASE_MS, BACKOFF_MAX_MS, ACK_TIMEOUT_MS */
   backoffBase?: number;
   backoffMax?: number;
@@ -88,6 +97,7 @@ export interface ConnectOptions {
 }
 
 export type Status = "connecting" | "open" | "reconnecting" | "closed";
+export type Transport = "websocket" | "sse";
 
 export class HubConnection extends EventTarget {
   constructor(url: string, options: ConnectOptions);
@@ -95,6 +105,8 @@ export class HubConnection extends EventTarget {
   static first: HubConnection | null;
   /** "connecting" until the first snapshot, "open", "reconnecting" after a drop, "closed" */
   readonly status: Status;
+  /** the transport in use: "websocket", or "sse" (the event stream) */
+  readonly transport: Transport;
   readonly url: string;
   readonly workspaceId: string;
   readonly clientId: string;
@@ -126,6 +138,10 @@ export class HubConnection extends EventTarget {
   addEventListener(
     type: "status",
     listener: (event: CustomEvent<{ status: Status }>) => void,
+  ): void;
+  addEventListener(
+    type: "transport",
+    listener: (event: CustomEvent<{ transport: Transport }>) => void,
   ): void;
   addEventListener(
     type: "closed",

@@ -44,6 +44,13 @@ export class HubError extends Error {
   }
 }
 
+/** How long a tab keeps to the event stream after WebSockets failed to open (then tries again). */
+export const SSE_REMEMBER_MS = 3600000;
+const SSE_KEY = "presence-hub.sse-until";
+/** The close code of an event stream refused with an HTTP status (EventSource cannot read it). */
+const REFUSED = { 400: 4400, 401: 4401, 403: 4403, 404: 4404, 410: 4410 };
+const EVENTS = ["snapshot", "counts", "session", "viewers", "viewers_diff"];
+
 /** Close codes after which reconnecting cannot help (docs/clients.md, "Which endings are final"). */
 export const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4400, 4401, 4403, 4404, 4410]);
 
@@ -142,7 +149,8 @@ export function tabClientId(storage = globalThis.sessionStorage) {
 /**
  * A live presence connection; dispatches "change" after every applied frame, "status" when
  * `status` changes, "session" for session records, "viewers" (detail: { sessionId, total,
- * anonymous, viewers }) when a watched session's viewers change, and "closed" (detail:
+ * anonymous, viewers }) when a watched session's viewers change, "transport" (detail:
+ * { transport }) when it switches between "websocket" and "sse", and "closed" (detail:
  * { code }) when it stops for good.
  */
 export class HubConnection extends EventTarget {
@@ -154,8 +162,11 @@ export class HubConnection extends EventTarget {
    * @param {{ workspaceId: string, clientId?: string, token?: string,
    *           getToken?: () => string | Promise<string>, userId?: string,
    *           profile?: Record<string, any>, WebSocket?: typeof WebSocket,
+   *           transport?: "auto" | "websocket" | "sse", EventSource?: typeof EventSource,
+   *           fetch?: typeof fetch, storage?: Storage | null,
    *           backoffBase?: number, backoffMax?: number, ackTimeout?: number }} options
-   *           (durations in milliseconds)
+   *           (durations in milliseconds). `transport`: "auto" (the default) uses WebSockets,
+   *           and the event stream when they cannot open (docs/clients.md)
    */
   constructor(url, options) {
     super();
@@ -175,6 +186,25 @@ export class HubConnection extends EventTarget {
     /** @type {Map<string, ViewerList>} */
     this.lists = new Map();
     this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
+    // A WebSocket of the caller's own (a fake hub) comes without an event stream unless one is given.
+    /** @type {any} */
+    this.EventSourceImpl = options.EventSource ?? (options.WebSocket ? undefined : globalThis.EventSource);
+    /** @type {typeof fetch} */
+    this.fetchImpl = options.fetch ?? ((url, init) => globalThis.fetch(url, init));
+    this.storage = options.storage === undefined ? globalThis.sessionStorage : options.storage;
+    /** @type {"auto" | "websocket" | "sse"} */
+    this.mode = options.transport ?? "auto";
+    this.sseUntil = 0; // when the fallback ends, where there is no sessionStorage
+    /** @type {ReturnType<typeof setTimeout> | undefined} ends an event stream once the hour is over */
+    this.sseTimer = undefined;
+    /** @type {"websocket" | "sse"} the transport in use */
+    this.transport = this.mode === "sse" || (this.mode === "auto" && this.until() > 0) ? "sse" : "websocket";
+    this.failures = 0; // WebSockets in a row that dropped before they opened
+    this.opened = false; // whether the current socket or stream opened
+    /** @type {string[]} the sessions the current event stream watches */
+    this.streamWatches = [];
+    /** @type {Map<string, number>} the ref of a watch() waiting for its stream's viewers event */
+    this.watchRefs = new Map();
     this.backoffBase = options.backoffBase ?? BACKOFF_BASE_MS;
     this.backoffMax = options.backoffMax ?? BACKOFF_MAX_MS;
     this.ackTimeout = options.ackTimeout ?? ACK_TIMEOUT_MS;
@@ -193,7 +223,7 @@ export class HubConnection extends EventTarget {
     this.pending = new Map();
     /** @type {Set<() => void>} calls waiting for a live socket */
     this.waiting = new Set();
-    /** @type {WebSocket | null} */
+    /** @type {any} the WebSocket or the EventSource */
     this.socket = null;
     /** @type {"connecting" | "open" | "reconnecting" | "closed"} */
     this.status = "connecting";
@@ -235,15 +265,47 @@ export class HubConnection extends EventTarget {
   }
 
   get socketUrl() {
-    const base = this.url.replace(/^http/, "ws");
+    return `${this.base.replace(/^http/, "ws")}/ws?${this.query()}`;
+  }
+
+  /** The event stream's URL: the same query, and the sessions watched (`watch=`). */
+  get eventsUrl() {
+    const query = this.query();
+    const watches = [...this.watching.keys()].slice(0, 8);
+    if (watches.length) query.set("watch", watches.join(","));
+    return `${this.base}/events?${query}`;
+  }
+
+  get base() {
+    return `${this.url}/v1/workspaces/${encodeURIComponent(this.workspaceId)}`;
+  }
+
+  query() {
     const query = new URLSearchParams({ client_id: this.clientId });
     if (this.userId) query.set("user_id", this.userId);
     if (this.token) query.set("token", this.token);
-    return `${base}/v1/workspaces/${encodeURIComponent(this.workspaceId)}/ws?${query}`;
+    return query;
+  }
+
+  /** How long (ms) this tab keeps to the event stream it fell back to; 0: not (any more). */
+  until() {
+    let until = this.sseUntil;
+    try {
+      until = Math.max(until, Number(this.storage?.getItem(SSE_KEY)) || 0);
+    } catch {}
+    return Math.max(0, until - Date.now());
+  }
+
+  /** @param {"websocket" | "sse"} transport */
+  setTransport(transport) {
+    if (this.transport === transport) return;
+    this.transport = transport;
+    this.dispatchEvent(new CustomEvent("transport", { detail: { transport } }));
   }
 
   open() {
     this.attempts += 1;
+    if (this.mode === "auto") this.setTransport(this.until() > 0 ? "sse" : "websocket");
     if (!this.getToken) {
       this.dial();
       return;
@@ -262,17 +324,63 @@ export class HubConnection extends EventTarget {
   }
 
   dial() {
+    this.opened = false;
+    if (this.transport === "sse") return this.stream();
     const socket = new this.WebSocketImpl(this.socketUrl);
     this.socket = socket;
-    socket.onmessage = (event) => this.receive(JSON.parse(event.data));
-    socket.onclose = (event) => this.socket === socket && this.closed(event.code);
+    socket.onopen = () => (this.opened = true);
+    socket.onmessage = (/** @type {MessageEvent} */ event) => this.receive(JSON.parse(event.data));
+    socket.onclose = (/** @type {CloseEvent} */ event) => this.socket === socket && this.closed(event.code);
+  }
+
+  /** Open the event stream: each event is a frame; `close` carries the code a socket had. */
+  stream() {
+    const url = this.eventsUrl;
+    const source = new this.EventSourceImpl(url);
+    this.socket = source;
+    this.streamWatches = [...this.watching.keys()];
+    const mine = () => this.socket === source;
+    // The hour over, a WebSocket is tried again (a reconnect, as after a 1001).
+    clearTimeout(this.sseTimer);
+    const left = this.mode === "auto" ? this.until() : 0;
+    if (left > 0) this.sseTimer = setTimeout(() => mine() && (source.close(), this.closed(1001)), left + 10);
+    for (const type of EVENTS) {
+      source.addEventListener(type, (/** @type {any} */ e) => mine() && this.receive(JSON.parse(e.data)));
+    }
+    source.addEventListener("close", (/** @type {any} */ e) => {
+      source.close();
+      if (mine()) this.closed(JSON.parse(e.data).code);
+    });
+    source.onerror = () => {
+      source.close();
+      if (!mine()) return;
+      if (this.opened) return this.closed(1006);
+      // Refused before it started: the status says why (EventSource cannot read it).
+      this.socket = null;
+      this.fetchImpl(url).then(
+        (/** @type {Response} */ r) => (r.body?.cancel(), /** @type {any} */ (REFUSED)[r.status] ?? 1006),
+        () => 1006,
+      ).then((/** @type {number} */ code) => this.socket === null && !this.stopped && this.closed(code));
+    };
+  }
+
+  /** Open the event stream again (its watches change). */
+  restream() {
+    if (this.transport !== "sse" || this.stopped || !this.socket) return;
+    this.socket?.close();
+    this.dial();
   }
 
   /** @param {any} frame */
   receive(frame) {
+    if (frame.type === "viewers" && frame.ref === undefined) {
+      frame.ref = this.watchRefs.get(frame.session_id);
+      this.watchRefs.delete(frame.session_id);
+    }
     if (frame.type === "snapshot") {
       this.attempt = 0;
-      this.live = true;
+      this.failures = 0;
+      this.opened = this.live = true;
       this.setStatus("open");
       if (this.session && this.waiting.size === 0) {
         this.send({ type: "set_session", session_id: this.session });
@@ -321,6 +429,16 @@ export class HubConnection extends EventTarget {
       : new HubError("connection_lost", "the socket dropped before the hub answered");
     for (const call of this.pending.values()) call.reject(error);
     this.pending.clear();
+    // WebSockets that cannot open (dropped before the open, twice in a row: a proxy that answers
+    // the handshake without a 101, say): the event stream, remembered for this tab for an hour.
+    if (!final && code === 1006 && !this.opened && this.mode === "auto" && this.transport === "websocket" && this.EventSourceImpl && ++this.failures >= 2) {
+      this.sseUntil = Date.now() + SSE_REMEMBER_MS;
+      try {
+        this.storage?.setItem(SSE_KEY, String(this.sseUntil));
+      } catch {}
+      this.failures = 0;
+      this.setTransport("sse");
+    }
     if (final) {
       this.stopped = true;
       this.closeCode = code;
@@ -335,9 +453,40 @@ export class HubConnection extends EventTarget {
     setTimeout(() => this.stopped || this.open(), delay);
   }
 
-  /** @param {object} frame */
+  /** @param {any} frame */
   send(frame) {
+    if (this.transport === "sse") return this.rest(frame);
     if (this.socket && this.socket.readyState === 1) this.socket.send(JSON.stringify(frame));
+  }
+
+  /**
+   * A frame over the event stream's transport: set_session and set_profile by REST (answered
+   * as an ack or an error with the frame's ref), a watch by a new stream that names it.
+   * @param {any} frame
+   */
+  rest(frame) {
+    const { type, ref, session_id } = frame;
+    if (type === "watch") {
+      if (ref === undefined) return;
+      this.watchRefs.set(session_id, ref);
+      if (!this.streamWatches.includes(session_id) || this.lists.has(session_id)) this.restream();
+      return;
+    }
+    const profile = type === "set_profile";
+    if (!profile && type !== "set_session") return; // unwatch: the next stream leaves it out
+    const client = encodeURIComponent(this.clientId);
+    const url = profile ? `${this.base}/clients/${client}/profile` : `${this.base}/current-session?client_id=${client}`;
+    /** @type {Record<string, string>} */
+    const headers = { "content-type": "application/json" };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    const body = JSON.stringify(profile ? frame.profile : { session_id });
+    const answer = (/** @type {any} */ f) => ref !== undefined && this.receive({ ...f, ref });
+    this.fetchImpl(url, { method: profile ? "PUT" : "POST", headers, body })
+      .then(async (/** @type {Response} */ r) => {
+        const data = await r.json();
+        answer(r.ok ? { type: "ack", seq: data.seq } : { type: "error", code: data.error, message: data.message });
+      })
+      .catch(() => answer({ type: "error", code: "connection_lost", message: "the request failed" }));
   }
 
   /**
@@ -408,6 +557,7 @@ export class HubConnection extends EventTarget {
       this.watching.delete(sessionId);
       this.lists.delete(sessionId);
       this.send({ type: "unwatch", session_id: sessionId });
+      this.watchRefs.delete(sessionId);
     }, 0);
   }
 
@@ -450,9 +600,10 @@ export class HubConnection extends EventTarget {
   close() {
     if (this.status === "closed") return;
     this.stopped = true;
+    clearTimeout(this.sseTimer);
     const socket = this.socket;
     if (socket) {
-      socket.onclose = socket.onmessage = null;
+      socket.onclose = socket.onmessage = socket.onerror = null;
       socket.close(1000);
     }
     this.closed(1000); // now, not when the socket's close event comes (or while backing off)

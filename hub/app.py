@@ -145,7 +145,8 @@ def create_app(settings: Settings) -> Starlette:
         )
         metrics.watch_webhooks(webhooks.stats)
     services = Services(settings, backend, store, hub)
-    auth = Auth(settings.auth_secret)
+    auth = Auth.from_settings(settings)
+    hub.auth = auth  # for the refresh frames of live streams
     rest = Rest(hub, backend, store, settings.max_body_bytes, auth)
     RedactTokens.install()
 
@@ -153,6 +154,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         try:
+            await auth.start()
             await hub.start()
             log.info(
                 "presence: %s; sessions: %s",
@@ -167,6 +169,7 @@ def create_app(settings: Settings) -> Starlette:
                 if webhooks is not None:
                     await webhooks.close()
                 await hub.close()
+                await auth.close()
         finally:
             await store.close()
 

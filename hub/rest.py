@@ -200,14 +200,17 @@ class Rest:
             raise BadRequest("request body must be a JSON object")
         return body
 
-    def _grant(self, request: Request) -> Grant:
+    async def _grant(self, request: Request) -> Grant:
         """Who is asking (401 when auth is on and the token is missing or not valid)."""
-        return self.auth.verify(token_from(request.headers, request.query_params))
+        return await self.auth.authenticate(token_from(request.headers, request.query_params))
 
-    async def _workspace(self, request: Request, grant: Grant) -> Workspace:
-        """The path's workspace: 403 when the grant does not cover it, then 404."""
+    async def _workspace(
+        self, request: Request, grant: Grant, client_id: str | None = None
+    ) -> Workspace:
+        """The path's workspace: 403 when the grant does not cover it (or the authorization
+        hook denies it; 503 when the hook does not answer), then 404."""
         workspace_id = request.path_params["workspace_id"]
-        grant.check_workspace(workspace_id)
+        await self.auth.authorize(grant, workspace_id, client_id)
         workspace = await self.store.get_workspace(workspace_id)
         if workspace is None:
             raise WorkspaceNotFound(f"workspace {workspace_id[:64]!r} not found")
@@ -260,12 +263,12 @@ class Rest:
 
     async def metrics(self, request: Request) -> Response:
         """Prometheus exposition (admin when auth is on)."""
-        self._grant(request).check_admin()
+        (await self._grant(request)).check_admin()
         return Response(self.hub.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def stats(self, request: Request) -> Response:
         """What this process holds, for operators and leak checks (admin)."""
-        self._grant(request).check_admin()
+        (await self._grant(request)).check_admin()
         return json_response(
             {
                 "sockets": self.hub.sockets,
@@ -296,7 +299,7 @@ class Rest:
         A token limited to some workspaces may only reach an existing one of them by its path:
         it cannot create a workspace whose id it does not know yet.
         """
-        grant = self._grant(request)
+        grant = await self._grant(request)
         body = await self._body(request)
         _check_fields(body, {"path", "client_id"})
         if "path" not in body:
@@ -315,7 +318,7 @@ class Rest:
             existing = await self.store.find_workspace(path)
             if existing is None:
                 raise Forbidden("creating a workspace needs a token for every workspace")
-            grant.check_workspace(existing.id)
+            await self.auth.authorize(grant, existing.id, client_id)
         if client_id is not None and await self.backend.is_retired(client_id):
             raise ClientRetired(f"client {client_id} is retired")
         workspace = await self.store.create_workspace(path)
@@ -326,16 +329,16 @@ class Rest:
         return json_response(await self._workspace_json(workspace))
 
     async def list_workspaces(self, request: Request) -> Response:
-        self._grant(request).check_admin()
+        (await self._grant(request)).check_admin()
         workspaces = await self.store.list_workspaces()
         return json_response([await self._workspace_json(w) for w in workspaces])
 
     async def get_workspace(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         return json_response(await self._workspace_json(workspace))
 
     async def delete_workspace(self, request: Request) -> Response:
-        grant = self._grant(request)
+        grant = await self._grant(request)
         grant.check_admin()
         workspace = await self._workspace(request, grant)
         # Presence first: with it unreachable (503) nothing is deleted and the call can be
@@ -347,7 +350,7 @@ class Rest:
         return Response(status_code=204)
 
     async def list_claims(self, request: Request) -> Response:
-        grant = self._grant(request)
+        grant = await self._grant(request)
         grant.check_admin()
         workspace = await self._workspace(request, grant)
         claims = await self.backend.claims(workspace.id)
@@ -365,25 +368,25 @@ class Rest:
         )
 
     async def release(self, request: Request) -> Response:
-        grant = self._grant(request)
+        grant = await self._grant(request)
         client_id = check_client_id(request.path_params["client_id"])
         grant.check_client(client_id)
-        workspace = await self._workspace(request, grant)
+        workspace = await self._workspace(request, grant, client_id)
         await self.backend.release(workspace.id, client_id)
         return Response(status_code=204)
 
     async def retire(self, request: Request) -> Response:
-        grant = self._grant(request)
+        grant = await self._grant(request)
         client_id = check_client_id(request.path_params["client_id"])
         grant.check_admin()
         await self.backend.retire(client_id)  # its sockets close with 4410
         return Response(status_code=204)
 
     async def set_current_session(self, request: Request) -> Response:
-        grant = self._grant(request)
+        grant = await self._grant(request)
         client_id = check_client_id(request.query_params.get("client_id"))
         grant.check_client(client_id)
-        workspace = await self._workspace(request, grant)
+        workspace = await self._workspace(request, grant, client_id)
         body = await self._body(request)
         _check_fields(body, {"session_id"})
         if "session_id" not in body:
@@ -393,7 +396,7 @@ class Rest:
         return json_response({"seq": seq})
 
     async def presence(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         snapshot = await self.backend.snapshot(workspace.id)
         return json_response(
             {
@@ -408,12 +411,14 @@ class Rest:
 
     async def viewers(self, request: Request) -> Response:
         """Who views a session (PROTOCOL.md section 5): needs the viewers scope with auth on."""
-        grant = self._grant(request)
+        grant = await self._grant(request)
         query = request.query_params
         if "session_id" not in query:
             raise BadRequest("query parameter 'session_id' is required ('' for none)")
         session_id = check_session_id(query["session_id"])
         limit = check_limit(query.get("limit"))
+        # The hook's scopes count too (answered once, then cached for _workspace).
+        grant = await self.auth.authorize(grant, request.path_params["workspace_id"])
         grant.check_viewers()
         workspace = await self._workspace(request, grant)
         found = await self.backend.viewers(workspace.id, session_id, limit)
@@ -429,13 +434,13 @@ class Rest:
         )
 
     async def list_sessions(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         sessions = await self.store.list_sessions(workspace.id)
         snapshot = await self.backend.snapshot(workspace.id)
         return json_response([session_json(s, snapshot) for s in sessions])
 
     async def create_session(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         body = await self._body(request)
         _check_fields(body, {"id", "title", "parent_session_id"})
         title = ""
@@ -464,12 +469,12 @@ class Rest:
         return json_response(data, 201)
 
     async def get_session(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         session = await self._session(request, workspace)
         return json_response(await self._session_json(session))
 
     async def update_session(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         session_id = self._path_session_id(request)
         body = await self._body(request)
         _check_fields(body, SESSION_FIELDS.keys())
@@ -484,7 +489,7 @@ class Rest:
         return json_response(data)
 
     async def delete_session(self, request: Request) -> Response:
-        workspace = await self._workspace(request, self._grant(request))
+        workspace = await self._workspace(request, await self._grant(request))
         session_id = self._path_session_id(request)
         session = await self.store.delete_session(workspace.id, session_id)
         if session is None:

@@ -505,3 +505,25 @@ async def test_the_hub_refuses_with_unavailable_not_allow(hook: Hook, provider: 
         await without.close()
     finally:
         await auth.close()
+
+
+async def test_the_python_client_refreshes_a_live_stream_from_its_token_provider(
+    make_server: MakeServer, provider: Provider
+) -> None:
+    server = provider_server(make_server, provider)
+    admin = provider.token(ws="*", scope="admin")
+    async with httpx.AsyncClient(base_url=server.url, headers=bearer(admin)) as http:
+        w = (await http.post("/v1/workspaces", json={"path": "/client"})).json()["id"]
+    made: list[float] = []
+
+    async def fresh() -> str:  # an async provider, as an app's would be
+        made.append(time.time())
+        return provider.token("ec-1", ws=[w], ttl=2)
+
+    async with HubClient(server.url, token=fresh) as client:
+        async with client.connect(w) as stream:
+            await asyncio.sleep(4.5)  # two expiries and more
+            assert await stream.set_session("S1") >= 1
+            assert stream.attempts == 1  # refreshed, never closed
+            assert len(made) >= 3
+        assert (await client.presence(w))["workspace_id"] == w  # REST asks the provider too

@@ -58,12 +58,24 @@ export function backoffDelay(
   random?: () => number,
 ): number;
 export function isFinal(code: number): boolean;
+/** the close reason (with 4401) after which a client reconnects once with a fresh token */
+export const TOKEN_EXPIRED: string;
+export const REFRESH_LEAD_MAX_MS: number;
+/** a JWT's exp in milliseconds, unverified; null when there is none */
+export function tokenExpiry(token: string | undefined): number | null;
+/** milliseconds until a token expiring at expMs is refreshed */
+export function refreshDelay(expMs: number, now?: number): number;
 export function tabClientId(storage?: Storage): string;
 
 export interface ConnectOptions {
   workspaceId: string;
   clientId?: string;
   token?: string;
+  /**
+   * a fresh token on each call (e.g. from the app's identity provider): called before each
+   * connect, and before the token's exp to send it in a refresh frame
+   */
+  getToken?: () => string | Promise<string>;
   /** the user this client belongs to with auth off (with auth on, the token's user claim) */
   userId?: string;
   /** this user's profile, sent on every connect */

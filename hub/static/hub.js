@@ -47,6 +47,37 @@ export class HubError extends Error {
 /** Close codes after which reconnecting cannot help (PROTOCOL.md section 4). */
 export const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4400, 4401, 4403, 4404, 4410]);
 
+/** The reason of the one close 4401 after which a client reconnects with a fresh token. */
+export const TOKEN_EXPIRED = "token expired";
+/** A live socket refreshes its token half way to exp, and at most this long before it. */
+export const REFRESH_LEAD_MAX_MS = 60000;
+
+/**
+ * A JWT's exp in milliseconds, read without verifying it (the hub verifies); null when the
+ * token is not a JWT or has no numeric exp.
+ * @param {string | undefined} token
+ * @returns {number | null}
+ */
+export function tokenExpiry(token) {
+  try {
+    const body = String(token).split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(body.padEnd(body.length + ((4 - (body.length % 4)) % 4), "="))).exp;
+    return typeof exp === "number" ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Milliseconds from now until a token expiring at expMs is refreshed: half way there, and at
+ * most REFRESH_LEAD_MAX_MS before it.
+ * @param {number} expMs @param {number} [now]
+ */
+export function refreshDelay(expMs, now = Date.now()) {
+  const remaining = expMs - now;
+  return Math.max(0, remaining - Math.min(REFRESH_LEAD_MAX_MS, remaining / 2));
+}
+
 /** @returns {Presence} */
 export function emptyPresence() {
   return { seq: -1, online: 0, counts: {}, users: {}, onlineUsers: 0 };
@@ -144,10 +175,12 @@ export function tabClientId(storage = globalThis.sessionStorage) {
 export class HubConnection extends EventTarget {
   /**
    * @param {string} url the hub's base URL (http or https)
-   * @param {{ workspaceId: string, clientId?: string, token?: string, userId?: string,
+   * @param {{ workspaceId: string, clientId?: string, token?: string,
+   *           getToken?: () => string | Promise<string>, userId?: string,
    *           profile?: Record<string, any>, WebSocket?: typeof WebSocket,
    *           backoffBase?: number, backoffMax?: number, ackTimeout?: number }} options
-   *           (durations in milliseconds)
+   *           (durations in milliseconds; getToken is called before each connect and
+   *           before the token's exp, to send it in a refresh frame)
    */
   constructor(url, options) {
     super();
@@ -155,6 +188,11 @@ export class HubConnection extends EventTarget {
     this.workspaceId = options.workspaceId;
     this.clientId = options.clientId ?? tabClientId();
     this.token = options.token;
+    /** @type {(() => string | Promise<string>) | undefined} a fresh token, each call */
+    this.getToken = options.getToken;
+    this.expiredOnce = false; // closed 4401 "token expired" since the last snapshot
+    /** @type {ReturnType<typeof setTimeout> | undefined} the planned refresh */
+    this.refreshTimer = undefined;
     /** the user this client belongs to, with auth off (with auth on: the token's) */
     this.userId = options.userId;
     /** @type {Record<string, any> | null} this user's profile; said again after a reconnect */
@@ -224,10 +262,41 @@ export class HubConnection extends EventTarget {
 
   open() {
     this.attempts += 1;
+    if (!this.getToken) return this.connectSocket();
+    // A fresh token first; a provider that fails counts as a dropped attempt (backoff).
+    Promise.resolve().then(this.getToken).then(
+      (token) => {
+        if (this.stopped) return;
+        this.token = token;
+        this.connectSocket();
+      },
+      () => this.stopped || this.closed(1006),
+    );
+  }
+
+  connectSocket() {
     const socket = new this.WebSocketImpl(this.socketUrl);
     this.socket = socket;
     socket.onmessage = (event) => this.receive(JSON.parse(event.data));
-    socket.onclose = (event) => this.closed(event.code);
+    socket.onclose = (event) => this.closed(event.code, event.reason);
+  }
+
+  /** Plan a refresh frame with a fresh token before this token's exp (with getToken). */
+  planRefresh() {
+    clearTimeout(this.refreshTimer);
+    const exp = this.getToken ? tokenExpiry(this.token) : null;
+    if (exp === null) return;
+    this.refreshTimer = setTimeout(async () => {
+      let token;
+      try {
+        token = await this.getToken();
+        await this.ask(() => ({ type: "refresh", token }));
+      } catch {
+        return; // refused or unanswered: the hub closes 4401 "token expired", we reconnect
+      }
+      this.token = token;
+      this.planRefresh();
+    }, refreshDelay(exp));
   }
 
   /** @param {any} frame */
@@ -235,6 +304,8 @@ export class HubConnection extends EventTarget {
     if (frame.type === "snapshot") {
       this.attempt = 0;
       this.live = true;
+      this.expiredOnce = false;
+      this.planRefresh();
       if (this.session && this.waiting.size === 0) {
         this.send({ type: "set_session", session_id: this.session });
       }
@@ -272,11 +343,15 @@ export class HubConnection extends EventTarget {
     }
   }
 
-  /** @param {number} code */
-  closed(code) {
+  /** @param {number} code @param {string} [reason] */
+  closed(code, reason) {
     this.socket = null;
     this.live = false;
-    const final = this.stopped || isFinal(code);
+    clearTimeout(this.refreshTimer);
+    // Its token expired: once, a new connection with a fresh token; a second 4401 is final.
+    const renew = code === 4401 && reason === TOKEN_EXPIRED && !this.expiredOnce;
+    if (renew) this.expiredOnce = true;
+    const final = this.stopped || (isFinal(code) && !renew);
     const error = final
       ? new HubError("closed", `the hub closed the connection for good: ${code}`, code)
       : new HubError("connection_lost", "the socket dropped before the hub answered");
@@ -401,6 +476,7 @@ export class HubConnection extends EventTarget {
 
   close() {
     this.stopped = true;
+    clearTimeout(this.refreshTimer);
     this.socket?.close(1000);
   }
 }
@@ -419,7 +495,8 @@ function quiet(promise) {
 
 /**
  * @param {string} url
- * @param {{ workspaceId: string, clientId?: string, token?: string, userId?: string,
+ * @param {{ workspaceId: string, clientId?: string, token?: string,
+ *           getToken?: () => string | Promise<string>, userId?: string,
  *           profile?: Record<string, any> }} options
  */
 export function connect(url, options) {

@@ -1,8 +1,11 @@
-"""Who may do what: HS256 tokens (PyJWT), browser origins, and keeping tokens out of logs.
+"""Who may do what: tokens (PyJWT), browser origins, and keeping tokens out of logs.
 
-With ``HUB_AUTH_SECRET`` unset the hub is open and every request gets :data:`OPEN`, a grant for
-everything. With it set, every REST call and WebSocket handshake needs a token, signed with the
-secret, with these claims:
+With no ``HUB_AUTH_SECRET``, ``HUB_AUTH_JWKS_URL`` or ``HUB_AUTH_PUBLIC_KEY`` the hub is open
+and every request gets :data:`OPEN`, a grant for everything. Otherwise every REST call and
+WebSocket handshake needs a token of one of two kinds.
+
+The hub's own tokens, HS256, signed with one of the secrets of ``HUB_AUTH_SECRET`` (a
+comma-separated list: the first signs, every one verifies), with these claims:
 
     exp    expiry (required)
     ws     a list of workspace ids, or "*" for all
@@ -14,9 +17,18 @@ secret, with these claims:
            only source of a user with auth on (``?user_id=`` is then ignored)
     profile optional: a JSON object of at most 1024 bytes, the user's profile on connect
 
+An identity provider's tokens (RS*/PS*/ES*/EdDSA), verified with the keys of
+:mod:`hub.keys` looked up by (issuer, ``kid``), the algorithm taken from the key; ``iss`` and
+``aud`` checked against the settings; the user, the workspace grant and the scopes read from
+the claims the settings name (``sub``, ``ws``, ``scope`` by default). A provider token without
+a workspace grant asks the application's authorization hook (:class:`AuthCheck`) per
+workspace. Every refusal is a :class:`TokenRefused` naming its cause, logged once a minute per
+cause.
+
 Checks run in this order, so an unauthenticated caller learns nothing and nothing changes
 before they pass: the token (401 / close 4401), then the ids' syntax (400 / 4400), then the
-grant (403 / 4403), then existence (404 / 4404).
+grant (403 / 4403; the hook: 403, or 503 / 1013 when it does not answer), then existence
+(404 / 4404).
 """
 
 from __future__ import annotations

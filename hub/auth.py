@@ -349,6 +349,8 @@ class Auth:
         except jwt.PyJWTError:
             raise TokenRefused("malformed", "the token is not a well-formed JWT") from None
         alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise TokenRefused("malformed", "the token's header has no algorithm (alg)")
         if alg == self.ALGORITHM and self.secrets:
             return self._verify_secret(token)
         if alg in PUBLIC_ALGORITHMS and (self.public_keys or self.jwks):
@@ -412,10 +414,10 @@ class Auth:
         except jwt.PyJWTError:
             raise TokenRefused("malformed", "the token is not a well-formed JWT") from None
         issuer = unverified.get("iss")
-        if self.issuers and issuer not in self.issuers:
-            raise TokenRefused("issuer", f"the token's issuer {_shown(issuer)} is not accepted")
         if issuer is not None and not isinstance(issuer, str):
             raise TokenRefused("issuer", "the token's issuer (iss) must be a string")
+        if self.issuers and issuer not in self.issuers:
+            raise TokenRefused("issuer", f"the token's issuer {_shown(issuer)} is not accepted")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise TokenRefused("malformed", "the token's kid must be a string")

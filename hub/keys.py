@@ -71,12 +71,12 @@ def _jwk_algorithms(jwk: Mapping[str, Any]) -> frozenset[str]:
     """What a JWK verifies: its ``alg``, else what its ``kty``/``crv`` implies (empty: none)."""
     alg = jwk.get("alg")
     kty = jwk.get("kty")
+    crv = jwk.get("crv")
     if kty == "RSA":
         family = RSA_ALGORITHMS
-    elif kty == "EC":
-        curve = _EC_CURVES.get(jwk.get("crv"))  # type: ignore[arg-type]
-        family = frozenset({curve}) if curve else frozenset()
-    elif kty == "OKP" and jwk.get("crv") in ("Ed25519", "Ed448"):
+    elif kty == "EC" and isinstance(crv, str) and crv in _EC_CURVES:
+        family = frozenset({_EC_CURVES[crv]})
+    elif kty == "OKP" and crv in ("Ed25519", "Ed448"):
         family = frozenset({"EdDSA"})
     else:
         family = frozenset()  # oct (a shared secret), unknown types and curves: never

@@ -25,8 +25,10 @@ from hub.client import HubClient
 from hub.errors import ConfigError, Forbidden, Unauthorized, Unavailable
 from hub.keys import JwksSource, keys_from_jwks
 from hub.settings import Settings
-from tests.harness import ServerThread, Viewer, close_code, new_client_id
+from tests.conftest import FAST
+from tests.harness import ClusterThread, ServerThread, Viewer, close_code, eventually, new_client_id
 from tests.provider import HOOK_SECRET, Hook, Provider, ec_signer, rsa_signer
+from tests.services import Database
 
 MakeServer = Callable[..., ServerThread]
 SECRET_A = "a" * 40
@@ -527,3 +529,62 @@ async def test_the_python_client_refreshes_a_live_stream_from_its_token_provider
             assert stream.attempts == 1  # refreshed, never closed
             assert len(made) >= 3
         assert (await client.presence(w))["workspace_id"] == w  # REST asks the provider too
+
+
+# -- two nodes on Redis ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_nodes(redis_url: str) -> Iterator[ClusterThread]:
+    """Two hubs on one Redis and one PostgreSQL database, with two-second-scale expiry."""
+    database = Database()
+    settings = Settings.from_env(
+        {},
+        **{
+            **FAST,
+            "redis_url": redis_url,
+            "database_url": database.url,
+            "auth_secret": SECRET_A,
+            "auth_leeway": 0.5,
+        },
+    )
+    nodes = ClusterThread(settings).start()
+    yield nodes
+    nodes.stop()
+    database.drop()
+
+
+async def test_expiry_and_refresh_on_each_of_two_redis_nodes(two_nodes: ClusterThread) -> None:
+    auth = Auth(SECRET_A)
+    admin = bearer(auth.mint(["*"], admin=True))
+    async with httpx.AsyncClient(base_url=two_nodes.url, headers=admin) as http:
+        w = (await http.post("/v1/workspaces", json={"path": "/nodes"})).json()["id"]
+        short = auth.mint([w], user="ana", ttl=2)
+        opened = []
+        for node in (two_nodes, two_nodes.other):
+            for _ in range(2):  # one left to expire, one refreshed
+                me = new_client_id()
+                url = ServerThread.ws_url(node, w, me) + f"&token={short}"
+                opened.append(await Viewer.open(url, me))
+        idle = [opened[0], opened[2]]
+        kept = [opened[1], opened[3]]
+        for v in kept:
+            await v.send({"type": "refresh", "token": auth.mint([w], user="ana"), "ref": "r"})
+            assert (await v.expect("ack"))["ref"] == "r"
+            other = auth.mint([w], user="bob")
+            await v.send({"type": "refresh", "token": other, "ref": "b"})
+            assert (await v.expect("error"))["code"] == "forbidden"
+        for v in idle:
+            assert await v.closed_with(within=6) == 4401
+            assert v.ws.close_reason == "token expired"
+        for v in kept:
+            await v.send({"type": "ping", "ref": "alive"})
+            assert (await v.expect("pong"))["ref"] == "alive"
+
+        async def online() -> bool:
+            snap = (await http.get(f"/v1/workspaces/{w}/presence")).json()
+            return bool(snap["online"] == 2)
+
+        await eventually(online, within=5)  # the expired ones left (after their grace)
+        for v in kept:
+            await v.close()

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -588,3 +589,32 @@ async def test_expiry_and_refresh_on_each_of_two_redis_nodes(two_nodes: ClusterT
         await eventually(online, within=5)  # the expired ones left (after their grace)
         for v in kept:
             await v.close()
+
+
+def test_expiry_timers_cost_under_200_bytes_per_socket() -> None:
+    """15,000 sockets' expiries in the one heap of a hub: the entry per socket (a tuple, its
+    deadline, its push number), measured, plus the socket's two slots (user, expires)."""
+    import tracemalloc
+
+    from hub.connection import Connection
+    from hub.deadlines import Deadlines
+    from hub.hub import _expiry_stands
+
+    class Idle:
+        __slots__ = ("closing", "expires")
+
+        def __init__(self, expires: float) -> None:
+            self.expires = expires
+            self.closing = False
+
+    n = 15_000
+    sockets = [Idle(1000.0 + i * 0.01) for i in range(n)]
+    heap: Deadlines[Any] = Deadlines(_expiry_stands)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for conn in sockets:
+        heap.push(conn.expires, conn)
+    per_socket = (tracemalloc.get_traced_memory()[0] - before) / n
+    tracemalloc.stop()
+    assert {"user", "expires"} <= set(Connection.__slots__)
+    assert per_socket + 2 * 8 < 200, per_socket

@@ -264,7 +264,7 @@ export class HubConnection extends EventTarget {
     this.attempts += 1;
     if (!this.getToken) return this.connectSocket();
     // A fresh token first; a provider that fails counts as a dropped attempt (backoff).
-    Promise.resolve().then(this.getToken).then(
+    Promise.resolve().then(() => this.getToken()).then(
       (token) => {
         if (this.stopped) return;
         this.token = token;

@@ -36,11 +36,19 @@ class Access:
         return self.authenticate is not None or self.auth.enabled
 
     async def grant(self, conn: HTTPConnection) -> Grant:
+        """Who is asking: 401 (Unauthorized) or 403 (Forbidden) when nobody may."""
         if self.authenticate is None:
-            return self.auth.verify(token_from(conn.headers, conn.query_params))
+            return await self.auth.authenticate(token_from(conn.headers, conn.query_params))
         found = self.authenticate(conn)
         if inspect.isawaitable(found):
             found = await found
         if not isinstance(found, Grant):
             raise TypeError(f"authenticate() must return a hub.Grant, not {type(found).__name__}")
         return found
+
+    async def authorize(
+        self, grant: Grant, workspace_id: str, client_id: str | None = None
+    ) -> Grant:
+        """The grant for one workspace (the token's, or the authorization hook's answer when
+        the token carries none: see hub.auth); 403 when it does not reach it."""
+        return await self.auth.authorize(grant, workspace_id, client_id)

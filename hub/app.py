@@ -151,7 +151,9 @@ def create_app(settings: Settings, authenticate: Authenticate | None = None) -> 
         )
         metrics.watch_webhooks(webhooks.stats)
     services = Services(settings, backend, store, hub)
-    access = Access(Auth(settings.auth_secret), authenticate)
+    auth = Auth.from_settings(settings)
+    hub.auth = auth  # for the refresh frames of live streams
+    access = Access(auth, authenticate)
     rest = Rest(hub, backend, store, settings.max_body_bytes, access)
     RedactTokens.install()
 
@@ -160,6 +162,7 @@ def create_app(settings: Settings, authenticate: Authenticate | None = None) -> 
         # The hub's own app (``app`` below), whoever enters this: a parent may pass its own.
         await store.open()
         try:
+            await auth.start()
             await hub.start()
             log.info(
                 "presence: %s; sessions: %s",
@@ -176,6 +179,7 @@ def create_app(settings: Settings, authenticate: Authenticate | None = None) -> 
                 if webhooks is not None:
                     await webhooks.close()
                 await hub.close()
+                await auth.close()
         finally:
             await store.close()
 

@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the hub (embedded defaults, no set-up)")
     for f in fields(Settings):
-        if f.name in ("auth_secret", "webhook_secret"):
+        if f.name in ("auth_secret", "auth_check_secret", "webhook_secret"):
             continue  # a secret on a command line shows in `ps`: the environment only
         env = "HUB_" + f.name.upper()
         serve.add_argument(
@@ -192,9 +192,10 @@ def _table(seq: int, online: int, counts: dict[str, int]) -> str:
 def startup_warnings(settings: Settings) -> list[str]:
     """What ``hub serve`` should say before it starts."""
     warnings = []
-    if settings.auth_secret is None and not _is_loopback(settings.host):
+    if not Auth.from_settings(settings).enabled and not _is_loopback(settings.host):
         warnings.append(
-            f"listening on {settings.host} with no HUB_AUTH_SECRET: anyone who can reach this "
+            f"listening on {settings.host} with no HUB_AUTH_SECRET, HUB_AUTH_JWKS_URL or "
+            "HUB_AUTH_PUBLIC_KEY: anyone who can reach this "
             "port can read and change presence and sessions (see docs/security.md)"
         )
     return warnings

@@ -19,10 +19,13 @@ a bound.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import inspect
 import random
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -38,7 +41,22 @@ from hub import errors
 from hub.protocol import CloseCode
 from hub.sse_client import REFUSED, EventStreamConnection
 
-__all__ = ["FINAL", "ConnectionLost", "HubClient", "Stream", "StreamClosed", "Update", "backoff"]
+__all__ = [
+    "FINAL",
+    "ConnectionLost",
+    "HubClient",
+    "Stream",
+    "StreamClosed",
+    "TokenProvider",
+    "Update",
+    "backoff",
+    "refresh_delay",
+    "token_expiry",
+]
+
+# A function that returns a fresh token (or an awaitable of one): called before each connect,
+# before each REST call, and before a live stream's token expires.
+TokenProvider = Callable[[], str | Awaitable[str]]
 
 # Close codes after which reconnecting cannot help.
 FINAL = frozenset(
@@ -65,6 +83,31 @@ RETRY_STATUSES = frozenset({408, 429})
 
 BACKOFF_BASE = 0.25  # seconds
 BACKOFF_MAX = 15.0
+# A live stream refreshes its token half way to its exp, and at most this long before it.
+REFRESH_LEAD_MAX = 60.0
+# The reason of the one close 4401 after which a client reconnects (once) with a fresh token.
+TOKEN_EXPIRED = "token expired"
+
+
+def token_expiry(token: str) -> float | None:
+    """A JWT's ``exp`` (Unix seconds), read without verifying it (the hub verifies); None when
+    the token is not a JWT or has no numeric ``exp``."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    exp = payload.get("exp") if isinstance(payload, dict) else None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+
+
+def refresh_delay(exp: float, now: float) -> float:
+    """Seconds from ``now`` until a token expiring at ``exp`` is refreshed: half way there,
+    and at most :data:`REFRESH_LEAD_MAX` before it (0 when it is already due)."""
+    remaining = exp - now
+    return max(0.0, remaining - min(REFRESH_LEAD_MAX, remaining / 2))
 
 
 def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX) -> float:
@@ -109,23 +152,42 @@ class HubClient:
     """REST helpers; :meth:`connect` opens a live stream.
 
     ``user_id`` names the person this client belongs to when the hub runs without auth
-    (self-asserted, ``?user_id=``); with auth on, the token's ``user`` claim does."""
+    (self-asserted, ``?user_id=``); with auth on, the token's user claim does.
+
+    ``token`` is a token, or a function that returns a fresh one (or an awaitable of one, e.g.
+    from the application's identity provider): it is called before each REST call, before each
+    connection of a stream, and before a live stream's token expires (the stream then sends a
+    ``refresh`` frame; see docs/clients.md)."""
 
     def __init__(
         self,
         base_url: str,
         *,
-        token: str | None = None,
+        token: str | TokenProvider | None = None,
         client_id: str | None = None,
         user_id: str | None = None,
         timeout: float = 10.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.token = token
+        # The token last used (a provider's last answer).
+        self.token: str | None = token if isinstance(token, str) else None
+        self.token_provider: TokenProvider | None = token if callable(token) else None
         self.client_id = client_id or str(uuid.uuid4())
         self.user_id = user_id
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"Authorization": f"Bearer {token}"} if isinstance(token, str) and token else {}
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    async def fresh_token(self) -> str | None:
+        """The token to use now: the provider's answer (kept in ``token``), or the fixed one."""
+        provider = self.token_provider
+        if provider is not None:
+            token = provider()
+            if inspect.isawaitable(token):
+                token = await token
+            self.token = str(token)
+            # Every later request of this client carries it too (an event stream's commands).
+            self._http.headers["Authorization"] = f"Bearer {self.token}"
+        return self.token
 
     async def __aenter__(self) -> HubClient:
         return self
@@ -140,6 +202,10 @@ class HubClient:
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """One REST call; the JSON answer, or the hub's error raised as its exception."""
+        if self.token_provider is not None:
+            token = await self.fresh_token()
+            headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {token}"}
+            kwargs["headers"] = headers
         response = await self._http.request(method, path, **kwargs)
         if response.status_code >= 400:
             try:
@@ -267,6 +333,9 @@ class Stream:
         self._connected = asyncio.Event()
         self._stopped = asyncio.Event()
         self._final: BaseException | None = None
+        self._token: str | None = client.token  # the token of the current connection
+        self._refresher: asyncio.Task[None] | None = None
+        self._expired_once = False  # closed 4401 "token expired" since the last snapshot
 
     @property
     def url(self) -> str:
@@ -274,7 +343,7 @@ class Stream:
         url = f"{base}/v1/workspaces/{self.workspace_id}/ws?client_id={self.client.client_id}"
         if self.client.user_id is not None:
             url += f"&user_id={quote(self.client.user_id, safe='')}"
-        return url + (f"&token={self.client.token}" if self.client.token else "")
+        return url + (f"&token={quote(self._token, safe='')}" if self._token else "")
 
     @property
     def closed(self) -> BaseException | None:
@@ -303,6 +372,7 @@ class Stream:
 
     async def aclose(self) -> None:
         """Stop reconnecting and close the socket; pending calls fail with ConnectionLost."""
+        self._stop_refresh()
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -417,8 +487,14 @@ class Stream:
                     continue
                 attempt = 0
                 code, reason = await self._read(ws)
+                self._stop_refresh()
                 if isinstance(ws, EventStreamConnection) and ws.restart:
                     continue  # a new stream, with other watches
+                if code == CloseCode.UNAUTHORIZED and self._may_renew(reason):
+                    # Its token expired: once, a new connection with a fresh token.
+                    self._lost(ConnectionLost("the token expired before the hub answered"))
+                    await asyncio.sleep(backoff(1, self.backoff, self.max_backoff))
+                    continue
                 if code in FINAL:
                     raise StreamClosed(code, reason)
                 self._lost(ConnectionLost("the socket dropped before the hub answered"))
@@ -432,8 +508,12 @@ class Stream:
     async def _open(self) -> ClientConnection | EventStreamConnection:
         """One connection attempt, up to the snapshot; raises _Retry or StreamClosed."""
         self.attempts += 1
+        try:
+            self._token = await self.client.fresh_token()
+        except Exception as exc:  # the provider failed: like a failed connection, retried
+            raise _Retry(f"the token provider failed: {exc!r}") from None
         if self.transport == "sse":
-            return await self._open_events()
+            return await self._open_events()  # with the client's Authorization header
         try:
             ws = await ws_connect(self.url, compression=None, open_timeout=self.connect_timeout)
         except InvalidStatus as exc:
@@ -449,6 +529,8 @@ class Stream:
                 first = orjson.loads(await ws.recv())
         except ConnectionClosed as exc:
             code, reason = _close_of(exc)
+            if code == CloseCode.UNAUTHORIZED and self._may_renew(reason):
+                raise _Retry("token expired") from None
             if code in FINAL:
                 raise StreamClosed(code, reason) from None
             raise _Retry(f"closed {code}") from None
@@ -457,7 +539,9 @@ class Stream:
             raise _Retry("no snapshot") from None
         if first.get("type") != "snapshot":  # pragma: no cover - the contract says it is
             raise errors.HubError(f"expected a snapshot first, got {first!r}")
+        self._expired_once = False
         self._apply(first)
+        self._schedule_refresh(self._token)
         with contextlib.suppress(ConnectionClosed):  # say again what we view (a no-op in grace)
             if self.session and not self._waiting:
                 await self._send({"type": "set_session", "session_id": self.session})
@@ -523,6 +607,45 @@ class Stream:
             await ws.send(orjson.dumps({"type": "set_profile", "profile": self.profile}).decode())
         self._connected.set()
         return ws
+
+    def _may_renew(self, reason: str) -> bool:
+        """Whether a close 4401 with ``reason`` is followed by one reconnect with a fresh
+        token: the first "token expired" since the last snapshot; a second 4401 is final."""
+        if reason != TOKEN_EXPIRED or self._expired_once:
+            return False
+        self._expired_once = True
+        return True
+
+    def _schedule_refresh(self, token: str | None) -> None:
+        """Send a fresh token before ``token``'s exp (when a provider can give one)."""
+        self._stop_refresh()
+        exp = token_expiry(token) if token and self.client.token_provider else None
+        if exp is not None:
+            delay = refresh_delay(exp, time.time())
+            self._refresher = asyncio.create_task(self._refresh_after(delay))
+
+    def _stop_refresh(self) -> None:
+        if self._refresher is not None and self._refresher is not asyncio.current_task():
+            self._refresher.cancel()
+        self._refresher = None
+
+    async def _refresh_after(self, delay: float) -> None:
+        """Wait, then send ``refresh`` with a fresh token; when the hub acks it, the next one
+        is planned from that token. Refused or unanswered, the socket is closed 4401 "token
+        expired" at the old exp and the stream reconnects with a fresh token."""
+        await asyncio.sleep(delay)
+        try:
+            token = await self.client.fresh_token()
+            if token is None:
+                return
+            await self._ask({"type": "refresh", "token": token})
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # refused, dropped or unanswered: the expiry close says the rest
+            return
+        self._token = token
+        self._refresher = None
+        self._schedule_refresh(token)
 
     async def _read(self, ws: ClientConnection | EventStreamConnection) -> tuple[int, str]:
         """Apply frames until the socket ends; its close code and reason."""

@@ -24,7 +24,15 @@ from hub.metrics import Metrics
 from hub.protocol import CloseCode, Counts
 from hub.transport import STATE, DirectWriter, HubWebSocketProtocol, Watched, frame_text
 
-__all__ = ["SEND_LOOP", "SLOW_CLOSE_GRACE", "Connection", "MergedCounts", "Outgoing", "send_each"]
+__all__ = [
+    "CLOSE_REASONS",
+    "SEND_LOOP",
+    "SLOW_CLOSE_GRACE",
+    "Connection",
+    "MergedCounts",
+    "Outgoing",
+    "send_each",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,10 @@ class MergedCounts:
         return protocol.encode(frame).decode()
 
 
+# The reason sent with a close the hub decides on a live socket, where there is one to give
+# (a live socket is closed 4401 only when its token expired).
+CLOSE_REASONS: dict[int, str] = {CloseCode.UNAUTHORIZED: "token expired"}
+
 # How long a socket closed for being slow may take to flush its close before it is cut.
 SLOW_CLOSE_GRACE = 5.0
 
@@ -118,12 +130,14 @@ class Connection:
         "client_id",
         "id",
         "max_outbox_bytes",
+        "expires",
         "may_watch",
         "metrics",
         "rate",
         "ready",
         "send_now",
         "snapshot_seq",
+        "user",
         "watches",
         "workspace_id",
     )
@@ -145,6 +159,9 @@ class Connection:
         self.client_id = client_id
         self.max_outbox_bytes = max_outbox_bytes
         self.may_watch = True  # whether its grant lets it watch viewers
+        self.user: str | None = None  # whose stream it is (None: anonymous)
+        # When its token's exp plus the leeway passes (loop time; None: never).
+        self.expires: float | None = None
         self.watches: dict[str, int] | None = None  # session -> limit, for viewers watched
         # False once the claim is gone (retired client, deleted workspace): nothing to detach.
         self.attached = True
@@ -286,8 +303,10 @@ class Connection:
                     self._merged = None
                 self._queued_bytes -= item.size
                 await self._send({"type": "websocket.send", "text": item.text})
-            if self._close_code is not None:
-                await self._send({"type": "websocket.close", "code": self._close_code})
+            code = self._close_code
+            if code is not None:
+                reason = CLOSE_REASONS.get(code, "")
+                await self._send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception as exc:  # the peer went away mid-send; the reader sees the disconnect
             log.debug("%s writer stopped: %r", self.id, exc)
         finally:

@@ -30,8 +30,10 @@ from typing import Any
 from starlette.types import Send
 
 from hub import protocol
+from hub.auth import Auth
 from hub.backends import PresenceBackend
 from hub.connection import Connection, Outgoing, send_each
+from hub.deadlines import Deadlines
 from hub.errors import (
     Forbidden,
     OverCapacity,
@@ -48,6 +50,7 @@ from hub.protocol import (
     Command,
     Ping,
     Pong,
+    Refresh,
     SetProfile,
     SetSession,
     Sync,
@@ -84,7 +87,7 @@ _BINARY_REFUSED = Outgoing(
 # Metric labels of frames in and out.
 _KIND = {
     SetSession: "set_session", Sync: "sync", Ping: "ping", SetProfile: "set_profile",
-    Watch: "watch", Unwatch: "unwatch",
+    Watch: "watch", Unwatch: "unwatch", Refresh: "refresh",
 }  # fmt: skip
 _IN = (*_KIND.values(), "invalid", "binary", "rate_limited")
 _OUT = ("counts", "session", "snapshot", "ack", "error", "pong", "viewers", "viewers_diff")
@@ -101,6 +104,11 @@ class Limits:
     rate_close_after: float = 5.0
 
 
+def _expiry_stands(deadline: float, conn: Connection) -> bool:
+    """An expiry entry counts while its socket is open and it is the socket's latest."""
+    return conn.expires == deadline and not conn.closing
+
+
 class Hub:
     """Local connections per workspace, and the fan-out of backend changes to them."""
 
@@ -112,8 +120,10 @@ class Hub:
         max_outbox_bytes: int,
         limits: Limits | None = None,
         metrics: Metrics | None = None,
+        auth: Auth | None = None,
     ) -> None:
         self.backend = backend
+        self.auth = auth  # verifies the tokens of refresh frames
         self.metrics = metrics or Metrics()
         m = self.metrics
         self._in = m.frames_in.track(_IN)  # frames counted by type: += on plain ints
@@ -126,12 +136,20 @@ class Hub:
         self._by_client: dict[str, set[Connection]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # resyncs and viewers reads
+        # Token expiry of every local stream: one heap and one loop timer for the process
+        # (an entry stands while the socket is open and its deadline has not moved).
+        self._expiry: Deadlines[Connection] = Deadlines(_expiry_stands)
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_at = 0.0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.backend.start(self)
 
     async def close(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
         for room in self.rooms.values():
             if room.timer is not None:
                 room.timer.cancel()
@@ -154,10 +172,13 @@ class Hub:
         profile: Profile | None = None,
         may_watch: bool = True,
         connection: type[Connection] = Connection,
+        expires: float | None = None,
     ) -> Connection:
         """Attach a new stream (of ``user``, None: anonymous) and queue its snapshot as its
         first frame; ``may_watch``: whether its grant allows watching viewers; ``connection``:
-        the stream's class (an event stream's, hub.events).
+        the stream's class (an event stream's, hub.events); ``expires``: its token's ``exp``
+        (Unix seconds), after which, plus the leeway, it is closed with 4401 "token expired"
+        unless a ``refresh`` frame moved it.
 
         Raises a PeerError (over capacity, unknown workspace, retired client, a client bound
         to another user) before anything is attached; a stream whose claim goes away while it
@@ -175,6 +196,7 @@ class Hub:
             workspace_id, client_id, send, self.max_outbox_bytes, direct, rate, self.metrics
         )
         conn.may_watch = may_watch
+        conn.user = user
         room = self._register(conn)  # before the first await: no event can pass it by
         try:
             snapshot = await self._attach(workspace_id, client_id, user, profile)
@@ -184,6 +206,7 @@ class Hub:
         if not conn.closing:  # else its claim went meanwhile (retired, deleted): closed
             self._rebase(room, snapshot)
             self._start(conn, room.view())
+            self._expire_at(conn, expires)
         log.info(
             "%s joined workspace=%s client=%s", conn.id, workspace_id, client_id,
             extra={"conn": conn.id},
@@ -303,6 +326,63 @@ class Hub:
             self._push_snapshot(conn, snapshot, command.ref)
         elif isinstance(command, Ping):
             self._send_one(conn, "pong", Outgoing(protocol.encode(Pong(command.ref))))
+        elif isinstance(command, Refresh):
+            await self._refresh(conn, command)
+
+    # -- token expiry (PROTOCOL.md section 8) -------------------------------------------------
+
+    async def _refresh(self, conn: Connection, command: Refresh) -> None:
+        """A fresh token for a live stream: valid, and for the same user, client and
+        workspace, it moves the stream's expiry (and its viewers scope); any other token is
+        refused (``unauthorized`` / ``forbidden``) and changes nothing."""
+        auth = self.auth
+        if auth is not None and auth.enabled:
+            grant = await auth.authenticate(command.token)
+            if grant.user != conn.user:
+                raise Forbidden("the token is for another user than this stream's")
+            grant.check_client(conn.client_id)
+            grant = await auth.authorize(grant, conn.workspace_id, conn.client_id)
+            if conn.closing:
+                return
+            conn.may_watch = grant.may_view
+            self._expire_at(conn, grant.expires)
+        if command.ref is not None:
+            room = self.rooms.get(conn.workspace_id)
+            self._ack(conn, command.ref, room.seq if room is not None else 0)
+
+    def _expire_at(self, conn: Connection, expires: float | None) -> None:
+        """Close ``conn`` with 4401 once ``expires`` (Unix seconds) plus the leeway passed."""
+        if expires is None:
+            conn.expires = None
+            return
+        loop = self._loop or asyncio.get_running_loop()
+        leeway = self.auth.leeway if self.auth is not None else 0.0
+        deadline = loop.time() + (expires + leeway - time.time())
+        conn.expires = deadline
+        self._expiry.push(deadline, conn)
+        self._arm_expiry(loop)
+
+    def _arm_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One loop timer, at the earliest expiry of any stream."""
+        due = self._expiry.next()
+        timer = self._expiry_timer
+        if timer is not None:
+            if due is not None and self._expiry_at <= due:
+                return  # it fires first, and arms the next one
+            timer.cancel()
+            self._expiry_timer = None
+        if due is not None:
+            self._expiry_at = due
+            self._expiry_timer = loop.call_at(due, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._expiry_timer = None
+        for conn in list(self._expiry.due(loop.time() + 0.001)):
+            conn.expires = None
+            log.info("%s token expired: closing 4401", conn.id, extra={"conn": conn.id})
+            self.metrics.closes.labels("token_expired").inc()
+            conn.close(CloseCode.UNAUTHORIZED)
+        self._arm_expiry(loop)
 
     def _acknowledge(self, conn: Connection, ref: protocol.Ref, seq: int) -> None:
         """Ack a change committed at ``seq``: once the room has applied it (rule 4 of

@@ -43,6 +43,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Ref",
+    "Refresh",
     "ServerFrame",
     "SessionEvent",
     "SetProfile",
@@ -203,7 +204,15 @@ class Unwatch:
     ref: Ref | None = None
 
 
-Command = SetSession | Sync | Ping | SetProfile | Watch | Unwatch
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A fresh token for a live stream (PROTOCOL.md section 8)."""
+
+    token: str
+    ref: Ref | None = None
+
+
+Command = SetSession | Sync | Ping | SetProfile | Watch | Unwatch | Refresh
 
 _ALLOWED = {
     "set_session": frozenset({"type", "session_id", "ref"}),
@@ -212,7 +221,10 @@ _ALLOWED = {
     "set_profile": frozenset({"type", "profile", "ref"}),
     "watch": frozenset({"type", "session_id", "limit", "ref"}),
     "unwatch": frozenset({"type", "session_id", "ref"}),
+    "refresh": frozenset({"type", "token", "ref"}),
 }
+# The longest token a refresh frame may carry (characters).
+MAX_TOKEN_LENGTH = 16 * 1024
 
 
 def parse(text: str | bytes) -> Command:
@@ -244,6 +256,13 @@ def parse(text: str | bytes) -> Command:
         if "profile" not in data:
             raise BadRequest("field 'profile' is required", ref=ref)
         return SetProfile(check_profile(data["profile"], ref=ref), ref)
+    if kind == "refresh":
+        token = data.get("token")
+        if not isinstance(token, str) or not token:
+            raise BadRequest("field 'token' must be a non-empty string", ref=ref)
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise BadRequest(f"field 'token' is over {MAX_TOKEN_LENGTH} characters", ref=ref)
+        return Refresh(token, ref)
     if kind == "sync":
         return Sync(ref)
     return Ping(ref)

@@ -225,10 +225,13 @@ class Rest:
         the app's own ``authenticate`` says: see hub.access)."""
         return await self.access.grant(request)
 
-    async def _workspace(self, request: Request, grant: Grant) -> Workspace:
-        """The path's workspace: 403 when the grant does not cover it, then 404."""
+    async def _workspace(
+        self, request: Request, grant: Grant, client_id: str | None = None
+    ) -> Workspace:
+        """The path's workspace: 403 when the grant does not cover it (or the authorization
+        hook denies it; 503 when the hook does not answer), then 404."""
         workspace_id = request.path_params["workspace_id"]
-        grant.check_workspace(workspace_id)
+        await self.access.authorize(grant, workspace_id, client_id)
         workspace = await self.store.get_workspace(workspace_id)
         if workspace is None:
             raise WorkspaceNotFound(f"workspace {workspace_id[:64]!r} not found")
@@ -336,7 +339,7 @@ class Rest:
             existing = await self.store.find_workspace(path)
             if existing is None:
                 raise Forbidden("creating a workspace needs a token for every workspace")
-            grant.check_workspace(existing.id)
+            await self.access.authorize(grant, existing.id, client_id)
         if client_id is not None and await self.backend.is_retired(client_id):
             raise ClientRetired(f"client {client_id} is retired")
         workspace = await self.store.create_workspace(path)
@@ -389,7 +392,7 @@ class Rest:
         grant = await self._grant(request)
         client_id = check_client_id(request.path_params["client_id"])
         grant.check_client(client_id)
-        workspace = await self._workspace(request, grant)
+        workspace = await self._workspace(request, grant, client_id)
         await self.backend.release(workspace.id, client_id)
         return Response(status_code=204)
 
@@ -404,7 +407,7 @@ class Rest:
         grant = await self._grant(request)
         client_id = check_client_id(request.query_params.get("client_id"))
         grant.check_client(client_id)
-        workspace = await self._workspace(request, grant)
+        workspace = await self._workspace(request, grant, client_id)
         body = await self._body(request)
         _check_fields(body, {"session_id"})
         if "session_id" not in body:
@@ -436,6 +439,8 @@ class Rest:
             raise BadRequest("query parameter 'session_id' is required ('' for none)")
         session_id = check_session_id(query["session_id"])
         limit = check_limit(query.get("limit"))
+        # The hook's scopes count too (answered once, then cached for _workspace).
+        grant = await self.access.authorize(grant, request.path_params["workspace_id"])
         grant.check_viewers()
         workspace = await self._workspace(request, grant)
         found = await self.backend.viewers(workspace.id, session_id, limit)

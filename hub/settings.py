@@ -48,7 +48,18 @@ class Settings:
     max_sockets: int = 50_000
     handshake_timeout: float = 10.0
     max_pending_connections: int = 0
-    auth_secret: str | None = None
+    auth_secret: str | None = None  # one or more, comma-separated: the first signs
+    auth_jwks_url: tuple[str, ...] = ()
+    auth_public_key: tuple[str, ...] = ()
+    auth_issuer: tuple[str, ...] = ()
+    auth_audience: tuple[str, ...] = ()
+    auth_leeway: float = 30.0
+    auth_user_claim: str | None = None  # None: "sub" for public-key tokens
+    auth_workspaces_claim: str = "ws"
+    auth_scope_claim: str = "scope"
+    auth_check_url: str | None = None
+    auth_check_secret: str | None = None
+    auth_check_ttl: float = 60.0
     allowed_origins: tuple[str, ...] = ()
     webhook_url: tuple[str, ...] = ()
     webhook_secret: str | None = None
@@ -81,6 +92,24 @@ def _checked(settings: Settings) -> Settings:
         raise ConfigError("HUB_WEBHOOK_URL: needs HUB_WEBHOOK_SECRET (32+ characters) to sign with")
     if settings.webhook_secret is not None and not settings.webhook_url:
         raise ConfigError("HUB_WEBHOOK_SECRET: set, but no HUB_WEBHOOK_URL to send to")
+    if settings.auth_check_url is not None and settings.auth_check_secret is None:
+        raise ConfigError(
+            "HUB_AUTH_CHECK_URL: needs HUB_AUTH_CHECK_SECRET (32+ characters) to sign with"
+        )
+    if settings.auth_check_secret is not None and settings.auth_check_url is None:
+        raise ConfigError("HUB_AUTH_CHECK_SECRET: set, but no HUB_AUTH_CHECK_URL to ask")
+    public = settings.auth_jwks_url or settings.auth_public_key
+    if settings.auth_check_url is not None and not public:
+        raise ConfigError(
+            "HUB_AUTH_CHECK_URL: only asked for public-key tokens: set HUB_AUTH_JWKS_URL or "
+            "HUB_AUTH_PUBLIC_KEY too"
+        )
+    issuers, urls = settings.auth_issuer, settings.auth_jwks_url
+    if len(issuers) > 1 and urls and len(urls) != len(issuers):
+        raise ConfigError(
+            "HUB_AUTH_ISSUER, HUB_AUTH_JWKS_URL: with several issuers, list one JWKS URL per "
+            f"issuer, in the same order (got {len(issuers)} issuers and {len(urls)} URLs)"
+        )
     if settings.webhook_retry_min <= 0 or settings.webhook_retry_max < settings.webhook_retry_min:
         raise ConfigError(
             "HUB_WEBHOOK_RETRY_MIN, HUB_WEBHOOK_RETRY_MAX: expected 0 < min <= max, got "
@@ -230,6 +259,51 @@ def _secret(name: str, raw: object) -> str:
     return value
 
 
+def _secrets(name: str, raw: object) -> str:
+    """One or more secrets, comma-separated, each of 32+ characters."""
+    parts = [part.strip() for part in str(raw).split(",")]
+    if not all(parts):
+        raise ConfigError(f"{name}: an empty secret in the list (secrets are comma-separated)")
+    for part in parts:
+        _secret(name, part)
+    return ",".join(parts)
+
+
+def _list(name: str, raw: object) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in str(raw).split(",") if v.strip())
+    if not values:
+        raise ConfigError(f"{name}: must not be empty")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{name}: a value is listed twice")
+    return values
+
+
+def _public_keys(name: str, raw: object) -> tuple[str, ...]:
+    """PEM files, each read and parsed now, so that a bad one stops the start."""
+    from hub.keys import key_from_pem
+
+    paths = _list(name, raw)
+    for path in paths:
+        try:
+            key_from_pem(path)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return paths
+
+
+def _claim(name: str, raw: object) -> str:
+    value = _text(name, raw)
+    if len(value) > 256:
+        raise ConfigError(f"{name}: a claim name of at most 256 characters")
+    return value
+
+
+def _url(name: str, raw: object) -> str:
+    if "," in str(raw):
+        raise ConfigError(f"{name}: one URL only")
+    return _webhook_urls(name, raw)[0]
+
+
 def _origins(name: str, raw: object) -> tuple[str, ...]:
     origins = tuple(o.strip() for o in str(raw).split(",") if o.strip())
     for origin in origins:
@@ -277,7 +351,18 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "max_sockets": _positive_int,
     "handshake_timeout": _seconds,
     "max_pending_connections": _count,
-    "auth_secret": _secret,
+    "auth_secret": _secrets,
+    "auth_jwks_url": _webhook_urls,
+    "auth_public_key": _public_keys,
+    "auth_issuer": _list,
+    "auth_audience": _list,
+    "auth_leeway": _seconds,
+    "auth_user_claim": _claim,
+    "auth_workspaces_claim": _claim,
+    "auth_scope_claim": _claim,
+    "auth_check_url": _url,
+    "auth_check_secret": _secret,
+    "auth_check_ttl": _seconds,
     "allowed_origins": _origins,
     "webhook_url": _webhook_urls,
     "webhook_secret": _secret,
@@ -320,7 +405,26 @@ SETTINGS_HELP: dict[str, str] = {
     "closed (0: no bound)",
     "max_pending_connections": "connections waiting for their request head at most; past it "
     "the oldest waiting one is closed (0: a quarter of the descriptor limit)",
-    "auth_secret": "HS256 secret: when set, every request needs a token signed with it",
+    "auth_secret": "HS256 secrets, comma-separated (32+ characters each): when set, every "
+    "request needs a token; the first signs `hub token`, every one verifies (rotation)",
+    "auth_jwks_url": "comma-separated JWKS URLs of identity providers whose RS/PS/ES/EdDSA "
+    "tokens are accepted (cached; fetched again on an unknown kid, at most every 10 s)",
+    "auth_public_key": "comma-separated PEM files of public keys (or certificates) whose "
+    "tokens are accepted, where there is no JWKS URL",
+    "auth_issuer": "comma-separated accepted `iss` of public-key tokens (several issuers "
+    "pair in order with the JWKS URLs)",
+    "auth_audience": "comma-separated `aud` values; a public-key token must name one of them",
+    "auth_leeway": "seconds of clock skew allowed on exp, nbf and iat (and after exp on a "
+    "live stream)",
+    "auth_user_claim": "claim of a public-key token that names the user (default sub)",
+    "auth_workspaces_claim": "claim of a public-key token with its workspace grant: a list "
+    'of ids or "*" (default ws)',
+    "auth_scope_claim": "claim of a public-key token with its scopes, a space-separated "
+    "string or a list (default scope)",
+    "auth_check_url": "authorization hook: asked (signed POST) whether a public-key token "
+    "without a workspace grant may use a workspace",
+    "auth_check_secret": "HMAC-SHA256 key of the hook's X-Hub-Signature-256, 32+ characters",
+    "auth_check_ttl": "seconds a hook's answer is cached per (user, workspace)",
     "allowed_origins": "comma-separated origins whose pages may open sockets (default: loopback)",
     "webhook_url": "comma-separated http(s) URLs that get occupied/vacated events (webhooks)",
     "webhook_secret": "HMAC-SHA256 key of X-Hub-Signature-256, 32+ characters (needs a URL)",

@@ -8,6 +8,7 @@
     .venv/bin/python scripts/bench.py --people --n 1000   # people: see "People" below
     .venv/bin/python scripts/bench.py --servers hub uvloop --repeat 3  # medians of 3 rounds
     .venv/bin/python scripts/bench.py --transport sse     # viewers on the event stream too
+    .venv/bin/python scripts/bench.py --tokens --n 5000 --repeat 3  # tokens: see "Tokens" below
 
 For each N and each server (the hub as users run it: ``hub serve``, one worker, in-memory
 presence, default settings; ``scripts/baseline_server.py``, the same workload on
@@ -57,6 +58,13 @@ each of its own user, 10 users per session, each with a 1 KB profile (the differ
 people cost per claim); then 100 watchers of one such session while one of its users changes
 its profile R times a second: server CPU per profile update and per delivered
 ``viewers_diff``, and whether every watcher saw the last update.
+
+Tokens (``--tokens``): the connect storm of N sockets, each with a token of its own user, on a
+hub that verifies HS256 tokens (``HUB_AUTH_SECRET``) and on one that verifies RS256 tokens
+(``HUB_AUTH_PUBLIC_KEY``, a 2048-bit key), and on an open hub for reference: the server CPU of
+the storm, then the server CPU over 10 s of the N sockets idle (each holding a token expiry of
+one hour: the cost of the expiry timers), and the RSS per socket. The ratio RS256/HS256 of the
+storm's CPU is printed round by round.
 
 Every figure is also printed as the ratio hub/baseline, because these machines are shared and
 absolute times drift. With ``--repeat K`` every server runs K times per N, in alternating rounds
@@ -1069,6 +1077,118 @@ def people_table(r: PeopleResult) -> str:
     )
 
 
+# -- tokens (--tokens) ----------------------------------------------------------------------
+
+
+@dataclass
+class TokensResult:
+    kind: str  # "open", "HS256" or "RS256"
+    n: int
+    storm_cpu_s: float = 0.0
+    storm_s: float = 0.0
+    idle_cpu_pct: float = 0.0  # of one core, over IDLE_S with every socket open
+    bytes_per_conn: float = 0.0
+
+
+IDLE_S = 10.0
+
+
+async def run_tokens(kind: str, n: int, idle_s: float = IDLE_S) -> TokensResult:
+    """One hub, verifying ``kind`` tokens ("open": none), and a storm of N sockets."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    result = TokensResult(kind, n)
+    secret = "bench-" + "s" * 40
+    with tempfile.TemporaryDirectory() as workdir:
+        env: dict[str, str] = {}
+        private: Any = secret
+        if kind == "HS256":
+            env["HUB_AUTH_SECRET"] = secret
+        elif kind == "RS256":
+            private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            pem = Path(workdir) / "public.pem"
+            pem.write_bytes(
+                private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+            )
+            env.update(HUB_AUTH_PUBLIC_KEY=str(pem), HUB_AUTH_ISSUER="bench")
+
+        def token(claims: dict[str, Any]) -> str:
+            body = {"exp": int(time.time()) + 3600, "iss": "bench", **claims}
+            return jwt.encode(body, private, algorithm="HS256" if kind != "RS256" else "RS256")
+
+        server = Server("hub", free_port(), workdir, env)
+        try:
+            server.wait_ready()
+            admin = token({"ws": "*", "scope": "admin", "sub": "admin"})
+            workspace = _token_workspace(server.port, admin if kind != "open" else None)
+            cid = "00000000-0000-4000-8000-{:012d}"
+            paths = []
+            for i in range(n):
+                path = f"/v1/workspaces/{workspace}/ws?client_id={cid.format(i)}"
+                if kind == "HS256":  # a hub token: its user in "user"
+                    path += "&token=" + token({"ws": [workspace], "user": f"u{i}"})
+                elif kind == "RS256":  # a provider's: its user in "sub"
+                    path += "&token=" + token({"ws": [workspace], "sub": f"u{i}"})
+                paths.append(path)
+            await asyncio.sleep(0.5)
+            rss0 = server.rss()
+            cpu0, t0 = server.cpu(), time.monotonic()
+            viewers = await connect_all(WsClient, server.port, paths)
+            result.storm_s, result.storm_cpu_s = time.monotonic() - t0, server.cpu() - cpu0
+            await asyncio.sleep(2.0)  # the storm's pushes settle
+            cpu1 = server.cpu()
+            await asyncio.sleep(idle_s)
+            result.idle_cpu_pct = (server.cpu() - cpu1) / idle_s * 100
+            result.bytes_per_conn = (server.rss() - rss0) / n
+            for v in viewers:
+                if v.transport is not None:
+                    v.transport.close()
+        finally:
+            log = server.stop()
+            if "Traceback" in log:
+                print(log[-3000:], file=sys.stderr)
+    return result
+
+
+def _token_workspace(port: int, token: str | None) -> str:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/workspaces",
+        data=json.dumps({"path": "/bench/tokens"}).encode(),
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+        method="POST",
+    )
+    with urllib.request.urlopen(req) as response:
+        workspace_id: str = json.loads(response.read())["id"]
+        return workspace_id
+
+
+def tokens_table(rounds: list[dict[str, TokensResult]]) -> str:
+    kinds = list(rounds[0])
+    n = rounds[0][kinds[0]].n
+    lines = [
+        f"tokens: connect storm of {n} sockets (medians of {len(rounds)} rounds)",
+        f"{'':10} {'storm CPU s':>12} {'storm s':>9} {'idle CPU %':>11} {'B/socket':>9}",
+    ]
+    for kind in kinds:
+        med = [rd[kind] for rd in rounds]
+        lines.append(
+            f"{kind:10} {statistics.median(r.storm_cpu_s for r in med):12.3f} "
+            f"{statistics.median(r.storm_s for r in med):9.2f} "
+            f"{statistics.median(r.idle_cpu_pct for r in med):11.3f} "
+            f"{statistics.median(r.bytes_per_conn for r in med):9.0f}"
+        )
+    if "RS256" in kinds and "HS256" in kinds:
+        ratios = [rd["RS256"].storm_cpu_s / rd["HS256"].storm_cpu_s for rd in rounds]
+        lines.append(
+            "storm CPU RS256/HS256 by round: "
+            + " ".join(f"{r:.3f}" for r in ratios)
+            + f" (median {statistics.median(ratios):.3f})"
+        )
+    return "\n".join(lines)
+
+
 def median_result(rounds: list[Result]) -> Result:
     """One server's figures over repeated rounds: the median of each, the worst of the lost
     and reordered frames and of the wrong views (one round's loss is not averaged away)."""
@@ -1160,6 +1280,9 @@ def main(argv: list[str] | None = None) -> int:
         "--before", type=Path, help="also run the hub of this source tree (server 'before')"
     )
     parser.add_argument("--people", action="store_true", help="the people scenario")
+    parser.add_argument(
+        "--tokens", action="store_true", help="the connect storm with RS256 vs HS256 tokens"
+    )
     parser.add_argument("--watchers", type=int, default=100, help="--people: watchers")
     parser.add_argument("--updates", type=float, default=50, help="--slow: session updates/s")
     parser.add_argument("--title", type=int, default=4000, help="--slow: bytes per update")
@@ -1199,6 +1322,23 @@ def main(argv: list[str] | None = None) -> int:
             print(nodes_table(found), flush=True)
             if args.json:
                 args.json.write_text(json.dumps([asdict(r) for r in found], indent=2))
+        return 0
+    if args.tokens:
+        cores = sorted(os.sched_getaffinity(0))
+        if args.pin and len(cores) >= 2:
+            SERVER_CPUS.add(cores[0])
+            os.sched_setaffinity(0, {cores[1]})
+        for n in args.n:
+            token_rounds: list[dict[str, TokensResult]] = []
+            kinds = ["HS256", "RS256", "open"]
+            for i in range(args.repeat):
+                order = kinds if i % 2 == 0 else kinds[::-1]
+                token_rounds.append({k: run(run_tokens(k, n)) for k in order})
+            token_rounds = [{k: rd[k] for k in kinds} for rd in token_rounds]
+            print(tokens_table(token_rounds), flush=True)
+            if args.json:
+                rows = [asdict(r) for rd in token_rounds for r in rd.values()]
+                args.json.write_text(json.dumps(rows, indent=2))
         return 0
     if args.people:
         measured = [run(run_people(n, args.watchers, args.rate, args.seconds)) for n in args.n]

@@ -8,11 +8,14 @@ free port that follows the scenario's script, one list of steps per connection a
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
+import time
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -55,6 +58,33 @@ def outcome(task: asyncio.Task[int]) -> str:
     return "connection_lost" if type(exc).__name__ == "ConnectionLost" else repr(exc)
 
 
+class Tokens:
+    """The vectors' token provider: token n is an unsigned JWT-shaped token carrying ``n``,
+    with an ``exp`` ``ttl`` seconds after it is made."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.made = 0
+
+    def __call__(self) -> str:
+        self.made += 1
+        head = _b64({"alg": "none"})
+        return f"{head}.{_b64({'n': self.made, 'exp': time.time() + self.ttl})}."
+
+    @staticmethod
+    def number(token: str | None) -> int | None:
+        try:
+            body = str(token).split(".")[1]
+            n: int = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["n"]
+        except (IndexError, ValueError, KeyError):
+            return None
+        return n
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
 class Script:
     """A server that plays one scenario: attempt N follows the N-th list of steps."""
 
@@ -95,6 +125,12 @@ class Script:
         steps = list(self.steps(attempt))
         while steps and "call" in steps[0]:
             steps.pop(0)  # run at the handshake
+        query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
+        if steps and "token" in steps[0]:
+            got_token = Tokens.number(query.get("token", [None])[0])
+            if got_token != steps[0]["token"]:
+                self.failures.append(f"attempt {attempt}: token {got_token}, {steps[0]}")
+            steps.pop(0)
         last_ref: Any = None
         ended = False
         try:
@@ -108,7 +144,12 @@ class Script:
                     frame = json.loads(await asyncio.wait_for(ws.recv(), STEP_TIMEOUT))
                     want = step["recv"]
                     got = {k: frame.get(k) for k in ("type", "session_id")}
-                    if got != {"type": want["type"], "session_id": want["session_id"]}:
+                    if "token" in want:
+                        got = {"type": frame.get("type"), "token": Tokens.number(frame["token"])}
+                        expected = {"type": want["type"], "token": want["token"]}
+                    else:
+                        expected = {"type": want["type"], "session_id": want["session_id"]}
+                    if got != expected:
                         self.failures.append(f"attempt {attempt}: got {frame}, want {want}")
                     if ("ref" in frame) != want["ref"]:
                         self.failures.append(f"attempt {attempt}: ref in {frame}: {want}")
@@ -125,7 +166,7 @@ class Script:
                     if got_result != step["is"]:
                         self.failures.append(f"call {step['result']}: {got_result}, {step}")
                 elif "close" in step:
-                    await ws.close(step["close"])
+                    await ws.close(step["close"], step.get("reason", ""))
                     ended = True
                 elif "drop" in step:
                     ws.transport.abort()
@@ -147,7 +188,8 @@ async def test_the_python_client_follows_the_model(scenario: dict[str, Any]) -> 
         script.handler, "127.0.0.1", 0, process_request=script.process_request, compression=None
     ) as server:
         port = server.sockets[0].getsockname()[1]
-        async with HubClient(f"http://127.0.0.1:{port}") as client:
+        tokens = Tokens(scenario.get("token_ttl", 3600))
+        async with HubClient(f"http://127.0.0.1:{port}", token=tokens) as client:
             stream = Stream(
                 client,
                 "w",

@@ -5,22 +5,32 @@ answer the contract names, and presence still equals the truth afterwards."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import json
 import logging
 import random
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import jwt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from hub import protocol
-from hub.errors import PeerError
+from hub.auth import Auth, TokenRefused
+from hub.errors import InvalidProfile, InvalidUserId, PeerError, Unauthorized
+from hub.keys import PUBLIC_ALGORITHMS, JwksSource, keys_from_jwks
 from hub.protocol import Ping, SetSession, Sync
 from tests.harness import NonReader, ServerThread, Viewer, eventually, new_client_id
+
+if TYPE_CHECKING:
+    from tests.provider import Provider
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=200),
@@ -201,4 +211,243 @@ async def test_invalid_utf8_in_a_text_frame_fails_the_connection_with_1007(
     assert await asyncio.to_thread(raw.read_close_code) == 1007
     raw.sock.close()
     await eventually(lambda: server.call(lambda: server.services.hub.sockets == 0))  # it left
+    assert not logged_errors.records, [r.getMessage() for r in logged_errors.records]
+
+
+# -- tokens and JWKS documents ----------------------------------------------------------------
+
+_FUZZ_SECRET = "f" * 40
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"type": st.just("refresh")},
+        optional={"token": JSON | st.text(max_size=300), "ref": JSON, "extra": JSON},
+    ).map(json.dumps)
+)
+def test_refresh_frames_parse_into_a_command_or_a_peer_error(text: str) -> None:
+    try:
+        command = protocol.parse(text)
+    except PeerError as exc:
+        assert exc.code in ("bad_request", "bad_json") and exc.message  # (lone surrogates)
+        return
+    assert isinstance(command, protocol.Refresh) and command.token
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+CLAIMS = ["exp", "nbf", "iat", "iss", "aud", "sub", "ws", "scope", "user", "profile"]
+
+
+@functools.cache
+def _fuzz_provider() -> Provider:
+    from tests.provider import Provider
+
+    return Provider("https://fuzz.test/")  # never started: its keys only
+
+
+@functools.cache
+def _fuzz_auth() -> tuple[Auth, list[str]]:
+    """An Auth with a secret and JWKS keys of every type already loaded (no network), and
+    valid tokens to mutate."""
+    provider = _fuzz_provider()
+    source = JwksSource("http://127.0.0.1:9/jwks", provider.issuer)
+    source.keys = keys_from_jwks(provider.jwks(), provider.issuer, "fuzz")
+    auth = Auth(_FUZZ_SECRET, jwks=[source], issuers=[provider.issuer], audiences=["hub"])
+    valid = [provider.token(kid, ws="*") for kid in provider.signers]
+    valid.append(Auth(_FUZZ_SECRET).mint(["*"]))
+    return auth, valid
+
+
+HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "alg": st.sampled_from(["none", "None", "HS256", "RS256", "ES256", "EdDSA", "PS512"])
+        | JSON,
+        "kid": st.sampled_from(["rsa-1", "ec-1", "ed-1", ""]) | JSON,
+        "typ": JSON,
+        "crit": JSON,
+    },
+)
+
+
+@st.composite
+def hostile_tokens(draw: st.DrawFn) -> str:
+    auth, valid = _fuzz_auth()
+    kind = draw(st.integers(0, 4))
+    if kind == 0:
+        return draw(st.text(max_size=300))
+    if kind == 1:  # JWT-shaped with random parts
+        head = _b64(json.dumps(draw(HEADERS)).encode())
+        body = _b64(json.dumps(draw(JSON)).encode())
+        return f"{head}.{body}.{_b64(draw(st.binary(max_size=80)))}"
+    token = draw(st.sampled_from(valid))
+    if kind == 2:  # a valid token's header or body swapped for another's
+        other = draw(st.sampled_from(valid)).split(".")
+        parts = token.split(".")
+        i = draw(st.integers(0, 2))
+        parts[i] = other[i]
+        return ".".join(parts)
+    if kind == 3:  # a new header on a valid body and signature
+        _, body, sig = token.split(".")
+        return f"{_b64(json.dumps(draw(HEADERS)).encode())}.{body}.{sig}"
+    chars = list(token)  # character-level mutations
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(chars) - 1))
+        chars[i] = draw(st.sampled_from("A_-.=+/\x00é0"))
+    return "".join(chars)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(CLAIMS) | st.text(max_size=8), JSON, max_size=8), st.booleans()
+)
+def test_signed_tokens_with_hostile_claims_are_refused_or_granted(
+    claims: dict[str, Any], hub_token: bool
+) -> None:
+    """Claims of every type behind a valid signature: a grant, or a refusal with a cause (a
+    hub token's bad user or profile is 400 / 4400, as in v1), never a crash."""
+    auth, _ = _fuzz_auth()
+    payload = json.dumps(claims).encode()  # signed as it is (PyJWS checks no claim)
+    if hub_token:
+        token = jwt.PyJWS().encode(payload, _FUZZ_SECRET, algorithm="HS256")
+    else:
+        signer = _fuzz_provider().signers["ec-1"]
+        token = jwt.PyJWS().encode(payload, signer.private, "ES256", headers={"kid": "ec-1"})
+    try:
+        auth.verify(token)
+    except TokenRefused as exc:
+        assert exc.cause and exc.message
+    except (InvalidUserId, InvalidProfile):
+        assert hub_token
+
+
+@settings(max_examples=1500, deadline=None)
+@given(hostile_tokens())
+def test_hostile_tokens_are_refused_with_a_cause_never_a_crash(token: str) -> None:
+    auth, valid = _fuzz_auth()
+    try:
+        grant = auth.verify(token)
+    except TokenRefused as exc:
+        assert exc.cause and exc.message and exc.status == 401
+        return
+    except Unauthorized as exc:  # no token at all
+        assert not token and exc.status == 401
+        return
+    assert grant.expires is not None  # a mutation may leave a token intact
+
+
+JWK = st.fixed_dictionaries(
+    {},
+    optional={
+        "kty": st.sampled_from(["RSA", "EC", "OKP", "oct", "rsa", ""]) | JSON,
+        "crv": st.sampled_from(["P-256", "P-384", "P-521", "Ed25519", "X25519"]) | JSON,
+        "alg": st.sampled_from(["RS256", "ES256", "EdDSA", "HS256", "none"]) | JSON,
+        "kid": JSON,
+        "use": st.sampled_from(["sig", "enc"]) | JSON,
+        "n": st.text(max_size=40) | JSON,
+        "e": st.sampled_from(["AQAB", "", "!!"]) | JSON,
+        "x": st.text(max_size=60) | JSON,
+        "y": st.text(max_size=60) | JSON,
+        "d": JSON,
+        "k": JSON,
+    },
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.binary(max_size=200)
+    | JSON.map(lambda d: json.dumps(d).encode())
+    | st.fixed_dictionaries({"keys": st.lists(JWK | JSON, max_size=6)}).map(
+        lambda d: json.dumps(d).encode()
+    )
+)
+def test_hostile_jwks_documents_give_keys_or_a_value_error(document: bytes) -> None:
+    try:
+        keys = keys_from_jwks(document, "iss", "fuzz")
+    except ValueError:
+        return
+    for key in keys:
+        assert key.algorithms and key.algorithms <= PUBLIC_ALGORITHMS
+
+
+async def _ws_outcome(url: str) -> int:
+    """0 when the socket was accepted (its snapshot came), else its close code."""
+    async with connect(url, compression=None) as ws:
+        try:
+            first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        except ConnectionClosed:
+            return ws.close_code or 1006
+        assert first["type"] == "snapshot"
+        return 0
+
+
+async def test_hostile_tokens_and_jwks_documents_against_a_live_server(
+    make_server: Callable[..., ServerThread], logged_errors: Errors
+) -> None:
+    from tests.provider import Provider
+
+    provider = Provider().start()
+    try:
+        server = make_server(
+            auth_secret=_FUZZ_SECRET, auth_jwks_url=provider.url, auth_issuer=provider.issuer
+        )
+        admin = {"Authorization": f"Bearer {Auth(_FUZZ_SECRET).mint(['*'], admin=True)}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=admin) as http:
+            w = (await http.post("/v1/workspaces", json={"path": "/tokens"})).json()["id"]
+            statuses: dict[int, int] = {}
+            codes: dict[int | None, int] = {}
+            rng = random.Random(20261207)
+            tokens: list[str] = []
+            documents = [
+                b"",
+                b"[]",
+                b'{"keys": 7}',
+                b'{"keys": [{"kty": "RSA", "n": "!!", "e": "AQAB", "kid": "x"}]}',
+                b"\xff" * 100,
+                b'{"keys": [' + b'{"kty": "oct", "k": "AAAA"},' * 50 + b"{}]}",
+                b"{" * 5000,
+            ]
+            base = provider.token("rsa-1", ws="*")
+            head, body, sig = base.split(".")
+
+            def refetch_allowed() -> None:  # as if 10 s had passed since the last fetch
+                auth = server.services.hub.auth
+                assert auth is not None
+                auth.jwks[0].last_attempt = -float("inf")
+
+            for i in range(300):
+                provider.document = documents[i % len(documents)] if i % 3 == 0 else None
+                server.call(refetch_allowed)
+                choice = rng.random()
+                if choice < 0.3:
+                    kid = rng.choice(["unknown", "rsa-1", "", "x" * 500])
+                    hdr = {"alg": rng.choice(["RS256", "ES256", "none", "HS256"]), "kid": kid}
+                    token = f"{_b64(json.dumps(hdr).encode())}.{body}.{sig}"
+                elif choice < 0.6:
+                    chars = list(base)
+                    chars[rng.randrange(len(chars))] = rng.choice("A_-.=")
+                    token = "".join(chars)
+                else:
+                    token = ".".join(
+                        _b64(rng.randbytes(rng.randint(0, 60))) for _ in range(rng.randint(1, 4))
+                    )
+                tokens.append(token)
+                r = await http.get(
+                    f"/v1/workspaces/{w}/presence", headers={"Authorization": f"Bearer {token}"}
+                )
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if i % 10 == 0:
+                    url = server.ws_url(w, new_client_id()) + f"&token={token}"
+                    code = await _ws_outcome(url)
+                    codes[code] = codes.get(code, 0) + 1
+            assert set(statuses) <= {200, 401}, statuses  # a mutation may leave a token intact
+            assert set(codes) <= {0, 4401}, codes  # 0: a token left intact, accepted
+            assert statuses.get(401, 0) > 250
+    finally:
+        provider.stop()
     assert not logged_errors.records, [r.getMessage() for r in logged_errors.records]

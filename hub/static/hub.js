@@ -57,6 +57,37 @@ const EVENTS = ["snapshot", "counts", "session", "viewers", "viewers_diff"];
 /** Close codes after which reconnecting cannot help (docs/clients.md, "Which endings are final"). */
 export const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4400, 4401, 4403, 4404, 4410]);
 
+/** The reason of the one close 4401 after which a client reconnects with a fresh token. */
+export const TOKEN_EXPIRED = "token expired";
+/** A live socket refreshes its token half way to exp, and at most this long before it. */
+export const REFRESH_LEAD_MAX_MS = 60000;
+
+/**
+ * A JWT's exp in milliseconds, read without verifying it (the hub verifies); null when the
+ * token is not a JWT or has no numeric exp.
+ * @param {string | undefined} token
+ * @returns {number | null}
+ */
+export function tokenExpiry(token) {
+  try {
+    const body = String(token).split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(body.padEnd(body.length + ((4 - (body.length % 4)) % 4), "="))).exp;
+    return typeof exp === "number" ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Milliseconds from now until a token expiring at expMs is refreshed: half way there, and at
+ * most REFRESH_LEAD_MAX_MS before it.
+ * @param {number} expMs @param {number} [now]
+ */
+export function refreshDelay(expMs, now = Date.now()) {
+  const remaining = expMs - now;
+  return Math.max(0, remaining - Math.min(REFRESH_LEAD_MAX_MS, remaining / 2));
+}
+
 /** @type {ViewerList} the list of a session nobody watches (one object: safe to compare) */
 const NO_VIEWERS = Object.freeze({ total: 0, anonymous: 0, viewers: /** @type {Viewer[]} */ ([]) });
 
@@ -177,8 +208,12 @@ export class HubConnection extends EventTarget {
     this.workspaceId = options.workspaceId;
     this.clientId = options.clientId ?? tabClientId();
     this.token = options.token;
-    /** called before every connection attempt; what it returns is the token of that attempt */
+    /** called before every connection attempt (what it returns is the token of that attempt),
+     * and before the token's exp, to send it in a refresh frame */
     this.getToken = options.getToken;
+    this.expiredOnce = false; // closed 4401 "token expired" since the last snapshot
+    /** @type {ReturnType<typeof setTimeout> | undefined} the planned refresh */
+    this.refreshTimer = undefined;
     /** the user this client belongs to, with auth off (with auth on: the token's) */
     this.userId = options.userId;
     /** @type {Record<string, any> | null} this user's profile; said again after a reconnect */
@@ -333,7 +368,7 @@ export class HubConnection extends EventTarget {
     this.socket = socket;
     socket.onopen = () => (this.opened = true);
     socket.onmessage = (/** @type {MessageEvent} */ event) => this.receive(JSON.parse(event.data));
-    socket.onclose = (/** @type {CloseEvent} */ event) => this.socket === socket && this.closed(event.code);
+    socket.onclose = (/** @type {CloseEvent} */ event) => this.socket === socket && this.closed(event.code, event.reason);
   }
 
   /** Open the event stream: each event is a frame; `close` carries the code a socket had. */
@@ -352,7 +387,8 @@ export class HubConnection extends EventTarget {
     }
     source.addEventListener("close", (/** @type {any} */ e) => {
       source.close();
-      if (mine()) this.closed(JSON.parse(e.data).code);
+      const { code, reason } = JSON.parse(e.data);
+      if (mine()) this.closed(code, reason);
     });
     source.onerror = () => {
       source.close();
@@ -374,6 +410,26 @@ export class HubConnection extends EventTarget {
     this.dial();
   }
 
+  /** Plan a refresh frame with a fresh token before this token's exp (with getToken, on a
+   * WebSocket: an event stream is renewed by a new one, after its close 4401). */
+  planRefresh() {
+    clearTimeout(this.refreshTimer);
+    const exp = this.getToken && this.transport === "websocket" ? tokenExpiry(this.token) : null;
+    if (exp === null) return;
+    this.refreshTimer = setTimeout(async () => {
+      /** @type {string} */
+      let token;
+      try {
+        token = await /** @type {() => string | Promise<string>} */ (this.getToken)();
+        await this.ask(() => ({ type: "refresh", token }));
+      } catch {
+        return; // refused or unanswered: the hub closes 4401 "token expired", we reconnect
+      }
+      this.token = token;
+      this.planRefresh();
+    }, refreshDelay(exp));
+  }
+
   /** @param {any} frame */
   receive(frame) {
     if (frame.type === "viewers" && frame.ref === undefined) {
@@ -384,6 +440,8 @@ export class HubConnection extends EventTarget {
       this.attempt = 0;
       this.failures = 0;
       this.opened = this.live = true;
+      this.expiredOnce = false;
+      this.planRefresh();
       this.setStatus("open");
       if (this.session && this.waiting.size === 0) {
         this.send({ type: "set_session", session_id: this.session });
@@ -422,11 +480,15 @@ export class HubConnection extends EventTarget {
     }
   }
 
-  /** @param {number} code */
-  closed(code) {
+  /** @param {number} code @param {string} [reason] */
+  closed(code, reason) {
     this.socket = null;
     this.live = false;
-    const final = this.stopped || isFinal(code);
+    clearTimeout(this.refreshTimer);
+    // Its token expired: once, a new connection with a fresh token; a second 4401 is final.
+    const renew = code === 4401 && reason === TOKEN_EXPIRED && !this.expiredOnce;
+    if (renew) this.expiredOnce = true;
+    const final = this.stopped || (isFinal(code) && !renew);
     const error = final
       ? new HubError("closed", `the hub closed the connection for good: ${code}`, code)
       : new HubError("connection_lost", "the socket dropped before the hub answered");
@@ -604,6 +666,7 @@ export class HubConnection extends EventTarget {
     if (this.status === "closed") return;
     this.stopped = true;
     clearTimeout(this.sseTimer);
+    clearTimeout(this.refreshTimer);
     const socket = this.socket;
     if (socket) {
       socket.onclose = socket.onmessage = socket.onerror = null;

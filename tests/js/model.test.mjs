@@ -29,6 +29,24 @@ test("backoff is full jitter with the model's bounds", () => {
   }
 });
 
+/** The vectors' token provider: token n is an unsigned JWT-shaped token carrying n. */
+function tokens(ttlSeconds) {
+  let made = 0;
+  const b64 = (data) => Buffer.from(JSON.stringify(data)).toString("base64url");
+  return () => {
+    made += 1;
+    return `${b64({ alg: "none" })}.${b64({ n: made, exp: Date.now() / 1000 + ttlSeconds })}.`;
+  };
+}
+
+function tokenNumber(token) {
+  try {
+    return JSON.parse(Buffer.from(String(token).split(".")[1], "base64url").toString()).n;
+  } catch {
+    return null;
+  }
+}
+
 function outcome(settled) {
   if (!settled) return "still pending";
   if (settled.ok) return `ack:${settled.value}`;
@@ -82,11 +100,16 @@ class Script {
   async play(socket) {
     await sleep(0); // the constructor returns first, as a real WebSocket's does
     const steps = [...this.steps(socket.attempt)];
-    const end = (code) => {
+    const end = (code, reason = "") => {
       socket.readyState = 3;
-      socket.onclose({ code });
+      socket.onclose({ code, reason });
     };
     while (steps.length && "call" in steps[0]) this.call(steps.shift());
+    if (steps.length && "token" in steps[0]) {
+      const want = steps.shift().token;
+      const got = tokenNumber(new URL(socket.url).searchParams.get("token"));
+      if (got !== want) this.failures.push(`attempt ${socket.attempt}: token ${got}, want ${want}`);
+    }
     if (steps.length && "handshake" in steps[0]) return end(1006);
     socket.readyState = 1;
     let lastRef;
@@ -101,7 +124,10 @@ class Script {
         while (!socket.inbox.length && Date.now() < deadline) await sleep(2);
         const frame = socket.inbox.shift();
         const want = step.recv;
-        if (!frame || frame.type !== want.type || frame.session_id !== want.session_id) {
+        const same = "token" in want
+          ? tokenNumber(frame?.token) === want.token
+          : frame?.session_id === want.session_id;
+        if (!frame || frame.type !== want.type || !same) {
           this.failures.push(`attempt ${socket.attempt}: got ${JSON.stringify(frame)}`);
         } else if ("ref" in frame !== want.ref) {
           this.failures.push(`attempt ${socket.attempt}: ref in ${JSON.stringify(frame)}`);
@@ -118,7 +144,7 @@ class Script {
         const got = outcome(entry.settled);
         if (got !== step.is) this.failures.push(`call ${step.result}: ${got}, want ${step.is}`);
       } else if ("close" in step) {
-        end(step.close);
+        end(step.close, step.reason);
       } else if ("drop" in step) {
         end(1006);
       }
@@ -135,6 +161,7 @@ for (const scenario of VECTORS.scenarios) {
       clientId: "c",
       WebSocket: script.socketClass(),
       transport: "websocket", // the reconnect model; the fallback has scenarios of its own
+      getToken: tokens(scenario.token_ttl ?? 3600),
       backoffBase: OPTIONS.backoff_base * 1000,
       backoffMax: OPTIONS.backoff_max * 1000,
       ackTimeout: OPTIONS.ack_timeout * 1000,

@@ -34,6 +34,14 @@ export interface ViewerList {
 }
 
 export const FINAL_CLOSE_CODES: Set<number>;
+/** The reason of the one close 4401 after which a client reconnects with a fresh token. */
+export const TOKEN_EXPIRED: "token expired";
+/** A live socket refreshes its token half way to exp, and at most this long before it. */
+export const REFRESH_LEAD_MAX_MS: number;
+/** A JWT's exp in milliseconds, read without verifying it; null when there is none. */
+export function tokenExpiry(token: string | undefined): number | null;
+/** Milliseconds from now until a token expiring at expMs is refreshed. */
+export function refreshDelay(expMs: number, now?: number): number;
 export const BACKOFF_BASE_MS: number;
 export const BACKOFF_MAX_MS: number;
 export const ACK_TIMEOUT_MS: number;

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import HTTPConnection
 
 from hub.auth import Auth, Grant, token_from
+from hub.protocol import check_client_id, check_user_id
 
 __all__ = ["Access", "Authenticate"]
 
@@ -52,3 +53,22 @@ class Access:
         """The grant for one workspace (the token's, or the authorization hook's answer when
         the token carries none: see hub.auth); 403 when it does not reach it."""
         return await self.auth.authorize(grant, workspace_id, client_id)
+
+    async def identify(self, conn: HTTPConnection) -> tuple[Grant, str, str | None]:
+        """Who opens a stream (a socket or an event stream), checked up to the ids' syntax:
+        its grant (401), its client id (400) and its user: the grant's when anyone is
+        checked, else the self-asserted ``user_id`` (400 when malformed)."""
+        query = conn.query_params
+        grant = await self.grant(conn)
+        client_id = check_client_id(query.get("client_id"))
+        if self.enabled:
+            return grant, client_id, grant.user
+        asserted = query.get("user_id")
+        return grant, client_id, check_user_id(asserted) if asserted is not None else None
+
+    async def admit(self, grant: Grant, workspace_id: str, client_id: str) -> Grant:
+        """The last checks of a stream's start: its grant reaches the workspace and the
+        client (403); the grant it runs with."""
+        grant = await self.authorize(grant, workspace_id, client_id)
+        grant.check_client(client_id)
+        return grant

@@ -36,7 +36,7 @@ from hub.auth import OriginPolicy
 from hub.connection import Connection, MergedCounts, Outgoing
 from hub.errors import Forbidden, PeerError, TooManyWatches
 from hub.hub import MAX_WATCHES, Hub
-from hub.protocol import CloseCode, check_client_id, check_limit, check_session_id, check_user_id
+from hub.protocol import CloseCode, check_limit, check_session_id
 from hub.ws import PATH as SOCKET_PATH
 from hub.ws import route_path
 
@@ -345,18 +345,10 @@ class EventRoute:
 
     async def _join(self, workspace_id: str, request: HTTPConnection, send: Send) -> EventStream:
         """The checks of section 4 in their order, then the join: the stream (not yet open)."""
-        query = request.query_params
         self.origins.check(request.headers.get("origin"))
-        grant = await self.access.grant(request)
-        client_id = check_client_id(query.get("client_id"))
-        if self.access.enabled:
-            user = grant.user
-        else:
-            asserted = query.get("user_id")
-            user = check_user_id(asserted) if asserted is not None else None
+        grant, client_id, user = await self.access.identify(request)
         watches, limit = _watches(request)
-        grant.check_workspace(workspace_id)
-        grant.check_client(client_id)
+        grant = await self.access.admit(grant, workspace_id, client_id)
         if watches and not grant.may_view:
             raise Forbidden("watching viewers needs a token with the viewers scope")
         conn = await self.hub.join(
@@ -368,6 +360,7 @@ class EventRoute:
             profile=grant.profile,
             may_watch=grant.may_view,
             connection=EventStream,
+            expires=grant.expires if self.access.enabled else None,
         )
         assert isinstance(conn, EventStream)
         try:

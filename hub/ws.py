@@ -31,7 +31,6 @@ from hub.auth import OriginPolicy
 from hub.connection import Connection
 from hub.errors import PeerError
 from hub.hub import Hub
-from hub.protocol import check_client_id, check_user_id
 from hub.transport import Cork, direct_writer
 
 __all__ = ["SocketRoute"]
@@ -114,17 +113,9 @@ class SocketRoute:
     async def _join(self, workspace_id: str, scope: Scope, send: Send) -> Connection:
         """The checks, in the order of hub.auth (origin first), then the join itself."""
         conn = HTTPConnection(scope)
-        query = conn.query_params
         self.origins.check(conn.headers.get("origin"))
-        grant = await self.access.grant(conn)
-        client_id = check_client_id(query.get("client_id"))
-        if self.access.enabled:
-            user = grant.user
-        else:
-            asserted = query.get("user_id")
-            user = check_user_id(asserted) if asserted is not None else None
-        grant = await self.access.authorize(grant, workspace_id, client_id)
-        grant.check_client(client_id)
+        grant, client_id, user = await self.access.identify(conn)
+        grant = await self.access.admit(grant, workspace_id, client_id)
         return await self.hub.join(
             workspace_id,
             client_id,

@@ -11,20 +11,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 from collections import deque
 from collections.abc import Callable, Iterable
 
 from starlette.types import Send
-from websockets.protocol import State
 
-from hub import protocol
+from hub import fastpaths, protocol
 from hub.limits import RateLimit
 from hub.metrics import Metrics
 from hub.protocol import CloseCode, Counts
-from hub.transport import STATE, DirectWriter, HubWebSocketProtocol, Watched, frame_text
+from hub.transport import DirectWriter, frame_text
 
-__all__ = ["SEND_LOOP", "SLOW_CLOSE_GRACE", "Connection", "MergedCounts", "Outgoing", "send_each"]
+__all__ = [
+    "SLOW_CLOSE_GRACE", "Connection", "MergedCounts", "Outgoing", "send_each", "send_loop",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -310,18 +310,22 @@ def _send_each_python(conns: Iterable[Connection], wire: bytes, seq: int) -> lis
 
 
 def _compiled() -> Callable[[Iterable[Connection], bytes, int], list[Connection]] | None:
-    """The same loop compiled (hub/_fanout.c), or None where it was not built: the same checks,
-    with Connection's, DirectWriter's and HubWebSocketProtocol's slots read at their offsets
-    instead of by the interpreter, socket by socket."""
-    try:
-        from hub import _fanout
-    except ImportError:
-        return None
-    _fanout.setup(Connection, DirectWriter, HubWebSocketProtocol, Watched, State.OPEN, STATE)
-    return _fanout.send_each
+    """The same loop compiled (hub/_fanout.c), or None where it was not built or its check
+    (hub.fastpaths, "compiled_loop": ``setup`` finds every slot it reads) failed: the same
+    checks, with Connection's, DirectWriter's and HubWebSocketProtocol's slots read at their
+    offsets instead of by the interpreter, socket by socket."""
+    return fastpaths.compiled_send_each()
 
 
-# The compiled loop where it was built, unless HUB_PURE_PYTHON asks for the Python one.
-send_each = (None if os.environ.get("HUB_PURE_PYTHON") else _compiled()) or _send_each_python
-# Which loop this process runs: "compiled" or "python" (logged by ``hub serve``).
-SEND_LOOP = "python" if send_each is _send_each_python else "compiled"
+def send_each(conns: Iterable[Connection], wire: bytes, seq: int) -> list[Connection]:
+    """The fan-out's send loop: compiled where its fast path is on, else in Python (or when
+    HUB_PURE_PYTHON asks for it)."""
+    compiled = fastpaths.compiled_send_each()
+    if compiled is not None:
+        return compiled(conns, wire, seq)  # type: ignore[no-any-return]
+    return _send_each_python(conns, wire, seq)
+
+
+def send_loop() -> str:
+    """Which loop this process runs: "compiled" or "python" (logged by ``hub serve``)."""
+    return "compiled" if fastpaths.compiled_send_each() is not None else "python"

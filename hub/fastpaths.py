@@ -566,8 +566,12 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def _main() -> int:
-    """``python -m hub.fastpaths``: every check's result, one line each; exit 1 if one failed."""
+def _main(argv: list[str]) -> int:
+    """``python -m hub.fastpaths``: every check's result, one line each; exit 1 if one failed.
+    ``--table``: the table of docs/performance.md instead."""
+    if argv == ["--table"]:
+        print(markdown_table(), end="")
+        return 0
     print(f"Python {sys.version.split()[0]}")
     for dist in ("uvicorn", "websockets", "starlette", "redis", "hiredis", "uvloop", "orjson"):
         print(f"  {dist} {_version(dist) or '(not installed)'}")
@@ -579,4 +583,4 @@ def _main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,311 @@
+"""The one door (hub.fastpaths): every fast path's check, forced to fail, turns that fast path
+off with one warning line naming it, and a real server on the plain path still serves real
+clients end to end; ``HUB_FAST_PATHS=off`` runs uvicorn's own protocol classes and the seed's
+scenarios; the table in docs/performance.md is the door's own."""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.selector_events
+import functools
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+from hub import create_app, fastpaths
+from hub.settings import Settings
+from tests.conftest import FAST
+from tests.harness import AppThread, NonReader, ServerThread, Viewer, new_client_id
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class UvloopServer(ServerThread):
+    """The shipped threaded hub on uvloop (``hub serve --loop uvloop``)."""
+
+    def _run(self) -> None:
+        import uvloop
+
+        uvloop.run(self._serve())
+
+
+@pytest.fixture
+def door() -> Iterator[pytest.MonkeyPatch]:
+    """A monkeypatch for breaking what a check looks up; afterwards the library is whole
+    again and the door is checked anew (every fast path back on for the rest of the run)."""
+    fastpaths._warned.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+    fastpaths._warned.clear()
+    assert all(fastpaths.configure(True).values())
+
+
+def _wrap(mp: pytest.MonkeyPatch, cls: Any, name: str, signature: bool = True) -> None:
+    """Replace ``cls.name`` by a wrapper that calls it: the same behaviour, but what the check
+    reads of its code (the attributes it sets; without ``signature``, its parameters too) is
+    gone, as in a release that moved things around."""
+    original = getattr(cls, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **kwargs)
+
+    if signature:
+        wrapper = functools.wraps(original)(wrapper)
+    mp.setattr(cls, name, wrapper)
+
+
+def _newer_uvicorn(mp: pytest.MonkeyPatch) -> None:
+    """A uvicorn whose WebSocket protocol sets an attribute the hub's slots do not name."""
+
+    def newer(self: Any) -> None:
+        self.something_new = True
+
+    mp.setattr(WebSocketsSansIOProtocol, "newer", newer, raising=False)
+
+
+def _older_websockets(mp: pytest.MonkeyPatch) -> None:
+    """A websockets whose Request is not the one the direct handshake builds."""
+    fields = dict(Request.__dataclass_fields__)
+    del fields["protocol"]
+    mp.setattr(Request, "__dataclass_fields__", fields)
+
+
+def _no_compiled_setup(mp: pytest.MonkeyPatch) -> None:
+    from hub import _fanout
+
+    def setup(*args: Any) -> None:
+        raise TypeError("Connection.send_now is not a slot")
+
+    mp.setattr(_fanout, "setup", setup)
+
+
+def _no_uvloop_transport(mp: pytest.MonkeyPatch) -> None:
+    import uvloop.loop
+
+    mp.setattr(uvloop.loop, "TCPTransport", None)
+
+
+def _asyncio_transport_changed(mp: pytest.MonkeyPatch) -> None:
+    events: Any = asyncio.selector_events  # private names, not in typeshed
+    _wrap(mp, events._SelectorSocketTransport, "__init__")
+    _wrap(mp, events._SelectorTransport, "__init__")
+
+
+# How each check is made to fail, what the warning says, and which loop the server runs on.
+BREAKS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], str, str]] = {
+    "http_protocol": (
+        lambda mp: _wrap(mp, H11Protocol, "__init__"),
+        "H11Protocol no longer sets",
+        "asyncio",
+    ),
+    "ws_protocol": (_newer_uvicorn, "sets something_new", "asyncio"),
+    "ws_server_protocol": (
+        _older_websockets,
+        "Request has no method/protocol fields",
+        "asyncio",
+    ),
+    "direct_writer": (
+        lambda mp: _wrap(mp, WebSocketsSansIOProtocol, "__init__"),
+        "WebSocketsSansIOProtocol no longer sets",
+        "asyncio",
+    ),
+    "raw_send": (_asyncio_transport_changed, "_SelectorSocketTransport no longer sets", "asyncio"),
+    "compiled_loop": (_no_compiled_setup, "hub._fanout.setup: ", "asyncio"),
+    "uvloop_transport": (_no_uvloop_transport, "has no TCPTransport", "uvloop"),
+    "cork": (lambda mp: mp.delattr(socket, "TCP_CORK"), "TCP_CORK", "asyncio"),
+    "accept_guard": (
+        lambda mp: _wrap(
+            mp, asyncio.selector_events.BaseSelectorEventLoop, "_accept_connection", False
+        ),
+        "_accept_connection takes other parameters",
+        "asyncio",
+    ),
+}
+
+
+def test_every_fast_path_has_a_forced_failure_and_every_check_holds_here() -> None:
+    switchable = {p.name for p in fastpaths.TABLE if not p.required}
+    assert switchable == set(BREAKS)
+    assert fastpaths.check_all() == {p.name: None for p in fastpaths.TABLE}
+
+
+async def _scenario(server: ServerThread, viewers: int = 4) -> dict[str, Any]:
+    """The seed's scenario: join, set_session, counts fanned out to every socket, REST the
+    same; the hub's /v1/stats."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+        workspace = (await http.post("/v1/workspaces", json={"path": "/door"})).json()["id"]
+        assert (
+            await http.post(f"/v1/workspaces/{workspace}/sessions", json={"id": "S1"})
+        ).status_code == 201
+        opened = [
+            await Viewer.open(server.ws_url(workspace, c), c)
+            for c in (new_client_id() for _ in range(viewers))
+        ]
+        for i, v in enumerate(opened):
+            await v.send({"type": "set_session", "session_id": "S1", "ref": f"r{i}"})
+            assert (await v.expect("ack"))["ref"] == f"r{i}"
+        for v in opened:
+            await v.until(lambda x: x.counts == {"S1": viewers} and x.online == viewers)
+        presence = (await http.get(f"/v1/workspaces/{workspace}/presence")).json()
+        assert presence["counts"] == {"S1": viewers}
+        stats: dict[str, Any] = (await http.get("/v1/stats")).json()
+        await opened[0].send({"type": "set_session", "session_id": None})
+        for v in opened[1:]:
+            await v.until(lambda x: x.counts == {"S1": viewers - 1})
+        for v in opened:
+            await v.close()
+        return stats
+
+
+@pytest.mark.parametrize("name", sorted(BREAKS))
+async def test_a_failed_check_turns_its_fast_path_off_with_one_warning(
+    name: str, door: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    breaks, says, loop = BREAKS[name]
+    breaks(door)
+    caplog.set_level(logging.WARNING, logger="hub.fastpaths")
+    state = fastpaths.configure(True)
+    assert not state[name]
+    lines = [r.getMessage() for r in caplog.records if r.name == "hub.fastpaths"]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"fast path check {name} failed (") and says in lines[0], lines
+    # The others stay on, but those that only work beside this one.
+    for path in fastpaths.TABLE:
+        if not path.required and path.name != name:
+            assert state[path.name] == (name not in path.needs), path.name
+    kind = UvloopServer if loop == "uvloop" else ServerThread
+    server = kind(Settings.from_env({}, **FAST)).start()
+    try:
+        stats = await _scenario(server)
+    finally:
+        server.stop()
+    assert stats["fast_paths"][name] is False
+    assert len([r for r in caplog.records if r.name == "hub.fastpaths"]) == 1  # once a process
+    if name == "direct_writer":
+        assert stats["direct_sockets"] == 0
+    elif name == "compiled_loop":
+        from hub.connection import send_loop
+
+        assert send_loop() == "python"
+
+
+@pytest.mark.parametrize("name", [p.name for p in fastpaths.TABLE if p.required])
+def test_a_failed_check_of_redis_py_is_one_warning_and_changes_nothing(
+    name: str, door: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import NodesManager
+    from redis.asyncio.sentinel import SentinelConnectionPool
+
+    if name == "redis_pool_disconnect":
+        _wrap(door, aioredis.ConnectionPool, "disconnect", False)
+    elif name == "redis_cluster_nodes":
+        door.delattr(NodesManager, "initialize")
+    else:
+
+        def init_subclass(cls: Any, /, **kwargs: Any) -> None:
+            raise TypeError("no such combination")
+
+        door.setattr(SentinelConnectionPool, "__init_subclass__", classmethod(init_subclass))
+    caplog.set_level(logging.WARNING, logger="hub.fastpaths")
+    before = fastpaths.status()
+    assert fastpaths.configure(True) == before
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "hub.fastpaths"]
+    assert line.startswith(f"fast path check {name} failed (") and line.endswith("used as is")
+
+
+async def test_fast_paths_off_runs_uvicorns_classes_and_the_seed_scenarios(
+    door: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HUB_FAST_PATHS=off: uvicorn's own HTTP and WebSocket protocols, the ASGI send for
+    every frame, no cork, the Python send loop, asyncio's own accept; join, set_session,
+    counts to several sockets, and a slow consumer closed with 4409."""
+    settings = Settings.from_env({"HUB_FAST_PATHS": "off"}, **FAST, max_outbox_bytes=64 * 1024)
+    assert settings.fast_paths is False
+    caplog.set_level(logging.WARNING, logger="hub.fastpaths")
+    server = ServerThread(settings).start()
+    try:
+        assert server.server.config.http == "h11"
+        assert server.server.config.ws == "websockets-sansio"
+        stats = await _scenario(server, viewers=6)
+        assert stats["fast_paths"] == {name: False for name in BREAKS}
+        assert stats["direct_sockets"] == 0
+        from hub.connection import send_loop
+
+        assert send_loop() == "python"
+        await _slow_consumer_closed_with_4409(server)
+    finally:
+        server.stop()
+    assert not [r for r in caplog.records if r.name == "hub.fastpaths"]  # off: nothing checked
+
+
+async def _slow_consumer_closed_with_4409(server: ServerThread) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+        workspace = (await http.post("/v1/workspaces", json={"path": "/slow"})).json()["id"]
+        await http.post(f"/v1/workspaces/{workspace}/sessions", json={"id": "S1"})
+        reader = await Viewer.open(server.ws_url(workspace, new_client_id()), new_client_id())
+        slow = NonReader(server.port, f"/v1/workspaces/{workspace}/ws?client_id={new_client_id()}")
+        reading = asyncio.create_task(_keep_reading(reader))
+        for i in range(300):  # ~2 KB updates: far past 64 KiB for the socket that never reads
+            body = {"title": "t" * 2000, "message_count": i}
+            r = await http.put(f"/v1/workspaces/{workspace}/sessions/S1", json=body)
+            assert r.status_code == 200
+        code = await asyncio.to_thread(slow.read_close_code)
+        reading.cancel()
+        slow.sock.close()
+        await reader.close()
+        assert code == 4409
+
+
+async def _keep_reading(v: Viewer) -> None:
+    while True:
+        await v.next(within=30)
+
+
+async def test_mounted_under_plain_uvicorn_the_hub_takes_what_the_server_allows() -> None:
+    """In a user's app under ``uvicorn app:app`` (uvicorn's own classes): the checks hold, so
+    the fast paths are on, and the sockets take the direct path exactly where the server's
+    WebSocket protocol is the tested one (stats says how many)."""
+    presence = create_app(Settings.from_env({}, **FAST))
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        async with presence.router.lifespan_context(presence):
+            yield
+
+    app = Starlette(routes=[Mount("/presence", app=presence)], lifespan=lifespan)
+    server = AppThread(app).start()
+    try:
+        tested = server.server.config.ws in ("websockets-sansio",)
+        async with httpx.AsyncClient(base_url=server.url + "/presence", timeout=5) as http:
+            workspace = (await http.post("/v1/workspaces", json={"path": "/m"})).json()["id"]
+            c = new_client_id()
+            url = (
+                f"ws://127.0.0.1:{server.port}/presence/v1/workspaces/{workspace}/ws?client_id={c}"
+            )
+            v = await Viewer.open(url, c)
+            stats = (await http.get("/v1/stats")).json()
+            await v.close()
+        assert all(stats["fast_paths"].values())
+        assert stats["direct_sockets"] == (1 if tested else 0)
+    finally:
+        server.stop()
+
+
+def test_the_docs_table_is_the_doors() -> None:
+    """docs/performance.md's table of fast paths is generated from the door's
+    (``python -m hub.fastpaths --table``), so the two cannot drift."""
+    doc = (ROOT / "docs" / "performance.md").read_text()
+    assert fastpaths.markdown_table() in doc

@@ -384,7 +384,7 @@ TABLE: tuple[FastPath, ...] = (
     FastPath(
         "ws_server_protocol",
         "websockets",
-        "17.x",
+        "17.4",
         "conn.__class__ swapped from ServerProtocol; ServerProtocol.accept/reject/recv_frame, "
         "accept_called, handshake_exc, current_size; Headers.set_insecure; Request fields; "
         "Protocol.parse generator (conn.parser, reader.buffer, gi_yieldfrom)",
@@ -396,7 +396,7 @@ TABLE: tuple[FastPath, ...] = (
     FastPath(
         "direct_writer",
         "uvicorn, websockets",
-        "0.54, 0.55; 17.x",
+        "0.54, 0.55; 17.4",
         "ASGI send.__self__ (the protocol): transport, writable, close_sent, conn, queue, loop, "
         "read_paused; conn.extensions, send_close, data_to_send",
         "DirectWriter: a flush's frame encoded once and written to every socket's transport "
@@ -406,7 +406,7 @@ TABLE: tuple[FastPath, ...] = (
     FastPath(
         "raw_send",
         "asyncio, websockets",
-        "CPython 3.11-3.13; 17.x",
+        "CPython 3.11-3.13; 17.4",
         "asyncio.selector_events._SelectorSocketTransport and its _buffer, _conn_lost, _sock; "
         "websockets Protocol._state",
         "DirectWriter._send_raw and the compiled loop: send(2) without the transport's checks",
@@ -426,7 +426,7 @@ TABLE: tuple[FastPath, ...] = (
     FastPath(
         "uvloop_transport",
         "uvloop",
-        "0.21-0.23",
+        "0.23",
         "uvloop's TCPTransport: get_write_buffer_size() 0 means nothing waits in libuv, so the "
         "socket's descriptor is written to directly; its timers' when()",
         "DirectWriter._send_transport on uvloop (HUB_LOOP=uvloop)",
@@ -444,7 +444,7 @@ TABLE: tuple[FastPath, ...] = (
     FastPath(
         "accept_guard",
         "asyncio",
-        "CPython 3.11 (3.12+: the log filter)",
+        "CPython 3.11-3.13",
         "asyncio.selector_events.BaseSelectorEventLoop._accept_connection, "
         "_accept_connection2, _start_serving, _remove_reader (their parameters)",
         "guard_accepts: out of descriptors, one log line per 10 s and a retry in 0.1 s "
@@ -454,7 +454,7 @@ TABLE: tuple[FastPath, ...] = (
     FastPath(
         "redis_sentinel_pool",
         "redis-py",
-        "5.x-8.x",
+        "8.2",
         "SentinelConnectionPool combined with BlockingConnectionPool by inheritance",
         "RedisBackend on Sentinel: a bounded pool that waits for a free connection",
         _check_redis_sentinel_pool,
@@ -463,7 +463,7 @@ TABLE: tuple[FastPath, ...] = (
     FastPath(
         "redis_cluster_nodes",
         "redis-py",
-        "5.x-8.x",
+        "8.2",
         "RedisCluster.nodes_manager.initialize()",
         "RedisBackend on a Cluster: the topology re-read before the feed reconnects",
         _check_redis_cluster_nodes,
@@ -472,7 +472,7 @@ TABLE: tuple[FastPath, ...] = (
     FastPath(
         "redis_pool_disconnect",
         "redis-py",
-        "5.x-8.x",
+        "8.2",
         "ConnectionPool.disconnect(inuse_connections=False)",
         "RedisBackend: idle connections dropped after one died without a word",
         _check_redis_pool_disconnect,

@@ -309,3 +309,17 @@ def test_the_docs_table_is_the_doors() -> None:
     (``python -m hub.fastpaths --table``), so the two cannot drift."""
     doc = (ROOT / "docs" / "performance.md").read_text()
     assert fastpaths.markdown_table() in doc
+
+
+def test_the_checks_command_names_a_failed_check(
+    door: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m hub.fastpaths`` (what ``scripts/test --newest`` and ``--python`` run
+    first): one line per check, and a failed one named, with exit status 1."""
+    assert fastpaths._main([]) == 0
+    assert capsys.readouterr().out.count(": ok\n") == len(fastpaths.TABLE)
+    _older_websockets(door)
+    assert fastpaths._main([]) == 1
+    out = capsys.readouterr().out
+    assert "check ws_server_protocol: FAILED: websockets Request has no method/protocol" in out
+    assert out.count(": ok\n") == len(fastpaths.TABLE) - 1

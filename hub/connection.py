@@ -12,7 +12,9 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
+from types import CoroutineType
+from typing import Any
 
 from starlette.types import Send
 
@@ -112,6 +114,7 @@ class Connection:
         "_merged",
         "_queue",
         "_queued_bytes",
+        "_resume",
         "_send",
         "_writer",
         "attached",
@@ -159,6 +162,9 @@ class Connection:
         self._merged: MergedCounts | None = None  # the queue's last item when it is merged
         self._close_code: int | None = None
         self._writer: asyncio.Task[None] | None = None
+        # The plain path's ASGI send that had to wait (flow control): the writer finishes it
+        # before anything queued after it.
+        self._resume: _Resume | None = None
         # The fan-out's lean path, set only in the steady state (ready, direct, no writer,
         # not closing): a flush hands it the shared frame, then falls back to push_counts.
         self.send_now: Callable[[bytes], bool] | None = None
@@ -201,10 +207,33 @@ class Connection:
             self._held.append(frame)
             return
         direct = self._direct
-        if direct is not None and self._writer is None and direct.ready():
-            direct.write(frame.wire)
-        else:
-            self._enqueue(frame)
+        if self._writer is None:
+            if direct is None:
+                self._send_now(frame)
+                return
+            if direct.ready():
+                direct.write(frame.wire)
+                return
+        self._enqueue(frame)
+
+    def _send_now(self, frame: Outgoing) -> None:
+        """The plain path (no direct writer): the frame through the ASGI ``send`` now, in the
+        caller's task, not one of its own: a ``send`` with nothing to wait for (uvicorn's,
+        while its transport takes bytes; a parent app's wrapper around it) runs to its end at
+        once. One that must wait (flow control) is finished by the writer, and what comes
+        after it waits in the outbox behind it."""
+        sending: Any = self._send({"type": "websocket.send", "text": frame.text})
+        waiting = None
+        if type(sending) is CoroutineType:  # else some other awaitable: the writer awaits it
+            try:
+                waiting = sending.send(None)
+            except StopIteration:
+                return
+            except Exception as exc:  # the peer went away; the reader sees the disconnect
+                log.debug("%s send failed: %r", self.id, exc)
+                return
+        self._resume = _Resume(sending, waiting)
+        self._start_writer()
 
     def push_counts(self, frame: Counts, shared: Outgoing) -> None:
         """Send a workspace ``counts`` frame: the shared bytes when nothing is backed up, else
@@ -280,6 +309,9 @@ class Connection:
     async def _drain(self) -> None:
         """The writer: empties the outbox in order, then sends the close when one is asked."""
         try:
+            resume, self._resume = self._resume, None
+            if resume is not None:
+                await resume
             while self._queue:
                 item = self._queue.popleft()
                 if item is self._merged:
@@ -291,8 +323,36 @@ class Connection:
         except Exception as exc:  # the peer went away mid-send; the reader sees the disconnect
             log.debug("%s writer stopped: %r", self.id, exc)
         finally:
+            if self._resume is not None:  # cancelled before it began
+                self._resume.close()
+                self._resume = None
             self._writer = None
             self._steady()
+
+
+class _Resume:
+    """Awaits a coroutine that was started by hand (``send(None)``) and stopped at
+    ``waiting``, from where it stopped: the task that awaits this waits for ``waiting`` as
+    the coroutine asked, then runs it on to its end (any other awaitable: from its start)."""
+
+    __slots__ = ("_coro", "_waiting")
+
+    def __init__(self, coro: Any, waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        try:
+            yield self._waiting  # a future (the task waits for it) or None (a bare yield)
+        except BaseException:  # cancelled meanwhile: the send is dropped with the socket
+            self._coro.close()
+            raise
+        yield from self._coro.__await__()
+
+    def close(self) -> None:
+        close = getattr(self._coro, "close", None)
+        if close is not None:
+            close()
 
 
 # -- the fan-out's send loop ------------------------------------------------------------------

@@ -10,6 +10,7 @@ import asyncio.selector_events
 import contextlib
 import functools
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -326,3 +327,22 @@ def test_the_checks_command_names_a_failed_check(
     out = capsys.readouterr().out
     assert "check ws_server_protocol: FAILED: websockets Request has no method/protocol" in out
     assert out.count(": ok\n") == len(fastpaths.TABLE) - 1
+
+
+def test_every_reach_into_another_librarys_internals_is_a_row_of_the_door() -> None:
+    """A private attribute read or set on another object anywhere in hub/ (``x._name``) is
+    one the door's table names; a class swap or a re-declaration of another class's
+    attributes as slots is hub/transport.py's alone (rows ws_server_protocol, ws_protocol).
+    A new reach needs a row (and a check) first."""
+    touched = " ".join(p.touches for p in fastpaths.TABLE)
+    unnamed = set()
+    for path in sorted((ROOT / "hub").rglob("*.py")):
+        if path.name == "fastpaths.py":
+            continue
+        text = path.read_text()
+        for match in re.finditer(r"\b(?!self\b|cls\b)[a-z_]\w*\)?\.(_[a-z]\w*)\b", text):
+            if match.group(1) not in touched and match.group(1) != "_replace":  # namedtuple's
+                unnamed.add(f"{path.relative_to(ROOT)}: {match.group(0)}")
+        if path.name != "transport.py":
+            assert ".__class__ =" not in text, path
+    assert not unnamed, sorted(unnamed)

@@ -27,7 +27,7 @@ from websockets.http11 import Request
 from hub import create_app, fastpaths
 from hub.settings import Settings
 from tests.conftest import FAST
-from tests.harness import AppThread, NonReader, ServerThread, Viewer, new_client_id
+from tests.harness import AppThread, HubProcess, NonReader, ServerThread, Viewer, new_client_id
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -346,3 +346,23 @@ def test_every_reach_into_another_librarys_internals_is_a_row_of_the_door() -> N
         if path.name != "transport.py":
             assert ".__class__ =" not in text, path
     assert not unnamed, sorted(unnamed)
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_hub_serve_logs_which_fast_paths_are_on_in_one_line(setting: str, tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path / "hub.db", HUB_LOG_LEVEL="info", HUB_FAST_PATHS=setting)
+    stats = httpx.get(hub.url + "/v1/stats").json()
+    out = hub.stop()
+    (line,) = [line for line in out.splitlines() if "fast paths on:" in line]
+    state = fastpaths.configure(setting == "on")  # what this process finds, the same here
+    try:
+        assert stats["fast_paths"] == state
+        assert f"{fastpaths.summary()} (HUB_FAST_PATHS); fan-out send loop: " in line
+        loop = "compiled" if state["compiled_loop"] else "python"
+        assert line.endswith(f"fan-out send loop: {loop}")
+        if setting == "off":
+            order = ", ".join(p.name for p in fastpaths.TABLE if not p.required)
+            assert f"fast paths on: none; off: {order}" in line
+    finally:
+        fastpaths.configure(True)
+    assert "fast path check" not in out  # nothing failed here: no warning

@@ -24,6 +24,7 @@ from hub.access import Access, Authenticate
 from hub.auth import Auth, OriginPolicy, RedactTokens
 from hub.backends import PresenceBackend
 from hub.backends.memory import MemoryBackend
+from hub.events import EventRoute
 from hub.hub import Hub, Limits
 from hub.metrics import Metrics
 from hub.occupancy import Occupancy
@@ -180,12 +181,14 @@ def create_app(settings: Settings, authenticate: Authenticate | None = None) -> 
         finally:
             await store.close()
 
+    origins = OriginPolicy(settings.allowed_origins)
     app = _App(
-        SocketRoute(hub, access, OriginPolicy(settings.allowed_origins)),
+        SocketRoute(hub, access, origins),
         routes=rest.routes(),
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
+    app.events = EventRoute(hub, access, origins, settings.ping_interval)
     app.state.services = services
     return app
 
@@ -210,6 +213,7 @@ class _App(Starlette):
     def __init__(self, sockets: SocketRoute, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sockets = sockets
+        self.events: EventRoute | None = None  # the event stream, and 426 for a plain GET
         self.running = False
         self._warned = False
 
@@ -222,6 +226,10 @@ class _App(Starlette):
             socket = self.sockets.route(scope, receive, send)
             if socket is not None:
                 return socket
+        elif scope["type"] == "http" and self.events is not None:
+            stream = self.events.route(scope, receive, send)
+            if stream is not None:
+                return stream
         return super().__call__(scope, receive, send)
 
     async def _not_started(self, scope: Scope, receive: Receive, send: Send) -> None:

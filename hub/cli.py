@@ -3,7 +3,7 @@
     hub serve [--host H] [--port P] [--database-url URL] [--create-grace S] ...
     hub token --workspace ID [--client ID] [--admin] [--scope viewers] [--user U]
               [--profile JSON] [--ttl SECONDS]
-    hub watch URL --workspace ID [--session S] [--json] [--count N]
+    hub watch URL --workspace ID [--session S] [--json] [--count N] [--transport sse]
     hub sessions URL --workspace ID [--json]
     hub presence URL --workspace ID
     hub viewers URL --workspace ID --session S [--limit N] [--json]
@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         if name == "watch":
             command.add_argument("--session", help="follow this session only")
             command.add_argument("--count", type=int, help="stop after this many updates")
+            command.add_argument(
+                "--transport",
+                choices=["websocket", "sse"],
+                default="websocket",
+                help="sse: the event stream, where a proxy breaks WebSockets",
+            )
         if name == "viewers":
             command.add_argument(
                 "--session", required=True, metavar="S", help='the session ("" for none)'
@@ -159,7 +165,7 @@ async def _watch(hub: Any, args: argparse.Namespace) -> None:
     """Live counts: JSON lines when piped (or --json), else one refreshing line."""
     as_json = args.json or not sys.stdout.isatty()
     seen = 0
-    async with hub.connect(args.workspace) as stream:
+    async with hub.connect(args.workspace, transport=args.transport) as stream:
         async for update in stream:
             counts = update.counts
             if args.session is not None:

@@ -36,6 +36,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from hub import errors
 from hub.protocol import CloseCode
+from hub.sse_client import REFUSED, EventStreamConnection
 
 __all__ = ["FINAL", "ConnectionLost", "HubClient", "Stream", "StreamClosed", "Update", "backoff"]
 
@@ -219,6 +220,9 @@ class Stream:
     Every wait is bounded: entering waits at most ``connect_timeout`` for the first snapshot,
     :meth:`set_session`, :meth:`set_profile`, :meth:`watch` and :meth:`unwatch` at most
     ``ack_timeout`` for their answer (``TimeoutError``).
+
+    ``transport="sse"``: the event stream instead of a WebSocket (where a proxy breaks
+    WebSockets), with the commands over REST (:mod:`hub.sse_client`); the same calls.
     """
 
     def __init__(
@@ -230,7 +234,11 @@ class Stream:
         max_backoff: float = BACKOFF_MAX,
         ack_timeout: float = 10.0,
         connect_timeout: float = 10.0,
+        transport: str = "websocket",
     ) -> None:
+        if transport not in ("websocket", "sse"):
+            raise ValueError(f"transport must be 'websocket' or 'sse', not {transport!r}")
+        self.transport = transport
         self.client = client
         self.workspace_id = workspace_id
         self.backoff = backoff
@@ -249,7 +257,8 @@ class Stream:
         self.viewers: dict[str, dict[str, dict[str, Any]]] = {}
         self.totals: dict[str, tuple[int, int]] = {}  # session -> (total, anonymous)
         self.attempts = 0  # connection attempts made (handshakes tried)
-        self._ws: ClientConnection | None = None
+        self._ws: ClientConnection | EventStreamConnection | None = None
+        self._watch_refs: dict[str, int] = {}  # over SSE: a watch's ref, until its viewers
         self._updates: asyncio.Queue[Update | BaseException] = asyncio.Queue()
         self._acks: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._refs = 0
@@ -408,6 +417,8 @@ class Stream:
                     continue
                 attempt = 0
                 code, reason = await self._read(ws)
+                if isinstance(ws, EventStreamConnection) and ws.restart:
+                    continue  # a new stream, with other watches
                 if code in FINAL:
                     raise StreamClosed(code, reason)
                 self._lost(ConnectionLost("the socket dropped before the hub answered"))
@@ -418,9 +429,11 @@ class Stream:
         except BaseException as exc:
             self._fail(exc)
 
-    async def _open(self) -> ClientConnection:
+    async def _open(self) -> ClientConnection | EventStreamConnection:
         """One connection attempt, up to the snapshot; raises _Retry or StreamClosed."""
         self.attempts += 1
+        if self.transport == "sse":
+            return await self._open_events()
         try:
             ws = await ws_connect(self.url, compression=None, open_timeout=self.connect_timeout)
         except InvalidStatus as exc:
@@ -455,7 +468,63 @@ class Stream:
         self._connected.set()
         return ws
 
-    async def _read(self, ws: ClientConnection) -> tuple[int, str]:
+    async def _open_events(self) -> EventStreamConnection:
+        """One event stream, up to its snapshot (docs/protocol.md section 12)."""
+        http = self.client._http
+        base = f"/v1/workspaces/{self.workspace_id}"
+        params: dict[str, Any] = {"client_id": self.client.client_id}
+        if self.client.user_id is not None:
+            params["user_id"] = self.client.user_id
+        watches = list(self.watching)[:8]
+        if watches:
+            params["watch"] = ",".join(watches)
+            params["limit"] = max(self.watching[s] for s in watches)
+        request = http.build_request(
+            "GET",
+            base + "/events",
+            params=params,
+            headers={"Accept": "text/event-stream"},
+            timeout=httpx.Timeout(self.connect_timeout, read=None),
+        )
+        try:
+            response = await http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _Retry(str(exc)) from None
+        if response.status_code != 200:
+            await response.aread()
+            status = response.status_code
+            if status in REFUSED:
+                try:
+                    reason = str(response.json()["message"])
+                except (ValueError, KeyError, TypeError):
+                    reason = f"HTTP {status}"
+                raise StreamClosed(REFUSED[status], reason)
+            if status >= 500 or status in RETRY_STATUSES:
+                raise _Retry(f"HTTP {status}")
+            raise StreamClosed(status, f"the event stream was refused: HTTP {status}")
+        ws = EventStreamConnection(
+            http, response, base, self.client.client_id, watches, self._apply, self._watch_refs
+        )
+        self._ws = ws
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                first = orjson.loads(await ws.recv())
+        except (EOFError, TimeoutError):
+            await ws.close()
+            if ws.close_code in FINAL:
+                raise StreamClosed(ws.close_code or 1006, ws.close_reason) from None
+            raise _Retry("no snapshot") from None
+        self._apply(first)
+        if self.session and not self._waiting:
+            await ws.send(
+                orjson.dumps({"type": "set_session", "session_id": self.session}).decode()
+            )
+        if self.profile is not None:
+            await ws.send(orjson.dumps({"type": "set_profile", "profile": self.profile}).decode())
+        self._connected.set()
+        return ws
+
+    async def _read(self, ws: ClientConnection | EventStreamConnection) -> tuple[int, str]:
         """Apply frames until the socket ends; its close code and reason."""
         try:
             async for raw in ws:

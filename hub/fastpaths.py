@@ -305,6 +305,38 @@ def _check_compiled_loop() -> str | None:
     return None
 
 
+# -- event streams (uvicorn's h11 cycle) ------------------------------------------------------
+
+_CYCLE_ATTRIBUTES = (
+    "transport", "flow", "disconnected", "response_complete", "conn", "message_event",
+)  # fmt: skip
+
+
+def _check_event_writer() -> str | None:
+    import h11
+    from uvicorn.protocols.http.h11_impl import RequestResponseCycle
+
+    stored = _stores(RequestResponseCycle.__init__)
+    lost = [name for name in _CYCLE_ATTRIBUTES if name not in stored]
+    if lost:
+        return f"RequestResponseCycle no longer sets {', '.join(lost)}"
+    if "_writer" not in _stores(*vars(h11.Connection).values()):
+        return "h11 Connection no longer sets _writer"
+    writers = importlib.import_module("h11._writers")
+    return _missing(writers, ("ChunkedWriter", "Http10Writer"))
+
+
+def _check_stream_shutdown() -> str | None:
+    from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+
+    absent = _missing(H11Protocol, ("shutdown",))
+    if absent:
+        return absent
+    if "message_event" not in _stores(RequestResponseCycle.__init__):
+        return "RequestResponseCycle no longer sets message_event"
+    return None
+
+
 # -- TCP_CORK ---------------------------------------------------------------------------------
 
 
@@ -432,6 +464,27 @@ TABLE: tuple[FastPath, ...] = (
         "DirectWriter._send_transport on uvloop (HUB_LOOP=uvloop)",
         _check_uvloop_transport,
         needs=("direct_writer",),
+    ),
+    FastPath(
+        "event_writer",
+        "uvicorn, h11",
+        "0.55; 0.16",
+        "ASGI send.__self__ of an HTTP response (uvicorn's RequestResponseCycle): transport, "
+        "flow, disconnected, response_complete, conn, message_event; h11 Connection._writer "
+        "(ChunkedWriter, Http10Writer)",
+        "EventWriter: an event stream's events written straight to the transport, framed "
+        "once (else the ASGI send)",
+        _check_event_writer,
+    ),
+    FastPath(
+        "stream_shutdown",
+        "uvicorn",
+        "0.55",
+        "the server's send found behind a parent app's wrappers (send.__self__, closures' "
+        "cells); H11Protocol.shutdown replaced on the instance",
+        "event streams closed with 1012 when the server shuts down (else they end when "
+        "uvicorn closes their connection)",
+        _check_stream_shutdown,
     ),
     FastPath(
         "cork",

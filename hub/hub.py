@@ -153,9 +153,11 @@ class Hub:
         user: str | None = None,
         profile: Profile | None = None,
         may_watch: bool = True,
+        connection: type[Connection] = Connection,
     ) -> Connection:
         """Attach a new stream (of ``user``, None: anonymous) and queue its snapshot as its
-        first frame; ``may_watch``: whether its grant allows watching viewers.
+        first frame; ``may_watch``: whether its grant allows watching viewers; ``connection``:
+        the stream's class (an event stream's, hub.events).
 
         Raises a PeerError (over capacity, unknown workspace, retired client, a client bound
         to another user) before anything is attached; a stream whose claim goes away while it
@@ -169,7 +171,7 @@ class Hub:
             raise OverCapacity(f"client has {limits.max_streams} sockets in this workspace")
         loop = asyncio.get_running_loop()
         rate = RateLimit(limits.rate, limits.burst, loop.time()) if limits.rate else None
-        conn = Connection(
+        conn = connection(
             workspace_id, client_id, send, self.max_outbox_bytes, direct, rate, self.metrics
         )
         conn.may_watch = may_watch

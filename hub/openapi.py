@@ -145,6 +145,10 @@ SCHEMAS: dict[str, Schema] = {
         "additionalProperties": False,
         "properties": {"session_id": {**_SESSION_ID, "nullable": True}},
     },
+    "Profile": {
+        "type": "object",
+        "description": "a client's user's profile: any JSON object of at most 1024 bytes",
+    },
 }
 
 _W = {"name": "workspace_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -236,6 +240,16 @@ PATHS: dict[str, dict[str, Schema]] = {
             _CQ,
         ),
     },
+    "/v1/workspaces/{workspace_id}/clients/{client_id}/profile": {
+        "put": _op(
+            "set a client's user's profile (v1.2)",
+            200,
+            "Profile",
+            {"type": "object", "properties": {"seq": _COUNT}},
+            _W,
+            _C,
+        ),
+    },
     "/v1/workspaces/{workspace_id}/presence": {
         "get": _op("presence snapshot", 200, None, _ref("Presence"), _W),
     },
@@ -263,7 +277,8 @@ def document() -> Schema:
             "title": "presence hub",
             "version": __version__,
             "description": "Live viewer counts per session. WebSocket: "
-            "GET /v1/workspaces/{workspace_id}/ws?client_id=<uuid> (see the README).",
+            "GET /v1/workspaces/{workspace_id}/ws?client_id=<uuid>; the same as Server-Sent "
+            "Events: GET /v1/workspaces/{workspace_id}/events?client_id=<uuid> (see the README).",
         },
         "paths": PATHS,
         "components": {

@@ -40,7 +40,13 @@ from hub.errors import (
 from hub.hub import Hub
 from hub.openapi import document
 from hub.presence import Snapshot
-from hub.protocol import check_client_id, check_limit, check_session_id, viewer_json
+from hub.protocol import (
+    check_client_id,
+    check_limit,
+    check_profile,
+    check_session_id,
+    viewer_json,
+)
 from hub.store import SESSION_FIELDS, Session, Store, Workspace
 
 __all__ = ["Rest", "error_response", "json_response"]
@@ -182,6 +188,7 @@ class Rest:
             (w + "/clients/{client_id}", self.release, ["DELETE"]),
             ("/v1/clients/{client_id}", self.retire, ["DELETE"]),
             (w + "/current-session", self.set_current_session, ["POST"]),
+            (w + "/clients/{client_id}/profile", self.set_profile, ["PUT"]),
             (w + "/presence", self.presence, ["GET"]),
             (w + "/viewers", self.viewers, ["GET"]),
             (w + "/sessions", self.list_sessions, ["GET"]),
@@ -412,6 +419,17 @@ class Rest:
             raise BadRequest("field 'session_id' is required")
         session_id = check_session_id(body["session_id"])
         seq = await self.backend.set_session(workspace.id, client_id, session_id)
+        return json_response({"seq": seq})
+
+    async def set_profile(self, request: Request) -> Response:
+        """A client's user's profile over REST (docs/protocol.md section 12): the body is the
+        profile itself, with the rules of ``set_profile``; answered with the seq."""
+        grant = await self._grant(request)
+        client_id = check_client_id(request.path_params["client_id"])
+        grant.check_client(client_id)
+        workspace = await self._workspace(request, grant)
+        profile = check_profile(await self._body(request))
+        seq = await self.backend.set_profile(workspace.id, client_id, profile)
         return json_response({"seq": seq})
 
     async def presence(self, request: Request) -> Response:

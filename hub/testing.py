@@ -25,10 +25,11 @@ Example (with pytest-asyncio in auto mode):
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import uvicorn
@@ -37,7 +38,7 @@ from hub.app import Services, create_app
 from hub.cli import uvicorn_config
 from hub.client import HubClient
 from hub.settings import Settings
-from hub.transport import HubServer, listening_socket
+from hub.transport import listening_socket
 
 __all__ = ["ThreadedHub"]
 
@@ -49,33 +50,32 @@ TEST_SETTINGS: dict[str, Any] = {
 }
 
 
-class ThreadedHub:
-    """A real hub (uvicorn, as ``hub serve`` runs it) on its own event loop in a thread."""
+class ThreadedServer:
+    """Any ASGI app under uvicorn (``config``) on its own event loop in a thread: a real
+    server on a real port, for tests (an app of yours that mounts the hub, say)."""
 
-    def __init__(self, settings: Settings | None = None, **uvicorn_overrides: Any) -> None:
-        settings = settings or Settings.from_env({}, **TEST_SETTINGS)
-        self.app = create_app(settings)
-        self.services: Services = self.app.state.services
-        overrides: dict[str, Any] = {"port": settings.port, "log_level": "warning"}
-        config = uvicorn_config(settings, self.app, **{**overrides, **uvicorn_overrides})
-        self.server: uvicorn.Server = HubServer(config)
+    def __init__(self, config: uvicorn.Config) -> None:
+        self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.port = 0
+
+    def _listen(self) -> socket.socket:
+        return self.server.config.bind_socket()
 
     def _run(self) -> None:
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:
         self.loop = asyncio.get_running_loop()
-        await self.server.serve(sockets=[listening_socket(self.server.config)])
+        await self.server.serve(sockets=[self._listen()])
 
-    def start(self) -> ThreadedHub:
+    def start(self) -> Self:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the hub did not start")
+                raise RuntimeError("the server did not start")
             time.sleep(0.01)
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
         return self
@@ -87,6 +87,20 @@ class ThreadedHub:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+class ThreadedHub(ThreadedServer):
+    """A real hub (uvicorn, as ``hub serve`` runs it) on its own event loop in a thread."""
+
+    def __init__(self, settings: Settings | None = None, **uvicorn_overrides: Any) -> None:
+        settings = settings or Settings.from_env({}, **TEST_SETTINGS)
+        self.app = create_app(settings)
+        self.services: Services = self.app.state.services
+        overrides: dict[str, Any] = {"port": settings.port, "log_level": "warning"}
+        super().__init__(uvicorn_config(settings, self.app, **{**overrides, **uvicorn_overrides}))
+
+    def _listen(self) -> socket.socket:
+        return listening_socket(self.server.config)
 
 
 # -- the pytest plugin ------------------------------------------------------------------------

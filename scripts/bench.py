@@ -7,6 +7,7 @@
     .venv/bin/python scripts/bench.py --before /tmp/old   # also the hub of another source tree
     .venv/bin/python scripts/bench.py --people --n 1000   # people: see "People" below
     .venv/bin/python scripts/bench.py --servers hub uvloop --repeat 3  # medians of 3 rounds
+    .venv/bin/python scripts/bench.py --transport sse     # viewers on the event stream too
 
 For each N and each server (the hub as users run it: ``hub serve``, one worker, in-memory
 presence, default settings; ``scripts/baseline_server.py``, the same workload on
@@ -41,6 +42,11 @@ robin over the nodes and the drivers sit on node 0, so the latency of viewers on
 nodes is the cross-node path (ack on node 0 to receipt on node k). Throughput is printed as
 the ratio to 1 node on Redis; with a rate high enough to saturate one worker (e.g.
 ``--n 10000 --workspaces 50 --rate 1000``) it is how much more K workers deliver.
+
+The event stream (``--transport sse``, or the server ``sse`` in ``--servers``): the same hub
+and the same run, its N viewers on ``GET .../events`` (Server-Sent Events, read by a minimal
+asyncio client) instead of WebSockets, the drivers still on WebSockets; printed beside the
+hub's WebSocket viewers (so ``hub/sse`` below 1 is what an event stream costs more).
 
 Another version (``--before PATH``: a source tree, e.g. ``git worktree add /tmp/old <ref>``) runs
 as the server ``before`` in the same run, and its figures are printed beside the hub's as the
@@ -102,6 +108,7 @@ SERVER_CPUS: set[int] = set()
 SEQ = re.compile(rb'"seq":(\d+)')
 ONLINE = re.compile(rb'"online":(\d+)')
 REF = re.compile(rb'"ref":(\d+)')
+CODE = re.compile(rb'"code":(\d+)')
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -226,6 +233,43 @@ class Viewer(WsClient):
             self.seqs.append(seq)
 
 
+class SseViewer(Viewer):
+    """A Viewer on the event stream: the response's head, then events split on blank lines,
+    each ``data:`` line handled as a WebSocket text frame is (chunk framing stripped)."""
+
+    def __init__(self, path: str, host: str, port: int, read: bool = True) -> None:
+        super().__init__(path, host, port, read)
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 200 " not in buf[:end]:
+                self.ready.set_exception(RuntimeError(bytes(buf[:end]).decode()))
+                return
+            del buf[: end + 4]
+            self.open = True
+        pos = 0
+        while (end := buf.find(b"\n\n", pos)) >= 0:
+            event = bytes(buf[pos:end])
+            pos = end + 2
+            start = event.find(b"data: ")
+            if start >= 0:
+                if b"event: close" in event:
+                    code = CODE.search(event)
+                    if code is not None and not self.closed.done():
+                        self.closed.set_result(int(code.group(1)))
+                    continue
+                self.on_text(event[start + 6 :].split(b"\r\n", 1)[0])
+        del buf[:pos]
+
+
 class Driver(WsClient):
     """Sends set_session frames with integer refs; records each ack's arrival time and seq."""
 
@@ -269,7 +313,7 @@ class Server:
     ) -> None:
         self.kind = kind
         self.port = port
-        self.hub = kind in ("hub", "before", "uvloop", "python", "mounted")
+        self.hub = kind in ("hub", "before", "uvloop", "python", "sse", "mounted")
         # The mounted hub's URLs are below its mount (scripts/mounted_app.py).
         self.prefix = "/presence" if kind == "mounted" else ""
         if kind == "before":
@@ -510,12 +554,20 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
             return f"{server.prefix}/v1/workspaces/{workspace}/ws?client_id={cid.format(i)}"
         return f"/{workspace}"
 
+    # The viewers: WebSockets, or the event stream (server "sse": the same hub).
+    viewer: type[Viewer] = SseViewer if server.kind == "sse" else Viewer
+
+    def viewer_path(workspace: str, i: int) -> str:
+        if server.kind == "sse":
+            return f"/v1/workspaces/{workspace}/events?client_id={cid.format(i)}"
+        return ws_path(workspace, i)
+
     # Idle memory per connection.
     await asyncio.sleep(0.5)
     rss0 = server.rss()
-    paths = [ws_path(ids[i % workspaces], i) for i in range(n)]
+    paths = [viewer_path(ids[i % workspaces], i) for i in range(n)]
     cpu0, t0 = server.cpu(), time.monotonic()  # the connect storm: 500 handshakes at a time
-    viewers: list[Viewer] = await connect_all(Viewer, port, paths)
+    viewers: list[Viewer] = await connect_all(viewer, port, paths)
     result.connect_s, result.connect_cpu_s = time.monotonic() - t0, server.cpu() - cpu0
     if server.hub:  # every view right at the end: each socket told its room's online
         sizes = Counter(i % workspaces for i in range(n))
@@ -1083,8 +1135,15 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=["hub", "baseline", "node"],
         help="hub, baseline (websockets.broadcast), node (Node ws), uvloop (the hub on "
-        "uvloop), python (the hub without its compiled send loop), before (--before), "
-        "mounted (the hub in a FastAPI app under plain uvicorn, HUB_FAST_PATHS=off)",
+        "uvloop), python (the hub without its compiled send loop), before (--before), sse "
+        "(the hub, its viewers on the event stream), mounted (the hub in a FastAPI app under "
+        "plain uvicorn, HUB_FAST_PATHS=off)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=["websocket", "sse"],
+        default="websocket",
+        help="sse: the hub with WebSocket viewers and with event-stream viewers, side by side",
     )
     parser.add_argument(
         "--repeat",
@@ -1129,6 +1188,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat takes 1 or more rounds")
     if args.quick:
         args.n, args.seconds, args.sets, args.rate = [50], 2.0, 200, 50.0
+    if args.transport == "sse":
+        args.servers = ["hub", "sse"]
     HUB_ARGS.extend(args.hub_args.split())
     if args.before is not None:
         BEFORE.append(str(args.before.resolve()))
@@ -1191,7 +1252,7 @@ def main(argv: list[str] | None = None) -> int:
                 rounds[-1][kind] = r
         by_kind = {kind: median_result([rd[kind] for rd in rounds]) for kind in args.servers}
         if "hub" in by_kind and len(by_kind) > 1:
-            for other in ("baseline", "node", "uvloop", "python", "before", "mounted"):
+            for other in ("baseline", "node", "uvloop", "python", "before", "sse", "mounted"):
                 if other in by_kind:
                     print(table(by_kind["hub"], by_kind[other], other, other[:6]), flush=True)
                     if len(rounds) > 1:

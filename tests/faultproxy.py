@@ -3,6 +3,10 @@ networks do: delay every byte, stall (hold everything, then let it through), res
 connection, or silently drop the connections it has (a NAT or firewall that forgot them: no FIN,
 no RST, nothing more gets through either way, while new connections work).
 
+It can also record the exchanges it carries (``exchanges``, off by default): on each
+connection, a burst of bytes from the client up to the server's first reply is one exchange,
+one round trip (what ``tests/roundtrips.py`` counts).
+
 It runs on the test's event loop, on a free loopback port; ``url`` is what the node is given.
 """
 
@@ -10,10 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import struct
+from dataclasses import dataclass, field
 
-__all__ = ["FaultProxy"]
+__all__ = ["Exchange", "FaultProxy"]
+
+_LINK_IDS = itertools.count(1)
+
+
+@dataclass
+class Exchange:
+    """One round trip on one connection: what the client sent (a command, or a pipeline sent
+    at once) from when it arrived at the proxy until the server's reply began to."""
+
+    link: int  # which connection
+    started: float  # loop time the request's first byte arrived
+    request: bytearray = field(default_factory=bytearray)
+    replied: float | None = None  # loop time the reply's first byte arrived
 
 
 class _Link:
@@ -25,8 +44,26 @@ class _Link:
         self.upstream: asyncio.StreamWriter | None = None
         self.dropped = False  # silently dropped: read and discard, forever
         self.tasks: list[asyncio.Task[None]] = []
+        self.id = next(_LINK_IDS)
+        self.open: Exchange | None = None  # the exchange of this link awaiting its reply
 
-    async def pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _record(self, data: bytes, from_client: bool, now: float) -> None:
+        """Note a chunk in the proxy's exchanges (when it records them)."""
+        exchanges = self.proxy.exchanges
+        if exchanges is None:
+            return
+        if from_client:
+            if self.open is None:
+                self.open = Exchange(self.id, now)
+                exchanges.append(self.open)
+            self.open.request += data
+        elif self.open is not None:  # else a push (pub/sub): no request of its own
+            self.open.replied = now
+            self.open = None
+
+    async def pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, from_client: bool
+    ) -> None:
         """Forward one direction: each chunk leaves ``delay`` after it arrived (a link's
         latency, not a queue's), in order, and only while the proxy is flowing."""
         loop = asyncio.get_running_loop()
@@ -35,6 +72,7 @@ class _Link:
         async def read() -> None:
             try:
                 while data := await reader.read(65536):
+                    self._record(data, from_client, loop.time())
                     chunks.put_nowait((loop.time(), data))
             except (ConnectionError, OSError):
                 pass
@@ -80,6 +118,7 @@ class FaultProxy:
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.links: set[_Link] = set()
+        self.exchanges: list[Exchange] | None = None  # a list to record them in
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -112,8 +151,8 @@ class FaultProxy:
         link.upstream = up_writer
         self.links.add(link)
         link.tasks = [
-            asyncio.ensure_future(link.pump(reader, up_writer)),
-            asyncio.ensure_future(link.pump(up_reader, writer)),
+            asyncio.ensure_future(link.pump(reader, up_writer, True)),
+            asyncio.ensure_future(link.pump(up_reader, writer, False)),
         ]
         try:
             await asyncio.gather(*link.tasks, return_exceptions=True)

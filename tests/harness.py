@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed
 
 from hub.client import _absolute
 from hub.settings import Settings
-from hub.testing import ThreadedHub
+from hub.testing import ThreadedHub, ThreadedServer
 
 T = TypeVar("T")
 
@@ -399,42 +399,12 @@ class HubProcess:
             raise AssertionError(f"hub did not stop on SIGINT in 10 s:\n{out[-3000:]}") from None
 
 
-class AppThread:
+def app_thread(app: Any) -> ThreadedServer:
     """Any ASGI app (a user's Starlette or FastAPI app mounting the hub) under plain uvicorn,
-    as a user runs it (``uvicorn app:app``: uvicorn's own protocol classes), on a free port in
-    a background thread."""
+    as a user runs it (``uvicorn app:app``: uvicorn's own protocol classes), on a free port."""
+    import uvicorn
 
-    def __init__(self, app: Any) -> None:
-        import threading
-
-        import uvicorn
-
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.port: int = self._sock.getsockname()[1]
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self.server.serve(sockets=[self._sock])), daemon=True
-        )
-
-    def start(self) -> AppThread:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the app did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    return ThreadedServer(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
 
 
 class LimitedHubProcess(HubProcess):

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from hub.testing import ThreadedHub
 from tests.harness import free_port
 
 SECRET = "s3cret-" + "x" * 32
@@ -122,17 +121,3 @@ class Receiver:
             for e in self.unique()
             if e["workspace_id"] == workspace_id
         ]
-
-
-class ThreadedApp(ThreadedHub):
-    """Any ASGI app under uvicorn, on a free port, in a thread of its own (the plugin's
-    threaded hub, serving another app)."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.loop = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.port = 0

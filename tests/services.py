@@ -21,6 +21,7 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,64 +103,58 @@ class RedisServer:
 
 
 class RedisClusterSet:
-    """A Redis Cluster of three masters (no replicas), each a redis-server in its own folder
-    on a free port (its cluster bus is the port + 10000)."""
+    """A Redis Cluster of three masters, each a redis-server in its own folder on a free port
+    (its cluster bus is the port + 10000); with ``replicas``, that many replicas per master,
+    which a failover promotes (after ``node_timeout`` ms without an answer from their
+    master)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, replicas: int = 0, node_timeout: int = 15000) -> None:
         binary = shutil.which("redis-server")
         cli = shutil.which("redis-cli")
         if binary is None or cli is None:
             missing("redis-server and redis-cli")
         assert binary is not None and cli is not None
-        self.ports: list[int] = []
-        while len(self.ports) < 3:
+        self.binary = binary
+        self.tmp = tmp
+        self.replicas = replicas
+        self.node_timeout = node_timeout
+        self.ports: list[int] = []  # every node's, the masters' first (as redis-cli makes them)
+        while len(self.ports) < 3 * (1 + replicas):
             port = free_port()
             if port + 10000 < 65536 and port not in self.ports and _bindable(port + 10000):
                 self.ports.append(port)
-        self.procs = []
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
         for port in self.ports:
-            folder = tmp / f"cluster-{port}"
-            folder.mkdir()
-            self.procs.append(
-                subprocess.Popen(
-                    [
-                        binary,
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(folder),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                )  # fmt: skip
-            )
+            (tmp / f"cluster-{port}").mkdir()
+            self._spawn(port)
         try:
             self._form(cli)
         except BaseException:
             self.stop()
             raise
 
+    def _spawn(self, port: int) -> None:
+        self.procs[port] = subprocess.Popen(
+            [self.binary, "--port", str(port), "--bind", "127.0.0.1",
+             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+             "--cluster-node-timeout", str(self.node_timeout),
+             "--save", "", "--appendonly", "no", "--dir", str(self.tmp / f"cluster-{port}")],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
     def _form(self, cli: str) -> None:
         for port in self.ports:
             _wait_for_redis(port)
         addresses = [f"127.0.0.1:{port}" for port in self.ports]
         subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
+             "--cluster-yes"],
             check=True,
             capture_output=True,
             timeout=30,
-        )
-        deadline = time.monotonic() + 15
-        while self.state() != "ok":
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while self.state() != "ok" or not self._replicas_synced():
             if time.monotonic() > deadline:
                 raise RuntimeError("the Redis Cluster did not come up")
             time.sleep(0.1)
@@ -168,11 +163,12 @@ class RedisClusterSet:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
-    def state(self) -> str:
-        """``cluster_state`` as the first node sees it (``ok`` once every slot is served)."""
+    def state(self, port: int | None = None) -> str:
+        """``cluster_state`` as a node (the first, by default) sees it (``ok`` once every
+        slot is served)."""
         import redis
 
-        client = redis.Redis(port=self.ports[0], socket_timeout=0.5, decode_responses=True)
+        client = redis.Redis(port=port or self.ports[0], socket_timeout=0.5, decode_responses=True)
         try:
             return str(client.cluster("info").get("cluster_state", ""))
         except redis.RedisError:
@@ -180,10 +176,88 @@ class RedisClusterSet:
         finally:
             client.close()
 
+    def masters(self, port: int | None = None) -> dict[int, list[int]]:
+        """Master port -> its replicas' ports, as a live node (``port``, else any) sees the
+        cluster now (masters flagged as failed left out)."""
+        import redis
+
+        for asked in [port] if port else [p for p in self.ports if self.procs.get(p)]:
+            client = redis.Redis(port=asked, socket_timeout=0.5, decode_responses=True)
+            try:
+                nodes = client.cluster("nodes")
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+            return _masters_of(nodes)
+        return {}
+
+    def serving(self, key: str, port: int) -> int:
+        """The port of the master serving ``key``'s slot, as the node on ``port`` sees it."""
+        import redis
+        from redis.crc import key_slot
+
+        client = redis.Redis(port=port, socket_timeout=0.5, decode_responses=True)
+        try:
+            nodes = client.cluster("nodes")
+        finally:
+            client.close()
+        slot = key_slot(key.encode())
+        for address, info in nodes.items():
+            flags = info["flags"].split(",")
+            if "master" not in flags or "fail" in flags:
+                continue
+            for first, *last in info["slots"]:
+                if int(first) <= slot <= int((last or [first])[0]):
+                    return int(address.rpartition(":")[2])
+        raise AssertionError(f"slot {slot} is not served")
+
+    def _replicas_synced(self) -> bool:
+        import redis
+
+        masters = self.masters()
+        if sum(len(r) for r in masters.values()) < 3 * self.replicas:
+            return False
+        for replicas in masters.values():
+            for port in replicas:
+                client = redis.Redis(port=port, socket_timeout=0.5)
+                try:
+                    if client.info("replication").get("master_link_status") != "up":
+                        return False
+                except redis.RedisError:
+                    return False
+                finally:
+                    client.close()
+        return True
+
+    def kill(self, port: int) -> None:
+        """``kill -9`` of one node."""
+        proc = self.procs.pop(port)
+        proc.kill()
+        proc.wait(timeout=10)
+
     def stop(self) -> None:
-        for proc in self.procs:
+        for proc in self.procs.values():
             proc.kill()
             proc.wait(timeout=10)
+        self.procs.clear()
+
+
+def _masters_of(nodes: dict[str, dict[str, Any]]) -> dict[int, list[int]]:
+    """Master port -> replica ports, from a ``CLUSTER NODES`` reply as redis-py parses it
+    (address -> fields); failed masters are left out, and so are their replicas."""
+    port_of = {info["node_id"]: int(address.rpartition(":")[2]) for address, info in nodes.items()}
+    masters: dict[int, list[int]] = {}
+    for info in nodes.values():
+        flags = info["flags"].split(",")
+        if "master" in flags and "fail" not in flags:
+            masters[port_of[info["node_id"]]] = []
+    for info in nodes.values():
+        flags = info["flags"].split(",")
+        master = port_of.get(info["master_id"])
+        if "slave" in flags and "fail" not in flags and master in masters:
+            masters[master].append(port_of[info["node_id"]])
+    return masters
 
 
 def _bindable(port: int) -> bool:

@@ -557,9 +557,9 @@ def test_every_workspace_key_is_in_one_cluster_slot() -> None:
         assert "hub:{" not in code.replace("'hub:{' .. W .. '}:ch'", ""), name
 
 
-async def by_hand(nodes: Any) -> Any:
+async def by_hand(nodes: Any, **options: Any) -> Any:
     """A node whose loops (heartbeat, sweep, feed) are stopped: the test runs its steps."""
-    node, _ = await nodes(node_ttl=60.0)
+    node, _ = await nodes(node_ttl=60.0, **options)
     node._stopping.set()
     await asyncio.wait(node._tasks)
     return node
@@ -771,6 +771,7 @@ async def test_a_retire_outlives_a_redis_restarted_empty(
     Truth: once the nodes re-assert, A is refused again everywhere (never undone)."""
     a, events = await nodes(node_ttl=60.0, retired=records)
     b, _ = await nodes(node_ttl=60.0, retired=records)
+    await a.watch(W)
     await a.attach(W, A)
     await b.retire(A)
     await eventually(lambda: (W, A, CloseCode.RETIRED) in events.closes, within=5)
@@ -788,7 +789,8 @@ async def test_a_retired_client_that_joined_while_redis_forgot_is_closed_at_re_a
     """Fault: Redis restarted empty; a retired client joins through a before any node
     re-asserts (Redis alone cannot refuse it). Truth: a's re-assertion restores the
     retirement and closes that socket with 4410; it counts nowhere."""
-    a, events = await nodes(node_ttl=60.0, retired=records)
+    a = await by_hand(nodes, retired=records)  # no heartbeat re-asserts before the join
+    events = a._events
     await a.retire(A)
     redis_server.flush()
     await a.add_workspace(W)

@@ -49,6 +49,25 @@ def test_quick_benchmark_measures_everything_and_loses_nothing(tmp_path: Path) -
             assert math.isfinite(r[key]) and r[key] >= 0, (key, r)
 
 
+def test_quick_benchmark_of_the_event_stream_loses_nothing(tmp_path: Path) -> None:
+    """``--transport sse``: the hub's viewers on WebSockets and on the event stream, side by
+    side in one run."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench.py"), "--quick", "--transport", "sse",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "hub/sse" in proc.stdout
+    results = {r["server"]: r for r in json.loads(out.read_text())}
+    assert sorted(results) == ["hub", "sse"]
+    for r in results.values():
+        assert r["notes"] == [] and (r["lost"], r["out_of_order"]) == (0, 0), r
+        assert r["wrong_views"] == 0 and r["delivered"] > 0, r
+        assert math.isfinite(r["cpu_per_frame_us"]) and r["idle_bytes_per_conn"] > 0, r
+
+
 def test_nodes_benchmark_measures_the_cross_node_path(tmp_path: Path) -> None:
     out = tmp_path / "nodes.json"
     proc = subprocess.run(

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.harness import AppThread, Viewer, close_code, new_client_id
+from tests.harness import Viewer, app_thread, close_code, new_client_id
 
 
 async def test_the_fastapi_example_lists_its_chats_with_live_counts() -> None:
@@ -18,7 +18,7 @@ async def test_the_fastapi_example_lists_its_chats_with_live_counts() -> None:
     "general": the app's own list says 2 clients, 2 users there and 0 in "random"."""
     from examples.fastapi_app import app
 
-    server = AppThread(app).start()
+    server = app_thread(app).start()
     ws_base = server.url.replace("http", "ws", 1) + "/presence/v1/workspaces"
     tabs = []
     try:
@@ -67,7 +67,7 @@ async def test_the_readme_s_mounted_app_runs_as_written(
     monkeypatch.chdir(tmp_path)  # its database file goes there
     namespace: dict[str, Any] = {}
     exec(compile(_readme_snippet("## Inside your app"), "README.md", "exec"), namespace)  # noqa: S102
-    server = AppThread(namespace["app"]).start()
+    server = app_thread(namespace["app"]).start()
     try:
         async with httpx.AsyncClient(base_url=server.url) as http:
             w = (await http.post("/presence/v1/workspaces", json={"path": "/r"})).json()["id"]

@@ -147,6 +147,43 @@ async def test_a_stalled_then_reset_link_converges(proxied: tuple[Cluster, Fault
     await kill_one_and_converge(cluster, w, truth)
 
 
+REDIS_TIMEOUT = 2.0  # HUB_REDIS_TIMEOUT as shipped
+MARGIN = 1.0  # what a call may take beyond it (the event loop, a loaded machine)
+
+
+@pytest.mark.node_ttl("3")  # the default
+async def test_a_stalled_link_is_answered_within_the_redis_timeout(
+    proxied: tuple[Cluster, FaultProxy],
+) -> None:
+    """Fault: node 1's link to Redis holds every byte (connections open, nothing answers).
+    Bound: HUB_REDIS_TIMEOUT + 1 s, the retry on a fresh connection included, for a REST
+    read (503 with Retry-After) and a ``set_session`` (an ``unavailable`` error frame): first
+    on the pooled connections, then on the fresh ones made after the first failure. Truth:
+    once the link flows again, every socket counts, the refused changes not applied."""
+    cluster, proxy = proxied
+    w = await workspace(cluster)
+    truth = await viewers(cluster, w, (1, 2))
+    proxy.stall()
+    for attempt in range(2):
+        started = time.monotonic()
+        response = await rest(cluster.nodes[1], "GET", f"/v1/workspaces/{w}/presence")
+        took = time.monotonic() - started
+        print(f"REST read during a stall ({attempt}): {response.status_code} in {took:.2f} s")
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "1"
+        assert took < REDIS_TIMEOUT + MARGIN
+        started = time.monotonic()
+        mover, before = await change(truth, 1, f"S{3 + attempt}")
+        answer = await answered(mover, f"S{3 + attempt}", within=BOUND)
+        took = time.monotonic() - started
+        print(f"set_session during a stall ({attempt}): {answer['type']} in {took:.2f} s")
+        assert answer["type"] == "error" and answer["code"] == "unavailable", answer
+        assert took < REDIS_TIMEOUT + MARGIN
+        truth.sessions[mover.client_id] = before
+    proxy.resume()
+    await converge(cluster, w, truth, [0, 1], within=BOUND)
+
+
 @pytest.mark.node_ttl("3")  # the default: a far link must not look like a dead node
 async def test_a_far_redis_serves_with_the_default_timeout(
     proxied: tuple[Cluster, FaultProxy],

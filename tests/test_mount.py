@@ -21,8 +21,9 @@ from websockets.asyncio.client import connect
 from hub import Grant, create_app, presence_of
 from hub.errors import Forbidden, Unauthorized, WorkspaceNotFound
 from hub.settings import Settings
-from hub.testing import TEST_SETTINGS
-from tests.harness import AppThread, Viewer, close_code, new_client_id
+from hub.testing import TEST_SETTINGS, ThreadedServer
+from tests.harness import Viewer, app_thread, close_code, eventually, new_client_id
+from tests.receiver import SECRET, Receiver
 from tests.services import postgres_database
 
 PREFIX = "/presence"
@@ -100,14 +101,14 @@ PARENTS: dict[str, Callable[[Starlette, bool], Any]] = {
 
 
 @pytest.fixture(params=sorted(PARENTS))
-def parent(request: pytest.FixtureRequest) -> Iterator[AppThread]:
+def parent(request: pytest.FixtureRequest) -> Iterator[ThreadedServer]:
     presence = create_app(Settings.from_env({}, **TEST_SETTINGS))
-    server = AppThread(PARENTS[request.param](presence, True)).start()
+    server = app_thread(PARENTS[request.param](presence, True)).start()
     yield server
     server.stop()
 
 
-async def test_rest_and_the_socket_work_below_the_prefix(parent: AppThread) -> None:
+async def test_rest_and_the_socket_work_below_the_prefix(parent: ThreadedServer) -> None:
     """Truth: two clients of two users view S1 (one of them with two sockets): REST, the
     sockets and the app's in-process reader all say 2 clients, 2 users."""
     base = parent.url + PREFIX
@@ -147,7 +148,7 @@ async def test_a_mounted_hub_whose_lifespan_did_not_run_says_so(kind: str) -> No
     from hub.errors import Unavailable
 
     presence = create_app(Settings.from_env({}, **TEST_SETTINGS))
-    server = AppThread(PARENTS[kind](presence, False)).start()
+    server = app_thread(PARENTS[kind](presence, False)).start()
     try:
         async with httpx.AsyncClient(base_url=server.url + PREFIX) as http:
             for answer in (
@@ -181,7 +182,7 @@ async def test_two_mounted_nodes_on_redis_count_as_one(redis_url: str) -> None:
 async def _two_nodes(redis_url: str, database_url: str) -> None:
     shared = {**TEST_SETTINGS, "redis_url": redis_url, "database_url": database_url}
     hubs = [create_app(Settings.from_env({}, **shared)) for _ in range(2)]
-    nodes = [AppThread(_starlette(h, True)).start() for h in hubs]
+    nodes = [app_thread(_starlette(h, True)).start() for h in hubs]
     try:
         async with httpx.AsyncClient() as http:
             one, two = (n.url + PREFIX for n in nodes)
@@ -245,7 +246,7 @@ async def test_the_app_s_own_sign_in_decides_with_the_contract_s_codes(
     """Truth: a signed-in cookie is the stream's user (the query's user_id is ignored); no
     cookie is 401 / 4401, a refused user 403 / 4403, and a non-admin grant cannot retire."""
     presence = create_app(Settings.from_env({}, **TEST_SETTINGS), authenticate=authenticate)
-    server = AppThread(_starlette(presence, True)).start()
+    server = app_thread(_starlette(presence, True)).start()
     base = server.url + PREFIX
     ws = base.replace("http", "ws", 1)
     try:
@@ -284,3 +285,27 @@ async def test_the_app_s_own_sign_in_decides_with_the_contract_s_codes(
             await tab.close()
     finally:
         server.stop()
+
+
+async def test_a_mounted_hub_sends_its_webhooks() -> None:
+    """Webhooks work from inside a user's app: a socket that views S1 through the mount makes
+    the receiver get workspace_occupied and session_occupied, signed (checked by it)."""
+    receiver = Receiver().start()
+    hooks = {"webhook_url": receiver.url, "webhook_secret": SECRET, "webhook_vacated_delay": 0.2}
+    presence = create_app(Settings.from_env({}, **TEST_SETTINGS, **hooks))
+    server = app_thread(_starlette(presence, True)).start()
+    base = server.url + PREFIX
+    try:
+        async with httpx.AsyncClient(base_url=base) as http:
+            w = (await http.post("/v1/workspaces", json={"path": "/hooked"})).json()["id"]
+        client = new_client_id()
+        ws = base.replace("http", "ws", 1) + f"/v1/workspaces/{w}/ws?client_id={client}"
+        tab = await Viewer.open(ws, client)
+        await tab.send({"type": "set_session", "session_id": "S1"})
+        want = [("workspace_occupied", None), ("session_occupied", "S1")]
+        await eventually(lambda: receiver.names(w) == want, within=10)
+        await tab.close()
+        assert receiver.bad_signatures == 0
+    finally:
+        server.stop()
+        receiver.stop()

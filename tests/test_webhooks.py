@@ -21,8 +21,8 @@ import pytest
 
 from hub.cli import main
 from tests.clusters import Cluster, Truth, converge, rest
-from tests.harness import HubProcess, Viewer, eventually, new_client_id
-from tests.receiver import SECRET, Receiver, ThreadedApp
+from tests.harness import HubProcess, Viewer, app_thread, eventually, new_client_id
+from tests.receiver import SECRET, Receiver
 from tests.services import RedisClusterSet
 
 DELAY = 1.0  # HUB_WEBHOOK_VACATED_DELAY of these tests
@@ -430,7 +430,7 @@ async def test_the_readme_receiver_verifies_and_gets_the_events(
     printed: list[tuple[object, ...]] = []
     namespace: dict[str, object] = {"print": lambda *args: printed.append(args)}
     exec(compile(_readme_receiver(), "README.md", "exec"), namespace)  # noqa: S102
-    server = ThreadedApp(namespace["app"]).start()
+    server = app_thread(namespace["app"]).start()
     url = f"http://127.0.0.1:{server.port}/hooks/presence"
     env = {"HUB_WEBHOOK_URL": url, "HUB_WEBHOOK_SECRET": SECRET}
     hub = await asyncio.to_thread(HubProcess, tmp_path / "hub.db", **env)

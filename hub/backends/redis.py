@@ -52,7 +52,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.backends import Events, RetiredRecords
@@ -105,6 +105,9 @@ _IDEMPOTENT = frozenset(
         "viewers",
     }  # fmt: skip
 )
+# What a Redis Cluster call raises when it found no node to answer (no slot map, no master
+# for the slot: a failover), or when it did not answer in time (see _bounded).
+_CLUSTER_LOST = (RedisClusterException, TimeoutError)
 # The scripts that make claims; outside a Cluster they index them themselves (lua/_lib.lua).
 _CLAIMING = frozenset({"attach", "hold"})
 _CLEARED_TTL_MS = 7 * 24 * 3600 * 1000  # a clear count outlives any pause worth noticing
@@ -423,9 +426,13 @@ class RedisBackend:
         self._sweep_interval = sweep_interval
         self._timeout = timeout
         # Every connection is checked: a command or a connection that gets no answer within
-        # ``timeout`` fails (and the connection is dropped); an idle pooled connection is
-        # pinged before use after ``heartbeat``; TCP keepalive finds a peer that vanished; the
-        # change feed pings itself (see _feed). The pool is bounded and blocking: a burst of
+        # ``timeout`` fails (and the connection is dropped, the idle ones with it: _purge); a
+        # pooled connection the server closed is replaced when taken (the pool sees it
+        # readable), with no round trip; TCP keepalive finds a peer that vanished; the change
+        # feed pings itself (see _feed). No PING before a command on a connection idle for a
+        # while (redis-py's health check): it cost a node at rest one more round trip per
+        # call (REST read and set_session 2 instead of 1), and with no retries it could only
+        # fail where the command itself would. The pool is bounded and blocking: a burst of
         # calls (a thousand sockets joining at once) waits for a connection rather than
         # failing. No retries inside redis-py: a Redis that is down is reported at once.
         options: dict[str, Any] = {
@@ -436,7 +443,7 @@ class RedisBackend:
             "socket_connect_timeout": timeout,
             "socket_keepalive": True,
             "socket_keepalive_options": _KEEPALIVE,
-            "health_check_interval": max(1, int(heartbeat)),
+            "health_check_interval": 0,
             "retry": Retry(NoBackoff(), 0),
         }
         sentinel = parse_sentinel_url(url)
@@ -519,9 +526,12 @@ class RedisBackend:
                 "HUB_WEBHOOK_URL: webhooks need one Redis or Sentinel, not a Redis Cluster "
                 "(a workspace's script cannot append its events to one stream there)"
             )
-        options = {
-            k: v for k, v in self._options.items() if k not in ("timeout", "retry")
-        }  # the cluster client pools per node and follows MOVED/ASK itself
+        # The cluster client pools per node and follows MOVED/ASK itself. It retries nothing
+        # (its default is ten tries with backoff): a command that met a dead master is
+        # reported within the timeout (503 while the slot has no master), and a script that
+        # may have run is never run twice behind this node's back (an attach counted twice
+        # is a ghost); _run tries the idempotent ones once more, as on one Redis.
+        options = {k: v for k, v in self._options.items() if k != "timeout"}
         standalone = self.redis
         self._cluster = True
         self._use(aioredis.RedisCluster.from_url(self._url, **options))
@@ -557,11 +567,11 @@ class RedisBackend:
                 log.warning("presence task %s did not stop: cancelled", task.get_name())
                 task.cancel()
         self._tasks.clear()
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(RedisError, OSError, *_CLUSTER_LOST):
             # The hub's shutdown detached this node's streams; should one detach have failed,
             # ending the heartbeat now lets a survivor (or this node's next run) clear what is
             # left at its next beat, as for a node that died.
-            await self.redis.delete(_node_key(self.node))
+            await self._bounded(self.redis.delete(_node_key(self.node)))
         await self._drop_feed()
         if self._cluster:
             await self.redis.aclose()
@@ -579,7 +589,7 @@ class RedisBackend:
         self._watchers[workspace_id] = self._watchers.get(workspace_id, 0) + 1
         try:
             await asyncio.wait_for(self._subscribe(workspace_id), self._timeout * 4)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except (TimeoutError, RedisError, OSError, RedisClusterException) as exc:
             self.unwatch(workspace_id)
             raise Unavailable(f"presence feed unavailable: {exc or 'timeout'}") from None
 
@@ -671,7 +681,7 @@ class RedisBackend:
                     await asyncio.wait_for(pubsub.ping(), self._timeout)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (RedisError, OSError, TimeoutError, RedisClusterException) as exc:
                 log.warning("presence feed lost (%s); re-subscribing", exc or "timeout")
                 await self._purge(exc)
                 await self._drop_feed()
@@ -750,16 +760,22 @@ class RedisBackend:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            return await self._script(name, workspace_id, *args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            return await self._bounded(self._script(name, workspace_id, *args))
+        except (RedisConnectionError, RedisTimeoutError, OSError, *_CLUSTER_LOST) as exc:
             await self._purge(exc)
             left = self._timeout - (loop.time() - started)
             if name not in _IDEMPOTENT or left < self._timeout / 4:
                 raise Unavailable(f"presence unavailable: {exc or 'timeout'}") from None
         try:
             return await asyncio.wait_for(self._script(name, workspace_id, *args), left)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError, RedisClusterException) as exc:
             raise Unavailable(f"presence unavailable: {exc or 'timeout'}") from None
+
+    def _bounded(self, coro: Awaitable[Any]) -> Awaitable[Any]:
+        """A call to Redis that answers within ``timeout``. On one Redis each socket operation
+        is bounded already; on a Cluster a call may also refresh the topology (asking node
+        after node), which no socket timeout bounds as a whole."""
+        return asyncio.wait_for(coro, self._timeout) if self._cluster else coro
 
     async def _script(self, name: str, workspace_id: str, *args: Any) -> Any:
         script = self.scripts[name]
@@ -802,9 +818,9 @@ class RedisBackend:
 
     async def _call(self, coro: Awaitable[Any]) -> Any:
         try:
-            return await coro
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"presence unavailable: {exc}") from None
+            return await self._bounded(coro)
+        except (RedisError, OSError, *_CLUSTER_LOST) as exc:
+            raise Unavailable(f"presence unavailable: {exc or 'timeout'}") from None
 
     async def _arm(self, workspace_id: str, deadline: int) -> None:
         """Index a timer a script armed (outside a Cluster the script did it itself)."""
@@ -1059,7 +1075,7 @@ class RedisBackend:
                 await step()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, Unavailable) as exc:
+            except (RedisError, OSError, Unavailable, RedisClusterException) as exc:
                 self._dirty = True
                 log.log(logging.DEBUG if quiet else logging.WARNING, "%s failed: %s", what, exc)
             except Exception:

@@ -1,15 +1,18 @@
-// presence hub: a dependency-free browser client (ES module, no build step).
+// Built by scripts/build_static.py from js/packages/client/src/client.js and elements.js:
+// edit those, not this file (hub.js, served by the hub at /static/hub.js).
+
+// presence hub: the browser client (ES module, no dependencies, no build step).
 //
-//   import { connect } from "/static/hub.js";
+//   import { connect } from "@presence-hub/client";      // or "/static/hub.js" from a hub
 //   const hub = connect("http://127.0.0.1:8000", { workspaceId });
 //   hub.addEventListener("change", () => render(hub.counts, hub.online));
 //   hub.setSession("S1");
 //
-// People (PROTOCOL.md section 5): pass `userId` (auth off) or a token with a `user` claim, and
-// `hub.users` / `hub.onlineUsers` count distinct people; `hub.setProfile({ name })` names
+// People (the protocol's section 5): pass `userId` (auth off) or a token with a `user` claim,
+// and `hub.users` / `hub.onlineUsers` count distinct people; `hub.setProfile({ name })` names
 // this user; `hub.watch("S1")` follows who views S1 ("viewers" events, `hub.viewers("S1")`).
-// <presence-badge session="S1" count="users"> counts people, <presence-facepile session="S1">
-// shows their faces.
+// The custom elements <presence-badge> and <presence-facepile> are in "./elements.js"; the hub
+// serves both modules as one file, /static/hub.js (scripts/build_static.py).
 //
 // Frames are applied by seq with pure functions (applyFrame), so state converges whatever
 // arrives late. The reconnect model is docs/clients.md, shared with the Python client and held
@@ -44,8 +47,18 @@ export class HubError extends Error {
   }
 }
 
-/** Close codes after which reconnecting cannot help (PROTOCOL.md section 4). */
+/** How long a tab keeps to the event stream after WebSockets failed to open (then tries again). */
+export const SSE_REMEMBER_MS = 3600000;
+const SSE_KEY = "presence-hub.sse-until";
+/** The close code of an event stream refused with an HTTP status (EventSource cannot read it). */
+const REFUSED = { 400: 4400, 401: 4401, 403: 4403, 404: 4404, 410: 4410 };
+const EVENTS = ["snapshot", "counts", "session", "viewers", "viewers_diff"];
+
+/** Close codes after which reconnecting cannot help (docs/clients.md, "Which endings are final"). */
 export const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4400, 4401, 4403, 4404, 4410]);
+
+/** @type {ViewerList} the list of a session nobody watches (one object: safe to compare) */
+const NO_VIEWERS = Object.freeze({ total: 0, anonymous: 0, viewers: /** @type {Viewer[]} */ ([]) });
 
 /** @returns {Presence} */
 export function emptyPresence() {
@@ -102,7 +115,7 @@ export function applyViewers(list, frame) {
     return { total: frame.total, anonymous: frame.anonymous, viewers: [...(frame.viewers ?? [])] };
   }
   const left = new Set(frame.left);
-  const updated = new Map(frame.updated.map((v) => [v.user_id, v]));
+  const updated = new Map(frame.updated.map((/** @type {Viewer} */ v) => [v.user_id, v]));
   const viewers = list.viewers
     .filter((v) => !left.has(v.user_id))
     .map((v) => updated.get(v.user_id) ?? v);
@@ -137,17 +150,26 @@ export function tabClientId(storage = globalThis.sessionStorage) {
 }
 
 /**
- * A live presence connection; dispatches "change" after every applied frame, "session" for
- * session records, "viewers" (detail: { sessionId, total, anonymous, viewers }) when a watched
- * session's viewers change, and "closed" (detail: { code }) when it stops for good.
+ * A live presence connection; dispatches "change" after every applied frame, "status" when
+ * `status` changes, "session" for session records, "viewers" (detail: { sessionId, total,
+ * anonymous, viewers }) when a watched session's viewers change, "transport" (detail:
+ * { transport }) when it switches between "websocket" and "sse", and "closed" (detail:
+ * { code }) when it stops for good.
  */
 export class HubConnection extends EventTarget {
+  /** @type {HubConnection | null} the first connection connect() made (the elements' default) */
+  static first = null;
+
   /**
    * @param {string} url the hub's base URL (http or https)
-   * @param {{ workspaceId: string, clientId?: string, token?: string, userId?: string,
+   * @param {{ workspaceId: string, clientId?: string, token?: string,
+   *           getToken?: () => string | Promise<string>, userId?: string,
    *           profile?: Record<string, any>, WebSocket?: typeof WebSocket,
+   *           transport?: "auto" | "websocket" | "sse", EventSource?: typeof EventSource,
+   *           fetch?: typeof fetch, storage?: Storage | null,
    *           backoffBase?: number, backoffMax?: number, ackTimeout?: number }} options
-   *           (durations in milliseconds)
+   *           (durations in milliseconds). `transport`: "auto" (the default) uses WebSockets,
+   *           and the event stream when they cannot open (docs/clients.md)
    */
   constructor(url, options) {
     super();
@@ -155,15 +177,37 @@ export class HubConnection extends EventTarget {
     this.workspaceId = options.workspaceId;
     this.clientId = options.clientId ?? tabClientId();
     this.token = options.token;
+    /** called before every connection attempt; what it returns is the token of that attempt */
+    this.getToken = options.getToken;
     /** the user this client belongs to, with auth off (with auth on: the token's) */
     this.userId = options.userId;
     /** @type {Record<string, any> | null} this user's profile; said again after a reconnect */
     this.profile = options.profile ?? null;
-    /** @type {Map<string, {limit: number, count: number}>} watched sessions (refcounted) */
+    /** @type {Map<string, {limit: number, count: number, queued?: boolean}>} watched sessions
+     * (refcounted; queued while the watch() that made it waits for a live socket) */
     this.watching = new Map();
     /** @type {Map<string, ViewerList>} */
     this.lists = new Map();
     this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
+    // A WebSocket of the caller's own (a fake hub) comes without an event stream unless one is given.
+    /** @type {any} */
+    this.EventSourceImpl = options.EventSource ?? (options.WebSocket ? undefined : globalThis.EventSource);
+    /** @type {typeof fetch} */
+    this.fetchImpl = options.fetch ?? ((url, init) => globalThis.fetch(url, init));
+    this.storage = options.storage === undefined ? globalThis.sessionStorage : options.storage;
+    /** @type {"auto" | "websocket" | "sse"} */
+    this.mode = options.transport ?? "auto";
+    this.sseUntil = 0; // when the fallback ends, where there is no sessionStorage
+    /** @type {ReturnType<typeof setTimeout> | undefined} ends an event stream once the hour is over */
+    this.sseTimer = undefined;
+    /** @type {"websocket" | "sse"} the transport in use */
+    this.transport = this.mode === "sse" || (this.mode === "auto" && this.until() > 0) ? "sse" : "websocket";
+    this.failures = 0; // WebSockets in a row that dropped before they opened
+    this.opened = false; // whether the current socket or stream opened
+    /** @type {string[]} the sessions the current event stream watches */
+    this.streamWatches = [];
+    /** @type {Map<string, number>} the ref of a watch() waiting for its stream's viewers event */
+    this.watchRefs = new Map();
     this.backoffBase = options.backoffBase ?? BACKOFF_BASE_MS;
     this.backoffMax = options.backoffMax ?? BACKOFF_MAX_MS;
     this.ackTimeout = options.ackTimeout ?? ACK_TIMEOUT_MS;
@@ -182,9 +226,18 @@ export class HubConnection extends EventTarget {
     this.pending = new Map();
     /** @type {Set<() => void>} calls waiting for a live socket */
     this.waiting = new Set();
-    /** @type {WebSocket | null} */
+    /** @type {any} the WebSocket or the EventSource */
     this.socket = null;
+    /** @type {"connecting" | "open" | "reconnecting" | "closed"} */
+    this.status = "connecting";
     this.open();
+  }
+
+  /** @param {"connecting" | "open" | "reconnecting" | "closed"} status */
+  setStatus(status) {
+    if (this.status === status) return;
+    this.status = status;
+    this.dispatchEvent(new CustomEvent("status", { detail: { status } }));
   }
 
   /** @returns {Record<string, number>} */
@@ -211,36 +264,133 @@ export class HubConnection extends EventTarget {
    * @returns {ViewerList}
    */
   viewers(sessionId) {
-    return this.lists.get(sessionId) ?? { total: 0, anonymous: 0, viewers: [] };
+    return this.lists.get(sessionId) ?? NO_VIEWERS;
   }
 
   get socketUrl() {
-    const base = this.url.replace(/^http/, "ws");
+    return `${this.base.replace(/^http/, "ws")}/ws?${this.query()}`;
+  }
+
+  /** The event stream's URL: the same query, and the sessions watched (`watch=`). */
+  get eventsUrl() {
+    const query = this.query();
+    const watches = [...this.watching.keys()].slice(0, 8);
+    if (watches.length) query.set("watch", watches.join(","));
+    return `${this.base}/events?${query}`;
+  }
+
+  get base() {
+    return `${this.url}/v1/workspaces/${encodeURIComponent(this.workspaceId)}`;
+  }
+
+  query() {
     const query = new URLSearchParams({ client_id: this.clientId });
     if (this.userId) query.set("user_id", this.userId);
     if (this.token) query.set("token", this.token);
-    return `${base}/v1/workspaces/${encodeURIComponent(this.workspaceId)}/ws?${query}`;
+    return query;
+  }
+
+  /** How long (ms) this tab keeps to the event stream it fell back to; 0: not (any more). */
+  until() {
+    let until = this.sseUntil;
+    try {
+      until = Math.max(until, Number(this.storage?.getItem(SSE_KEY)) || 0);
+    } catch {}
+    return Math.max(0, until - Date.now());
+  }
+
+  /** @param {"websocket" | "sse"} transport */
+  setTransport(transport) {
+    if (this.transport === transport) return;
+    this.transport = transport;
+    this.dispatchEvent(new CustomEvent("transport", { detail: { transport } }));
   }
 
   open() {
     this.attempts += 1;
+    if (this.mode === "auto") this.setTransport(this.until() > 0 ? "sse" : "websocket");
+    if (!this.getToken) {
+      this.dial();
+      return;
+    }
+    // A token provider that fails is one more failed attempt: back off and ask it again.
+    const attempt = this.attempts;
+    Promise.resolve()
+      .then(this.getToken)
+      .then(
+        (token) => {
+          this.token = token;
+          if (!this.stopped && attempt === this.attempts) this.dial();
+        },
+        () => this.stopped || this.closed(1006),
+      );
+  }
+
+  dial() {
+    this.opened = false;
+    if (this.transport === "sse") return this.stream();
     const socket = new this.WebSocketImpl(this.socketUrl);
     this.socket = socket;
-    socket.onmessage = (event) => this.receive(JSON.parse(event.data));
-    socket.onclose = (event) => this.closed(event.code);
+    socket.onopen = () => (this.opened = true);
+    socket.onmessage = (/** @type {MessageEvent} */ event) => this.receive(JSON.parse(event.data));
+    socket.onclose = (/** @type {CloseEvent} */ event) => this.socket === socket && this.closed(event.code);
+  }
+
+  /** Open the event stream: each event is a frame; `close` carries the code a socket had. */
+  stream() {
+    const url = this.eventsUrl;
+    const source = new this.EventSourceImpl(url);
+    this.socket = source;
+    this.streamWatches = [...this.watching.keys()];
+    const mine = () => this.socket === source;
+    // The hour over, a WebSocket is tried again (a reconnect, as after a 1001).
+    clearTimeout(this.sseTimer);
+    const left = this.mode === "auto" ? this.until() : 0;
+    if (left > 0) this.sseTimer = setTimeout(() => mine() && (source.close(), this.closed(1001)), left + 10);
+    for (const type of EVENTS) {
+      source.addEventListener(type, (/** @type {any} */ e) => mine() && this.receive(JSON.parse(e.data)));
+    }
+    source.addEventListener("close", (/** @type {any} */ e) => {
+      source.close();
+      if (mine()) this.closed(JSON.parse(e.data).code);
+    });
+    source.onerror = () => {
+      source.close();
+      if (!mine()) return;
+      if (this.opened) return this.closed(1006);
+      // Refused before it started: the status says why (EventSource cannot read it).
+      this.socket = null;
+      this.fetchImpl(url).then(
+        (/** @type {Response} */ r) => (r.body?.cancel(), /** @type {any} */ (REFUSED)[r.status] ?? 1006),
+        () => 1006,
+      ).then((/** @type {number} */ code) => this.socket === null && !this.stopped && this.closed(code));
+    };
+  }
+
+  /** Open the event stream again (its watches change). */
+  restream() {
+    if (this.transport !== "sse" || this.stopped || !this.socket) return;
+    this.socket?.close();
+    this.dial();
   }
 
   /** @param {any} frame */
   receive(frame) {
+    if (frame.type === "viewers" && frame.ref === undefined) {
+      frame.ref = this.watchRefs.get(frame.session_id);
+      this.watchRefs.delete(frame.session_id);
+    }
     if (frame.type === "snapshot") {
       this.attempt = 0;
-      this.live = true;
+      this.failures = 0;
+      this.opened = this.live = true;
+      this.setStatus("open");
       if (this.session && this.waiting.size === 0) {
         this.send({ type: "set_session", session_id: this.session });
       }
       if (this.profile) this.send({ type: "set_profile", profile: this.profile });
-      for (const [session_id, { limit }] of this.watching) {
-        this.send({ type: "watch", session_id, limit });
+      for (const [session_id, { limit, queued }] of this.watching) {
+        if (!queued) this.send({ type: "watch", session_id, limit }); // else its call sends it
       }
       for (const wake of [...this.waiting]) wake();
     }
@@ -282,21 +432,64 @@ export class HubConnection extends EventTarget {
       : new HubError("connection_lost", "the socket dropped before the hub answered");
     for (const call of this.pending.values()) call.reject(error);
     this.pending.clear();
+    // WebSockets that cannot open (dropped before the open, twice in a row: a proxy that answers
+    // the handshake without a 101, say): the event stream, remembered for this tab for an hour.
+    if (!final && code === 1006 && !this.opened && this.mode === "auto" && this.transport === "websocket" && this.EventSourceImpl && ++this.failures >= 2) {
+      this.sseUntil = Date.now() + SSE_REMEMBER_MS;
+      try {
+        this.storage?.setItem(SSE_KEY, String(this.sseUntil));
+      } catch {}
+      this.failures = 0;
+      this.setTransport("sse");
+    }
     if (final) {
       this.stopped = true;
       this.closeCode = code;
       for (const wake of [...this.waiting]) wake();
+      this.setStatus("closed");
       this.dispatchEvent(new CustomEvent("closed", { detail: { code } }));
       return;
     }
+    this.setStatus("reconnecting");
     this.attempt += 1;
     const delay = backoffDelay(this.attempt, this.backoffBase, this.backoffMax);
     setTimeout(() => this.stopped || this.open(), delay);
   }
 
-  /** @param {object} frame */
+  /** @param {any} frame */
   send(frame) {
+    if (this.transport === "sse") return this.rest(frame);
     if (this.socket && this.socket.readyState === 1) this.socket.send(JSON.stringify(frame));
+  }
+
+  /**
+   * A frame over the event stream's transport: set_session and set_profile by REST (answered
+   * as an ack or an error with the frame's ref), a watch by a new stream that names it.
+   * @param {any} frame
+   */
+  rest(frame) {
+    const { type, ref, session_id } = frame;
+    if (type === "watch") {
+      if (ref === undefined) return;
+      this.watchRefs.set(session_id, ref);
+      if (!this.streamWatches.includes(session_id) || this.lists.has(session_id)) this.restream();
+      return;
+    }
+    const profile = type === "set_profile";
+    if (!profile && type !== "set_session") return; // unwatch: the next stream leaves it out
+    const client = encodeURIComponent(this.clientId);
+    const url = profile ? `${this.base}/clients/${client}/profile` : `${this.base}/current-session?client_id=${client}`;
+    /** @type {Record<string, string>} */
+    const headers = { "content-type": "application/json" };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    const body = JSON.stringify(profile ? frame.profile : { session_id });
+    const answer = (/** @type {any} */ f) => ref !== undefined && this.receive({ ...f, ref });
+    this.fetchImpl(url, { method: profile ? "PUT" : "POST", headers, body })
+      .then(async (/** @type {Response} */ r) => {
+        const data = await r.json();
+        answer(r.ok ? { type: "ack", seq: data.seq } : { type: "error", code: data.error, message: data.message });
+      })
+      .catch(() => answer({ type: "error", code: "connection_lost", message: "the request failed" }));
   }
 
   /**
@@ -337,9 +530,14 @@ export class HubConnection extends EventTarget {
       watch.count += 1;
       return Promise.resolve(this.viewers(sessionId));
     }
-    this.watching.set(sessionId, { limit, count: 1 });
+    const entry = { limit, count: 1, queued: true };
+    this.watching.set(sessionId, entry);
+    const make = () => {
+      entry.queued = false;
+      return { type: "watch", session_id: sessionId, limit };
+    };
     return quiet(
-      this.ask(() => ({ type: "watch", session_id: sessionId, limit })).then(
+      this.ask(make).then(
         () => this.viewers(sessionId),
         (error) => {
           if (error.code !== "connection_lost") this.watching.delete(sessionId);
@@ -362,6 +560,7 @@ export class HubConnection extends EventTarget {
       this.watching.delete(sessionId);
       this.lists.delete(sessionId);
       this.send({ type: "unwatch", session_id: sessionId });
+      this.watchRefs.delete(sessionId);
     }, 0);
   }
 
@@ -378,7 +577,8 @@ export class HubConnection extends EventTarget {
         this.pending.delete(ref);
         reject(new HubError("timeout", `no answer from the hub within ${this.ackTimeout} ms`));
       }, this.ackTimeout);
-      const settle = (fn) => (value) => {
+      /** @param {(value: any) => void} fn */
+      const settle = (fn) => (/** @type {any} */ value) => {
         clearTimeout(timer);
         fn(value);
       };
@@ -399,9 +599,17 @@ export class HubConnection extends EventTarget {
     return result;
   }
 
+  /** Stop for good: the socket closes with 1000 and pending calls fail with "closed". */
   close() {
+    if (this.status === "closed") return;
     this.stopped = true;
-    this.socket?.close(1000);
+    clearTimeout(this.sseTimer);
+    const socket = this.socket;
+    if (socket) {
+      socket.onclose = socket.onmessage = socket.onerror = null;
+      socket.close(1000);
+    }
+    this.closed(1000); // now, not when the socket's close event comes (or while backing off)
   }
 }
 
@@ -418,15 +626,60 @@ function quiet(promise) {
 }
 
 /**
+ * A new connection; the first one made is also the custom elements' default.
  * @param {string} url
- * @param {{ workspaceId: string, clientId?: string, token?: string, userId?: string,
- *           profile?: Record<string, any> }} options
+ * @param {ConstructorParameters<typeof HubConnection>[1]} options
  */
 export function connect(url, options) {
   const connection = new HubConnection(url, options);
-  PresenceBadge.connection ??= connection;
+  HubConnection.first ??= connection;
   return connection;
 }
+
+/**
+ * Initials for a face: from profile.name ("Ana Lima" -> "AL"), else from the user id.
+ * @param {Viewer} viewer
+ */
+export function initials(viewer) {
+  const name = typeof viewer.profile?.name === "string" && viewer.profile.name.trim()
+    ? viewer.profile.name : viewer.user_id;
+  const words = name.trim().split(/\s+/).filter(Boolean);
+  const letters = words.length > 1 ? [words[0], words[words.length - 1]] : [words[0] ?? "?"];
+  return letters.map((w) => [...w][0].toUpperCase()).join("").slice(0, 2);
+}
+
+/**
+ * What a facepile shows: the first `max` identified viewers, and "+k" for everyone else
+ * (the other identified ones and the anonymous ones).
+ * @param {ViewerList} list @param {number} max
+ * @returns {{ faces: Viewer[], more: number }}
+ */
+export function facepile(list, max) {
+  const faces = list.viewers.slice(0, Math.max(0, max));
+  return { faces, more: Math.max(0, list.total - faces.length) };
+}
+
+const COLOR = /^(#[0-9a-f]{3,8}|(rgb|hsl)a?\([\d\s.,%]+\))$/i;
+
+/**
+ * How to draw one viewer, from text only: `name` (a title), `avatar` (an http(s) URL, else
+ * null), `initials`, and `color` (a CSS colour that passed a strict pattern, else null).
+ * @param {Viewer} viewer
+ * @returns {{ name: string, avatar: string | null, initials: string, color: string | null }}
+ */
+export function face(viewer) {
+  const { name, avatar, color } = viewer.profile ?? {};
+  return {
+    name: typeof name === "string" ? name : viewer.user_id,
+    avatar: typeof avatar === "string" && /^https?:\/\//i.test(avatar) ? avatar : null,
+    initials: initials(viewer),
+    color: typeof color === "string" && COLOR.test(color) ? color : null,
+  };
+}
+
+// presence hub: the custom elements <presence-badge> and <presence-facepile>, defined on import
+// (where customElements exists). They follow the first connection that connect() made, or the
+// one set as `PresenceBadge.connection` or on an element's `hub`.
 
 const HTMLElementBase = globalThis.HTMLElement ?? class {};
 
@@ -436,8 +689,16 @@ const HTMLElementBase = globalThis.HTMLElement ?? class {};
  * properties --presence-badge-background, --presence-badge-color and --presence-badge-radius.
  */
 export class PresenceBadge extends HTMLElementBase {
-  /** @type {HubConnection | null} the connection badges follow unless given their own */
-  static connection = null;
+  /** @type {HubConnection | null} the connection elements follow unless given their own */
+  static #connection = null;
+
+  static get connection() {
+    return PresenceBadge.#connection ?? HubConnection.first;
+  }
+
+  static set connection(connection) {
+    PresenceBadge.#connection = connection;
+  }
 
   static observedAttributes = ["session", "count"];
 
@@ -467,7 +728,7 @@ export class PresenceBadge extends HTMLElementBase {
     const people = this.getAttribute("count") === "users";
     const n = (people ? this.hub?.users : this.hub?.counts)?.[this.getAttribute("session") ?? ""] ?? 0;
     this.hidden = n === 0;
-    this.shadowRoot.innerHTML = `<style>
+    /** @type {ShadowRoot} */ (this.shadowRoot).innerHTML = `<style>
       :host { display: inline-block; font: 12px/1.6 system-ui, sans-serif;
         padding: 0 0.6em; border-radius: var(--presence-badge-radius, 1em);
         background: var(--presence-badge-background, #1f6feb);
@@ -478,29 +739,6 @@ export class PresenceBadge extends HTMLElementBase {
 }
 
 /**
- * Initials for a face: from profile.name ("Ana Lima" -> "AL"), else from the user id.
- * @param {Viewer} viewer
- */
-export function initials(viewer) {
-  const name = typeof viewer.profile?.name === "string" && viewer.profile.name.trim()
-    ? viewer.profile.name : viewer.user_id;
-  const words = name.trim().split(/\s+/).filter(Boolean);
-  const letters = words.length > 1 ? [words[0], words[words.length - 1]] : [words[0] ?? "?"];
-  return letters.map((w) => [...w][0].toUpperCase()).join("").slice(0, 2);
-}
-
-/**
- * What a facepile shows: the first `max` identified viewers, and "+k" for everyone else
- * (the other identified ones and the anonymous ones).
- * @param {ViewerList} list @param {number} max
- * @returns {{ faces: Viewer[], more: number }}
- */
-export function facepile(list, max) {
-  const faces = list.viewers.slice(0, Math.max(0, max));
-  return { faces, more: Math.max(0, list.total - faces.length) };
-}
-
-/**
  * <presence-facepile session="S1" [max="3"]>: the faces of who views S1 (profile.avatar, an
  * http(s) image URL, else initials of profile.name on profile.color), earliest arrival first,
  * and "+k" for the rest; hidden when nobody is there. It watches the session (the token needs
@@ -508,8 +746,6 @@ export function facepile(list, max) {
  * --presence-facepile-overlap, --presence-facepile-border, --presence-facepile-background,
  * --presence-facepile-color, --presence-facepile-more-background and --presence-facepile-font.
  */
-const COLOR = /^(#[0-9a-f]{3,8}|(rgb|hsl)a?\([\d\s.,%]+\))$/i;
-
 export class PresenceFacepile extends HTMLElementBase {
   static observedAttributes = ["session", "max"];
 
@@ -572,23 +808,21 @@ export class PresenceFacepile extends HTMLElementBase {
       .face img { width: 100%; height: 100%; object-fit: cover; }
       .more { background: var(--presence-facepile-more-background, #57606a); }`;
     const nodes = faces.map((viewer) => {
-      const face = document.createElement("span");
-      face.className = "face";
-      face.dataset.user = viewer.user_id;
-      const name = typeof viewer.profile?.name === "string" ? viewer.profile.name : viewer.user_id;
-      face.title = name;
-      const avatar = viewer.profile?.avatar;
-      if (typeof avatar === "string" && /^https?:\/\//i.test(avatar)) {
+      const { name, avatar, initials, color } = face(viewer);
+      const span = document.createElement("span");
+      span.className = "face";
+      span.dataset.user = viewer.user_id;
+      span.title = name;
+      if (avatar) {
         const img = document.createElement("img");
         img.src = avatar;
         img.alt = name;
-        face.append(img);
+        span.append(img);
       } else {
-        face.textContent = initials(viewer);
-        const color = viewer.profile?.color;
-        if (typeof color === "string" && COLOR.test(color)) face.style.background = color;
+        span.textContent = initials;
+        if (color) span.style.background = color;
       }
-      return face;
+      return span;
     });
     if (more > 0) {
       const rest = document.createElement("span");
@@ -596,7 +830,7 @@ export class PresenceFacepile extends HTMLElementBase {
       rest.textContent = `+${more}`;
       nodes.push(rest);
     }
-    this.shadowRoot.replaceChildren(style, ...nodes);
+    /** @type {ShadowRoot} */ (this.shadowRoot).replaceChildren(style, ...nodes);
   }
 }
 

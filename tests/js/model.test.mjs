@@ -134,6 +134,7 @@ for (const scenario of VECTORS.scenarios) {
       workspaceId: "w",
       clientId: "c",
       WebSocket: script.socketClass(),
+      transport: "websocket", // the reconnect model; the fallback has scenarios of its own
       backoffBase: OPTIONS.backoff_base * 1000,
       backoffMax: OPTIONS.backoff_max * 1000,
       ackTimeout: OPTIONS.ack_timeout * 1000,
@@ -157,3 +158,141 @@ for (const scenario of VECTORS.scenarios) {
     hub.close();
   });
 }
+
+// -- the fallback to the event stream (VECTORS.fallback) ------------------------------------
+
+/** A scripted EventSource: opens, gives a snapshot, and answers nothing else. */
+class FakeEventSource {
+  static made = [];
+  constructor(url) {
+    this.url = url;
+    this.listeners = {};
+    this.closed = false;
+    FakeEventSource.made.push(this);
+    setTimeout(() => this.emit("snapshot", { type: "snapshot", seq: 1, online: 1, counts: {} }), 0);
+  }
+  addEventListener(type, fn) {
+    (this.listeners[type] ??= []).push(fn);
+  }
+  emit(type, data) {
+    if (!this.closed) for (const fn of this.listeners[type] ?? []) fn({ data: JSON.stringify(data) });
+  }
+  close() {
+    this.closed = true;
+  }
+}
+
+class MemoryStorage {
+  constructor() {
+    this.items = new Map();
+  }
+  getItem(key) {
+    return this.items.get(key) ?? null;
+  }
+  setItem(key, value) {
+    this.items.set(key, String(value));
+  }
+}
+
+for (const scenario of VECTORS.fallback.scenarios) {
+  test(`hub.js falls back as the model says: ${scenario.name}`, async () => {
+    const script = new Script({ attempts: scenario.websocket });
+    FakeEventSource.made = [];
+    const storage = new MemoryStorage();
+    if (scenario.remembered_for !== undefined) {
+      storage.setItem("presence-hub.sse-until", Date.now() + scenario.remembered_for * 1000);
+    }
+    const transports = [];
+    const hub = new HubConnection("http://h:1", {
+      workspaceId: "w",
+      clientId: "c",
+      WebSocket: script.socketClass(),
+      EventSource: FakeEventSource,
+      storage,
+      backoffBase: OPTIONS.backoff_base * 1000,
+      backoffMax: OPTIONS.backoff_max * 1000,
+    });
+    script.hub = hub;
+    hub.addEventListener("transport", (e) => transports.push(e.detail.transport));
+    const want = scenario.expect;
+    const deadline = Date.now() + 3000;
+    while (hub.status !== "open" && hub.status !== "closed" && Date.now() < deadline) await sleep(5);
+    await Promise.all(script.running);
+    await sleep(100);
+    assert.deepEqual(script.failures, []);
+    assert.equal(hub.transport, want.transport);
+    assert.equal(script.made, want.websocket_attempts);
+    assert.equal(FakeEventSource.made.length > 0, want.transport === "sse");
+    const until = Number(storage.getItem("presence-hub.sse-until"));
+    assert.equal(until > Date.now(), want.remembered);
+    if (want.remembered && scenario.remembered_for === undefined) {
+      const remembered = until - Date.now();
+      assert.ok(Math.abs(remembered - VECTORS.fallback.remember_seconds * 1000) < 5000, remembered);
+      assert.deepEqual(transports, ["sse"]);
+    }
+    if (want.transport === "sse") {
+      assert.match(FakeEventSource.made.at(-1).url, /^http:\/\/h:1\/v1\/workspaces\/w\/events\?client_id=c/);
+    }
+    hub.close();
+  });
+}
+
+test("over the event stream, setSession, setProfile and watch keep their promises (REST)", async () => {
+  FakeEventSource.made = [];
+  const requests = [];
+  const fetch = async (url, init) => {
+    requests.push({ url, method: init?.method, body: init?.body && JSON.parse(init.body) });
+    if (url.endsWith("/profile") && init.body.length > 20) {
+      return { ok: false, json: async () => ({ error: "invalid_profile", message: "too big" }) };
+    }
+    return { ok: true, json: async () => ({ seq: 7 }) };
+  };
+  const hub = new HubConnection("http://h:1", {
+    workspaceId: "w", clientId: "c", transport: "sse", EventSource: FakeEventSource, fetch, storage: null,
+  });
+  assert.equal(hub.transport, "sse");
+  assert.equal(await hub.setSession("S1"), 7);
+  assert.deepEqual(requests.at(-1), {
+    url: "http://h:1/v1/workspaces/w/current-session?client_id=c", method: "POST", body: { session_id: "S1" },
+  });
+  assert.equal(await hub.setProfile({ name: "Ada" }), 7);
+  assert.equal(requests.at(-1).url, "http://h:1/v1/workspaces/w/clients/c/profile");
+  await assert.rejects(hub.setProfile({ name: "x".repeat(30) }), (e) => e.code === "invalid_profile");
+  // A watch opens a new stream that names the session; its viewers event answers the promise.
+  const watching = hub.watch("S1");
+  await sleep(5);
+  const source = FakeEventSource.made.at(-1);
+  assert.equal(FakeEventSource.made.length, 2);
+  assert.match(source.url, /watch=S1/);
+  await sleep(5);
+  source.emit("viewers", { type: "viewers", session_id: "S1", seq: 2, total: 1, anonymous: 1, viewers: [] });
+  assert.deepEqual(await watching, { total: 1, anonymous: 1, viewers: [] });
+  // The stream's close event stops it as the socket's close code would.
+  source.emit("close", { code: 4410, reason: "client retired" });
+  assert.equal(hub.status, "closed");
+  assert.equal(hub.closeCode, 4410);
+});
+
+test("the hour over, an event stream gives way to a WebSocket", async () => {
+  FakeEventSource.made = [];
+  const script = new Script({ attempts: [[{ snapshot: { seq: 2, online: 1, counts: {} } }]] });
+  const storage = new MemoryStorage();
+  storage.setItem("presence-hub.sse-until", Date.now() + 150);
+  const transports = [];
+  const hub = new HubConnection("http://h:1", {
+    workspaceId: "w", clientId: "c", WebSocket: script.socketClass(), EventSource: FakeEventSource,
+    storage, backoffBase: 5, backoffMax: 20,
+  });
+  script.hub = hub;
+  hub.addEventListener("transport", (e) => transports.push(e.detail.transport));
+  assert.equal(hub.transport, "sse");
+  const deadline = Date.now() + 3000;
+  while (hub.transport !== "websocket" || hub.status !== "open") {
+    assert.ok(Date.now() < deadline, `still ${hub.transport} ${hub.status}`);
+    await sleep(10);
+  }
+  assert.deepEqual(transports, ["websocket"]);
+  assert.ok(FakeEventSource.made[0].closed);
+  assert.equal(script.made, 1);
+  hub.close();
+});

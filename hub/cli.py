@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             metavar=f.name.split("_")[-1].upper(),
-            help=f"{SETTINGS_HELP[f.name]} (env {env}, default {f.default})",
+            help=f"{SETTINGS_HELP[f.name]} (env {env}, default {_shown_default(f.default)})",
         )
     for name, text in (
         ("watch", "show live counts of a workspace"),
@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", default="3600", metavar="SECONDS", help="lifetime (3600)")
     token.add_argument("--secret", help="the secret (default: HUB_AUTH_SECRET)")
     return parser
+
+
+def _shown_default(value: Any) -> Any:
+    """A default as it is written: a switch's is on or off."""
+    return ("on" if value else "off") if isinstance(value, bool) else value
 
 
 def _client_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from hub import fastpaths
 from hub.access import Access, Authenticate
 from hub.auth import Auth, OriginPolicy, RedactTokens
 from hub.backends import PresenceBackend
@@ -160,6 +161,7 @@ def create_app(settings: Settings, authenticate: Authenticate | None = None) -> 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         # The hub's own app (``app`` below), whoever enters this: a parent may pass its own.
+        fastpaths.configure(settings.fast_paths)  # hub serve ran it already: warned once
         await store.open()
         try:
             await auth.start()

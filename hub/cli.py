@@ -31,9 +31,10 @@ import httpx
 import orjson
 import uvicorn
 
+from hub import fastpaths
 from hub.admission import default_pending_cap
 from hub.auth import Auth
-from hub.connection import SEND_LOOP
+from hub.connection import send_loop
 from hub.errors import ConfigError, HubError, InvalidClientId, InvalidProfile, InvalidUserId
 from hub.logs import log_config
 from hub.protocol import check_client_id, check_profile, check_user_id
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             metavar=f.name.split("_")[-1].upper(),
-            help=f"{SETTINGS_HELP[f.name]} (env {env}, default {f.default})",
+            help=f"{SETTINGS_HELP[f.name]} (env {env}, default {_shown_default(f.default)})",
         )
     for name, text in (
         ("watch", "show live counts of a workspace"),
@@ -110,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", default="3600", metavar="SECONDS", help="lifetime (3600)")
     token.add_argument("--secret", help="the secret (default: HUB_AUTH_SECRET)")
     return parser
+
+
+def _shown_default(value: Any) -> Any:
+    """A default as it is written: a switch's is on or off."""
+    return ("on" if value else "off") if isinstance(value, bool) else value
 
 
 def _client_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -241,9 +247,13 @@ def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvi
     the direct send path is written for) with the hub's keepalive close code, permessage-deflate
     off, the hub's frame limit and keepalive, and the hub's HTTP protocol (connections that must
     finish: ``HUB_HANDSHAKE_TIMEOUT``, ``HUB_MAX_PENDING_CONNECTIONS``). ``app`` defaults to
-    ``create_app(settings)``; tests override ``port``, ``ws``..."""
+    ``create_app(settings)``; tests override ``port``, ``ws``...
+
+    The hub's protocol classes are fast paths (hub.fastpaths, checked here): with
+    ``HUB_FAST_PATHS=off``, or where their check fails, uvicorn's own classes run."""
     from hub.app import create_app
 
+    fastpaths.configure(settings.fast_paths)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -252,12 +262,14 @@ def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvi
         "http": http_protocol(
             settings.handshake_timeout,
             settings.max_pending_connections or default_pending_cap(),
-        ),
+        )
+        if fastpaths.on("http_protocol")
+        else "h11",
         # A request head that arrives in pieces is refused past this (400); one that arrives
         # whole is bounded by the socket's read size, and on the WebSocket route by the
         # protocol's own 8 KiB check (hub.transport).
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
-        "ws": HubWebSocketProtocol,
+        "ws": HubWebSocketProtocol if fastpaths.on("ws_protocol") else "websockets-sansio",
         "loop": settings.loop,
         "ws_ping_interval": settings.ping_interval or None,
         "ws_ping_timeout": settings.ping_timeout or None,
@@ -285,7 +297,9 @@ def serve(settings: Settings) -> int:
     )
     for warning in startup_warnings(settings):
         logging.getLogger("hub").warning(warning)
-    logging.getLogger("hub").info("fan-out send loop: %s", SEND_LOOP)
+    logging.getLogger("hub").info(
+        "%s (HUB_FAST_PATHS); fan-out send loop: %s", fastpaths.summary(), send_loop()
+    )
     server = HubServer(config)  # out of descriptors: one log line per interval
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the captured signal to the
     # handler that was there before it: these turn that into a clean exit instead of a

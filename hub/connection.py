@@ -11,28 +11,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
+from types import CoroutineType
+from typing import Any
 
 from starlette.types import Send
-from websockets.protocol import State
 
-from hub import protocol
+from hub import fastpaths, protocol
 from hub.limits import RateLimit
 from hub.metrics import Metrics
 from hub.protocol import CloseCode, Counts
-from hub.transport import STATE, DirectWriter, HubWebSocketProtocol, Watched, frame_text
+from hub.transport import DirectWriter, frame_text
 
 __all__ = [
-    "CLOSE_REASONS",
-    "SEND_LOOP",
-    "SLOW_CLOSE_GRACE",
-    "Connection",
-    "MergedCounts",
-    "Outgoing",
-    "send_each",
-]
+    "CLOSE_REASONS", "SLOW_CLOSE_GRACE", "Connection", "MergedCounts", "Outgoing", "send_each",
+    "send_loop",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +119,7 @@ class Connection:
         "_merged",
         "_queue",
         "_queued_bytes",
+        "_resume",
         "_send",
         "_writer",
         "attached",
@@ -176,6 +172,9 @@ class Connection:
         self._merged: MergedCounts | None = None  # the queue's last item when it is merged
         self._close_code: int | None = None
         self._writer: asyncio.Task[None] | None = None
+        # The plain path's ASGI send that had to wait (flow control): the writer finishes it
+        # before anything queued after it.
+        self._resume: _Resume | None = None
         # The fan-out's lean path, set only in the steady state (ready, direct, no writer,
         # not closing): a flush hands it the shared frame, then falls back to push_counts.
         self.send_now: Callable[[bytes], bool] | None = None
@@ -218,10 +217,33 @@ class Connection:
             self._held.append(frame)
             return
         direct = self._direct
-        if direct is not None and self._writer is None and direct.ready():
-            direct.write(frame.wire)
-        else:
-            self._enqueue(frame)
+        if self._writer is None:
+            if direct is None:
+                self._send_now(frame)
+                return
+            if direct.ready():
+                direct.write(frame.wire)
+                return
+        self._enqueue(frame)
+
+    def _send_now(self, frame: Outgoing) -> None:
+        """The plain path (no direct writer): the frame through the ASGI ``send`` now, in the
+        caller's task, not one of its own: a ``send`` with nothing to wait for (uvicorn's,
+        while its transport takes bytes; a parent app's wrapper around it) runs to its end at
+        once. One that must wait (flow control) is finished by the writer, and what comes
+        after it waits in the outbox behind it."""
+        sending: Any = self._send({"type": "websocket.send", "text": frame.text})
+        waiting = None
+        if type(sending) is CoroutineType:  # else some other awaitable: the writer awaits it
+            try:
+                waiting = sending.send(None)
+            except StopIteration:
+                return
+            except Exception as exc:  # the peer went away; the reader sees the disconnect
+                log.debug("%s send failed: %r", self.id, exc)
+                return
+        self._resume = _Resume(sending, waiting)
+        self._start_writer()
 
     def push_counts(self, frame: Counts, shared: Outgoing) -> None:
         """Send a workspace ``counts`` frame: the shared bytes when nothing is backed up, else
@@ -297,6 +319,9 @@ class Connection:
     async def _drain(self) -> None:
         """The writer: empties the outbox in order, then sends the close when one is asked."""
         try:
+            resume, self._resume = self._resume, None
+            if resume is not None:
+                await resume
             while self._queue:
                 item = self._queue.popleft()
                 if item is self._merged:
@@ -310,8 +335,36 @@ class Connection:
         except Exception as exc:  # the peer went away mid-send; the reader sees the disconnect
             log.debug("%s writer stopped: %r", self.id, exc)
         finally:
+            if self._resume is not None:  # cancelled before it began
+                self._resume.close()
+                self._resume = None
             self._writer = None
             self._steady()
+
+
+class _Resume:
+    """Awaits a coroutine that was started by hand (``send(None)``) and stopped at
+    ``waiting``, from where it stopped: the task that awaits this waits for ``waiting`` as
+    the coroutine asked, then runs it on to its end (any other awaitable: from its start)."""
+
+    __slots__ = ("_coro", "_waiting")
+
+    def __init__(self, coro: Any, waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        try:
+            yield self._waiting  # a future (the task waits for it) or None (a bare yield)
+        except BaseException:  # cancelled meanwhile: the send is dropped with the socket
+            self._coro.close()
+            raise
+        yield from self._coro.__await__()
+
+    def close(self) -> None:
+        close = getattr(self._coro, "close", None)
+        if close is not None:
+            close()
 
 
 # -- the fan-out's send loop ------------------------------------------------------------------
@@ -329,18 +382,22 @@ def _send_each_python(conns: Iterable[Connection], wire: bytes, seq: int) -> lis
 
 
 def _compiled() -> Callable[[Iterable[Connection], bytes, int], list[Connection]] | None:
-    """The same loop compiled (hub/_fanout.c), or None where it was not built: the same checks,
-    with Connection's, DirectWriter's and HubWebSocketProtocol's slots read at their offsets
-    instead of by the interpreter, socket by socket."""
-    try:
-        from hub import _fanout
-    except ImportError:
-        return None
-    _fanout.setup(Connection, DirectWriter, HubWebSocketProtocol, Watched, State.OPEN, STATE)
-    return _fanout.send_each
+    """The same loop compiled (hub/_fanout.c), or None where it was not built or its check
+    (hub.fastpaths, "compiled_loop": ``setup`` finds every slot it reads) failed: the same
+    checks, with Connection's, DirectWriter's and HubWebSocketProtocol's slots read at their
+    offsets instead of by the interpreter, socket by socket."""
+    return fastpaths.compiled_send_each()
 
 
-# The compiled loop where it was built, unless HUB_PURE_PYTHON asks for the Python one.
-send_each = (None if os.environ.get("HUB_PURE_PYTHON") else _compiled()) or _send_each_python
-# Which loop this process runs: "compiled" or "python" (logged by ``hub serve``).
-SEND_LOOP = "python" if send_each is _send_each_python else "compiled"
+def send_each(conns: Iterable[Connection], wire: bytes, seq: int) -> list[Connection]:
+    """The fan-out's send loop: compiled where its fast path is on, else in Python (or when
+    HUB_PURE_PYTHON asks for it)."""
+    compiled = fastpaths.compiled_send_each()
+    if compiled is not None:
+        return compiled(conns, wire, seq)  # type: ignore[no-any-return]
+    return _send_each_python(conns, wire, seq)
+
+
+def send_loop() -> str:
+    """Which loop this process runs: "compiled" or "python" (logged by ``hub serve``)."""
+    return "compiled" if fastpaths.compiled_send_each() is not None else "python"

@@ -31,6 +31,7 @@ import orjson
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
+from hub import fastpaths
 from hub.access import Access
 from hub.auth import OriginPolicy
 from hub.connection import Connection, MergedCounts, Outgoing
@@ -166,6 +167,8 @@ def event_writer(send: Send) -> EventWriter | None:
     uvicorn's h11 cycle with a body framing known here (chunked, or HTTP/1.0 until close)."""
     cycle = getattr(send, "__self__", None)
     if cycle is None or type(cycle).__module__ != "uvicorn.protocols.http.h11_impl":
+        return None
+    if not fastpaths.on("event_writer"):  # hub.fastpaths: its check failed, or all are off
         return None
     if not all(
         hasattr(cycle, name)
@@ -426,7 +429,8 @@ class EventRoute:
         if self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.keepalive, self._keepalive)
-        transport = getattr(getattr(server_send(send), "__self__", None), "transport", None)
+        found = server_send(send) if fastpaths.on("stream_shutdown") else None
+        transport = getattr(getattr(found, "__self__", None), "transport", None)
         protocol = transport.get_protocol() if transport is not None else None
         shutdown: Callable[[], None] | None = getattr(protocol, "shutdown", None)
         if protocol is not None and shutdown is not None:

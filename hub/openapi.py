@@ -203,7 +203,15 @@ PATHS: dict[str, dict[str, Schema]] = {
             None,
             {
                 "type": "object",
-                "properties": {k: _COUNT for k in ("sockets", "rooms", "claims", "tasks")},
+                "properties": {
+                    **{k: _COUNT for k in ("sockets", "rooms", "claims", "tasks")},
+                    "direct_sockets": _COUNT,
+                    "fast_paths": {
+                        "type": "object",
+                        "additionalProperties": {"type": "boolean"},
+                        "description": "each fast path and whether it is on (hub.fastpaths)",
+                    },
+                },
             },
         )
     },

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from hub import fastpaths
 from hub.access import Access
 from hub.auth import Grant
 from hub.backends import PresenceBackend
@@ -296,6 +297,13 @@ class Rest:
                 "rooms": len(self.hub.rooms),
                 "claims": await self.backend.claim_count(),
                 "tasks": len(asyncio.all_tasks()),
+                # Which fast paths this process takes (hub.fastpaths), and how many sockets
+                # are on the direct path (the rest: the server's ASGI send, e.g. mounted
+                # under a server whose WebSocket protocol is not the one tested).
+                "fast_paths": fastpaths.status(),
+                "direct_sockets": sum(
+                    conn.direct for room in self.hub.rooms.values() for conn in room.conns
+                ),
             }
         )
 

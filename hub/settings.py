@@ -39,6 +39,7 @@ class Settings:
     log_level: str = "info"
     log_format: str = "text"
     loop: str = "asyncio"
+    fast_paths: bool = True
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     rate_limit: float = 20.0
@@ -252,6 +253,12 @@ def _loop(name: str, raw: object) -> str:
     return value
 
 
+def _on_off(name: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    return _choice("on", "off")(name, raw) == "on"
+
+
 def _secret(name: str, raw: object) -> str:
     value = str(raw)
     if len(value) < 32:
@@ -342,6 +349,7 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "log_level": _log_level,
     "log_format": _log_format,
     "loop": _loop,
+    "fast_paths": _on_off,
     "ping_interval": _seconds,
     "ping_timeout": _seconds,
     "rate_limit": _per_second,
@@ -393,6 +401,8 @@ SETTINGS_HELP: dict[str, str] = {
     "log_level": "debug, info, warning, error or critical",
     "log_format": "text, or json for JSON lines",
     "loop": "event loop: asyncio, or uvloop when installed",
+    "fast_paths": "on: the fast paths into uvicorn's, websockets' and asyncio's internals whose "
+    "start-up checks hold (docs/performance.md, Fast paths); off: the plain path only",
     "ping_interval": "seconds between server pings on each socket (0: no pings)",
     "ping_timeout": "seconds a peer has to answer a ping before it is dropped with 4408",
     "rate_limit": "frames per second one socket may send on average (0: no limit)",

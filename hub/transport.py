@@ -16,13 +16,11 @@ flow control, and nothing is queued on the portable path.
 from __future__ import annotations
 
 import asyncio
-import asyncio.selector_events
 import base64
 import binascii
 import email.utils
 import errno
 import functools
-import inspect
 import logging
 import os
 import re
@@ -44,10 +42,11 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeaderValue
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Protocol, Side, State
+from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.utils import accept_key
 
+from hub import fastpaths
 from hub.admission import Admission
 from hub.protocol import CloseCode
 
@@ -60,17 +59,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _OPEN = State.OPEN
+# Every reach below another library's public interface is a row of hub.fastpaths' table,
+# checked at start-up and used here only while its fast path is on (fastpaths.on(name)).
 # How a send path reads a websockets connection's state: ``Protocol.state`` is a property over
 # ``_state`` (read directly where that holds: no property call per socket), else ``state``.
-_probe = Protocol(Side.SERVER)
-STATE = "_state" if getattr(_probe, "_state", None) is _probe.state else "state"
-# websockets' count of the bytes of a fragmented message under way (None between messages):
-# _ServerProtocol.recv_frame reads it (websockets 17; on another, a close between fragments
-# is answered as websockets answers it).
-_CURRENT_SIZE = hasattr(_probe, "current_size") and _probe.current_size is None
-del _probe
+STATE = fastpaths.state_attribute()
 # asyncio's own socket transport (private; checked by type and attributes before use).
-_SOCKET_TRANSPORT: Any = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
+_SOCKET_TRANSPORT: Any = fastpaths.socket_transport()
 
 
 # The kernel send buffer of a socket on the direct path (Linux doubles it). Fixed, instead of
@@ -204,7 +199,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
-        if type(self.conn) is ServerProtocol:
+        if type(self.conn) is ServerProtocol and fastpaths.on("ws_server_protocol"):
             self.conn.__class__ = _ServerProtocol
 
     def handshake(self, request: Request) -> None:
@@ -234,7 +229,8 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if self.handshake_complete and getattr(self, "response", None) is not None:
             self.request = self.response = None  # type: ignore[assignment]
-            _fresh_parser(self.conn)
+            if type(self.conn) is _ServerProtocol:
+                _fresh_parser(self.conn)
 
     def send_receive_event_to_app(self) -> None:
         """Queue a message for the app, pausing reads only when :data:`INBOX_HIGH` wait.
@@ -301,11 +297,6 @@ _FIELD = re.compile(rb"(" + _TOKEN + rb"):([\x09\x20-\x7e\x80-\xff]*)")
 _PATH = re.compile(rb"[\x21-\x7e]+")
 _TOKEN_STR = re.compile(_TOKEN.decode())  # the same rule, for decoded headers
 _FRAME_PARSER = Protocol.parse.__code__
-# The direct handshake is written against websockets 17 (a Request with its method and
-# protocol, Headers.set_insecure); with another, websockets reads every handshake itself.
-_DIRECT_HANDSHAKE = hasattr(Headers, "set_insecure") and all(
-    name in getattr(Request, "__dataclass_fields__", {}) for name in ("method", "protocol")
-)
 
 
 def _too_large(head: bytes) -> bool:
@@ -385,15 +376,14 @@ class _ServerProtocol(ServerProtocol):
         return response
 
     def recv_frame(self, frame: Frame) -> None:
-        if frame.opcode is Opcode.CLOSE and _CURRENT_SIZE and self.current_size is not None:
+        if frame.opcode is Opcode.CLOSE and self.current_size is not None:
             self.current_size = None  # the unfinished message is dropped; the close echoed
         super().recv_frame(frame)
 
     def _plain_key(self, request: Request) -> str | None:
         """The request's key when it is a plain handshake, else None."""
         if (
-            not _DIRECT_HANDSHAKE
-            or request.method != "GET"
+            request.method != "GET"
             or request.protocol != "HTTP/1.1"
             or self.origins is not None
             or self.available_extensions
@@ -523,7 +513,11 @@ class HubHttpProtocol(H11Protocol):
                     protocol.connection_made(self.transport)
                 self.transport.set_protocol(protocol)
                 request = None
-                if _DIRECT_HANDSHAKE and isinstance(protocol, HubWebSocketProtocol) and not rest:
+                if (
+                    isinstance(protocol, HubWebSocketProtocol)
+                    and type(protocol.conn) is _ServerProtocol
+                    and not rest
+                ):
                     request = _plain_request(data, line, fields)
                 if request is not None:
                     protocol.handshake(request)
@@ -633,7 +627,8 @@ class DirectWriter:
         # without its per-call checks and the websockets connection's state read without its
         # property; on any other transport (uvloop, TLS) its own write, after the same checks.
         raw = (
-            type(transport) is _SOCKET_TRANSPORT
+            fastpaths.on("raw_send")
+            and type(transport) is _SOCKET_TRANSPORT
             and all(hasattr(transport, name) for name in ("_buffer", "_conn_lost", "_sock"))
             and STATE == "_state"
         )
@@ -654,7 +649,9 @@ class DirectWriter:
         # TLS, where the socket carries ciphertext): by hub.connection.send_each (compiled),
         # and by _send_transport.
         sock = transport.get_extra_info("socket")
-        plain = transport.get_extra_info("ssl_object") is None
+        plain = transport.get_extra_info("ssl_object") is None and (
+            type(transport) is _SOCKET_TRANSPORT or fastpaths.on("uvloop_transport")
+        )
         self._fd: int = sock.fileno() if sock is not None and plain else -1
         # send_now(wire) -> bool: a flush's frame for this socket, sent now when nothing
         # stands in its way (False: nothing was written, the caller takes the checked path).
@@ -745,7 +742,7 @@ class DirectWriter:
 def direct_writer(asgi_send: Callable[..., Any] | None) -> DirectWriter | None:
     """A DirectWriter for the connection behind an ASGI ``send``, when that is safe."""
     proto = getattr(asgi_send, "__self__", None)
-    if proto is None or type(proto) not in _TESTED:
+    if proto is None or type(proto) not in _TESTED or not fastpaths.on("direct_writer"):
         return None
     if not all(hasattr(proto, name) for name in _NEEDED):
         return None
@@ -778,7 +775,7 @@ class Cork:
         sock = transport.get_extra_info("socket") if transport is not None else None
         self._transport: Any = transport
         self._sock: Any = None
-        if sock is not None and _TCP_CORK is not None:
+        if sock is not None and _TCP_CORK is not None and fastpaths.on("cork"):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
                 self._sock = sock
@@ -830,34 +827,14 @@ def listening_socket(config: Any) -> socket.socket:
 ACCEPT_RETRY = 0.1
 REFUSED_LOG_INTERVAL = 10.0
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_SELECTOR_LOOP: Any = getattr(asyncio.selector_events, "BaseSelectorEventLoop", None)
-_ACCEPT_PARAMS = (
-    "self", "protocol_factory", "sock", "sslcontext", "server", "backlog",
-    "ssl_handshake_timeout", "ssl_shutdown_timeout",
-)  # fmt: skip
-_ACCEPT2_PARAMS = (
-    "self", "protocol_factory", "conn", "extra", "sslcontext", "server",
-    "ssl_handshake_timeout", "ssl_shutdown_timeout",
-)  # fmt: skip
+_SELECTOR_LOOP: Any = fastpaths.selector_loop()
 # asyncio's default exception handler's first line for such a failure.
 _REFUSED_MESSAGE = "socket.accept() out of system resource"
 
 
-def _params(cls: Any, name: str) -> tuple[str, ...]:
-    method = getattr(cls, name, None)
-    try:
-        return tuple(inspect.signature(method).parameters) if callable(method) else ()
-    except (TypeError, ValueError):
-        return ()
-
-
-_ACCEPT_GUARDABLE = (
-    _SELECTOR_LOOP is not None
-    and _params(_SELECTOR_LOOP, "_accept_connection") == _ACCEPT_PARAMS
-    and _params(_SELECTOR_LOOP, "_start_serving") == _ACCEPT_PARAMS
-    and _params(_SELECTOR_LOOP, "_accept_connection2") == _ACCEPT2_PARAMS
-    and callable(getattr(_SELECTOR_LOOP, "_remove_reader", None))
-)
+# Whether this Python's selector loop is the one the guarded accept was written against
+# (hub.fastpaths' check "accept_guard").
+_ACCEPT_GUARDABLE = fastpaths.check_one("accept_guard") is None
 
 
 class _Refused:
@@ -1002,7 +979,7 @@ def guard_accepts(loop: asyncio.AbstractEventLoop) -> str:
     global _refused_filter
     if _SELECTOR_LOOP is None or not isinstance(loop, _SELECTOR_LOOP):
         return "none"
-    if _ACCEPT_GUARDABLE:
+    if _ACCEPT_GUARDABLE and fastpaths.on("accept_guard"):
         # An instance attribute shadows the method: asyncio's _start_serving looks it up
         # on the loop each time it starts reading a listening socket.
         loop._accept_connection = functools.partial(_guarded_accept, loop, _Refused())

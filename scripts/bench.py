@@ -321,13 +321,24 @@ class Server:
     ) -> None:
         self.kind = kind
         self.port = port
-        self.hub = kind in ("hub", "before", "uvloop", "python", "sse")
+        self.hub = kind in ("hub", "before", "uvloop", "python", "sse", "mounted")
+        # The mounted hub's URLs are below its mount (scripts/mounted_app.py).
+        self.prefix = "/presence" if kind == "mounted" else ""
         if kind == "before":
             env = {**(env or {}), "PYTHONPATH": BEFORE[0]}
         if kind == "python":  # the same hub with its send loop in Python (hub.transport)
             env = {**(env or {}), "HUB_PURE_PYTHON": "1"}
         if kind == "node":
             cmd = ["node", str(NODE_WS / "server.js"), "--port", str(port)]
+        elif kind == "mounted":
+            # The hub in a FastAPI app under plain uvicorn, as a user runs it, on the plain
+            # path (HUB_FAST_PATHS=off); the per-socket rate limit off, as for the hub.
+            env = {**(env or {}), "HUB_FAST_PATHS": "off", "HUB_RATE_LIMIT": "0"}
+            # asyncio, as plain uvicorn runs where uvloop is not installed (the hub does not
+            # need it), and as `hub serve` runs by default.
+            cmd = [sys.executable, "-m", "uvicorn", "mounted_app:app",
+                   "--app-dir", str(ROOT / "scripts"), "--port", str(port),
+                   "--loop", "asyncio", "--log-level", "warning"]  # fmt: skip
         elif self.hub:
             # The driver sends far faster than one client may (100 changes/s, bursts of 50):
             # the per-socket rate limit is off here, everything else is as shipped.
@@ -355,7 +366,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited: {self.proc.stdout.read()!r}")  # type: ignore[union-attr]
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/health", timeout=1):
+                url = f"http://127.0.0.1:{self.port}{self.prefix}/v1/health"
+                with urllib.request.urlopen(url, timeout=1):
                     return
             except OSError as exc:
                 if "426" in str(exc) or "Upgrade" in str(exc):  # the baseline: up, WS only
@@ -367,7 +379,7 @@ class Server:
         if not self.hub:
             return path.strip("/").replace("/", "-")
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/v1/workspaces",
+            f"http://127.0.0.1:{self.port}{self.prefix}/v1/workspaces",
             data=json.dumps({"path": path}).encode(),
             method="POST",
         )
@@ -547,7 +559,7 @@ async def _measure(server: Server, result: Result, n: int, rate: float, seconds:
 
     def ws_path(workspace: str, i: int) -> str:
         if server.hub:
-            return f"/v1/workspaces/{workspace}/ws?client_id={cid.format(i)}"
+            return f"{server.prefix}/v1/workspaces/{workspace}/ws?client_id={cid.format(i)}"
         return f"/{workspace}"
 
     # The viewers: WebSockets, or the event stream (server "sse": the same hub).
@@ -1244,7 +1256,8 @@ def main(argv: list[str] | None = None) -> int:
         default=["hub", "baseline", "node"],
         help="hub, baseline (websockets.broadcast), node (Node ws), uvloop (the hub on "
         "uvloop), python (the hub without its compiled send loop), before (--before), sse "
-        "(the hub, its viewers on the event stream)",
+        "(the hub, its viewers on the event stream), mounted (the hub in a FastAPI app under "
+        "plain uvicorn, HUB_FAST_PATHS=off)",
     )
     parser.add_argument(
         "--transport",
@@ -1379,7 +1392,7 @@ def main(argv: list[str] | None = None) -> int:
                 rounds[-1][kind] = r
         by_kind = {kind: median_result([rd[kind] for rd in rounds]) for kind in args.servers}
         if "hub" in by_kind and len(by_kind) > 1:
-            for other in ("baseline", "node", "uvloop", "python", "before", "sse"):
+            for other in ("baseline", "node", "uvloop", "python", "before", "sse", "mounted"):
                 if other in by_kind:
                     print(table(by_kind["hub"], by_kind[other], other, other[:6]), flush=True)
                     if len(rounds) > 1:

@@ -206,16 +206,26 @@ async def test_stats_count_what_the_process_holds(
     client = str(uuid.uuid4())
     async with httpx.AsyncClient(base_url=server.url) as http:
         before = (await http.get("/v1/stats")).json()
-        assert before == {"sockets": 0, "rooms": 0, "claims": 0, "tasks": before["tasks"]}
+        assert before == {
+            "sockets": 0,
+            "rooms": 0,
+            "claims": 0,
+            "tasks": before["tasks"],
+            "fast_paths": before["fast_paths"],
+            "direct_sockets": 0,
+        }
+        assert all(before["fast_paths"].values())  # every check holds on the tested versions
         body = {"path": f"/stats/{client}", "client_id": client}
         w = (await http.post("/v1/workspaces", json=body)).json()["id"]
         assert (await http.get("/v1/stats")).json()["claims"] == 1  # the creation hold
         viewer = await Viewer.open(server.ws_url(w, client), client)
-        assert (await http.get("/v1/stats")).json() | {"tasks": 0} == {
+        assert (await http.get("/v1/stats")).json() | {"tasks": 0, "fast_paths": {}} == {
             "sockets": 1,
             "rooms": 1,
             "claims": 1,
             "tasks": 0,
+            "fast_paths": {},
+            "direct_sockets": 1,
         }
         await viewer.close()
         assert (await http.delete(f"/v1/clients/{client}")).status_code == 204  # retire

@@ -1,0 +1,30 @@
+"""Print the requirements of the project with its dev extra, one a line (the project itself,
+and the extras it names of itself, expanded), from pyproject.toml: for scripts/lock and the
+separate venvs of ``scripts/test --newest`` and ``--python``, which install what the project
+needs without installing the project (the tests run the tree's own code)."""
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())[
+    "project"
+]
+extras = project["optional-dependencies"]
+
+
+def expand(requirements: list[str]) -> list[str]:
+    out = []
+    for requirement in requirements:
+        own = re.fullmatch(r"presence-hub\[([^\]]+)\]", requirement.strip())
+        if own is None:
+            out.append(requirement)
+        else:
+            for extra in own.group(1).split(","):
+                out += expand(extras[extra.strip()])
+    return out
+
+
+extra = sys.argv[1] if len(sys.argv) > 1 else "dev"
+print("\n".join(dict.fromkeys(expand(project["dependencies"] + extras[extra]))))

@@ -39,6 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -568,7 +569,7 @@ class Chaos:
                         return  # (without a stream: settled when it opens one again)
                     else:
                         # a late answer first (it settles too), then the next frame
-                        await poll(lambda st=streams: not any(s.pending for s in st), deadline)
+                        await poll(partial(answered, streams), deadline)
                         if not c.sure:
                             await self.set_session_frame(c, streams[0], self.session_for())
                         if c.sure and not c.released_sure:
@@ -612,7 +613,11 @@ class Chaos:
                     v = s.viewer
                     have = (v.online, v.counts, v.online_users, v.users)
                     if have != want:
-                        out.append(f"{w[:8]} socket of {c.name} on node {s.node}: {have} != {want}")
+                        tail = [json.dumps(f)[:300] for f in v.frames[-3:]]
+                        out.append(
+                            f"{w[:8]} socket of {c.name} on node {s.node} at seq {v.seq}: "
+                            f"{have} != {want}; its last frames {tail}"
+                        )
             out += self.webhook_differences(w, t)
         for c in self.clients:
             if not c.retired and c.open_streams() and not (c.sure and c.released_sure):
@@ -684,22 +689,26 @@ class Chaos:
     def webhook_differences(self, w: str, t: dict[str, Any]) -> list[str]:
         """The newest (highest seq) occupied/vacated event per workspace and session."""
         last: dict[str | None, dict[str, Any]] = {}
+        history: dict[str | None, list[dict[str, Any]]] = {}
         for e in self.receiver.unique():
             if e["workspace_id"] != w:
                 continue
             key = e.get("session_id")
+            history.setdefault(key, []).append(e)
             if key not in last or e["seq"] >= last[key]["seq"]:
                 last[key] = e
         out = []
         word = "occupied" if t["online"] else "vacated"
         have = last.get(None, {}).get("name", "workspace_vacated")
         if have != f"workspace_{word}":
-            out.append(f"{w[:8]} webhook: last {have}, truth {word} (online {t['online']})")
+            seen = [(e["name"], e["seq"]) for e in history.get(None, [])[-4:]]
+            out.append(f"{w[:8]} webhook: last {have}, truth {word}; events {seen}")
         for s in SESSIONS:
             word = "occupied" if t["counts"].get(s) else "vacated"
             have = last.get(s, {}).get("name", "session_vacated")
             if have != f"session_{word}":
-                out.append(f"{w[:8]} webhook {s}: last {have}, truth {word}")
+                seen = [(e["name"], e["seq"]) for e in history.get(s, [])[-4:]]
+                out.append(f"{w[:8]} webhook {s}: last {have}, truth {word}; events {seen}")
         if self.receiver.bad_signatures:
             out.append(f"webhook: {self.receiver.bad_signatures} bad signatures")
         return out
@@ -774,6 +783,11 @@ class Chaos:
         if self.violations[before:]:
             raise Violation("\n".join(self.violations[before:]))
         self.say(f"  warm-up: {len(self.clients)} clients converged in {took:.2f} s")
+
+
+def answered(streams: list[Stream]) -> bool:
+    """Whether every frame sent on these streams has had its answer."""
+    return not any(s.pending for s in streams)
 
 
 async def poll(done: Callable[[], bool], deadline: float) -> None:

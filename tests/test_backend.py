@@ -684,6 +684,25 @@ async def test_a_release_through_another_node_survives_a_clear_and_an_empty_redi
     assert await _claims(b) == {}  # no grace
 
 
+async def test_a_release_answered_before_the_re_assertion_after_an_empty_redis_is_kept(
+    nodes: Any, redis_server: RedisServer
+) -> None:
+    """Fault (found by scripts/chaos.py, seed 1, Redis restarted empty): A's socket lives on a;
+    Redis restarts empty and b re-makes the workspace; A is released through b (204) before a
+    re-asserts, so the release finds no claim. Truth: once a re-asserts, A is released (its
+    last close skips the grace), not re-created unreleased from a's older memory."""
+    a, b = await by_hand(nodes), await by_hand(nodes)
+    await a.attach(W, A, "ana")
+    await a.set_session(W, A, "S1")
+    redis_server.flush()
+    await b.add_workspace(W)
+    await b.release(W, A)  # acknowledged, with no claim in Redis
+    await a._reassert_in(W)
+    assert await _claims(b) == {A: ("S1", True, 1)}
+    await a.detach(W, A)
+    assert await _claims(b) == {}  # no grace
+
+
 async def test_a_retire_after_redis_lost_its_data_closes_the_re_asserted_socket(
     nodes: Any, redis_server: RedisServer
 ) -> None:

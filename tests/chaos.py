@@ -713,6 +713,25 @@ class Chaos:
             out.append(f"webhook: {self.receiver.bad_signatures} bad signatures")
         return out
 
+    def redis_dump(self) -> list[str]:
+        """Redis's webhook and timer records of each workspace (for a violation's report)."""
+        import redis
+
+        client = redis.Redis(port=self.redis.port, decode_responses=True, socket_timeout=2)
+        out = []
+        try:
+            for w in self.workspaces:
+                hooks = client.hgetall(f"hub:{{{w}}}:hooks")
+                timers = client.zrange(f"hub:{{{w}}}:timers", 0, -1, withscores=True)
+                index = client.zscore("hub:timers", w)
+                out.append(f"redis {w[:8]}: hooks {hooks} timers {timers[:8]} index {index}")
+            out.append(f"redis: outbox groups {client.xinfo_groups('hub:webhooks')}")
+        except redis.RedisError as exc:
+            out.append(f"redis: {exc!r}")
+        finally:
+            client.close()
+        return out
+
     async def converge(self, healed: float) -> float | None:
         """Seconds from the heal to the truth everywhere; None (and a violation with what
         still differed) after :data:`BOUND`."""
@@ -722,6 +741,7 @@ class Chaos:
             if not diff:
                 return time.monotonic() - healed
             if time.monotonic() - healed > BOUND:
+                diff += await asyncio.to_thread(self.redis_dump)
                 self.violation(
                     f"not at the truth {BOUND:.0f} s after the heal:\n    "
                     + "\n    ".join(diff[:25])

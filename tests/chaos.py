@@ -172,16 +172,20 @@ class Node:
     log: deque[str] = field(default_factory=lambda: deque(maxlen=400))
     tracebacks: int = 0
 
+    reader: threading.Thread | None = None
+
     def drain(self) -> None:
         def pump(process: HubProcess, log: deque[str]) -> None:
             assert process.proc.stdout is not None
-            for raw in process.proc.stdout:
-                line = raw.decode(errors="replace").rstrip()
-                if "Traceback" in line:
-                    self.tracebacks += 1
-                log.append(line)
+            with contextlib.suppress(ValueError, OSError):  # closed by a kill9's communicate
+                for raw in process.proc.stdout:
+                    line = raw.decode(errors="replace").rstrip()
+                    if "Traceback" in line:
+                        self.tracebacks += 1
+                    log.append(line)
 
-        threading.Thread(target=pump, args=(self.process, self.log), daemon=True).start()
+        self.reader = threading.Thread(target=pump, args=(self.process, self.log), daemon=True)
+        self.reader.start()
 
 
 class Chaos:
@@ -211,6 +215,10 @@ class Chaos:
         self.rounds: list[Round] = []
         self.ops: dict[str, int] = {}
         self.redis_restarted = False  # in this round: grace claims may be gone
+        # When Redis last lost its data (the Redis clock in microseconds, the unit of a
+        # re-made workspace's first seq): which sessions were occupied is forgotten with it
+        self.redis_lost_at = 0
+        self.forgotten: set[str] = set()  # (workspace, session) whose vacated event is lost
         self.http = httpx.AsyncClient(timeout=ANSWER)
         self.cluster: Cluster | None = None
         self.nodes: list[Node] = []
@@ -274,6 +282,11 @@ class Chaos:
                     await asyncio.to_thread(proc.wait, 10)
                 except Exception:  # noqa: BLE001 (it did not stop: it is killed, never left)
                     proc.kill()
+                    proc.wait()
+            if node.reader is not None:
+                await asyncio.to_thread(node.reader.join, 5)
+            if proc.stdout is not None:
+                proc.stdout.close()
         for proxy in self.proxies:
             await proxy.close()
         if self.cluster is not None:
@@ -516,6 +529,7 @@ class Chaos:
             self.redis.proc.send_signal(signal.SIGCONT)
         elif kind == "redis-restart":
             self.redis_restarted = True
+            self.redis_lost_at = time.time_ns() // 1000
             await asyncio.to_thread(self.redis.kill)
             await asyncio.sleep(seconds / 3)
             await asyncio.to_thread(self.redis.start)
@@ -698,17 +712,23 @@ class Chaos:
             if key not in last or e["seq"] >= last[key]["seq"]:
                 last[key] = e
         out = []
-        word = "occupied" if t["online"] else "vacated"
-        have = last.get(None, {}).get("name", "workspace_vacated")
-        if have != f"workspace_{word}":
-            seen = [(e["name"], e["seq"]) for e in history.get(None, [])[-4:]]
-            out.append(f"{w[:8]} webhook: last {have}, truth {word}; events {seen}")
-        for s in SESSIONS:
-            word = "occupied" if t["counts"].get(s) else "vacated"
-            have = last.get(s, {}).get("name", "session_vacated")
-            if have != f"session_{word}":
-                seen = [(e["name"], e["seq"]) for e in history.get(s, [])[-4:]]
-                out.append(f"{w[:8]} webhook {s}: last {have}, truth {word}; events {seen}")
+        for s in (None, *SESSIONS):
+            n = t["online"] if s is None else t["counts"].get(s, 0)
+            kind = "workspace" if s is None else "session"
+            word = "occupied" if n else "vacated"
+            event = last.get(s, {"name": f"{kind}_vacated", "seq": 0})
+            if event["name"] == f"{kind}_{word}":
+                continue
+            if not n and event["seq"] < self.redis_lost_at:
+                # Occupied before Redis lost its data, emptied since: no vacated event will
+                # come. Documented (README.md, Webhooks, "What is not sent"): tolerated, and
+                # counted in the report, never taken for the truth.
+                self.forgotten.add(f"{w}/{s or ''}")
+                continue
+            seen = [(e["name"], e["seq"]) for e in history.get(s, [])[-4:]]
+            out.append(
+                f"{w[:8]} webhook {s or '(workspace)'}: last {event['name']}, {n} there; {seen}"
+            )
         if self.receiver.bad_signatures:
             out.append(f"webhook: {self.receiver.bad_signatures} bad signatures")
         return out
@@ -772,6 +792,7 @@ class Chaos:
         """Every round of the schedule, stopping at the first that breaks a promise."""
         await self.start()
         await self.warm_up()
+        forgotten = 0
         for i in range(rounds):
             r = await self.run_round(i + 1)
             took = "-" if r.converged is None else f"{r.converged:.2f} s"
@@ -779,6 +800,12 @@ class Chaos:
             self.say(
                 f"  round {r.index:2}: {faults:<44} converged {took}  ops {sum(r.ops.values())}"
             )
+            if len(self.forgotten) > forgotten:
+                lost = len(self.forgotten) - forgotten
+                self.say(
+                    f"    (webhooks: {lost} vacated events lost with Redis's data: documented)"
+                )
+                forgotten = len(self.forgotten)
             for v in r.violations:
                 self.say(f"    VIOLATION {v}")
             if r.violations:

@@ -739,6 +739,37 @@ async def test_a_re_asserted_client_that_was_retired_meanwhile_is_closed(
     assert (W, A, CloseCode.RETIRED) in events.closes
 
 
+async def test_a_re_assertion_finishes_when_the_feed_forgets_a_client_meanwhile(
+    nodes: Any, redis_server: RedisServer
+) -> None:
+    """Fault (found by scripts/chaos.py, seed 101: "RuntimeError: dictionary changed size
+    during iteration" out of a set_session's re-assertion): a's re-assertion iterated the
+    node's own live record of its streams across its awaits, and the feed removed a client
+    from it meanwhile (B retired through b while a closes A, retired while Redis had lost its
+    claim). Truth: the re-assertion finishes; A and B are closed with 4410; C counts."""
+    a, events = await nodes(node_ttl=60.0)
+    b = await by_hand(nodes)
+    await a.watch(W)
+    c = "00000000-0000-4000-8000-00000000000c"
+    for client in (A, B, c):
+        await a.attach(W, client)
+    redis_server.flush()
+    await b.retire(A)  # finds no claim anywhere
+    await b.add_workspace(W)
+    real = a._retire_in
+
+    async def b_retires_b_meanwhile(workspace_id: str, client_id: str) -> None:
+        await b.retire(B)
+        await eventually(lambda: B not in a._local.get(W, {}), within=5)  # a's feed heard it
+        await real(workspace_id, client_id)
+
+    a._retire_in = b_retires_b_meanwhile
+    await asyncio.wait_for(a._reassert_in(W), 5)
+    a._retire_in = real
+    assert {(W, A, CloseCode.RETIRED), (W, B, CloseCode.RETIRED)} <= set(events.closes)
+    assert await _claims(b) == {c: ("", False, 1)}
+
+
 async def test_a_stream_write_that_arrives_after_its_node_gave_up_is_refused(
     nodes: Any,
 ) -> None:

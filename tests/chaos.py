@@ -453,6 +453,8 @@ class Chaos:
         c = self.rng.choice(candidates)
         async with c.lock:
             c.forget_closed()
+            if self.redis_restarted and not c.open_streams():  # its last stream closed since
+                c.sure = c.released_sure = c.ended = False
             streams = c.open_streams()
             roll = self.rng.random()
             node = self.rng.choice(live)
@@ -531,6 +533,7 @@ class Chaos:
             self.redis_restarted = True
             self.redis_lost_at = time.time_ns() // 1000
             await asyncio.to_thread(self.redis.kill)
+            self.lost_with_redis()
             await asyncio.sleep(seconds / 3)
             await asyncio.to_thread(self.redis.start)
         elif kind == "link-stall":
@@ -546,6 +549,17 @@ class Chaos:
             proxy.delay = 0.3
             await asyncio.sleep(seconds)
             proxy.delay = 0.0
+
+    def lost_with_redis(self) -> None:
+        """Redis lost its data (or is about to, until the round's heal): a client without a
+        stream had its claim in Redis alone (no node holds a socket of it to re-assert it), so
+        what its next stream finds is unknown: a fresh claim, or the old one if it reaches the
+        hub first. It is unsure until a set_session and a release are acknowledged."""
+        for c in self.clients:
+            c.forget_closed()
+            if not c.retired and not c.open_streams():
+                c.sure = c.released_sure = False
+                c.ended = False
 
     async def restart_node(self, node: int) -> None:
         assert self.cluster is not None
@@ -563,12 +577,8 @@ class Chaos:
         """Make every unsure state sure again by repeating the operation until the hub
         acknowledges it (first waiting for the answers still due on the client's sockets: a
         late answer settles it too, and a new frame must not overtake an old one)."""
-        if self.redis_restarted:  # a client without a stream had no node to re-assert it
-            for c in self.clients:
-                c.forget_closed()
-                if not c.retired and not c.open_streams():
-                    c.sure = c.released_sure = False
-                    c.ended = False
+        if self.redis_restarted:
+            self.lost_with_redis()
             self.redis_restarted = False
 
         async def one(c: Client) -> None:

@@ -55,6 +55,8 @@ from tests.services import RedisServer
 
 BOUND = 10.0  # seconds from a heal to the truth everywhere (issue 30's done-when)
 ANSWER = 6.0  # how long an operation waits for its answer before it counts as unanswered
+LATE = 2.5  # after the heal, by when a request held by a frozen node has been applied (the
+# hub answers within HUB_REDIS_TIMEOUT, 2 s, once it runs again)
 SESSIONS = ("S1", "S2", "S3", "S4")  # each with a session record; "" is the landing page
 USERS = ("ana", "bo", "cy", "dee", "eli", "fay")
 FAULT_KINDS = (
@@ -131,6 +133,9 @@ class Client:
     released_sure: bool = True  # False: likewise for a release
     ended: bool = False  # a released claim's last stream closed: no claim until it opens again
     retired: bool = False
+    # A REST set_session that got no answer may still be applied (its node was frozen): no
+    # more operations for this client until the round's heal has let it through.
+    rest_in_flight: bool = False
     retire_sure: bool = True  # False: a retire was sent but not acknowledged
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -394,7 +399,7 @@ class Chaos:
                 node, "POST", path, params={"client_id": c.id}, json={"session_id": session}
             )
         except httpx.HTTPError:
-            c.sure = False
+            c.sure, c.rest_in_flight = False, True
             self.count("rest-set-unanswered")
             return
         if r.status_code == 200:
@@ -447,11 +452,16 @@ class Chaos:
         """One random operation of a random client (its lock held: one at a time per client,
         and a socket closes only once its switches were answered)."""
         live = self.live()
-        candidates = [c for c in self.clients if not c.retired]
+        candidates = [c for c in self.clients if not c.retired and not c.rest_in_flight]
         if not live or not candidates:
             return
         c = self.rng.choice(candidates)
         async with c.lock:
+            # A frame still unanswered may land late, after anything sent now on another way
+            # (order holds per socket only): wait for its answer, else leave the client alone.
+            await poll(partial(answered, c.open_streams()), time.monotonic() + ANSWER)
+            if not answered(c.open_streams()):
+                return
             c.forget_closed()
             if self.redis_restarted and not c.open_streams():  # its last stream closed since
                 c.sure = c.released_sure = c.ended = False
@@ -580,6 +590,11 @@ class Chaos:
         if self.redis_restarted:
             self.lost_with_redis()
             self.redis_restarted = False
+
+        if any(c.rest_in_flight for c in self.clients):  # let a late REST call land first
+            await asyncio.sleep(max(0.0, deadline - BOUND + LATE - time.monotonic()))
+            for c in self.clients:
+                c.rest_in_flight = False
 
         async def one(c: Client) -> None:
             async with c.lock:

@@ -110,6 +110,8 @@ class Stream:
             self.close_code = self.viewer.ws.close_code
         except Exception as exc:  # noqa: BLE001 (reported, never swallowed)
             chaos.violation(f"a socket of {self.client.name} failed: {exc!r}")
+        if not self.closed_by_us:
+            chaos.count(f"closed-{self.close_code}", self.client, f"node {self.node} (server)")
         if self.close_code == 1011:
             chaos.violation(f"a socket of {self.client.name} closed 1011 (internal error)")
         if self.close_code == 4403:
@@ -138,6 +140,7 @@ class Client:
     rest_in_flight: bool = False
     retire_sure: bool = True  # False: a retire was sent but not acknowledged
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    history: deque[str] = field(default_factory=lambda: deque(maxlen=16))
 
     def open_streams(self) -> list[Stream]:
         return [s for s in self.streams if s.open]
@@ -230,6 +233,7 @@ class Chaos:
         self.proxies: list[FaultProxy] = []
         self.receiver = Receiver().start()
         self.next_name = 0
+        self.started = time.monotonic()
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -333,8 +337,11 @@ class Chaos:
 
     # -- operations (each records whether the hub acknowledged it) --------------------------
 
-    def count(self, op: str) -> None:
+    def count(self, op: str, c: Client | None = None, detail: str = "") -> None:
+        """Count an operation's outcome, and keep it in the client's history (for a report)."""
         self.ops[op] = self.ops.get(op, 0) + 1
+        if c is not None:
+            c.history.append(f"{time.monotonic() - self.started:.2f} {op} {detail}".rstrip())
 
     async def open_stream(self, c: Client, node: int) -> Stream | None:
         """Open a stream; it is open in the truth once its snapshot came."""
@@ -346,7 +353,7 @@ class Chaos:
         except (TimeoutError, OSError, InvalidHandshake) as exc:
             if isinstance(exc, InvalidStatus) and exc.response.status_code >= 500:
                 self.violation(f"join of {c.name} on node {node}: {exc.response.status_code}")
-            self.count("open-failed")
+            self.count("open-failed", c, f"node {node}")
             return None
         viewer = Viewer(ws, c.id)
         try:
@@ -357,19 +364,19 @@ class Chaos:
                 self.violation(f"spurious 4403: {c.name} refused its own user on node {node}")
             elif code in (4410, 1011) or (code is not None and code >= 4000 and code != 4429):
                 self.violation(f"join of {c.name} on node {node} closed {code}")
-            self.count(f"open-closed-{code}")
+            self.count(f"open-closed-{code}", c, f"node {node}")
             return None
         except TimeoutError:  # abandoned: it must leave nothing behind (no ghost)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 1)
-            self.count("open-abandoned")
+            self.count("open-abandoned", c, f"node {node}")
             return None
         viewer.apply(first)
         stream = Stream(c, node, viewer, self.nodes[node].generation)
         stream.task = asyncio.ensure_future(stream.read(self))
         c.streams.append(stream)
         c.joined()
-        self.count("open")
+        self.count("open", c, f"node {node}")
         return stream
 
     async def set_session_frame(self, c: Client, stream: Stream, session: str) -> bool:
@@ -380,16 +387,16 @@ class Chaos:
             await stream.viewer.send({"type": "set_session", "session_id": session, "ref": ref})
         except ConnectionClosed:
             stream.pending.discard(ref)
-            self.count("set-unsent")
+            self.count("set-unsent", c, session)
             return False
         await poll(lambda: ref in stream.answers or not stream.open, time.monotonic() + ANSWER)
         answer = stream.answers.get(ref)
         if answer is not None and answer["type"] == "ack":
             c.session, c.sure = session, True
-            self.count("set-acked")
+            self.count("set-acked", c, f"{session!r} node {stream.node} seq {answer['seq']}")
             return True
         c.sure = False  # refused (it may still land: a retry on a dead link) or unanswered
-        self.count("set-" + (str(answer.get("code")) if answer else "unanswered"))
+        self.count("set-" + (str(answer.get("code")) if answer else "unanswered"), c, session)
         return False
 
     async def set_session_rest(self, c: Client, node: int, session: str) -> None:
@@ -400,7 +407,7 @@ class Chaos:
             )
         except httpx.HTTPError:
             c.sure, c.rest_in_flight = False, True
-            self.count("rest-set-unanswered")
+            self.count("rest-set-unanswered", c, f"{session!r} node {node}")
             return
         if r.status_code == 200:
             c.session, c.sure = session, True
@@ -408,14 +415,14 @@ class Chaos:
             pass
         else:
             c.sure = False
-        self.count(f"rest-set-{r.status_code}")
+        self.count(f"rest-set-{r.status_code}", c, f"{session!r} node {node}")
 
     async def release(self, c: Client, node: int) -> bool:
         try:
             r = await self.rest(node, "DELETE", f"/v1/workspaces/{c.workspace}/clients/{c.id}")
         except httpx.HTTPError:
             r = None
-        self.count(f"release-{r.status_code if r else 'unanswered'}")
+        self.count(f"release-{r.status_code if r else 'unanswered'}", c, f"node {node}")
         if r is not None and r.status_code == 204:
             c.released, c.released_sure = True, True
             c.forget_closed()  # no stream: the claim is gone, so is its session
@@ -429,7 +436,7 @@ class Chaos:
             r = await self.rest(node, "DELETE", f"/v1/clients/{c.id}")
         except httpx.HTTPError:
             r = None
-        self.count(f"retire-{r.status_code if r else 'unanswered'}")
+        self.count(f"retire-{r.status_code if r else 'unanswered'}", c, f"node {node}")
         c.retire_sure = r is not None and r.status_code == 204
         if c.retire_sure:
             for s in c.open_streams():
@@ -446,7 +453,7 @@ class Chaos:
             if not stream.task.done():  # the peer is frozen: the socket is gone from our side
                 stream.viewer.ws.transport.abort()
                 stream.task.cancel()
-        self.count("close")
+        self.count("close", stream.client, f"node {stream.node}")
 
     async def op(self) -> None:
         """One random operation of a random client (its lock held: one at a time per client,
@@ -787,6 +794,10 @@ class Chaos:
                 return time.monotonic() - healed
             if time.monotonic() - healed > BOUND:
                 diff += await asyncio.to_thread(self.redis_dump)
+                named = {c.name for c in self.clients if f" {c.name} " in " ".join(diff)}
+                for c in self.clients:
+                    if c.name in named:
+                        diff.append(f"history of {c.name}: " + "; ".join(c.history))
                 self.violation(
                     f"not at the truth {BOUND:.0f} s after the heal:\n    "
                     + "\n    ".join(diff[:25])

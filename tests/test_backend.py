@@ -770,6 +770,32 @@ async def test_a_re_assertion_finishes_when_the_feed_forgets_a_client_meanwhile(
     assert await _claims(b) == {c: ("", False, 1)}
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="open defect: a join that makes a claim anew drops the ended claim's tombstone, "
+    "and the returning node's older memory then wins over versions 0 (needs a claim "
+    "incarnation in the node's memory and the tombstone; see docs/reliability.md)",
+)
+async def test_a_join_while_a_node_is_taken_for_dead_does_not_roll_back_what_it_missed(
+    nodes: Any,
+) -> None:
+    """Fault (the family scripts/chaos.py found in seed 104, round 10): A's socket lives on
+    a; S3 and a release are acknowledged through b while a misses the news (its feed unread);
+    a is taken for dead, so A's released claim ends (its tombstone keeps S3 and the mark); A
+    opens a second socket, on b, before a re-asserts. Truth: A never lost its socket on a, so
+    its claim is S3 and released, with two streams."""
+    a, b = await by_hand(nodes), await by_hand(nodes)
+    await a.attach(W, A, "ana")
+    await a.set_session(W, A, "S2")
+    await b.set_session(W, A, "S3")  # acked through b; a's feed is not read
+    await b.release(W, A)
+    await b._set_streams(W, a.node, {})  # a taken for dead: A released, no stream: ended
+    assert await _claims(b) == {}
+    await b.attach(W, A, "ana")  # A's second socket, on b: a claim made anew
+    await a._reassert_in(W)
+    assert await _claims(b) == {A: ("S3", True, 2)}
+
+
 async def test_a_stream_write_that_arrives_after_its_node_gave_up_is_refused(
     nodes: Any,
 ) -> None:

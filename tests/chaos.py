@@ -793,14 +793,14 @@ class Chaos:
             if not diff:
                 return time.monotonic() - healed
             if time.monotonic() - healed > BOUND:
-                diff += await asyncio.to_thread(self.redis_dump)
+                diff = diff[:25]
                 named = {c.name for c in self.clients if f" {c.name} " in " ".join(diff)}
                 for c in self.clients:
                     if c.name in named:
                         diff.append(f"history of {c.name}: " + "; ".join(c.history))
+                diff += await asyncio.to_thread(self.redis_dump)
                 self.violation(
-                    f"not at the truth {BOUND:.0f} s after the heal:\n    "
-                    + "\n    ".join(diff[:25])
+                    f"not at the truth {BOUND:.0f} s after the heal:\n    " + "\n    ".join(diff)
                 )
                 return None
             await asyncio.sleep(0.1)

@@ -64,6 +64,9 @@ never overwrites a newer state.
     a claim ends (hold or grace     leaves a tombstone of its last state for ``tomb_ttl``, which
     expiry, a released claim's      a re-assertion that finds the claim gone merges too: an
     last close)                     expiry never drops a change the node did not see
+    a release that finds no claim   marks the tombstone released (at the next tick): the claim
+                                    may be lost while a node still holds a stream of the
+                                    client, and its re-assertion must not forget the release
     a claim made by a join or hold  versions 0 (its tombstone, if any, is dropped): a memory
                                     of it can only exist on a node that still holds a stream
                                     of the client, so the claim never truly ended, and that
@@ -544,6 +547,18 @@ class Presence:
             claim.released_v = self._tick(space)
             if not claim.streams:
                 self._remove(workspace_id, space, client_id, now)
+        elif self.tomb_ttl > 0:
+            # No claim here, but a node may still hold a stream of the client (the store lost
+            # the claim: Redis restarted empty, and the node has not re-asserted yet). The
+            # tombstone keeps the mark at a new version, so that re-assertion merges it: an
+            # acknowledged release is never forgotten. A join that makes a new claim drops it,
+            # as it drops any tombstone.
+            tomb = space.gone.get(client_id)
+            last = tomb[0] if tomb is not None else Recalled()
+            released = Recalled(last.session_id, last.session_v, True, self._tick(space))
+            until = now + self.tomb_ttl
+            space.gone[client_id] = (released, until)
+            self._timers.push(until, (_TOMB, workspace_id, client_id))
         return Diff(workspace_id, space.seq)
 
     def retire(self, client_id: str, now: float, ttl: float | None = None) -> list[Diff]:

@@ -32,7 +32,10 @@ Rules:
    lead to it. An ack always carries the room's ``seq``, which includes the change.
 5. **A joiner starts from the room.** A socket that joins a synced room gets the room's own
    view (:meth:`Room.view`) as its snapshot: the room is at least as new as the snapshot the
-   join read, and what was already flushed to the others is in it.
+   join read, and what was already flushed to the others is in it. The view may include
+   changes not flushed yet; the next flush then carries those sessions even if they moved
+   back meanwhile (the others need no frame for a change that cancelled out, the joiner
+   does: it was shown the value in between).
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ class Room(Generic[C, R]):
         "conns",
         "cost",
         "early",
+        "forced",
+        "forced_online",
+        "forced_online_users",
+        "forced_users",
         "last_flush",
         "online",
         "online_users",
@@ -96,6 +103,12 @@ class Room(Generic[C, R]):
         self.base_online: int | None = None
         self.base_users: dict[str, int] = {}
         self.base_online_users: int | None = None
+        # What the next flush sends even if it moved back meanwhile: what moved before a view
+        # was taken (rule 5), since that view showed a value the others were not sent.
+        self.forced: set[str] = set()
+        self.forced_users: set[str] = set()
+        self.forced_online = False
+        self.forced_online_users = False
         self.last_flush = float("-inf")
         self.cost = 0.0  # the CPU seconds the last flush took (measured by the shell)
         self.behind = -1  # the highest seq seen but not applied (missed changes before it)
@@ -161,7 +174,13 @@ class Room(Generic[C, R]):
             self._set_online_users(snapshot.online_users)
 
     def view(self) -> Snapshot:
-        """The room's view as a snapshot (rule 5)."""
+        """The room's view as a snapshot (rule 5). It may show values not flushed yet: the
+        next flush sends each of those sessions (and ``online``) even if it moved back to the
+        value of the last flush meanwhile, which the sockets with this view need."""
+        self.forced.update(self.base)
+        self.forced_users.update(self.base_users)
+        self.forced_online = self.forced_online or self.base_online is not None
+        self.forced_online_users = self.forced_online_users or self.base_online_users is not None
         return Snapshot(
             self.workspace_id,
             self.seq,
@@ -187,6 +206,17 @@ class Room(Generic[C, R]):
         online_users = (
             self.online_users if self.base_online_users not in (None, self.online_users) else None
         )
+        if self.forced or self.forced_users or self.forced_online or self.forced_online_users:
+            for session_id in self.forced:
+                counts[session_id] = self.values.get(session_id, 0)
+            for session_id in self.forced_users:
+                users[session_id] = self.users.get(session_id, 0)
+            if self.forced_online:
+                online = self.online
+            if self.forced_online_users:
+                online_users = self.online_users
+            self.forced, self.forced_users = set(), set()
+            self.forced_online = self.forced_online_users = False
         self.base = {}
         self.base_online = None
         self.base_users = {}

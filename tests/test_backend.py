@@ -684,6 +684,25 @@ async def test_a_release_through_another_node_survives_a_clear_and_an_empty_redi
     assert await _claims(b) == {}  # no grace
 
 
+async def test_a_release_answered_before_the_re_assertion_after_an_empty_redis_is_kept(
+    nodes: Any, redis_server: RedisServer
+) -> None:
+    """Fault (found by scripts/chaos.py, seed 1, Redis restarted empty): A's socket lives on a;
+    Redis restarts empty and b re-makes the workspace; A is released through b (204) before a
+    re-asserts, so the release finds no claim. Truth: once a re-asserts, A is released (its
+    last close skips the grace), not re-created unreleased from a's older memory."""
+    a, b = await by_hand(nodes), await by_hand(nodes)
+    await a.attach(W, A, "ana")
+    await a.set_session(W, A, "S1")
+    redis_server.flush()
+    await b.add_workspace(W)
+    await b.release(W, A)  # acknowledged, with no claim in Redis
+    await a._reassert_in(W)
+    assert await _claims(b) == {A: ("S1", True, 1)}
+    await a.detach(W, A)
+    assert await _claims(b) == {}  # no grace
+
+
 async def test_a_retire_after_redis_lost_its_data_closes_the_re_asserted_socket(
     nodes: Any, redis_server: RedisServer
 ) -> None:
@@ -718,6 +737,63 @@ async def test_a_re_asserted_client_that_was_retired_meanwhile_is_closed(
     await a._reassert_in(W)
     assert await _claims(b) == {}
     assert (W, A, CloseCode.RETIRED) in events.closes
+
+
+async def test_a_re_assertion_finishes_when_the_feed_forgets_a_client_meanwhile(
+    nodes: Any, redis_server: RedisServer
+) -> None:
+    """Fault (found by scripts/chaos.py, seed 101: "RuntimeError: dictionary changed size
+    during iteration" out of a set_session's re-assertion): a's re-assertion iterated the
+    node's own live record of its streams across its awaits, and the feed removed a client
+    from it meanwhile (B retired through b while a closes A, retired while Redis had lost its
+    claim). Truth: the re-assertion finishes; A and B are closed with 4410; C counts."""
+    a, events = await nodes(node_ttl=60.0)
+    b = await by_hand(nodes)
+    await a.watch(W)
+    c = "00000000-0000-4000-8000-00000000000c"
+    for client in (A, B, c):
+        await a.attach(W, client)
+    redis_server.flush()
+    await b.retire(A)  # finds no claim anywhere
+    await b.add_workspace(W)
+    real = a._retire_in
+
+    async def b_retires_b_meanwhile(workspace_id: str, client_id: str) -> None:
+        await b.retire(B)
+        await eventually(lambda: B not in a._local.get(W, {}), within=5)  # a's feed heard it
+        await real(workspace_id, client_id)
+
+    a._retire_in = b_retires_b_meanwhile
+    await asyncio.wait_for(a._reassert_in(W), 5)
+    a._retire_in = real
+    assert {(W, A, CloseCode.RETIRED), (W, B, CloseCode.RETIRED)} <= set(events.closes)
+    assert await _claims(b) == {c: ("", False, 1)}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open defect: a join that makes a claim anew drops the ended claim's tombstone, "
+    "and the returning node's older memory then wins over versions 0 (needs a claim "
+    "incarnation in the node's memory and the tombstone; see docs/reliability.md)",
+)
+async def test_a_join_while_a_node_is_taken_for_dead_does_not_roll_back_what_it_missed(
+    nodes: Any,
+) -> None:
+    """Fault (the family scripts/chaos.py found in seed 104, round 10): A's socket lives on
+    a; S3 and a release are acknowledged through b while a misses the news (its feed unread);
+    a is taken for dead, so A's released claim ends (its tombstone keeps S3 and the mark); A
+    opens a second socket, on b, before a re-asserts. Truth: A never lost its socket on a, so
+    its claim is S3 and released, with two streams."""
+    a, b = await by_hand(nodes), await by_hand(nodes)
+    await a.attach(W, A, "ana")
+    await a.set_session(W, A, "S2")
+    await b.set_session(W, A, "S3")  # acked through b; a's feed is not read
+    await b.release(W, A)
+    await b._set_streams(W, a.node, {})  # a taken for dead: A released, no stream: ended
+    assert await _claims(b) == {}
+    await b.attach(W, A, "ana")  # A's second socket, on b: a claim made anew
+    await a._reassert_in(W)
+    assert await _claims(b) == {A: ("S3", True, 2)}
 
 
 async def test_a_stream_write_that_arrives_after_its_node_gave_up_is_refused(

@@ -100,3 +100,23 @@ def test_a_joiner_starts_from_the_room_view() -> None:
     room.merge(Diff(W, 4, {"S1": 2}))  # flushed to the others, or about to be
     room.rebase(Snapshot(W, 3, 2, {"S1": 1}))  # a joiner's older snapshot
     assert room.view() == Snapshot(W, 4, 2, {"S1": 2})
+
+
+def test_a_joiner_hears_of_a_change_that_cancels_out_within_the_window() -> None:
+    """Found by scripts/chaos.py (seeds 105 and 109: a socket that joined during a recovery
+    kept S3 at 3 at the newest seq while every node and every other socket had 2). The
+    others were sent S3 = 2; the join's own change takes S3 to 3 and the joiner starts from
+    that view; someone leaves S3 within the window (back to 2). The others need no frame for
+    S3; the joiner does, or it keeps 3."""
+    room = new_room()
+    room.rebase(Snapshot(W, 5, 4, {"S3": 2}))
+    room.take(0.0)  # the others were sent S3 = 2 at seq 5
+    room.merge(Diff(W, 6, {"S3": 3}, online=5))  # the join's own change
+    joiner = room.view()
+    assert (joiner.seq, joiner.counts) == (6, {"S3": 3})
+    room.merge(Diff(W, 7, {"S3": 2}, online=4))  # someone leaves S3 within the window
+    frame = room.take(0.01)
+    shown = {**joiner.counts, **frame.counts}
+    assert frame.seq == 7 and shown["S3"] == 2
+    assert frame.online == 4  # online too: the joiner was shown 5
+    assert room.take(0.1).counts == {}  # sent once

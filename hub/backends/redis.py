@@ -1166,6 +1166,9 @@ class RedisBackend:
         generation. The clients retired there are not brought back: when they are this
         node's, their sockets are closed with 4410."""
         own = node == self.node
+        # A copy: this node's own record of its streams is passed in, and the feed changes it
+        # while this call waits (a client retired or a workspace deleted through another node).
+        streams = dict(streams)
         claims: dict[str, dict[str, Any]] = {}
         for c in streams:
             known = self._memory.get((workspace_id, c), Recalled())

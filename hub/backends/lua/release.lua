@@ -1,5 +1,5 @@
 -- Release (ARGV: workspace, client): removed now without streams (its tombstone keeps the
--- mark), else marked, and removed at its last close. The mark is versioned, and the nodes
+-- mark), else marked, and removed at its last close; without a claim, the tombstone is marked. The mark is versioned, and the nodes
 -- holding the client's streams learn it from the feed. Returns {seq, deadline armed|-1}.
 require_workspace()
 local client = ARGV[2]
@@ -15,4 +15,13 @@ if claim then
   end
   return {commit({r = {[client] = {1, claim.rv}}}), deadline or -1}
 end
-return {seq(), -1}
+-- No claim: Redis may have lost it while a node still holds a stream of the client (it has not
+-- re-asserted yet). The tombstone keeps the mark, so that the re-assertion merges it (an
+-- acknowledged release is never forgotten); a join that makes a new claim drops it.
+local raw = redis.call('HGET', GONE, client)
+local tomb = raw and cjson.decode(raw) or {s = '', sv = '0', r = 0, rv = '0'}
+tomb.r, tomb.rv = 1, tick()
+redis.call('HSET', GONE, client, cjson.encode(tomb))
+deadline = now_ms() + TOMB_MS
+timer(deadline, '\r' .. client)
+return {seq(), deadline}

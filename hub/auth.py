@@ -605,7 +605,7 @@ def _scopes(value: object) -> list[str] | None:
 
 # -- the authorization hook ---------------------------------------------------------------------
 
-# Seconds the hook has to answer 2xx (PROTOCOL.md section 8): else 503 / close 1013.
+# Seconds the hook has to answer 2xx (docs/protocol.md section 13): else 503 / close 1013.
 CHECK_TIMEOUT = 2.0
 # Answers cached at most (the oldest go first).
 CHECK_CACHE_SIZE = 100_000

@@ -329,7 +329,7 @@ class Hub:
         elif isinstance(command, Refresh):
             await self._refresh(conn, command)
 
-    # -- token expiry (PROTOCOL.md section 8) -------------------------------------------------
+    # -- token expiry (docs/protocol.md section 13) ---------------------------------------------
 
     async def _refresh(self, conn: Connection, command: Refresh) -> None:
         """A fresh token for a live stream: valid, and for the same user, client and

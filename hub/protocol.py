@@ -206,7 +206,7 @@ class Unwatch:
 
 @dataclass(frozen=True, slots=True)
 class Refresh:
-    """A fresh token for a live stream (PROTOCOL.md section 8)."""
+    """A fresh token for a live stream (docs/protocol.md section 13)."""
 
     token: str
     ref: Ref | None = None

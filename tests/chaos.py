@@ -9,7 +9,7 @@ switch sessions (frames and REST), close streams, release and get retired at ran
 or two faults at a time hit the set-up: a node paused (SIGSTOP) or killed and restarted, Redis
 paused or restarted empty, a node's Redis link stalled, reset, silently dropped or slowed.
 
-After every heal the truth is computed from the counting rule (PROTOCOL.md section 1 and 5)
+After every heal the truth is computed from the counting rule (docs/protocol.md sections 2 and 9)
 over the streams the test holds open and the operations the hub acknowledged, and every node's
 REST answers, every open socket and the webhooks' last events must come to it within
 :data:`BOUND` seconds. Along the way: ``seq`` never goes down on a socket, no join is refused
@@ -22,7 +22,7 @@ have taken effect: the client's state is then *unsure* until a later acknowledge
 settles it (after the heal the test repeats it until the hub acknowledges). So is the state of
 a client without a stream when Redis restarts empty: Redis has no persistence here and no node
 holds a socket of that client to re-assert it (docs/scaling.md, "Redis outage"), so its grace
-claim may be gone. Grace claims count nowhere (PROTOCOL.md section 1, the counting rule), and
+claim may be gone. Grace claims count nowhere (docs/protocol.md section 2, the counting rule), and
 the grace here is an hour, so a client that reconnects keeps its session.
 """
 

@@ -1,4 +1,4 @@
-"""Tokens of an identity provider (PROTOCOL.md section 8): JWKS and PEM keys, rotation, the
+"""Tokens of an identity provider (docs/protocol.md section 13): JWKS and PEM keys, rotation, the
 authorization hook, and expiry on live streams; against a JWKS server of the tests' own
 (tests/provider.py) and real hubs on loopback."""
 

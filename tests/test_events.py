@@ -425,3 +425,25 @@ async def test_a_mounted_hub_streams_below_its_prefix_and_ends_them_on_shutdown(
                 assert time.monotonic() - started < 3
     finally:
         server.stop()
+
+
+async def test_a_stream_whose_token_expires_ends_with_4401(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    """Truth: an idle event stream opened with a token that expires in 1.5 s gets a final
+    close event 4401 "token expired" at exp plus the leeway (0.5 s), and stops counting."""
+    auth = Auth("s" * 40)
+    server = make_server(auth_secret="s" * 40, auth_leeway=0.5)
+    admin = {"Authorization": f"Bearer {auth.mint(['*'], admin=True)}"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=5, headers=admin) as http:
+        workspace = await new_workspace(http)
+        client = new_client_id()
+        token = auth.mint([workspace], user="ana", ttl=1.5)
+        async with stream(server.url, workspace, client, f"&token={token}") as events:
+            assert (await events.expect("snapshot"))["online"] == 1
+            started = time.monotonic()
+            closed = await events.expect("close", within=6)
+            assert closed == {"code": 4401, "reason": "token expired"}
+            assert time.monotonic() - started < 1.5 + 0.5 + 1.5
+        presence = (await http.get(f"/v1/workspaces/{workspace}/presence")).json()
+        assert presence["online"] == 0

@@ -500,6 +500,10 @@ export class HubConnection extends EventTarget {
       } catch {}
       this.failures = 0;
       this.setTransport("sse");
+      // The first attempt on the new transport does not wait: nothing says it will fail too.
+      this.setStatus("reconnecting");
+      setTimeout(() => this.stopped || this.open(), 0);
+      return;
     }
     if (final) {
       this.stopped = true;

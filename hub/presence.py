@@ -67,10 +67,16 @@ never overwrites a newer state.
     a release that finds no claim   marks the tombstone released (at the next tick): the claim
                                     may be lost while a node still holds a stream of the
                                     client, and its re-assertion must not forget the release
-    a claim made by a join or hold  versions 0 (its tombstone, if any, is dropped): a memory
-                                    of it can only exist on a node that still holds a stream
-                                    of the client, so the claim never truly ended, and that
-                                    memory is the truth (the store was cleared or lost it)
+    a claim made by a join or hold  versions 0: a memory of an older state can only exist on
+                                    a node that still holds a stream of the client, so the
+                                    claim never truly ended, and that memory is the truth
+                                    (the store was cleared or lost it). The ended claim's
+                                    tombstone stays: a memory that predates it (it saw versions,
+                                    none newer than the tombstone's) is of the ended claim,
+                                    and the tombstone is merged before it, so what that node
+                                    missed before the end (a session, a release) comes back
+                                    too; a memory of the claim made anew (versions 0, or newer
+                                    than the tombstone's) merges alone
 
 A re-asserted claim takes its user from the node's memory (recorded with the stream, so it is
 never anonymous for a named user), and a retired client never comes back.
@@ -205,6 +211,17 @@ class Recalled:
     released_v: int = 0
     user: str | None = None
     profile: Profile | None = None
+
+
+def _predates(memory: Recalled, tomb: Recalled) -> bool:
+    """Whether a node's memory is of the claim a tombstone ended (or an older one): it saw a
+    version, and none newer than the tombstone's. Every version given since that claim ended
+    is newer (the clock only grows), so a memory of the claim made anew after it is never
+    taken for one of the ended claim; a memory at versions 0 has seen nothing to tell."""
+    seen = memory.session_v or memory.released_v
+    return bool(seen) and (
+        memory.session_v <= tomb.session_v and memory.released_v <= tomb.released_v
+    )
 
 
 @dataclass(slots=True)
@@ -436,11 +453,14 @@ class Presence:
         return change.diff()
 
     def set_session(self, workspace_id: str, client_id: str, session_id: str, now: float) -> Diff:
-        """Move an attached client to ``session_id`` ("" for none)."""
+        """Move an attached client to ``session_id`` ("" for none). A claim whose session was
+        never set takes a version even when it names the session it has ("" on a claim made
+        anew): what the client said then wins over an older node's memory (Versions above)."""
         space, claim = self._attached(workspace_id, client_id, now)
         change = _Change(workspace_id, space)
-        if claim.session_id != session_id:
-            self._switch(change, claim, session_id)
+        if claim.session_id != session_id or not claim.session_v:
+            if claim.session_id != session_id:
+                self._switch(change, claim, session_id)
             claim.session_v = self._tick(space)
         return change.diff()
 
@@ -502,6 +522,9 @@ class Presence:
                     self._set_node_streams(space, node, client_id, 0)
                 continue
             if target:
+                tomb = space.gone.get(client_id)
+                if tomb is not None and _predates(recalled, tomb[0]):
+                    self._merge(space, change, claim, tomb[0])
                 self._merge(space, change, claim, recalled)
             if delta:
                 self._set_node_streams(space, node, client_id, target)
@@ -686,8 +709,9 @@ class Presence:
             raise ClientRetired(f"client {client_id} is retired")
 
     def _born(self, workspace_id: str, space: _Space, client_id: str) -> _Claim:
-        """A claim made by a join or a hold, at versions 0 (see Versions above)."""
-        space.gone.pop(client_id, None)
+        """A claim made by a join or a hold, at versions 0 (see Versions above). The ended
+        claim's tombstone stays: a node that comes back with streams of that ended claim
+        brings what it missed back from there (see set_streams)."""
         return self._new_claim(workspace_id, space, client_id)
 
     @staticmethod

@@ -770,12 +770,6 @@ async def test_a_re_assertion_finishes_when_the_feed_forgets_a_client_meanwhile(
     assert await _claims(b) == {c: ("", False, 1)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open defect: a join that makes a claim anew drops the ended claim's tombstone, "
-    "and the returning node's older memory then wins over versions 0 (needs a claim "
-    "incarnation in the node's memory and the tombstone; see docs/reliability.md)",
-)
 async def test_a_join_while_a_node_is_taken_for_dead_does_not_roll_back_what_it_missed(
     nodes: Any,
 ) -> None:

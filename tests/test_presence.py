@@ -729,6 +729,61 @@ def test_a_release_survives_a_clear_and_a_stale_memory(pt: Presence) -> None:
     assert pt.claims(W) == []
 
 
+def test_a_claim_made_anew_keeps_the_tombstone_for_a_node_that_missed_the_end(
+    pt: Presence,
+) -> None:
+    """n1 holds A's socket and saw S2; S3 and a release are acked through another node; n1 is
+    taken for dead, so A's released claim ends (tombstone: S3, released); A joins on n2 (a
+    claim made anew). n1's re-assertion brings back S3 and the release it missed, not S2."""
+    pt.attach(W, A, 0, node="n1")
+    pt.set_session(W, A, "S2", 0)
+    missed = Recalled("S2", 1)  # what n1 saw
+    pt.set_session(W, A, "S3", 1)
+    pt.release(W, A, 1)
+    pt.clear_node("n1", 2)
+    assert pt.claims(W) == []
+    pt.attach(W, A, 3, node="n2")
+    assert _views(pt) == {A: ("", False, 1)}  # made anew: it knows nothing of the ended one
+    pt.set_streams(W, "n1", {A: 1}, {A: missed}, 4)
+    assert _views(pt) == {A: ("S3", True, 2)}
+    assert pt.snapshot(W).counts == {"S3": 1}
+
+
+def test_what_a_claim_made_anew_was_told_wins_over_a_node_that_missed_the_end(
+    pt: Presence,
+) -> None:
+    """As above, but A's new socket says session "" (the claim made anew already has it):
+    the no-op still takes a version, so n1's older S3 does not come back over it."""
+    pt.attach(W, A, 0, node="n1")
+    pt.set_session(W, A, "S3", 0)
+    missed = Recalled("S3", 1)
+    pt.release(W, A, 1)
+    pt.clear_node("n1", 2)
+    pt.attach(W, A, 3, node="n2")
+    pt.set_session(W, A, "", 3)  # acknowledged; moves nothing
+    pt.set_streams(W, "n1", {A: 1}, {A: missed}, 4)
+    assert _views(pt)[A][0] == ""
+    assert pt.snapshot(W).counts == {}  # not S3 (a session of "" is counted nowhere)
+
+
+def test_a_memory_of_the_claim_made_anew_does_not_take_the_tombstone(pt: Presence) -> None:
+    """A released and left (tombstone: S3, released); A joins again and sets S5 (newer than
+    the tombstone); its node re-asserts its memory: nothing of the ended claim comes back."""
+    pt.attach(W, A, 0, node="n1")
+    pt.set_session(W, A, "S3", 0)
+    pt.release(W, A, 0)
+    pt.detach(W, A, 1, node="n1")  # released: gone at once, its tombstone stays
+    pt.attach(W, A, 2, node="n2")
+    pt.set_session(W, A, "S5", 2)
+    (mine,) = pt.claims(W)
+    memory = Recalled("S5", 3)  # what n2 saw of the claim made anew (S3 1, release 2, S5 3)
+    assert mine.session_id == "S5"
+    pt.set_streams(W, "n2", {A: 1}, {A: memory}, 3)
+    assert _views(pt) == {A: ("S5", False, 1)}
+    pt.set_streams(W, "n2", {A: 1}, {A: Recalled()}, 3)  # a memory at versions 0: the same
+    assert _views(pt) == {A: ("S5", False, 1)}
+
+
 def test_a_hold_clears_the_released_mark_for_good(pt: Presence) -> None:
     pt.attach(W, A, 0, node="n1")
     pt.release(W, A, 0)

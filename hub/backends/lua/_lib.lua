@@ -358,6 +358,14 @@ local function merge(client, claim, known)
   return changed
 end
 
+-- Whether a node's memory is of the claim a tombstone ended (or an older one): it saw a
+-- version, and none newer than the tombstone's (presence.py, _predates).
+local function predates(memory, tomb)
+  local sv, rv = version(memory.sv), version(memory.rv)
+  if sv == 0 and rv == 0 then return false end
+  return sv <= version(tomb.sv) and rv <= version(tomb.rv)
+end
+
 -- The earliest timer of this workspace, or -1.
 local function next_deadline()
   local first = redis.call('ZRANGE', TIMERS, 0, 0, 'WITHSCORES')

@@ -15,9 +15,7 @@ end
 index_claim(node)
 local claim = load_claim(client)
 if not claim then
-  claim = new_claim()
-  redis.call('HDEL', GONE, client)  -- a claim made anew starts at versions 0
-  redis.call('ZREM', TIMERS, '\r' .. client)
+  claim = new_claim()  -- at versions 0; the ended claim's tombstone stays (set_streams.lua)
 end
 if claim.b == 1 and (claim.u or '') ~= user then
   error({err = 'HUB forbidden'})

@@ -56,6 +56,16 @@ local function apply(client, target)
     if claim.u and redis.call('HEXISTS', PEOPLE, 'p\n' .. claim.u) == 0 then
       profile = recalled.p or ''
     end
+  elseif target > 0 then
+    -- A memory of the claim that ended before this one was made: what the node missed before
+    -- that end comes back from its tombstone first (presence.py, _predates).
+    local tomb = redis.call('HGET', GONE, client)
+    if tomb then
+      tomb = cjson.decode(tomb)
+      if predates(recalled, tomb) and merge(client, claim, tomb) then
+        save_claim(client, claim)
+      end
+    end
   end
   local merged = target > 0 and merge(client, claim, recalled)
   if delta == 0 then

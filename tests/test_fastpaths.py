@@ -207,6 +207,10 @@ async def test_a_failed_check_turns_its_fast_path_off_with_one_warning(
             assert state[path.name] == (name not in path.needs), path.name
     kind = UvloopServer if loop == "uvloop" else ServerThread
     server = kind(Settings.from_env({}, **FAST)).start()
+    if name == "stream_shutdown":
+        # Decided at start-up (off); uvicorn itself calls shutdown on each connection still
+        # open when it stops, so the class gets it back before the server stops.
+        door.undo()
     try:
         stats = await _scenario(server)
     finally:

@@ -3,6 +3,10 @@
 ``ServerThread`` runs ``hub.create_app`` under uvicorn (the same config as ``hub serve``) on its
 own event loop in a background thread, so tests use real sockets and can still read the
 server's true state (``services``) once it is quiet.
+
+Every bound a helper here waits up to is in the suite's unit ``T`` (tests/timing.py,
+``HUB_TEST_TIME_SCALE``): a ``within=5`` is five seconds on an idle machine, more on a
+loaded one.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ from websockets.exceptions import ConnectionClosed
 from hub.client import _absolute
 from hub.settings import Settings
 from hub.testing import ThreadedHub, ThreadedServer
+from tests.timing import T as UNIT
+from tests.timing import eventually
+
+__all__ = ["eventually"]  # (tests import it from here too)
 
 T = TypeVar("T")
 
@@ -56,7 +64,7 @@ class ServerThread(ThreadedHub):
         """Run ``fn`` on the server's loop thread (to read its state without racing it)."""
         assert self.loop is not None
         future = asyncio.run_coroutine_threadsafe(_call(fn), self.loop)
-        return future.result(timeout=5)
+        return future.result(timeout=5 * UNIT)
 
     def ws_url(self, workspace_id: str, client_id: str | None) -> str:
         query = "" if client_id is None else f"?client_id={client_id}"
@@ -114,21 +122,6 @@ async def _call(fn: Callable[[], Any]) -> Any:
 
 def new_client_id() -> str:
     return str(uuid.uuid4())
-
-
-async def eventually(
-    check: Callable[[], Any], within: float = 5.0, message: str = "condition not met in time"
-) -> None:
-    """Wait until ``check()`` (a bool, or an awaitable of one) holds; fail after ``within``."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, message
-        await asyncio.sleep(0.02)
 
 
 class Viewer:
@@ -200,7 +193,8 @@ class Viewer:
             self.totals[sid] = (frame["total"], frame["anonymous"])
 
     async def next(self, within: float = 5) -> dict[str, Any]:
-        raw = await asyncio.wait_for(self.ws.recv(), within)
+        """The next frame, applied; fail after ``within`` seconds of the suite."""
+        raw = await asyncio.wait_for(self.ws.recv(), within * UNIT)
         frame: dict[str, Any] = json.loads(raw)
         self.apply(frame)
         return frame
@@ -212,7 +206,7 @@ class Viewer:
         self, predicate: Callable[[Viewer], bool], within: float = 5
     ) -> dict[str, Any] | None:
         """Read frames until ``predicate(self)`` holds; fail after ``within`` seconds."""
-        deadline = asyncio.get_running_loop().time() + within
+        deadline = asyncio.get_running_loop().time() + within * UNIT
         last = None
         while not predicate(self):
             remaining = deadline - asyncio.get_running_loop().time()
@@ -220,7 +214,7 @@ class Viewer:
                 raise AssertionError(
                     f"timed out: seq={self.seq} counts={self.counts} online={self.online}"
                 )
-            last = await self.next(remaining)
+            last = await self.next(remaining / UNIT)
         return last
 
     async def expect(self, kind: str, within: float = 5) -> dict[str, Any]:
@@ -248,7 +242,7 @@ async def close_code(url: str, headers: dict[str, str] | None = None) -> int | N
     async with connect(url, compression=None, additional_headers=headers) as ws:
         try:
             while True:
-                await asyncio.wait_for(ws.recv(), 5)
+                await asyncio.wait_for(ws.recv(), 5 * UNIT)
         except ConnectionClosed:
             return ws.close_code
 
@@ -282,7 +276,7 @@ class NonReader:
 
     def read_close_code(self) -> int | None:
         """Read what the server sent, up to its close frame; that frame's code, if one came."""
-        self.sock.settimeout(5)
+        self.sock.settimeout(5 * UNIT)
         data = bytearray(self.rest)
         pos = 0
         while True:
@@ -366,7 +360,7 @@ class HubProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 15 * UNIT
         while True:
             try:
                 if httpx.get(self.url + "/v1/health").status_code == 200:
@@ -384,7 +378,7 @@ class HubProcess:
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.communicate(timeout=10)
+        self.proc.communicate(timeout=10 * UNIT)
 
     def stop(self) -> str:
         """Ctrl-C, and its output; a process that does not stop within 10 s is killed (never
@@ -392,7 +386,7 @@ class HubProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            return self.proc.communicate(timeout=10)[0].decode()
+            return self.proc.communicate(timeout=10 * UNIT)[0].decode()
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out = self.proc.communicate()[0].decode()

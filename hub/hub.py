@@ -32,6 +32,7 @@ from starlette.types import Send
 from hub import protocol
 from hub.auth import Auth
 from hub.backends import PresenceBackend
+from hub.clock import Clock, Timer
 from hub.connection import Connection, Outgoing, send_each
 from hub.deadlines import Deadlines
 from hub.errors import (
@@ -121,7 +122,9 @@ class Hub:
         limits: Limits | None = None,
         metrics: Metrics | None = None,
         auth: Auth | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """``clock`` times every window (hub.clock); None: the running loop's own."""
         self.backend = backend
         self.auth = auth  # verifies the tokens of refresh frames
         self.metrics = metrics or Metrics()
@@ -135,15 +138,18 @@ class Hub:
         self.rooms: dict[str, _Room] = {}
         self._by_client: dict[str, set[Connection]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._given_clock = clock
+        self.clock: Clock  # set by start(): the given clock, else the loop
         self._tasks: set[asyncio.Task[None]] = set()  # resyncs and viewers reads
         # Token expiry of every local stream: one heap and one loop timer for the process
         # (an entry stands while the socket is open and its deadline has not moved).
         self._expiry: Deadlines[Connection] = Deadlines(_expiry_stands)
-        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: Timer | None = None
         self._expiry_at = 0.0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.clock = self._given_clock or self._loop
         await self.backend.start(self)
 
     async def close(self) -> None:
@@ -190,8 +196,7 @@ class Hub:
         mine = self._by_client.get(client_id, ())
         if sum(1 for c in mine if c.workspace_id == workspace_id) >= limits.max_streams:
             raise OverCapacity(f"client has {limits.max_streams} sockets in this workspace")
-        loop = asyncio.get_running_loop()
-        rate = RateLimit(limits.rate, limits.burst, loop.time()) if limits.rate else None
+        rate = RateLimit(limits.rate, limits.burst, self.clock.time()) if limits.rate else None
         conn = connection(
             workspace_id, client_id, send, self.max_outbox_bytes, direct, rate, self.metrics
         )
@@ -264,7 +269,7 @@ class Hub:
         """Handle one text frame from a socket; peer errors become error frames."""
         rate = conn.rate
         if rate is not None:
-            now = asyncio.get_running_loop().time()
+            now = self.clock.time()
             if not rate.allow(now):
                 self._in["rate_limited"] += 1
                 if rate.refusing_for(now) >= self.limits.rate_close_after:
@@ -355,14 +360,14 @@ class Hub:
         if expires is None:
             conn.expires = None
             return
-        loop = self._loop or asyncio.get_running_loop()
+        clock = self.clock
         leeway = self.auth.leeway if self.auth is not None else 0.0
-        deadline = loop.time() + (expires + leeway - time.time())
+        deadline = clock.time() + (expires + leeway - time.time())
         conn.expires = deadline
         self._expiry.push(deadline, conn)
-        self._arm_expiry(loop)
+        self._arm_expiry(clock)
 
-    def _arm_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _arm_expiry(self, clock: Clock) -> None:
         """One loop timer, at the earliest expiry of any stream."""
         due = self._expiry.next()
         timer = self._expiry_timer
@@ -373,16 +378,16 @@ class Hub:
             self._expiry_timer = None
         if due is not None:
             self._expiry_at = due
-            self._expiry_timer = loop.call_at(due, self._expire, loop)
+            self._expiry_timer = clock.call_at(due, self._expire, clock)
 
-    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _expire(self, clock: Clock) -> None:
         self._expiry_timer = None
-        for conn in list(self._expiry.due(loop.time() + 0.001)):
+        for conn in list(self._expiry.due(clock.time() + 0.001)):
             conn.expires = None
             log.info("%s token expired: closing 4401", conn.id, extra={"conn": conn.id})
             self.metrics.closes.labels("token_expired").inc()
             conn.close(CloseCode.UNAUTHORIZED)
-        self._arm_expiry(loop)
+        self._arm_expiry(clock)
 
     def _acknowledge(self, conn: Connection, ref: protocol.Ref, seq: int) -> None:
         """Ack a change committed at ``seq``: once the room has applied it (rule 4 of
@@ -391,8 +396,7 @@ class Hub:
         if room is None:
             self._ack(conn, ref, seq)
         elif room.park(seq, conn, ref):  # sent when the change is here ...
-            loop = asyncio.get_running_loop()  # ... or after a re-read, if it lags
-            loop.call_later(ACK_WAIT, self._ack_overdue, room, seq)
+            self.clock.call_later(ACK_WAIT, self._ack_overdue, room, seq)  # ... or re-read
         else:
             self._ack(conn, ref, room.seq)
 
@@ -514,7 +518,7 @@ class Hub:
     def _schedule_flush(self, room: _Room) -> None:
         loop = self._loop
         assert loop is not None
-        now = loop.time()
+        now = self.clock.time()
         due = room.flush_at(now)
         if room.timer is not None:
             self.metrics.coalesced.inc()
@@ -527,15 +531,13 @@ class Hub:
         if due <= now:
             room.timer = loop.call_soon(self._flush, room)
         else:
-            room.timer = loop.call_at(due, self._flush, room)
+            room.timer = self.clock.call_at(due, self._flush, room)
 
     def _flush(self, room: _Room) -> None:
-        loop = self._loop
-        assert loop is not None
         room.timer = None
         started = time.perf_counter()
         cpu = time.thread_time()  # the room's cost rule counts CPU, not a preemption
-        frame = room.take(loop.time())
+        frame = room.take(self.clock.time())
         shared = Outgoing(protocol.encode(frame))
         # The steady state first (one check, one send), else every check of push_counts.
         for conn in send_each(room.conns, shared.wire, frame.seq):
@@ -604,10 +606,9 @@ class Hub:
         """Read the dirty sessions' viewers at the next coalescing point (like counts)."""
         if watches.timer is not None:
             return
-        loop = self._loop
-        assert loop is not None
-        due = max(loop.time(), watches.last_flush + self.coalesce_window)
-        watches.timer = loop.call_at(due, self._start_viewers, watches, room)
+        clock = self.clock
+        due = max(clock.time(), watches.last_flush + self.coalesce_window)
+        watches.timer = clock.call_at(due, self._start_viewers, watches, room)
 
     def _start_viewers(self, watches: _Watches, room: _Room) -> None:
         watches.timer = None
@@ -617,8 +618,7 @@ class Hub:
     async def _refresh_viewers(self, watches: _Watches, room: _Room) -> None:
         """Read every dirty session once and send each group what moved, one read at a time
         per workspace (so a group's frames never go back in ``seq``)."""
-        loop = self._loop
-        assert loop is not None
+        clock = self.clock
         async with watches.lock:
             while watches.dirty and room.watches is watches:
                 session_id = watches.dirty.pop()
@@ -630,11 +630,11 @@ class Hub:
                 except Exception as exc:  # the backend is down: try again a little later
                     log.warning("viewers of %s failed: %s", room.workspace_id, exc)
                     watches.dirty.add(session_id)
-                    watches.last_flush = loop.time() + VIEWERS_RETRY - self.coalesce_window
+                    watches.last_flush = clock.time() + VIEWERS_RETRY - self.coalesce_window
                     self._schedule_viewers(watches, room)
                     return
                 self._send_viewers(watches.update(viewers))
-            watches.last_flush = loop.time()
+            watches.last_flush = clock.time()
 
     def _send_viewers(self, frames: list[tuple[set[Connection], protocol.ViewersDiff]]) -> None:
         for conns, frame in frames:

@@ -1,7 +1,9 @@
 """The hub shell in-process: coalescing, encode-once fan-out and bounded outboxes.
 
 Sockets are recording fakes here (the transport is not what is under test); the loop, the
-memory backend, the timers and the hub are the real ones.
+memory backend and the hub are the real ones. Time is a :class:`~tests.timing.FakeClock`: a
+test walks through a window with ``clock.advance`` (and can stop just short of it) instead of
+sleeping through it, and a check that nothing was sent ends on a ``pong`` barrier.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from hub.connection import Connection
 from hub.hub import Hub
 from hub.presence import Presence
 from tests.harness import run_on
+from tests.timing import FakeClock
 
 W = "w"
 A, B = "client-a", "client-b"
-WINDOW = 0.2
+WINDOW = 0.25  # and steps of 1/16 s: sums of them on the fake clock are exact in binary
 
 
 class FakeSocket:
@@ -55,9 +58,29 @@ async def hub() -> AsyncIterator[Hub]:
 async def new_hub() -> Hub:
     presence = Presence(create_grace=5, detach_grace=5)
     presence.add_workspace(W)
-    h = Hub(MemoryBackend(presence), coalesce_window=WINDOW, max_outbox_bytes=2000)
+    h = Hub(
+        MemoryBackend(presence), coalesce_window=WINDOW, max_outbox_bytes=2000, clock=FakeClock()
+    )
     await h.start()
     return h
+
+
+async def advance(hub: Hub, seconds: float) -> None:
+    """Move the hub's clock on (its timers that came due run) and let what they started
+    settle."""
+    clock = hub.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(seconds)
+    await settle()
+
+
+async def nothing_more(hub: Hub, conn: Connection, sock: FakeSocket, since: int) -> None:
+    """Barrier: a ping's pong is the first frame the socket got since ``since`` frames, so
+    nothing was sent before it (the hub answers frames in order, after what was queued)."""
+    await hub.command(conn, json.dumps({"type": "ping", "ref": "barrier"}))
+    await settle()
+    assert sock.frames[since:] == [{"type": "pong", "ref": "barrier"}]
+    del sock.frames[since:], sock.raw[since:]
 
 
 async def join(hub: Hub, client: str) -> tuple[Connection, FakeSocket]:
@@ -84,26 +107,27 @@ async def test_first_change_after_quiet_goes_out_on_the_next_loop_turn(hub: Hub)
 async def test_changes_in_the_window_merge_and_a_cancel_out_still_advances_seq(
     hub: Hub,
 ) -> None:
-    _, watcher = await join(hub, A)
+    conn, watcher = await join(hub, A)
     await join(hub, B)
-    await asyncio.sleep(2 * WINDOW + 0.05)  # quiet: the joins' flush may itself wait a window
+    await advance(hub, 2 * WINDOW)  # quiet: the joins' flush may itself wait a window
     await hub.backend.set_session(W, B, "S1")
     await settle()
     before = watcher.of("counts")[-1]
     assert before["counts"] == {"S1": 1}
     # Two changes inside the window after that flush: one frame, and they cancel out.
+    since = len(watcher.frames)
     await hub.backend.set_session(W, B, "S2")
     await hub.backend.set_session(W, B, "S1")
-    await settle()
-    assert watcher.of("counts")[-1] == before  # nothing yet: the window is still open
-    await asyncio.sleep(WINDOW + 0.1)
+    await advance(hub, WINDOW - 1 / 16)
+    await nothing_more(hub, conn, watcher, since)  # the window is still open
+    await advance(hub, 1 / 16)
     last = watcher.of("counts")[-1]
     assert last == {"type": "counts", "seq": before["seq"] + 2, "counts": {}, "users": {}}
 
 
 async def test_one_encoded_frame_is_shared_by_every_socket(hub: Hub) -> None:
     socks = [await join(hub, f"client-{i}") for i in range(5)]
-    await asyncio.sleep(2 * WINDOW + 0.05)
+    await advance(hub, 2 * WINDOW)
     await hub.backend.set_session(W, "client-0", "S1")
     await settle()
     last = {sock.raw[-1] for _, sock in socks}
@@ -113,11 +137,11 @@ async def test_one_encoded_frame_is_shared_by_every_socket(hub: Hub) -> None:
 async def test_a_slow_reader_gets_its_pending_counts_merged(hub: Hub) -> None:
     _, slow = await join(hub, A)
     await join(hub, B)
-    await asyncio.sleep(WINDOW)
+    await advance(hub, WINDOW)
     slow.gate.clear()  # the reader stops reading
     for i in range(20):
         await hub.backend.set_session(W, B, f"S{i}")
-        await asyncio.sleep(WINDOW + 0.01)
+        await advance(hub, WINDOW)
     frames_before = len(slow.frames)
     slow.gate.set()
     await settle()
@@ -148,16 +172,16 @@ async def test_a_resync_reads_the_watched_viewers_again(hub: Hub) -> None:
     changing the core behind the hub's back). Bound: the next resync. Truth: the core's list."""
     watcher, wsock = await join(hub, A)
     await hub.command(watcher, json.dumps({"type": "watch", "session_id": "S1"}))
-    await asyncio.sleep(0.05)
+    await settle()
     assert wsock.of("viewers")[-1]["viewers"] == []
     backend = hub.backend
     assert isinstance(backend, MemoryBackend)
     backend.presence.attach(W, B, 0, user="bo")  # no event reaches the hub
     backend.presence.set_session(W, B, "S1", 0)
-    await asyncio.sleep(WINDOW + 0.1)
-    assert not wsock.of("viewers_diff")  # nothing heard, nothing sent
+    await advance(hub, 2 * WINDOW)
+    await nothing_more(hub, watcher, wsock, len(wsock.frames))  # nothing heard, nothing sent
     hub.resync(W)
-    await asyncio.sleep(WINDOW + 0.1)
+    await advance(hub, WINDOW)
     (diff,) = wsock.of("viewers_diff")
     assert [v["user_id"] for v in diff["joined"]] == ["bo"] and diff["total"] == 1
 
@@ -181,15 +205,15 @@ def test_a_session_change_brings_a_stretched_online_flush_forward(loop: str) -> 
 async def stretched_online_flush_comes_forward(hub: Hub) -> None:
     watcher, wsock = await join(hub, A)
     await hub.backend.set_session(W, A, "S0")  # a first flush
-    await asyncio.sleep(WINDOW + 0.1)
+    await advance(hub, WINDOW)
     wsock.frames.clear()
     room = hub.rooms[W]
-    room.cost = 10.0  # as if the last flush took 10 s of CPU: an online-only flush waits 40 s
-    other, _ = await join(hub, B)  # online moves: due in 40 s
-    await asyncio.sleep(WINDOW + 0.1)
-    assert not wsock.of("counts")
-    await hub.backend.set_session(W, B, "S1")  # a session count: due on the window
-    await asyncio.sleep(WINDOW + 0.1)
+    room.cost = 10.0  # as if the last flush took 10 s of CPU: an online-only flush waits 320 s
+    other, _ = await join(hub, B)  # online moves: due in 320 s
+    await advance(hub, WINDOW)
+    await nothing_more(hub, watcher, wsock, 0)
+    await hub.backend.set_session(W, B, "S1")  # a session count: due on the window, now
+    await settle()
     (frame,) = wsock.of("counts")
     assert (frame["counts"], frame["online"]) == ({"S1": 1}, 2)
     assert watcher is not None and other is not None

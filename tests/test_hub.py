@@ -17,7 +17,7 @@ import pytest
 
 from hub.backends.memory import MemoryBackend
 from hub.connection import Connection
-from hub.hub import Hub
+from hub.hub import Hub, Limits
 from hub.presence import Presence
 from tests.harness import run_on
 from tests.timing import FakeClock
@@ -55,11 +55,15 @@ async def hub() -> AsyncIterator[Hub]:
     await h.close()
 
 
-async def new_hub() -> Hub:
+async def new_hub(limits: Limits | None = None) -> Hub:
     presence = Presence(create_grace=5, detach_grace=5)
     presence.add_workspace(W)
     h = Hub(
-        MemoryBackend(presence), coalesce_window=WINDOW, max_outbox_bytes=2000, clock=FakeClock()
+        MemoryBackend(presence),
+        coalesce_window=WINDOW,
+        max_outbox_bytes=2000,
+        limits=limits,
+        clock=FakeClock(),
     )
     await h.start()
     return h
@@ -217,3 +221,26 @@ async def stretched_online_flush_comes_forward(hub: Hub) -> None:
     (frame,) = wsock.of("counts")
     assert (frame["counts"], frame["online"]) == ({"S1": 1}, 2)
     assert watcher is not None and other is not None
+
+
+async def test_a_peer_refused_without_a_break_for_the_window_is_closed_with_4429() -> None:
+    """The rate limit's windows on the hub's clock: a burst, then one frame a second; a peer
+    that keeps sending four times that is refused without a break (refusals closer than a
+    second), and closed once that has lasted ``rate_close_after``."""
+    hub = await new_hub(Limits(rate=1.0, burst=2, rate_close_after=1.0))
+    try:
+        conn, sock = await join(hub, A)
+        ping = json.dumps({"type": "ping"})
+        kinds = []
+        for _ in range(12):  # every quarter of a second for three seconds
+            await hub.command(conn, ping)
+            await advance(hub, 0.25)
+            kinds.append(sock.frames[-1]["type"] if sock.closed is None else "closed")
+        refused = kinds.index("error")
+        assert kinds[:refused] == ["pong", "pong"]  # the burst
+        # Refused since the third frame: closed at the first refusal a second or more later
+        # (one in four frames still finds a token and is answered meanwhile).
+        assert kinds[refused : refused + 4].count("error") == 3
+        assert kinds.index("closed") == refused + 4 and sock.closed == 4429
+    finally:
+        await hub.close()

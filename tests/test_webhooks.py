@@ -185,7 +185,10 @@ async def test_a_return_within_the_delay_sends_nothing(
         assert again.counts == {"S1": 1}  # grace kept its session
         await again.send({"type": "set_session", "session_id": "S2", "ref": 2})
         await again.expect("ack")
-        moved = [("session_occupied", "S2"), ("session_vacated", "S1")]
+        moved: list[tuple[str, str | None]] = [
+            ("session_occupied", "S2"),
+            ("session_vacated", "S1"),
+        ]
         await delivered(receiver, w, want + moved, within=10 + delay)
     finally:
         await asyncio.to_thread(hooked.stop)

@@ -140,7 +140,12 @@ async def test_hold_then_attach_cancels_the_hold(
     response = await http.post("/v1/workspaces", json={"path": "/hold/y", "client_id": client})
     workspace = response.json()["id"]
     v = await viewer(server, workspace, client)
-    await asyncio.sleep(0.6 + 0.4)
+    # Barrier: a later hold in the same workspace expires (0.6 s) after the first one would
+    # have, had the attach not cancelled it.
+    later = new_client_id()
+    await http.post("/v1/workspaces", json={"path": "/hold/y", "client_id": later})
+    assert later in await claims(http, workspace)
+    await eventually(lambda: gone(http, workspace, later))
     assert (await claims(http, workspace))[client]["state"] == "attached"
     await v.close()
 

@@ -1,6 +1,10 @@
-"""Several real ``hub serve`` processes on one Redis and one PostgreSQL, and the checks of a
-fault test: the truth (the counting rule over the sockets a test holds open) against every
-node's REST answer and every open socket."""
+"""The suite's one two-node harness: hub nodes on one Redis and one PostgreSQL
+(:class:`Cluster`), and the checks of a fault test: the truth (the counting rule over the
+sockets a test holds open) against every node's REST answer and every open socket.
+
+The nodes are real ``hub serve`` processes (a fault test kills, pauses and restarts them), or,
+in-process servers whose state a test can read (:class:`InProcessCluster`; its ``server``, a
+:class:`~tests.harness.ClusterThread`, is the end-to-end suite's two-node server)."""
 
 from __future__ import annotations
 
@@ -11,20 +15,27 @@ from typing import Any
 
 import httpx
 
-from tests.harness import HubProcess, Viewer, new_client_id
+from hub.settings import Settings
+from tests.harness import ClusterThread, HubProcess, ServerThread, Viewer, new_client_id
 from tests.services import Database, RedisServer
 
 BOUND = 10.0  # seconds from the end of a fault to the truth on every node and socket
 
 
 class Cluster:
-    """Two ``hub serve`` processes on a Redis and a PostgreSQL database of their own."""
+    """Two hub nodes on a PostgreSQL database of their own and a Redis (their own, unless
+    ``urls`` are given), configured by ``HUB_*`` variables (``env``, over short graces).
+
+    The nodes are ``hub serve`` processes, in ``nodes``; an :class:`InProcessCluster` runs
+    them in this process instead, in ``threads``."""
+
+    in_process = False
 
     def __init__(
         self, tmp: Path, redis: RedisServer | None = None, urls: list[str] | None = None, **env: str
     ) -> None:
         """``urls``: each node's Redis URL (a node may reach Redis through a fault proxy)."""
-        self.redis = redis or RedisServer()
+        self._redis = redis or (RedisServer() if urls is None else None)
         self.database = Database()
         self.env = {
             "HUB_DATABASE_URL": self.database.url,
@@ -35,18 +46,61 @@ class Cluster:
         }
         urls = urls or [self.redis.url] * 2
         self.logs: list[str] = []  # what each node printed, once stopped
-        self.nodes = [HubProcess(tmp / "unused.db", **self.env, HUB_REDIS_URL=url) for url in urls]
+        self.nodes: list[HubProcess] = []
+        self.threads: list[ServerThread] = []
+        self._server: ClusterThread | None = None
+        try:
+            if self.in_process:
+                assert len(set(urls)) == 1, "in-process nodes share one Redis URL"
+                settings = Settings.from_env({**self.env, "HUB_REDIS_URL": urls[0]})
+                self._server = ClusterThread(settings)
+                self._server.start()
+                self.threads = [self._server, self._server.other]
+            else:
+                for url in urls:
+                    self.nodes.append(HubProcess(tmp / "unused.db", **self.env, HUB_REDIS_URL=url))
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def redis(self) -> RedisServer:
+        """The Redis of the cluster's own (not there when it was given ``urls`` only)."""
+        assert self._redis is not None, "this cluster's nodes use the Redis URLs it was given"
+        return self._redis
+
+    @property
+    def server(self) -> ClusterThread:
+        """In-process nodes as one server (an InProcessCluster's)."""
+        assert self._server is not None, "a cluster of processes: see nodes"
+        return self._server
 
     def ws(self, node: int, workspace_id: str, client_id: str) -> str:
-        port = self.nodes[node].port
+        port = (self.threads or self.nodes)[node].port
         return f"ws://127.0.0.1:{port}/v1/workspaces/{workspace_id}/ws?client_id={client_id}"
 
     def stop(self) -> None:
         for i, node in enumerate(self.nodes):
             if node.proc.poll() is None:
                 self.logs.append(f"node {i}:\n{node.stop()}")
-        self.redis.kill()
+        if self._server is not None:
+            self._server.stop()
+        if self._redis is not None:
+            self._redis.kill()
         self.database.drop()
+
+
+class InProcessCluster(Cluster):
+    """The same two nodes as in-process servers on one Redis URL (their state can be read):
+    ``server`` is the first one used as the whole cluster (REST to it, sockets alternating),
+    the second runs uvicorn's wsproto, so both send paths run."""
+
+    in_process = True
+
+
+def env_of(settings: dict[str, Any]) -> dict[str, str]:
+    """Settings by field name (``create_grace``) as the ``HUB_*`` variables a node reads."""
+    return {f"HUB_{name.upper()}": str(value) for name, value in settings.items()}
 
 
 async def rest(node: HubProcess, method: str, path: str, **kw: Any) -> httpx.Response:

@@ -74,7 +74,9 @@ class ServerThread(ThreadedHub):
 class ClusterThread(ServerThread):
     """Two hub nodes on one Redis and one PostgreSQL, used as one server: REST goes to the
     first node and sockets alternate between the two, so every end-to-end scenario has viewers
-    on both nodes and must give the same pushes as one process does."""
+    on both nodes and must give the same pushes as one process does. Made and stopped by the
+    two-node harness, ``tests.clusters.Cluster(..., threads=True)`` (its ``server``), which
+    owns the Redis and the database."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

@@ -26,10 +26,10 @@ from hub.client import HubClient
 from hub.errors import ConfigError, Forbidden, Unauthorized, Unavailable
 from hub.keys import JwksSource, keys_from_jwks
 from hub.settings import Settings
+from tests.clusters import InProcessCluster, env_of
 from tests.conftest import FAST
 from tests.harness import ClusterThread, ServerThread, Viewer, close_code, eventually, new_client_id
 from tests.provider import HOOK_SECRET, Hook, Provider, ec_signer, rsa_signer
-from tests.services import Database
 
 MakeServer = Callable[..., ServerThread]
 SECRET_A = "a" * 40
@@ -536,23 +536,13 @@ async def test_the_python_client_refreshes_a_live_stream_from_its_token_provider
 
 
 @pytest.fixture
-def two_nodes(redis_url: str) -> Iterator[ClusterThread]:
+def two_nodes(redis_url: str, tmp_path: Path) -> Iterator[ClusterThread]:
     """Two hubs on one Redis and one PostgreSQL database, with two-second-scale expiry."""
-    database = Database()
-    settings = Settings.from_env(
-        {},
-        **{
-            **FAST,
-            "redis_url": redis_url,
-            "database_url": database.url,
-            "auth_secret": SECRET_A,
-            "auth_leeway": 0.5,
-        },
-    )
-    nodes = ClusterThread(settings).start()
-    yield nodes
-    nodes.stop()
-    database.drop()
+    settings = {k: v for k, v in FAST.items() if k != "database_url"}
+    env = env_of({**settings, "auth_secret": SECRET_A, "auth_leeway": 0.5})
+    cluster = InProcessCluster(tmp_path, None, [redis_url] * 2, **env, HUB_NODE_TTL="3")
+    yield cluster.server
+    cluster.stop()
 
 
 async def test_expiry_and_refresh_on_each_of_two_redis_nodes(two_nodes: ClusterThread) -> None:

@@ -18,6 +18,7 @@ import httpx
 from hub.settings import Settings
 from tests.harness import ClusterThread, HubProcess, ServerThread, Viewer, new_client_id
 from tests.services import Database, RedisServer
+from tests.timing import T
 
 BOUND = 10.0  # seconds from the end of a fault to the truth on every node and socket
 
@@ -104,7 +105,7 @@ def env_of(settings: dict[str, Any]) -> dict[str, str]:
 
 
 async def rest(node: HubProcess, method: str, path: str, **kw: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=node.url, timeout=5) as http:
+    async with httpx.AsyncClient(base_url=node.url, timeout=5 * T) as http:
         return await http.request(method, path, **kw)
 
 

@@ -12,7 +12,7 @@ from hub.settings import Settings
 from tests.clusters import InProcessCluster, env_of
 from tests.harness import ClusterThread, ServerThread, Viewer
 from tests.services import RedisClusterSet, RedisServer
-from tests.timing import wait_until
+from tests.timing import T, wait_until
 
 # Short timers so lifecycle tests run in about a second; coalescing as shipped.
 GRACE = 0.6
@@ -125,7 +125,7 @@ def make_server() -> Iterator[Callable[..., ServerThread]]:
 async def http(server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
     # With two nodes, requests alternate between them, as behind a load balancer.
     transport = server.transport() if isinstance(server, ClusterThread) else None
-    async with httpx.AsyncClient(base_url=server.url, timeout=5, transport=transport) as client:
+    async with httpx.AsyncClient(base_url=server.url, timeout=5 * T, transport=transport) as client:
         yield client
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.harness import free_port
+from tests.timing import T
 
 POSTGRES = os.environ.get("HUB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -66,7 +67,7 @@ class RedisServer:
              "--appendonly", "no", "--dir", self.folder, *self.extra],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10 * T
         while not self.answers():
             if time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not start")
@@ -87,7 +88,7 @@ class RedisServer:
         """``kill -9``: gone at once, with everything it held."""
         if self.proc is not None:
             self.proc.kill()
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=10 * T)
             self.proc = None
 
     def restart(self) -> None:
@@ -153,7 +154,7 @@ class RedisClusterSet:
             capture_output=True,
             timeout=30,
         )  # fmt: skip
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 20 * T
         while self.state() != "ok" or not self._replicas_synced():
             if time.monotonic() > deadline:
                 raise RuntimeError("the Redis Cluster did not come up")
@@ -234,12 +235,12 @@ class RedisClusterSet:
         """``kill -9`` of one node."""
         proc = self.procs.pop(port)
         proc.kill()
-        proc.wait(timeout=10)
+        proc.wait(timeout=10 * T)
 
     def stop(self) -> None:
         for proc in self.procs.values():
             proc.kill()
-            proc.wait(timeout=10)
+            proc.wait(timeout=10 * T)
         self.procs.clear()
 
 
@@ -271,7 +272,7 @@ def _bindable(port: int) -> bool:
 
 
 def _wait_for_redis(port: int) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 10 * T
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
@@ -306,7 +307,7 @@ class SentinelSet:
         self.proc = subprocess.Popen(
             [self.master.binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10 * T
         while self.master_port() != self.master.port or not self._replica_synced():
             if time.monotonic() > deadline:
                 self.stop()
@@ -349,7 +350,7 @@ class SentinelSet:
 
     def stop(self) -> None:
         self.proc.kill()
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=10 * T)
         self.master.kill()
         self.replica.kill()
 

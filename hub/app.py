@@ -187,7 +187,7 @@ def create_app(settings: Settings, authenticate: Authenticate | None = None) -> 
 
     origins = OriginPolicy(settings.allowed_origins)
     app = _App(
-        SocketRoute(hub, access, origins),
+        SocketRoute(hub, access, origins, settings.max_frame_bytes),
         routes=rest.routes(),
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},

@@ -30,6 +30,7 @@ from hub.access import Access
 from hub.auth import OriginPolicy
 from hub.connection import Connection
 from hub.errors import PeerError
+from hub.protocol import CloseCode
 from hub.hub import Hub
 from hub.transport import Cork, direct_writer
 
@@ -54,10 +55,13 @@ def route_path(scope: Scope) -> str:
 class SocketRoute:
     """Serves WebSocket requests to :data:`PATH` (relative to where the app is mounted)."""
 
-    def __init__(self, hub: Hub, access: Access, origins: OriginPolicy) -> None:
+    def __init__(
+        self, hub: Hub, access: Access, origins: OriginPolicy, max_frame_bytes: int
+    ) -> None:
         self.hub = hub
         self.access = access
         self.origins = origins
+        self.max_frame_bytes = max_frame_bytes
 
     def route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None] | None:
         """The socket's handler (to await) when the path is the presence route, else None."""
@@ -80,6 +84,7 @@ class SocketRoute:
         # Then feed the socket's frames to the hub until it ends, and always leave the hub
         # (here rather than in a function of its own: one coroutine frame less per socket).
         hub = self.hub
+        limit = self.max_frame_bytes
         try:
             while True:
                 message = await receive()
@@ -87,6 +92,12 @@ class SocketRoute:
                     break
                 text = message.get("text")
                 if text is not None:
+                    # ``hub serve`` has the server refuse a frame over the limit before it is
+                    # read; a server of the user's (mounted under plain uvicorn) may take more,
+                    # so the limit is the hub's own too (encoded only when it may be over it).
+                    if len(text) * 4 > limit and len(text.encode()) > limit:
+                        conn.close(CloseCode.MESSAGE_TOO_BIG)
+                        continue
                     await hub.command(conn, text)
                 else:
                     hub.refuse_binary(conn)

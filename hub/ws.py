@@ -13,8 +13,8 @@ always leaves the hub in ``finally``, however the socket ended.
 
 The route is served by :class:`SocketRoute`, which the app asks before Starlette itself (see
 ``hub.app``): a socket then holds no Starlette, router, exception-middleware or route wrappers
-for its whole life (measured: about 4 KB less per idle connection), and the endpoint gets the
-server's own ASGI ``send``, which :func:`~hub.transport.direct_writer` needs.
+for its whole life (what that saves: docs/performance.md, "Memory per socket"), and the endpoint
+gets the server's own ASGI ``send``, which :func:`~hub.transport.direct_writer` needs.
 """
 
 from __future__ import annotations
@@ -79,8 +79,10 @@ class SocketRoute:
         conn = await self._accept(workspace_id, scope, send)
         if conn is None:
             return
-        scope["headers"] = []  # read by the join only: an idle socket keeps 1 KB less
-        scope["query_string"] = b""  # and its token with it (0.2-0.6 KB, never needed again)
+        # Read by the join only, never again: an idle socket keeps neither the headers nor the
+        # query string with its token (docs/performance.md, "Memory per socket").
+        scope["headers"] = []
+        scope["query_string"] = b""
         # Then feed the socket's frames to the hub until it ends, and always leave the hub
         # (here rather than in a function of its own: one coroutine frame less per socket).
         hub = self.hub

@@ -30,8 +30,8 @@ from hub.access import Access
 from hub.auth import OriginPolicy
 from hub.connection import Connection
 from hub.errors import PeerError
-from hub.protocol import CloseCode
 from hub.hub import Hub
+from hub.protocol import CloseCode
 from hub.transport import Cork, direct_writer
 
 __all__ = ["SocketRoute"]

@@ -187,7 +187,7 @@ def create_app(settings: Settings, authenticate: Authenticate | None = None) -> 
 
     origins = OriginPolicy(settings.allowed_origins)
     app = _App(
-        SocketRoute(hub, access, origins),
+        SocketRoute(hub, access, origins, settings.max_frame_bytes),
         routes=rest.routes(),
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
@@ -205,7 +205,7 @@ _NOT_STARTED = (
 
 class _App(Starlette):
     """Starlette, with the presence sockets served before it: a socket's task then holds no
-    Starlette frame for its whole life (measured: about 1 KB less per idle connection).
+    Starlette frame for its whole life (docs/performance.md, "Memory per socket").
     ``__call__`` returns the handler's coroutine rather than awaiting it, so it adds no frame
     either (uvicorn is told the interface is ASGI 3).
 

@@ -283,9 +283,9 @@ def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvi
 
 
 # The garbage collector's thresholds in ``hub serve``: the hub's objects are freed by reference
-# counting, the collector only finds cycles, and with Python's defaults (700, 10, 10) a
-# connect storm of 15,000 sockets spends a fifth of its CPU in collections of a growing heap
-# (with 10,000 young objects a tenth; with 50,000, 5-7% less CPU for the storm than that).
+# counting, the collector only finds cycles, and with Python's defaults a connect storm spends
+# much of its CPU in collections of a growing heap; a large young generation scans a storm's
+# survivors fewer times (the figures: docs/performance.md, "Knobs").
 GC_THRESHOLDS = (50_000, 50, 1_000)
 
 

@@ -87,8 +87,12 @@ class MergedCounts:
 
 
 # The reason sent with a close the hub decides on a live socket, where there is one to give
-# (a live socket is closed 4401 only when its token expired).
-CLOSE_REASONS: dict[int, str] = {CloseCode.UNAUTHORIZED: "token expired"}
+# (a live socket is closed 4401 only when its token expired; 1009 here only where the server
+# the hub is mounted in read a frame over the hub's limit).
+CLOSE_REASONS: dict[int, str] = {
+    CloseCode.UNAUTHORIZED: "token expired",
+    CloseCode.MESSAGE_TOO_BIG: "frame larger than the hub's limit (HUB_MAX_FRAME_BYTES)",
+}
 
 # How long a socket closed for being slow may take to flush its close before it is cut.
 SLOW_CLOSE_GRACE = 5.0

@@ -25,6 +25,8 @@ in this tree: it raises the ordinary ``ValueError``/``TypeError``/``RuntimeError
     │   ├── Forbidden              403 forbidden, close 4403 (the token does not grant it)
     │   ├── OriginNotAllowed       close 1008 (a browser page from an origin not listed)
     │   ├── OverCapacity           close 1013 (too many sockets, or streams of one client)
+    │   ├── Unavailable            503 unavailable + Retry-After: 1, error frame, close 1013
+    │   │                          (Redis or PostgreSQL cannot answer now)
     │   ├── RateLimited            error frame rate_limited; close 4429 when it goes on
     │   ├── BadJson                error frame bad_json (a text frame that is not JSON)
     │   ├── UnsupportedFrame       error frame unsupported_frame (a binary frame)

@@ -26,8 +26,9 @@ class Tally(Collector):
     ``<name>_created``).
 
     Frames in and out are counted once per frame on the event loop's thread, where a
-    prometheus_client Counter takes a lock per increment (313 ns, timeit; an int in a dict,
-    tens of ns); a scrape from another thread reads whole ints.
+    prometheus_client Counter would take a lock per increment, many times the cost of adding to
+    an int in a dict (docs/performance.md, "Where the time goes"); a scrape from another thread
+    reads whole ints.
     """
 
     def __init__(

@@ -28,8 +28,10 @@ Rules:
    carries the new absolute value of every session (and ``online``) that moved since the last
    one; changes that cancelled out still advance ``seq`` with an empty ``counts``.
 4. **Acks after their change.** An ack for a change the room has not applied yet is parked
-   and released once ``seq`` reaches it, so no socket hears of a seq before the counts that
-   lead to it. An ack always carries the room's ``seq``, which includes the change.
+   and released once ``seq`` reaches it. An ack always carries the room's ``seq``, which
+   includes the change, so no socket sees ``seq`` go down. It does not wait for the flush: a
+   socket usually hears of a seq in its ack before the ``counts`` frame that brings it there,
+   which follows at the next flush, within the window (docs/protocol.md section 8, rule 4).
 5. **A joiner starts from the room.** A socket that joins a synced room gets the room's own
    view (:meth:`Room.view`) as its snapshot: the room is at least as new as the snapshot the
    join read, and what was already flushed to the others is in it. The view may include

@@ -11,7 +11,7 @@ sessions dirty when a change touched their viewers, reads each dirty one from th
 compares it with every group's list and returns one ``viewers_diff`` per group that moved: the
 shell encodes it once and sends the same bytes to every member.
 
-Rules (the README's "Who is here" section states them for users):
+Rules (docs/people.md states them for users):
 
 - ``joined`` are the users that entered the group's list, ``updated`` those whose profile or
   number of clients changed, both in the list's order (arrival); ``left`` those that are no

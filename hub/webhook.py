@@ -127,7 +127,8 @@ class Outbox(Protocol):
 class MemoryOutbox:
     """One process's queue for one receiver: at most ``limit`` events wait (besides the batch
     in flight); past it the oldest waiting event is dropped, counted and logged. An event is
-    kept as its encoded bytes only (about 200 bytes: 400,000 take about 80 MB)."""
+    kept as its encoded bytes only (what that costs at the bound: docs/webhooks.md, "The
+    bound")."""
 
     keep_every = float("inf")
 

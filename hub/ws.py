@@ -13,8 +13,8 @@ always leaves the hub in ``finally``, however the socket ended.
 
 The route is served by :class:`SocketRoute`, which the app asks before Starlette itself (see
 ``hub.app``): a socket then holds no Starlette, router, exception-middleware or route wrappers
-for its whole life (measured: about 4 KB less per idle connection), and the endpoint gets the
-server's own ASGI ``send``, which :func:`~hub.transport.direct_writer` needs.
+for its whole life (what that saves: docs/performance.md, "Memory per socket"), and the endpoint
+gets the server's own ASGI ``send``, which :func:`~hub.transport.direct_writer` needs.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from hub.auth import OriginPolicy
 from hub.connection import Connection
 from hub.errors import PeerError
 from hub.hub import Hub
+from hub.protocol import CloseCode
 from hub.transport import Cork, direct_writer
 
 __all__ = ["SocketRoute"]
@@ -54,10 +55,13 @@ def route_path(scope: Scope) -> str:
 class SocketRoute:
     """Serves WebSocket requests to :data:`PATH` (relative to where the app is mounted)."""
 
-    def __init__(self, hub: Hub, access: Access, origins: OriginPolicy) -> None:
+    def __init__(
+        self, hub: Hub, access: Access, origins: OriginPolicy, max_frame_bytes: int
+    ) -> None:
         self.hub = hub
         self.access = access
         self.origins = origins
+        self.max_frame_bytes = max_frame_bytes
 
     def route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None] | None:
         """The socket's handler (to await) when the path is the presence route, else None."""
@@ -75,11 +79,14 @@ class SocketRoute:
         conn = await self._accept(workspace_id, scope, send)
         if conn is None:
             return
-        scope["headers"] = []  # read by the join only: an idle socket keeps 1 KB less
-        scope["query_string"] = b""  # and its token with it (0.2-0.6 KB, never needed again)
+        # Read by the join only, never again: an idle socket keeps neither the headers nor the
+        # query string with its token (docs/performance.md, "Memory per socket").
+        scope["headers"] = []
+        scope["query_string"] = b""
         # Then feed the socket's frames to the hub until it ends, and always leave the hub
         # (here rather than in a function of its own: one coroutine frame less per socket).
         hub = self.hub
+        limit = self.max_frame_bytes
         try:
             while True:
                 message = await receive()
@@ -87,6 +94,12 @@ class SocketRoute:
                     break
                 text = message.get("text")
                 if text is not None:
+                    # ``hub serve`` has the server refuse a frame over the limit before it is
+                    # read; a server of the user's (mounted under plain uvicorn) may take more,
+                    # so the limit is the hub's own too (encoded only when it may be over it).
+                    if len(text) * 4 > limit and len(text.encode()) > limit:
+                        conn.close(CloseCode.MESSAGE_TOO_BIG)
+                        continue
                     await hub.command(conn, text)
                 else:
                     hub.refuse_binary(conn)

@@ -753,7 +753,7 @@ class Chaos:
                 continue
             if not n and event["seq"] < self.redis_lost_at:
                 # Occupied before Redis lost its data, emptied since: no vacated event will
-                # come. Documented (README.md, Webhooks, "What is not sent"): tolerated, and
+                # come. Documented (docs/webhooks.md, "What is not sent"): tolerated, and
                 # counted in the report, never taken for the truth.
                 self.forgotten.add(f"{w}/{s or ''}")
                 continue

@@ -8,9 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from hub import fastpaths
 from hub.settings import Settings
 from tests.clusters import InProcessCluster, env_of
-from tests.harness import ClusterThread, ServerThread, Viewer
+from tests.harness import ClusterThread, MountedThread, ServerThread, Viewer
 from tests.services import RedisClusterSet, RedisServer
 from tests.timing import T, wait_until
 
@@ -24,14 +25,21 @@ FAST: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="session", params=["hub", "wsproto", "cluster", "rediscluster"])
+# The end-to-end files whose tests also run on the hub mounted in an app with its fast paths
+# off ("mounted"): the seed's contract. The other files' tests run on the four variants above.
+MOUNTED_FILES = {"test_e2e_ws.py"}
+
+
+@pytest.fixture(scope="session", params=["hub", "wsproto", "cluster", "rediscluster", "mounted"])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
     """A real hub shared by the run (tests isolate themselves with fresh workspaces), once on
     each uvicorn WebSocket implementation, so both the direct and the portable send path run
     every end-to-end test, and as two nodes on PostgreSQL and Redis (viewers on both): one
-    standalone Redis ("cluster"), and a Redis Cluster of three masters ("rediscluster")."""
+    standalone Redis ("cluster"), and a Redis Cluster of three masters ("rediscluster"); and
+    mounted at ``/presence`` in a Starlette app under plain uvicorn with its fast paths off
+    ("mounted", for the files in ``MOUNTED_FILES``)."""
     cluster: InProcessCluster | None = None
     if request.param in ("cluster", "rediscluster"):
         # A database of its own, and so is Redis: other tests flush theirs.
@@ -45,12 +53,14 @@ def server(
         cluster = InProcessCluster(tmp, None, urls, **env_of(settings), HUB_NODE_TTL="3")
         request.addfinalizer(cluster.stop)
         srv: ServerThread = cluster.server
+    elif request.param == "mounted":
+        srv = MountedThread(Settings.from_env({}, **FAST)).start()
     else:
         srv = ServerThread(Settings.from_env({}, **FAST), ws=request.param).start()
     baseline_tasks = srv.call(lasting_tasks)
     yield srv
     # Nothing leaks: once every socket is closed and the timers have run (the graces, within
-    # GRACE), nothing is left. Looked at until it holds, then once more for the assertion.
+    # GRACE), nothing is left. Looked at until it holds; the last look is asserted.
 
     async def leftovers() -> tuple[int, int, int]:
         claims = await srv.services.backend.claim_count()
@@ -97,6 +107,30 @@ def lasting_tasks() -> int:
         for task in asyncio.all_tasks()
         if getattr(task.get_coro(), "__qualname__", "") not in _POLLS
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The "mounted" variant runs the files of ``MOUNTED_FILES`` only (deselected elsewhere)."""
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        mounted = callspec is not None and callspec.params.get("server") == "mounted"
+        (drop if mounted and item.path.name not in MOUNTED_FILES else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def fast_paths_of_the_server(request: pytest.FixtureRequest) -> None:
+    """Which fast paths are on is one decision per process (``hub.fastpaths``), made when a
+    hub starts; the tests' process runs several hubs, so a test on the shared ``server`` gets
+    that server's decision back first: off for "mounted" (``HUB_FAST_PATHS=off``), else on."""
+    if "server" in request.fixturenames:
+        callspec = getattr(request.node, "callspec", None)
+        if callspec is not None and "server" in callspec.params:
+            fastpaths.configure(callspec.params["server"] != "mounted")
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -26,14 +28,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from hub import create_app
 from hub.client import _absolute
 from hub.settings import Settings
 from hub.testing import ThreadedHub, ThreadedServer
@@ -100,6 +106,37 @@ class ClusterThread(ServerThread):
     def transport(self) -> httpx.AsyncBaseTransport:
         """An httpx transport that sends each request to the next node in turn."""
         return AlternatingTransport([self.port, self.other.port])
+
+
+class MountedThread(ServerThread):
+    """The hub as a user mounts it: inside a Starlette app of its own at ``/presence``, the
+    app's lifespan entering the hub's, under plain uvicorn (its own protocol classes, as
+    ``uvicorn app:app`` runs it), with ``HUB_FAST_PATHS=off``: the plain path of every frame.
+    REST and sockets are served under the prefix (``url`` and ``ws_url`` include it)."""
+
+    PREFIX = "/presence"
+
+    def __init__(self, settings: Settings) -> None:
+        hub_app = create_app(dataclasses.replace(settings, fast_paths=False, port=0))
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            async with hub_app.router.lifespan_context(hub_app):
+                yield
+
+        self.app = Starlette(routes=[Mount(self.PREFIX, app=hub_app)], lifespan=lifespan)
+        self.services = hub_app.state.services
+        ThreadedServer.__init__(
+            self, uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning")
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.PREFIX}"
+
+    def ws_url(self, workspace_id: str, client_id: str | None) -> str:
+        query = "" if client_id is None else f"?client_id={client_id}"
+        return f"ws://127.0.0.1:{self.port}{self.PREFIX}/v1/workspaces/{workspace_id}/ws{query}"
 
 
 class AlternatingTransport(httpx.AsyncBaseTransport):
@@ -398,8 +435,6 @@ class HubProcess:
 def app_thread(app: Any) -> ThreadedServer:
     """Any ASGI app (a user's Starlette or FastAPI app mounting the hub) under plain uvicorn,
     as a user runs it (``uvicorn app:app``: uvicorn's own protocol classes), on a free port."""
-    import uvicorn
-
     return ThreadedServer(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
 
 

@@ -457,22 +457,22 @@ async def test_signatures_are_hmac_sha256_of_the_raw_body() -> None:
     assert sign(body, SECRET) == f"sha256={mac}"
 
 
-def _readme_receiver() -> str:
-    """The receiver example of the README's Webhooks section."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## Webhooks", 1)[1]
+def _docs_receiver() -> str:
+    """The receiver example of docs/webhooks.md ("A receiver")."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "webhooks.md").read_text()
+    section = page.split("## A receiver", 1)[1]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
-async def test_the_readme_receiver_verifies_and_gets_the_events(
+async def test_the_docs_receiver_verifies_and_gets_the_events(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The README's receiver, run as written under uvicorn, gets a real hub's events and
+    """The docs' receiver, run as written under uvicorn, gets a real hub's events and
     refuses a body whose signature does not match."""
     monkeypatch.setenv("HUB_WEBHOOK_SECRET", SECRET)
     printed: list[tuple[object, ...]] = []
     namespace: dict[str, object] = {"print": lambda *args: printed.append(args)}
-    exec(compile(_readme_receiver(), "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(_docs_receiver(), "docs/webhooks.md", "exec"), namespace)  # noqa: S102
     server = app_thread(namespace["app"]).start()
     url = f"http://127.0.0.1:{server.port}/hooks/presence"
     env = {"HUB_WEBHOOK_URL": url, "HUB_WEBHOOK_SECRET": SECRET}

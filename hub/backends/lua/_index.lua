@@ -1,12 +1,23 @@
 -- Shared by arm.lua and the workspace prelude (hub/backends/redis.py prepends it): index a
 -- workspace's timer cluster-wide (hub:timers: workspace -> its earliest deadline, ms) when it
--- is earlier than the entry, or when the entry is due (being swept right now: reindex.lua then
--- keeps the changed entry).
+-- is earlier than the entry. An entry already due is never moved later: its timers may not have
+-- fired yet (no node has swept it: they were all cut off from Redis, or the sweep's expire
+-- failed), and a later deadline there would hide them until then. It is moved 1 ms earlier
+-- instead, still due, so that a sweep in flight (due.lua read the old score, reindex.lua has not
+-- run) sees the entry changed and keeps it due: the next sweep fires what is due and indexes the
+-- workspace's true next deadline, this timer's included.
 local function index_timer(index, workspace, deadline)
   local score = redis.call('ZSCORE', index, workspace)
+  if not score then
+    redis.call('ZADD', index, deadline, workspace)
+    return
+  end
+  score = tonumber(score)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if not score or tonumber(score) <= now or deadline < tonumber(score) then
+  if deadline < score then
     redis.call('ZADD', index, deadline, workspace)
+  elseif score <= now then
+    redis.call('ZADD', index, score - 1, workspace)
   end
 end

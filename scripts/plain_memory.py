@@ -1,0 +1,124 @@
+"""Where the plain path's memory per idle socket goes, by owner: the hub in a FastAPI app under
+plain uvicorn with ``HUB_FAST_PATHS=off`` (``scripts/mounted_app.py``, as ``scripts/bench.py``'s
+server ``mounted`` runs it), N idle sockets opened, the Python heap traced (``tracemalloc``)
+before and after, each allocation put down to the package of the line that made it.
+
+    .venv/bin/python scripts/plain_memory.py [--n 500]
+
+Prints bytes per socket by owner (the hub, uvicorn, websockets, asyncio, Starlette and
+FastAPI, the rest). The Python heap only: RSS (what ``bench.py`` reports) adds the allocator's
+own overhead and the kernel's socket memory is in neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OWNERS = (
+    ("hub", f"{ROOT}/hub/"),
+    ("uvicorn", "/uvicorn/"),
+    ("websockets", "/websockets/"),
+    ("h11", "/h11/"),
+    ("starlette", "/starlette/"),
+    ("fastapi", "/fastapi/"),
+    ("asyncio", "/asyncio/"),
+)
+
+
+def owner(filename: str) -> str:
+    for name, part in OWNERS:
+        if part in filename:
+            return name
+    return "the rest (stdlib, uuid, weakref, sockets)"
+
+
+def serve(port: int, n: int) -> None:
+    """The server side (a child process): the app, and a route that snapshots the heap."""
+    tracemalloc.start()
+    import uvicorn
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import mounted_app
+
+    snapshots: list[tracemalloc.Snapshot] = []
+
+    async def snapshot() -> dict[str, int]:
+        gc.collect()
+        snapshots.append(tracemalloc.take_snapshot())
+        if len(snapshots) == 2:
+            by: dict[str, int] = {}
+            for stat in snapshots[1].compare_to(snapshots[0], "filename"):
+                name = owner(stat.traceback[0].filename)
+                by[name] = by.get(name, 0) + stat.size_diff
+            return by
+        return {}
+
+    mounted_app.app.add_api_route("/snapshot", snapshot)
+    uvicorn.run(mounted_app.app, port=port, loop="asyncio", log_level="warning")
+
+
+async def drive(port: int, n: int) -> dict[str, int]:
+    import httpx
+    from websockets.asyncio.client import connect
+
+    base = f"127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=f"http://{base}", timeout=120) as http:
+        for _ in range(100):
+            with contextlib.suppress(httpx.ConnectError):
+                await http.get("/")
+                break
+            await asyncio.sleep(0.1)
+        ws = (await http.post("/presence/v1/workspaces", json={"path": "/m"})).json()["id"]
+
+        async def open_one() -> object:
+            url = f"ws://{base}/presence/v1/workspaces/{ws}/ws?client_id={uuid.uuid4()}"
+            return await connect(url, compression=None)  # as bench.py's clients: no deflate
+
+        sockets = [await open_one() for _ in range(20)]  # warm up: first-use caches
+        await asyncio.sleep(1)
+        await http.get("/snapshot")
+        sockets += [await open_one() for _ in range(n)]
+        await asyncio.sleep(2)
+        by: dict[str, int] = (await http.get("/snapshot")).json()
+        return by
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.n)
+        return
+    from tests.harness import free_port
+
+    port = free_port()
+    env = {**os.environ, "HUB_FAST_PATHS": "off", "HUB_RATE_LIMIT": "0"}
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], env=env)
+    try:
+        time.sleep(0.5)
+        by = asyncio.run(drive(port, args.n))
+    finally:
+        server.terminate()
+        server.wait()
+    total = sum(by.values())
+    print(f"Python heap per idle socket, N={args.n}: {total / args.n:,.0f} bytes")
+    for name, size in sorted(by.items(), key=lambda item: -item[1]):
+        print(f"  {name:42} {size / args.n:8,.0f}  {100 * size / total:5.1f}%")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()

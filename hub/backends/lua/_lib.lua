@@ -399,3 +399,19 @@ local function snapshot()
   local meta = redis.call('HMGET', META, 'seq', 'online', 'online_users')
   return {meta[1], tonumber(meta[2]), redis.call('HGETALL', COUNTS), tonumber(meta[3] or '0'), redis.call('HGETALL', USERS)}
 end
+
+-- The write's deadline: redis.py appends 'D:<ms, Redis time>' to the ARGV of every call it
+-- answers for, the moment past which it has told the client "unavailable" (its timeout). A
+-- call that reaches Redis later (it sat in a stalled link, a paused Redis, a kernel buffer)
+-- would overwrite what was acknowledged since, through another node, with a write the client
+-- was told had failed: it is refused, and nothing of it is done. Calls without one (the
+-- sweep's, add_workspace's) carry no deadline.
+do
+  local last = ARGV[#ARGV]
+  if type(last) == 'string' and string.sub(last, 1, 2) == 'D:' then
+    table.remove(ARGV)
+    if now_ms() > tonumber(string.sub(last, 3)) then
+      return redis.error_reply('HUB late')
+    end
+  end
+end

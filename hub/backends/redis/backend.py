@@ -564,7 +564,7 @@ class RedisBackend:
                     continue  # deleted meanwhile: its sockets are being closed
                 await self.redis.sadd(spaces, workspace_id)
                 await self._set_streams(workspace_id, self.node, mine)
-                if not mine:
+                if not self.truth.streams(workspace_id):  # none, or all retired meanwhile
                     await self.redis.srem(spaces, workspace_id)
         held = len(self.truth.workspaces())
         log.info("node %s re-asserted its streams in %d workspaces", self.node, held)

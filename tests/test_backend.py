@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.exceptions import ResponseError
 
 from hub.backends import PresenceBackend
 from hub.backends.memory import MemoryBackend
-from hub.errors import ClientRetired, Forbidden, NotAttached, Unavailable, WorkspaceNotFound
+from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
 from hub.occupancy import Occupancy
 from hub.presence import Diff, Presence, Recalled
 from hub.protocol import CloseCode
@@ -330,8 +331,7 @@ async def test_a_dead_node_is_cleared_by_a_survivor(nodes: Any) -> None:
     await survivor.attach(W, B)
     assert (await survivor.snapshot(W)).online == 2
     # As if killed: its loops stop (no more heartbeats) and it says no goodbye.
-    doomed._stopping.set()
-    await asyncio.wait(doomed._tasks)
+    await doomed.stop_loops()
     started = time.monotonic()
 
     async def one_online() -> bool:
@@ -547,21 +547,20 @@ def test_every_workspace_key_is_in_one_cluster_slot() -> None:
     names no key it was not given."""
     from redis.crc import key_slot
 
-    from hub.backends.redis import _SCRIPTS, _channel, _keys, _lua
+    from hub.backends.redis.scripts import WORKSPACE_SCRIPTS, channel, lua, workspace_keys
 
     for workspace_id in ("w", "0b6e1f0c-a5d3-4c1e-9a53-9f7a3c1d2e4f"):
-        slots = {key_slot(k.encode()) for k in [*_keys(workspace_id), _channel(workspace_id)]}
-        assert len(slots) == 1
-    for name in ("_lib", *_SCRIPTS):
-        code = re.sub(r"--.*", "", _lua(name))  # without comments
+        keys = [*workspace_keys(workspace_id), channel(workspace_id)]
+        assert len({key_slot(k.encode()) for k in keys}) == 1
+    for name in ("_lib", *WORKSPACE_SCRIPTS):
+        code = re.sub(r"--.*", "", lua(name))  # without comments
         assert "hub:{" not in code.replace("'hub:{' .. W .. '}:ch'", ""), name
 
 
 async def by_hand(nodes: Any, **options: Any) -> Any:
     """A node whose loops (heartbeat, sweep, feed) are stopped: the test runs its steps."""
     node, _ = await nodes(node_ttl=60.0, **options)
-    node._stopping.set()
-    await asyncio.wait(node._tasks)
+    await node.stop_loops()
     return node
 
 
@@ -572,29 +571,29 @@ async def test_a_node_that_returns_while_a_survivor_clears_it_is_counted_and_reg
     back and re-asserts its streams in the middle of b's clearing. Truth: a's client counts
     once a has beaten again, a is in the registry, and when a really dies later its client is
     cleared (no ghost)."""
-    from hub.backends.redis import NODES, _node_key
+    from hub.backends.redis.scripts import NODES, node_key
 
     a, b = await by_hand(nodes), await by_hand(nodes)
     await a.attach(W, A)
     await a.set_session(W, A, "S1")
-    await a._beat()
-    await b._beat()
-    await a.redis.delete(_node_key(a.node))  # a's heartbeat lapsed
-    real = b._set_streams
+    await a.beat()
+    await b.beat()
+    await a.redis.delete(node_key(a.node))  # a's heartbeat lapsed
+    real = b.scripts["set_streams"]
 
-    async def clear_while_a_returns(workspace_id: str, node: str, streams: dict[str, int]) -> None:
-        await a._beat()  # a notices it was forgotten and writes its streams back ...
-        await real(workspace_id, node, streams)  # ... and b's clearing lands after it
+    async def clear_while_a_returns(keys: list[str], args: list[Any]) -> Any:
+        await a.beat()  # a notices it was forgotten and writes its streams back ...
+        return await real(keys=keys, args=args)  # ... and b's clearing lands after it
 
-    b._set_streams = clear_while_a_returns
-    await b._clear_dead_nodes()
-    b._set_streams = real
+    b.scripts["set_streams"] = clear_while_a_returns
+    await b.beat()  # b clears a (b itself has nothing to write back)
+    b.scripts["set_streams"] = real
     for _ in range(2):  # a's next heartbeats
-        await a._beat()
+        await a.beat()
     assert (await b.snapshot(W)).counts == {"S1": 1}
     assert a.node in await b.redis.smembers(NODES)
-    await a.redis.delete(_node_key(a.node))  # a dies for good: no goodbye
-    await b._beat()
+    await a.redis.delete(node_key(a.node))  # a dies for good: no goodbye
+    await b.beat()
     snapshot = await b.snapshot(W)
     assert (snapshot.online, snapshot.counts) == (0, {})
 
@@ -608,7 +607,7 @@ async def test_a_set_session_that_finds_its_claim_cleared_writes_the_streams_bac
     a, b = await by_hand(nodes), await by_hand(nodes)
     await a.attach(W, A)
     await a.set_session(W, A, "S1")
-    await b._set_streams(W, a.node, {})  # a survivor cleared a
+    await b.clear_node_in(W, a.node)  # a survivor cleared a
     assert (await b.snapshot(W)).online == 0
     await a.set_session(W, A, "S2")
     snapshot = await b.snapshot(W)
@@ -633,11 +632,11 @@ async def test_an_acked_set_session_is_not_rolled_back_by_a_node_that_missed_it(
     await a.set_session(W, A, "S2")
     await b.set_session(W, A, "S4")  # acked through b; a's feed is not read
     assert a.remembered(W, A).session_id == "S2"
-    await b._set_streams(W, a.node, {})  # a taken for dead: A in grace
+    await b.clear_node_in(W, a.node)  # a taken for dead: A in grace
     await asyncio.sleep(GRACE + 0.05)
-    await b._sweep()  # the grace ran out: A's claim is gone, its tombstone stays
+    await b.sweep()  # the grace ran out: A's claim is gone, its tombstone stays
     assert await _claims(b) == {}
-    await a._reassert_in(W)
+    await a.reassert(W)
     assert (await b.snapshot(W)).counts == {"S4": 1}
     assert await _claims(b) == {A: ("S4", False, 1)}
     assert a.remembered(W, A).session_id == "S4"  # and a learned it back
@@ -655,7 +654,7 @@ async def test_a_fresh_claim_after_redis_lost_its_data_does_not_win_over_the_nod
     await b.add_workspace(W)
     await b.attach(W, A, "ana")
     assert await _claims(b) == {A: ("", False, 1)}
-    await a._reassert_in(W)
+    await a.reassert(W)
     assert await _claims(b) == {A: ("S4", False, 2)}
     snapshot = await b.snapshot(W)
     assert (snapshot.online, snapshot.counts, snapshot.online_users) == (1, {"S4": 1}, 1)
@@ -672,13 +671,13 @@ async def test_a_release_through_another_node_survives_a_clear_and_an_empty_redi
     await a.attach(W, A)
     await b.release(W, A)
     await eventually(lambda: bool(a.remembered(W, A).released), within=5)  # from the feed
-    await b._set_streams(W, a.node, {})  # released, no stream left: ended at once
+    await b.clear_node_in(W, a.node)  # released, no stream left: ended at once
     assert await _claims(b) == {}
-    await a._reassert_in(W)  # from its tombstone
+    await a.reassert(W)  # from its tombstone
     assert await _claims(b) == {A: ("", True, 1)}
     redis_server.flush()
     await b.add_workspace(W)
-    await a._reassert_in(W)  # from a's memory
+    await a.reassert(W)  # from a's memory
     assert await _claims(b) == {A: ("", True, 1)}
     await a.detach(W, A)
     assert await _claims(b) == {}  # no grace
@@ -697,7 +696,7 @@ async def test_a_release_answered_before_the_re_assertion_after_an_empty_redis_i
     redis_server.flush()
     await b.add_workspace(W)
     await b.release(W, A)  # acknowledged, with no claim in Redis
-    await a._reassert_in(W)
+    await a.reassert(W)
     assert await _claims(b) == {A: ("S1", True, 1)}
     await a.detach(W, A)
     assert await _claims(b) == {}  # no grace
@@ -714,7 +713,7 @@ async def test_a_retire_after_redis_lost_its_data_closes_the_re_asserted_socket(
     await a.attach(W, A)
     redis_server.flush()
     await b.add_workspace(W)
-    await a._reassert_in(W)
+    await a.reassert(W)
     assert await _claims(b) == {A: ("", False, 1)}
     await b.retire(A)
     assert await _claims(b) == {}
@@ -734,7 +733,7 @@ async def test_a_re_asserted_client_that_was_retired_meanwhile_is_closed(
     redis_server.flush()
     await b.retire(A)  # finds no claim anywhere
     await b.add_workspace(W)
-    await a._reassert_in(W)
+    await a.reassert(W)
     assert await _claims(b) == {}
     assert (W, A, CloseCode.RETIRED) in events.closes
 
@@ -756,16 +755,16 @@ async def test_a_re_assertion_finishes_when_the_feed_forgets_a_client_meanwhile(
     redis_server.flush()
     await b.retire(A)  # finds no claim anywhere
     await b.add_workspace(W)
-    real = a._retire_in
+    real = a.scripts["retire"]  # what a runs when its re-assertion finds A retired
 
-    async def b_retires_b_meanwhile(workspace_id: str, client_id: str) -> None:
+    async def b_retires_b_meanwhile(keys: list[str], args: list[Any]) -> Any:
         await b.retire(B)
-        await eventually(lambda: B not in a._local.get(W, {}), within=5)  # a's feed heard it
-        await real(workspace_id, client_id)
+        await eventually(lambda: B not in a.truth.streams(W), within=5)  # a's feed heard it
+        return await real(keys=keys, args=args)
 
-    a._retire_in = b_retires_b_meanwhile
-    await asyncio.wait_for(a._reassert_in(W), 5)
-    a._retire_in = real
+    a.scripts["retire"] = b_retires_b_meanwhile
+    await asyncio.wait_for(a.reassert(W), 5)
+    a.scripts["retire"] = real
     assert {(W, A, CloseCode.RETIRED), (W, B, CloseCode.RETIRED)} <= set(events.closes)
     assert await _claims(b) == {c: ("", False, 1)}
 
@@ -783,10 +782,10 @@ async def test_a_join_while_a_node_is_taken_for_dead_does_not_roll_back_what_it_
     await a.set_session(W, A, "S2")
     await b.set_session(W, A, "S3")  # acked through b; a's feed is not read
     await b.release(W, A)
-    await b._set_streams(W, a.node, {})  # a taken for dead: A released, no stream: ended
+    await b.clear_node_in(W, a.node)  # a taken for dead: A released, no stream: ended
     assert await _claims(b) == {}
     await b.attach(W, A, "ana")  # A's second socket, on b: a claim made anew
-    await a._reassert_in(W)
+    await a.reassert(W)
     assert await _claims(b) == {A: ("S3", True, 2)}
 
 
@@ -795,13 +794,16 @@ async def test_a_stream_write_that_arrives_after_its_node_gave_up_is_refused(
 ) -> None:
     """Fault: a's attach timed out (a stalled link) and a moved on; the script then reaches
     Redis late. Truth: it counts no stream (a stream without a socket is a ghost)."""
+    from hub.backends.redis.scripts import script_keys
+
     a, b = await by_hand(nodes), await by_hand(nodes)
     await a.attach(W, B)
-    given_up = a._gen
-    a._suspect()  # what a timeout does
+    given_up = a.standing.generation
+    a.standing.suspect()  # what a timeout does
     await a.detach(W, B)  # a writes under its new generation
-    with pytest.raises(Unavailable):
-        await a._run("attach", W, A, a.node, "", "", given_up)
+    late = [W, A, a.node, "", "", given_up]  # the attach a gave up on, as it reaches Redis
+    with pytest.raises(ResponseError, match="HUB stale"):
+        await a.scripts["attach"](keys=script_keys("attach", W, A, a.node, False), args=late)
     assert (await b.snapshot(W)).online == 0
     assert await _claims(b) == {B: ("", False, 0)}  # B in grace, A never made
 
@@ -811,14 +813,13 @@ async def test_a_join_records_its_user_before_its_script_runs(nodes: Any) -> Non
     anonymous, and the user's next socket would be refused 4403."""
     a = await by_hand(nodes)
     seen: list[Any] = []
-    real = a._run
+    real = a.scripts["attach"]
 
-    async def look(name: str, *args: Any) -> Any:
-        if name == "attach":
-            seen.append(a.remembered(W, A))
-        return await real(name, *args)
+    async def look(keys: list[str], args: list[Any]) -> Any:
+        seen.append(a.remembered(W, A))
+        return await real(keys=keys, args=args)
 
-    a._run = look
+    a.scripts["attach"] = look
     await a.attach(W, A, "ana", {"name": "Ana"})
     assert seen and seen[0].user == "ana" and seen[0].profile == {"name": "Ana"}
 
@@ -847,7 +848,7 @@ async def test_a_retire_outlives_a_redis_restarted_empty(
     await eventually(lambda: (W, A, CloseCode.RETIRED) in events.closes, within=5)
     redis_server.flush()
     assert not await b.is_retired(A)  # what Redis alone would say
-    await b._reassert()
+    await b.reassert()
     assert await b.is_retired(A)
     with pytest.raises(ClientRetired):
         await a.attach(W, A)
@@ -859,13 +860,13 @@ async def test_a_retired_client_that_joined_while_redis_forgot_is_closed_at_re_a
     """Fault: Redis restarted empty; a retired client joins through a before any node
     re-asserts (Redis alone cannot refuse it). Truth: a's re-assertion restores the
     retirement and closes that socket with 4410; it counts nowhere."""
-    a = await by_hand(nodes, retired=records)  # no heartbeat re-asserts before the join
-    events = a._events
+    a, events = await nodes(node_ttl=60.0, retired=records)
+    await a.stop_loops()  # no heartbeat re-asserts before the join
     await a.retire(A)
     redis_server.flush()
     await a.add_workspace(W)
     await a.attach(W, A)
-    await a._reassert()
+    await a.reassert()
     assert (W, A, CloseCode.RETIRED) in events.closes
     assert await _claims(a) == {}
     assert (await a.snapshot(W)).online == 0

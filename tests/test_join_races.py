@@ -163,9 +163,9 @@ async def test_a_reassertion_never_brings_a_retired_client_back(
     backend = holder.backend
     assert isinstance(backend, RedisBackend)
     await backend.set_session(W, A, "S1")
-    backend._dispatch = lambda message: None  # type: ignore[method-assign]  # feed outage
+    await backend.stop_loops()  # its feed unread (and no heartbeat: the test re-asserts)
     await other.backend.retire(A)
-    await backend._reassert()
+    await backend.reassert()
     snapshot = await other.backend.snapshot(W)
     assert (snapshot.online, snapshot.counts) == (0, {})
     assert await other.backend.claims(W) == []

@@ -1,4 +1,4 @@
--- Shared prelude of every workspace script (hub/backends/redis.py prepends it).
+-- Shared prelude of every workspace script (hub/backends/redis/scripts.py prepends it).
 --
 -- KEYS (all one workspace, one hash tag, so every script also runs on a Redis Cluster):
 --   1 meta    HASH   seq, online, idle (attached claims with session ""), online_users,
@@ -23,7 +23,7 @@
 --                    viewers of each session in arrival order, read by ZRANGEBYLEX
 --  11 hooks   HASH   webhooks (docs/protocol.md section 10): session_id (or '' for the workspace) ->
 --                    'o' occupied, 'v' vacating (its vacated timer is the member
---                    '\t'<session_id> of timers); used while redis.py sets VACATED_MS >= 0
+--                    '\t'<session_id> of timers); used while scripts.py sets VACATED_MS >= 0
 --  12 gone    HASH   client_id -> cjson {s, sv, r, rv}: the last state of a claim that ended,
 --                    for TOMB_MS (a re-assertion merges it: hub/presence.py, Versions)
 -- Outside a Redis Cluster (one Redis, or Sentinel's), keys outside the workspace follow, so
@@ -36,9 +36,9 @@
 --  16 retired STRING hub:retired:<client> (set by a retire before it looks for claims)
 --  17 spaces  SET    hub:client:<client>, the workspaces it has claims in (read by a retire)
 --  18 nodesp  SET    hub:node:<node>:spaces, the workspaces the node has streams in
--- On a Cluster they are absent (nil here): redis.py indexes and arms around the script.
+-- On a Cluster they are absent (nil here): redis/backend.py indexes and arms around the script.
 -- ARGV[1] is the workspace id; the change feed is the channel "hub:{<workspace id>}:ch", in
--- the same slot. redis.py puts `local PUBLISH = 'PUBLISH'` before this prelude, or 'SPUBLISH'
+-- the same slot. scripts.py puts `local PUBLISH = 'PUBLISH'` before this prelude, or 'SPUBLISH'
 -- (sharded pub/sub) on a Redis Cluster.
 local META, COUNTS, CLAIMS, TIMERS, STREAMS, NODES, RETIRED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local USERS, PEOPLE, ARRIVE = KEYS[8], KEYS[9], KEYS[10]
@@ -58,7 +58,7 @@ local function int(x)
 end
 
 -- Arm a timer of this workspace (a member of TIMERS), indexed cluster-wide in the same script
--- where the index is one of this script's keys (else redis.py arms it after).
+-- where the index is one of this script's keys (else redis/timers.py arms it after).
 local function timer(deadline, member)
   redis.call('ZADD', TIMERS, deadline, member)
   if INDEX then index_timer(INDEX, W, deadline) end

@@ -1,4 +1,4 @@
--- Shared prelude of the outbox scripts (hub/backends/redis.py prepends it): one receiver's
+-- Shared prelude of the outbox scripts (hub/backends/redis/scripts.py prepends it): one receiver's
 -- view of the webhook outbox, a Redis Stream with one consumer group per receiver.
 --
 -- KEYS: 1 the outbox stream (hub:webhooks), 2 the count of events ever added (hub:webhooks:n),

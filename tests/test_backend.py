@@ -808,6 +808,48 @@ async def test_a_stream_write_that_arrives_after_its_node_gave_up_is_refused(
     assert await _claims(b) == {B: ("", False, 0)}  # B in grace, A never made
 
 
+async def test_a_write_answered_unavailable_that_reaches_redis_late_is_refused(
+    nodes: Any, redis_url: str
+) -> None:
+    """Fault: a's link to Redis stalls while it sends A's set_session S3; a answers it
+    unavailable at its timeout; S2 is then acknowledged through b; the link resumes and the
+    held S3 reaches Redis (chaos seeds 105 and 109). Truth: A views S2, the acknowledged
+    write, and the S3 the client was told had failed is done nowhere."""
+    from hub.backends.redis import RedisBackend
+    from hub.errors import Unavailable
+    from tests.faultproxy import FaultProxy
+
+    b = await by_hand(nodes)
+    proxy = await FaultProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0])).start()
+    a = RedisBackend(proxy.url, known=_known, node_ttl=60.0, timeout=0.5)
+    await a.start(Recorder())
+    await a.stop_loops()
+    try:
+        await a.attach(W, A)
+        await a.set_session(W, A, "S1")
+        proxy.stall()
+        with pytest.raises(Unavailable):
+            await a.set_session(W, A, "S3")
+        await b.set_session(W, A, "S2")
+        proxy.resume()
+        # The held S3 has had every chance to land: a write behind it on the same link is
+        # answered, and Redis runs commands in the order they arrive.
+        await eventually(lambda: _answers(a), 5, "a's link carries writes again")
+        assert await _claims(b) == {A: ("S2", False, 1)}
+        assert (await b.snapshot(W)).counts == {"S2": 1}
+    finally:
+        await a.close()
+        await proxy.close()
+
+
+async def _answers(node: Any) -> bool:
+    try:
+        await node.snapshot(W)
+    except Exception:
+        return False
+    return True
+
+
 async def test_a_join_records_its_user_before_its_script_runs(nodes: Any) -> None:
     """A re-assertion never sees a stream without its user: it would re-create the claim as
     anonymous, and the user's next socket would be refused 4403."""

@@ -122,6 +122,8 @@ class RedisBackend:
         self.node_ttl_ms = int(node_ttl * 1000)
         self._sweep_interval = sweep_interval
         self._timeout = timeout
+        # Redis's clock minus this node's, ms (read at each heartbeat): for the calls' deadlines.
+        self._skew_ms = 0.0
         self._url = url
         self._options = connect.pool_options(timeout, max_connections)
         self.redis: Any
@@ -277,15 +279,18 @@ class RedisBackend:
         what is left of the timeout: the whole call answers within about ``timeout``."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        deadline = self._deadline()
         try:
-            return await self._bounded(self._script(name, workspace_id, *args))
+            return await self._bounded(self._script(name, workspace_id, *args, deadline=deadline))
         except (RedisConnectionError, RedisTimeoutError, OSError, *connect.CLUSTER_LOST) as exc:
             await self._purge(exc)
             left = self._timeout - (loop.time() - started)
             if name not in scripts.IDEMPOTENT or left < self._timeout / 4:
                 raise Unavailable(f"presence unavailable: {exc or 'timeout'}") from None
         try:
-            return await asyncio.wait_for(self._script(name, workspace_id, *args), left)
+            return await asyncio.wait_for(
+                self._script(name, workspace_id, *args, deadline=deadline), left
+            )
         except (RedisError, OSError, TimeoutError, RedisClusterException) as exc:
             raise Unavailable(f"presence unavailable: {exc or 'timeout'}") from None
 
@@ -295,20 +300,38 @@ class RedisBackend:
         after node), which no socket timeout bounds as a whole."""
         return asyncio.wait_for(coro, self._timeout) if self._cluster else coro
 
-    async def _script(self, name: str, workspace_id: str, *args: Any) -> Any:
+    def _read_skew(self, sent: float, redis_time: tuple[int, int]) -> None:
+        """Redis's clock against this node's, from a ``TIME`` sent at ``sent`` and answered
+        now; kept only from a clear reading (a quick answer), for :meth:`_deadline`."""
+        answered = time.time()
+        if answered - sent < self._timeout / 4:
+            seconds, micros = redis_time
+            self._skew_ms = seconds * 1000 + micros / 1000 - (sent + answered) * 500
+
+    def _deadline(self) -> str:
+        """The deadline of a call made now, for the scripts' prelude (lua/_lib.lua): the
+        moment, in Redis's time, past which this node has answered it unavailable. Sent with
+        the call, so that a call which reaches Redis later (held in a stalled link, a paused
+        Redis) is refused there instead of overwriting what was acknowledged since."""
+        return f"D:{int(time.time() * 1000 + self._skew_ms + self._timeout * 1000)}"
+
+    async def _script(
+        self, name: str, workspace_id: str, *args: Any, deadline: str | None = None
+    ) -> Any:
         script = self.scripts[name]
         client_id = str(args[0]) if args else ""
         keys = scripts.script_keys(name, workspace_id, client_id, self.node, self._cluster)
+        argv = [workspace_id, *args] if deadline is None else [workspace_id, *args, deadline]
         try:
             try:
-                return await script(keys=keys, args=[workspace_id, *args])
+                return await script(keys=keys, args=argv)
             except ResponseError as exc:
                 if "workspace_not_found" not in str(exc):
                     raise
                 if not await self._known(workspace_id):
                     raise WorkspaceNotFound(f"workspace {workspace_id[:64]!r} not found") from None
                 await self.scripts["add_workspace"](keys=keys, args=[workspace_id])
-                return await script(keys=keys, args=[workspace_id, *args])
+                return await script(keys=keys, args=argv)
         except ResponseError as exc:
             raise scripts.refusal(exc) from None
 
@@ -527,11 +550,17 @@ class RedisBackend:
         when :meth:`Standing.must_reassert <hub.backends.redis.nodes.Standing.must_reassert>`
         says so; clear nodes that died; leave the channels nobody here watches any more. The
         registry is repaired by its member at every beat."""
+        sent = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(scripts.node_key(self.node), 1, px=self.node_ttl_ms, xx=True)
             pipe.sadd(NODES, self.node)
             pipe.get(scripts.node_cleared(self.node))
-            alive, _, cleared = await pipe.execute()
+            if not self._cluster:  # a Cluster's pipeline takes no keyless command: alone
+                pipe.time()
+            alive, _, cleared, *clock = await pipe.execute()
+        if self._cluster:
+            clock = [await self.redis.time()]
+        self._read_skew(sent, clock[0])
         if self.standing.must_reassert(bool(alive), cleared):
             await self._reassert(cleared)
         await self._clear_dead_nodes()

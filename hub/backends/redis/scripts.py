@@ -180,7 +180,8 @@ def refusal(exc: ResponseError) -> HubError:
         return Forbidden("this client id is in use by another user")
     if "HUB retired" in text:
         return ClientRetired("this client is retired")
-    if "HUB stale" in text:  # the node gave up on the write (nodes.Standing.suspect)
+    if "HUB stale" in text or "HUB late" in text:  # the node gave up on the write: its
+        # generation moved on (nodes.Standing.suspect), or its deadline passed (lua/_lib.lua)
         return Unavailable("presence write arrived after its timeout")
     return Unavailable(f"presence refused: {exc}")
 

@@ -27,8 +27,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.types import Send
-
 from hub import protocol
 from hub.auth import Auth
 from hub.backends import PresenceBackend
@@ -58,8 +56,8 @@ from hub.protocol import (
     Watch,
 )
 from hub.room import Room
-from hub.transport import DirectWriter
 from hub.watch import Watches
+from hub.writer import Writer
 
 __all__ = ["Hub", "Limits"]
 
@@ -165,8 +163,7 @@ class Hub:
         self,
         workspace_id: str,
         client_id: str,
-        send: Send,
-        direct: DirectWriter | None = None,
+        writer: Writer,
         *,
         user: str | None = None,
         profile: Profile | None = None,
@@ -178,7 +175,8 @@ class Hub:
         first frame; ``may_watch``: whether its grant allows watching viewers; ``connection``:
         the stream's class (an event stream's, hub.events); ``expires``: its token's ``exp``
         (Unix seconds), after which, plus the leeway, it is closed with 4401 "token expired"
-        unless a ``refresh`` frame moved it.
+        unless a ``refresh`` frame moved it. ``writer``: the stream's way out, picked by its
+        endpoint (hub.ws, hub.events).
 
         Raises a PeerError (over capacity, unknown workspace, retired client, a client bound
         to another user) before anything is attached; a stream whose claim goes away while it
@@ -193,7 +191,7 @@ class Hub:
         loop = asyncio.get_running_loop()
         rate = RateLimit(limits.rate, limits.burst, loop.time()) if limits.rate else None
         conn = connection(
-            workspace_id, client_id, send, self.max_outbox_bytes, direct, rate, self.metrics
+            workspace_id, client_id, writer, self.max_outbox_bytes, rate, self.metrics
         )
         conn.may_watch = may_watch
         conn.user = user

@@ -17,6 +17,7 @@ from hub.backends.memory import MemoryBackend
 from hub.connection import Connection
 from hub.hub import Hub
 from hub.presence import Presence
+from hub.writer import AsgiWriter
 from tests.harness import run_on
 
 W = "w"
@@ -62,7 +63,7 @@ async def new_hub() -> Hub:
 
 async def join(hub: Hub, client: str) -> tuple[Connection, FakeSocket]:
     sock = FakeSocket()
-    conn = await hub.join(W, client, sock.send)
+    conn = await hub.join(W, client, AsgiWriter(sock.send))
     assert not conn.direct  # fakes have no transport: the portable, queued path
     await settle()
     return conn, sock

@@ -38,8 +38,9 @@ from hub.access import Access
 from hub.auth import OriginPolicy
 from hub.connection import Connection
 from hub.errors import Forbidden, PeerError, TooManyWatches
-from hub.hub import MAX_WATCHES, Hub
+from hub.hub import Hub
 from hub.protocol import CloseCode, check_limit, check_session_id
+from hub.viewers import MAX_WATCHES
 from hub.writer import AsgiWriter, MergedCounts, Outgoing, Queued
 from hub.ws import PATH as SOCKET_PATH
 from hub.ws import route_path

@@ -45,7 +45,7 @@ from hub.protocol import (
     check_session_id,
     viewer_json,
 )
-from hub.store import SESSION_FIELDS, Session, Store, Workspace
+from hub.store import SESSION, SESSION_CREATE, SESSION_FIELDS, Session, Store, Workspace
 
 __all__ = ["Handler", "Rest", "error_response", "json_response", "peer_errors"]
 
@@ -106,21 +106,14 @@ def presence_json(snapshot: Snapshot) -> dict[str, Any]:
 
 
 def session_json(session: Session, snapshot: Snapshot) -> dict[str, Any]:
-    return {
-        "id": session.id,
-        "workspace_id": session.workspace_id,
-        "parent_session_id": session.parent_session_id,
-        "title": session.title,
-        "message_count": session.message_count,
-        "prompt_tokens": session.prompt_tokens,
-        "completion_tokens": session.completion_tokens,
-        "cost": session.cost,
-        "created_at": session.created_at,
-        "updated_at": session.updated_at,
-        "is_busy": session.is_busy,
-        "attached_clients": snapshot.counts.get(session.id, 0),
-        "attached_users": snapshot.users.get(session.id, 0),
-    }
+    """The record's fields (hub.store.SESSION), then its live presence."""
+    data = {name: getattr(session, name) for name in _SESSION_NAMES}
+    data["attached_clients"] = snapshot.counts.get(session.id, 0)
+    data["attached_users"] = snapshot.users.get(session.id, 0)
+    return data
+
+
+_SESSION_NAMES = tuple(f.name for f in SESSION)
 
 
 def _check_fields(body: dict[str, Any], allowed: Set[str]) -> None:
@@ -143,6 +136,15 @@ def _check_type(body: dict[str, Any], name: str, types: tuple[type, ...]) -> Non
         raise BadRequest(f"field {name!r} must be between 0 and {MAX_INT64}")
     if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
         raise BadRequest(f"field {name!r} must be a finite number >= 0")
+
+
+def _given(body: dict[str, Any], name: str) -> Any:
+    """A create body's field (hub.store.SESSION_CREATE) of its JSON type, None when absent or
+    null (its default)."""
+    if body.get(name) is None:
+        return None
+    _check_type(body, name, SESSION_CREATE[name])
+    return body[name]
 
 
 class Rest:
@@ -397,21 +399,15 @@ class Rest:
     async def create_session(self, request: Request) -> Response:
         workspace = await self._workspace(request, await self._grant(request))
         body = await self._body(request)
-        _check_fields(body, {"id", "title", "parent_session_id"})
-        title = ""
-        if body.get("title") is not None:
-            _check_type(body, "title", (str,))
-            title = body["title"]
-        session_id = None
-        if body.get("id") is not None:
-            _check_type(body, "id", (str,))
-            session_id = check_session_id(body["id"])
+        _check_fields(body, SESSION_CREATE.keys())
+        title = _given(body, "title") or ""
+        session_id = _given(body, "id")
+        if session_id is not None:
+            session_id = check_session_id(session_id)
             if session_id == "":
                 raise InvalidSessionId("session id must not be empty")
-        parent = None
-        if body.get("parent_session_id") is not None:
-            _check_type(body, "parent_session_id", (str,))
-            parent = body["parent_session_id"]
+        parent = _given(body, "parent_session_id")
+        if parent is not None:
             try:
                 check_session_id(parent)
             except PeerError:

@@ -91,8 +91,9 @@ _HEAD_TOO_LARGE = (
 
 class _Inbox:
     """What uvicorn's protocol uses of an ``asyncio.Queue`` (one consumer: the ASGI
-    ``receive``), without its three deques (2.3 KB a socket): items live in a deque only while
-    some wait, and ``get`` hands out a future (no coroutine frame held by an idle socket)."""
+    ``receive``), without its three deques (memory an idle socket would keep: figures in
+    docs/performance.md, "Memory per socket"): items live in a deque only while some wait, and
+    ``get`` hands out a future (no coroutine frame held by an idle socket)."""
 
     __slots__ = ("_items", "_waiter")
 
@@ -183,9 +184,10 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
       (:meth:`send_receive_event_to_app`), not after every message.
     """
 
-    # uvicorn's attributes (0.54), as slots: no instance dict of 1.6 KB per socket (uvicorn's
-    # class has a dict, so one it adds later still works, in a dict of its own); the compiled
-    # send loop reads ``close_sent`` at its offset.
+    # uvicorn's attributes (0.54), as slots: no instance dict per socket (its size:
+    # docs/performance.md, "Memory per socket"; uvicorn's class has a dict, so one it adds
+    # later still works, in a dict of its own); the compiled send loop reads ``close_sent``
+    # and ``writable`` at their offsets.
     __slots__ = (
         "app", "app_state", "asgi_version", "client", "close_sent", "close_timeout",
         "close_timer", "config", "conn", "connections", "curr_msg_data_type",
@@ -270,8 +272,9 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def _fresh_parser(conn: Any) -> None:
-    """websockets' server parser keeps the handshake request (its headers: 2 KB) in its frame
-    for the connection's whole life. Once the handshake is done, while the parser waits at the
+    """websockets' server parser keeps the handshake request (its headers; what they cost an
+    idle socket: docs/performance.md, "Memory per socket") in its frame for the connection's
+    whole life. Once the handshake is done, while the parser waits at the
     top of its frame loop (nothing of a frame read yet), a fresh frame parser takes its place:
     the same state, without the request. Anywhere else, or on another websockets, as it was."""
     old = conn.parser
@@ -436,8 +439,8 @@ class HubHttpProtocol(H11Protocol):
 
     - A presence socket's handshake that arrives whole as the connection's first bytes goes to
       the WebSocket protocol at once, as uvicorn's own upgrade does, without h11 parsing it
-      first (websockets parses and checks it either way): a tenth less CPU per socket in a
-      connect storm. Anything else takes h11's path, unchanged.
+      first (websockets parses and checks it either way): less CPU per socket in a connect
+      storm (docs/performance.md). Anything else takes h11's path, unchanged.
     - Connections that must finish (:mod:`hub.admission`): while the connection waits for a
       request head (from accept, and again after each response on a kept-alive connection)
       it is in :attr:`admission`, which closes it once its deadline passes or to make room
@@ -558,8 +561,9 @@ class Watched:
     The lean path must not send while bytes wait in the transport (they would be overtaken).
     asyncio's own transport shows its buffer as an attribute, read for every frame; any other
     (uvloop's) answers ``get_write_buffer_size()``, and on uvloop that call reads libuv's handle,
-    a cache miss per socket and frame (uvloop's fan-out spent 1-5% more CPU per frame than
-    asyncio's, and ``perf`` put the difference in that call). A transport's buffer only grows by
+    a cache miss per socket and frame (it made uvloop's fan-out cost more CPU per frame than
+    asyncio's, and ``perf`` put the difference in that call: docs/performance.md). A
+    transport's buffer only grows by
     a write, so the lean path asks only after a write went through (``wrote``), and notes each
     time it saw the buffer empty. Every writer goes through this object: uvicorn's protocol
     holds it as its transport, and :class:`DirectWriter` writes through it whatever it does not
@@ -804,12 +808,12 @@ def listening_socket(config: Any) -> socket.socket:
     return sock
 
 
-# Out of descriptors. asyncio's selector loop (measured on 3.11; CPython issue #151615 reports
+# Out of descriptors. asyncio's selector loop (seen on 3.11; CPython issue #151615 reports
 # the same in later versions), when ``accept()`` fails with EMFILE/ENFILE/ENOBUFS/ENOMEM, logs
 # the error with its traceback, stops reading the listening socket and schedules a retry in a
 # second, and then goes on trying: its loop runs up to ``backlog`` times (uvicorn's 2,048) in
 # the same call, so every second at the limit it logs 2,048 tracebacks and schedules 2,048
-# retries (the 282,594 log lines of 10 s in issue 30; 257,748 in about 10 s at a limit of 256).
+# retries (the log lines it made at the limit, issue 30: docs/performance.md).
 # guard_accepts gives a loop an accept that stops at the first such failure, retries after
 # ACCEPT_RETRY, and logs one line per REFUSED_LOG_INTERVAL with the count.
 #

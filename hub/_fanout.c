@@ -1,23 +1,28 @@
 /* hub._fanout: the fan-out's send loop, compiled (optional; hub.connection falls back to Python).
  *
  * send_each(conns, wire, seq) does what hub.connection._send_each_python does, socket by socket
- * and with the same checks, without the interpreter's cost per socket: a flush to
- * 15,000 sockets spends most of its time in send(2), and what is left is this loop.
+ * and with the same checks, without the interpreter's cost per socket: on a large room the
+ * flush spends most of its time in send(2), and what is left is this loop (figures:
+ * docs/performance.md).
  *
  * For each connection of the room: a socket whose lean path is on (conn.send_now, a bound
  * DirectWriter method) and whose snapshot is older than the frame gets the frame now, when
- * nothing stands in its way (nothing buffered ahead in its transport, the transport open, no
- * close sent, the WebSocket OPEN); the bytes the kernel did not take wait in the transport,
- * in order. Every other socket is returned, for the fully checked path (push_counts).
+ * nothing stands in its way; the bytes the kernel did not take wait in the transport, in
+ * order. Every other socket is returned, for the fully checked path (push_counts).
  *
- * The checks read the same attributes as DirectWriter._send_raw and _send_transport: those of
- * Connection, DirectWriter, HubWebSocketProtocol and Watched at their slots' offsets (setup()
- * hands this module the four classes, websockets' OPEN state and the attribute its state is
- * read by; DirectWriter keeps the transport and asyncio 3.11's write buffer itself), the rest of
- * the transport's and the websockets connection's by name. Any transport but asyncio's own is
- * asked its buffer's size only after a write went through its Watched (hub.transport.Watched).
- * A connection of another class, or whose send_now is not its DirectWriter's, has its send_now
- * called as Python would call it.
+ * "Nothing stands in its way" is clear() below, the C twin of DirectWriter._send_now's checks:
+ * nothing buffered ahead in the transport, then DirectWriter.ready(), the one rule in Python for
+ * a direct write (flow control not holding writes back, no close frame sent, the WebSocket
+ * OPEN, the transport not closing). tests/test_send_loop.py holds the two side by side.
+ *
+ * The checks read what Python reads: Connection, DirectWriter, HubWebSocketProtocol, Watched
+ * and the protocol's writable flag (hub.transport._Flag) at their slots' offsets (setup() hands
+ * this module the five classes, websockets' OPEN state and the attribute its state is read by;
+ * DirectWriter keeps the transport and asyncio 3.11's write buffer itself), the rest of the
+ * transport's and the websockets connection's by name. Any transport but asyncio's own is
+ * asked its buffer's size only after a write went through its Watched
+ * (hub.transport.Watched). A connection of another class, or whose send_now is not its
+ * DirectWriter's, has its send_now called as Python would call it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,12 +36,13 @@ static PyObject *open_state; /* websockets.protocol.State.OPEN */
  * Protocol.state is a property over it (no property call per socket), else "state". */
 static PyObject *s_state;
 
-/* Connection, DirectWriter, HubWebSocketProtocol and Watched keep what this loop reads of them
+/* Connection, DirectWriter, HubWebSocketProtocol, Watched and _Flag keep what this loop reads of them
  * in __slots__: read at their offsets (an object of exactly that class only), without a look-up
  * by name per socket. */
-static PyTypeObject *conn_type, *writer_type, *proto_type, *watch_type;
-static Py_ssize_t off_send_now, off_snapshot_seq, off_direct, off_writer_send_now, off_transport_,
-    off_raw, off_proto, off_conn, off_fd, off_buffer, off_watch, off_close_sent, off_wrote;
+static PyTypeObject *conn_type, *writer_type, *proto_type, *watch_type, *flag_type;
+static Py_ssize_t off_send_now, off_snapshot_seq, off_writer, off_writer_send_now, off_transport_,
+    off_raw, off_proto, off_conn, off_fd, off_buffer, off_watch, off_close_sent, off_writable,
+    off_wrote, off_set;
 
 /* The value of an object's slot at this offset, borrowed (NULL: unset). */
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -56,8 +62,8 @@ static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
     return member->offset;
 }
 
-static PyObject *s_send_now, *s_snapshot_seq, *s_buffer, *s_conn_lost, *s_close_sent, *s_state_,
-    *s_get_write_buffer_size, *s_is_closing, *s_write;
+static PyObject *s_send_now, *s_snapshot_seq, *s_buffer, *s_closing, *s_close_sent, *s_state_,
+    *s_writable, *s_is_set, *s_get_write_buffer_size, *s_is_closing, *s_write;
 
 /* Whether ``value`` (a new reference, taken; NULL: an error was raised) is true: 1 yes, 0 no,
  * -1 error. */
@@ -81,8 +87,29 @@ static int buffered(PyObject *transport, PyObject *watch) {
     return full;
 }
 
-/* Whether nothing stands in the way of sending on this transport now, as DirectWriter's
- * method for it decides: 1 yes, 0 no, -1 error. */
+/* Whether flow control lets writes through: the protocol's ``writable`` (hub.transport's _Flag
+ * read at its slot, any other asked ``is_set()``): 1 yes, 0 no, -1 error. */
+static int writable(PyObject *proto) {
+    PyObject *flag = Py_TYPE(proto) == proto_type ? SLOT(proto, off_writable) : NULL;
+    if (flag != NULL)
+        Py_INCREF(flag);
+    else
+        flag = PyObject_GetAttr(proto, s_writable);
+    if (flag == NULL) return -1;
+    int answer;
+    PyObject *set = Py_TYPE(flag) == flag_type ? SLOT(flag, off_set) : NULL;
+    if (set != NULL)
+        answer = PyObject_IsTrue(set);
+    else
+        answer = truth(PyObject_CallMethodNoArgs(flag, s_is_set));
+    Py_DECREF(flag);
+    return answer;
+}
+
+/* Whether nothing stands in the way of a send(2) on this transport now, as
+ * DirectWriter._send_now decides: nothing buffered ahead, then DirectWriter.ready()'s rule
+ * (writable, no close sent, the WebSocket OPEN, the transport not closing; on asyncio's own
+ * transport its ``_closing``, what its is_closing() returns): 1 yes, 0 no, -1 error. */
 static int clear(PyObject *transport, int raw, PyObject *buffer, PyObject *watch,
                  PyObject *proto, PyObject *conn) {
     int blocked;
@@ -91,22 +118,29 @@ static int clear(PyObject *transport, int raw, PyObject *buffer, PyObject *watch
             blocked = PyByteArray_GET_SIZE(buffer) > 0; /* the transport's own, DirectWriter */
         else
             blocked = truth(PyObject_GetAttr(transport, s_buffer));
-        if (blocked == 0) blocked = truth(PyObject_GetAttr(transport, s_conn_lost));
     } else {
         blocked = buffered(transport, watch);
-        if (blocked == 0) blocked = truth(PyObject_CallMethodNoArgs(transport, s_is_closing));
+    }
+    if (blocked == 0) {
+        int open = writable(proto);
+        blocked = open < 0 ? -1 : !open;
     }
     if (blocked == 0) {
         PyObject *closing = Py_TYPE(proto) == proto_type ? SLOT(proto, off_close_sent) : NULL;
         blocked = closing != NULL ? PyObject_IsTrue(closing)
                                   : truth(PyObject_GetAttr(proto, s_close_sent));
     }
+    if (blocked == 0) {
+        PyObject *state = PyObject_GetAttr(conn, raw ? s_state_ : s_state);
+        if (state == NULL) return -1;
+        blocked = state != open_state;
+        Py_DECREF(state);
+    }
+    if (blocked == 0)
+        blocked = raw ? truth(PyObject_GetAttr(transport, s_closing))
+                      : truth(PyObject_CallMethodNoArgs(transport, s_is_closing));
     if (blocked != 0) return blocked < 0 ? -1 : 0;
-    PyObject *state = PyObject_GetAttr(conn, raw ? s_state_ : s_state);
-    if (state == NULL) return -1;
-    int open = state == open_state;
-    Py_DECREF(state);
-    return open;
+    return 1;
 }
 
 /* Send the frame through a DirectWriter: 1 sent (the rest, if any, queued in the transport in
@@ -156,7 +190,7 @@ static int send_one(PyObject *conn, PyObject *wire, const char *buf, Py_ssize_t 
     if (Py_TYPE(conn) == conn_type) {
         send_now = SLOT(conn, off_send_now);
         snapshot_seq = SLOT(conn, off_snapshot_seq);
-        writer = SLOT(conn, off_direct);
+        writer = SLOT(conn, off_writer);
         if (send_now == NULL || snapshot_seq == NULL) return 0;
         Py_INCREF(send_now);
         Py_INCREF(snapshot_seq);
@@ -227,24 +261,27 @@ fail:
 }
 
 static PyObject *setup(PyObject *module, PyObject *args) {
-    PyObject *conn, *writer, *proto, *watch, *open, *state;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!OU", &PyType_Type, &conn, &PyType_Type, &writer,
-                          &PyType_Type, &proto, &PyType_Type, &watch, &open, &state))
+    PyObject *conn, *writer, *proto, *watch, *flag, *open, *state;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OU", &PyType_Type, &conn, &PyType_Type, &writer,
+                          &PyType_Type, &proto, &PyType_Type, &watch, &PyType_Type, &flag, &open,
+                          &state))
         return NULL;
     PyTypeObject *ct = (PyTypeObject *)conn, *wt = (PyTypeObject *)writer;
     PyTypeObject *pt = (PyTypeObject *)proto, *st = (PyTypeObject *)watch;
+    PyTypeObject *ft = (PyTypeObject *)flag;
     struct {
         Py_ssize_t *off;
         PyTypeObject *type;
         const char *name;
     } slots[] = {
         {&off_send_now, ct, "send_now"}, {&off_snapshot_seq, ct, "snapshot_seq"},
-        {&off_direct, ct, "_direct"},    {&off_writer_send_now, wt, "send_now"},
+        {&off_writer, ct, "writer"},     {&off_writer_send_now, wt, "send_now"},
         {&off_transport_, wt, "_transport"}, {&off_raw, wt, "_raw"},
         {&off_proto, wt, "_proto"},
         {&off_conn, wt, "_conn"},        {&off_fd, wt, "_fd"},
         {&off_buffer, wt, "_buffer"},    {&off_watch, wt, "_watch"},
-        {&off_close_sent, pt, "close_sent"}, {&off_wrote, st, "wrote"},
+        {&off_close_sent, pt, "close_sent"}, {&off_writable, pt, "writable"},
+        {&off_wrote, st, "wrote"},       {&off_set, ft, "_set"},
     };
     for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
         Py_ssize_t off = slot_offset(slots[i].type, slots[i].name);
@@ -255,6 +292,7 @@ static PyObject *setup(PyObject *module, PyObject *args) {
     Py_XSETREF(writer_type, (PyTypeObject *)Py_NewRef(writer));
     Py_XSETREF(proto_type, (PyTypeObject *)Py_NewRef(proto));
     Py_XSETREF(watch_type, (PyTypeObject *)Py_NewRef(watch));
+    Py_XSETREF(flag_type, (PyTypeObject *)Py_NewRef(flag));
     Py_XSETREF(open_state, Py_NewRef(open));
     Py_INCREF(state);
     PyUnicode_InternInPlace(&state);
@@ -266,8 +304,8 @@ static PyMethodDef methods[] = {
     {"send_each", (PyCFunction)(void (*)(void))send_each, METH_FASTCALL,
      "send_each(conns, wire, seq) -> list: send the frame on every lean path; the rest."},
     {"setup", setup, METH_VARARGS,
-     "setup(Connection, DirectWriter, HubWebSocketProtocol, Watched, OPEN, state): the classes "
-     "whose slots this loop reads, websockets' OPEN and the name its state is read by."},
+     "setup(Connection, DirectWriter, HubWebSocketProtocol, Watched, Flag, OPEN, state): the "
+     "classes whose slots this loop reads, websockets' OPEN and the name its state is read by."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -281,8 +319,9 @@ PyMODINIT_FUNC PyInit__fanout(void) {
         const char *name;
     } names[] = {
         {&s_send_now, "send_now"},     {&s_snapshot_seq, "snapshot_seq"},
-        {&s_buffer, "_buffer"},        {&s_conn_lost, "_conn_lost"},
+        {&s_buffer, "_buffer"},        {&s_closing, "_closing"},
         {&s_close_sent, "close_sent"}, {&s_state_, "_state"},
+        {&s_writable, "writable"},     {&s_is_set, "is_set"},
         {&s_get_write_buffer_size, "get_write_buffer_size"},
         {&s_is_closing, "is_closing"}, {&s_write, "write"},
     };

@@ -6,6 +6,12 @@ from typing import Any, TypeVar
 _C = TypeVar("_C")
 
 def setup(
-    connection: type, writer: type, protocol: type, watched: type, open: Any, state: str
+    connection: type,
+    writer: type,
+    protocol: type,
+    watched: type,
+    flag: type,
+    open: Any,
+    state: str,
 ) -> None: ...
 def send_each(conns: Iterable[_C], wire: bytes, seq: int) -> list[_C]: ...

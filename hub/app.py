@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from hub import fastpaths
+from hub import assets, fastpaths
 from hub.access import Access, Authenticate
 from hub.auth import Auth, OriginPolicy, RedactTokens
 from hub.backends import PresenceBackend
@@ -28,6 +28,7 @@ from hub.events import EventRoute
 from hub.hub import Hub, Limits
 from hub.metrics import Metrics
 from hub.occupancy import Occupancy
+from hub.operations import Operations
 from hub.presence import Presence
 from hub.rest import Rest, error_response
 from hub.settings import Settings
@@ -156,6 +157,7 @@ def create_app(settings: Settings, authenticate: Authenticate | None = None) -> 
     hub.auth = auth  # for the refresh frames of live streams
     access = Access(auth, authenticate)
     rest = Rest(hub, backend, store, settings.max_body_bytes, access)
+    operations = Operations(hub, backend, store, access)
     RedactTokens.install()
 
     @contextlib.asynccontextmanager
@@ -188,7 +190,7 @@ def create_app(settings: Settings, authenticate: Authenticate | None = None) -> 
     origins = OriginPolicy(settings.allowed_origins)
     app = _App(
         SocketRoute(hub, access, origins, settings.max_frame_bytes),
-        routes=rest.routes(),
+        routes=[*operations.routes(), *assets.routes(), *rest.routes()],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )

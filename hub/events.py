@@ -5,9 +5,11 @@ An :class:`EventStream` is a :class:`~hub.connection.Connection` (the hub counts
 it, merges its pending ``counts`` and closes it with 4409 past its outbox) whose frames leave as
 SSE events. A flush's frame is framed once (``event:``, ``id:``, ``data:`` and, on HTTP/1.1,
 the chunk around it) and the same bytes are written to every stream of the workspace
-(:func:`event_bytes` keeps the last frame's encoding); under uvicorn's h11 protocol they go
-straight to the transport when nothing is queued and flow control allows (the direct path),
-else through the ASGI ``send`` by the writer task that lives only while there is a backlog.
+(:func:`event_bytes` keeps the last frame's encoding). The stream's writer (a
+:class:`~hub.writer.Writer`, picked by :func:`event_writer`): under uvicorn's h11 protocol an
+:class:`EventWriter` writes them straight to the transport when nothing is queued and flow
+control allows (the direct path), else they go through the ASGI ``send`` by the drain task
+that lives only while there is a backlog (:class:`AsgiEventWriter`).
 Where a socket would be closed with a code, the stream gets a last ``close`` event with that
 code and the response ends.
 
@@ -34,14 +36,16 @@ from starlette.types import Receive, Scope, Send
 from hub import fastpaths
 from hub.access import Access
 from hub.auth import OriginPolicy
-from hub.connection import Connection, MergedCounts, Outgoing
+from hub.connection import Connection
 from hub.errors import Forbidden, PeerError, TooManyWatches
-from hub.hub import MAX_WATCHES, Hub
+from hub.hub import Hub
 from hub.protocol import CloseCode, check_limit, check_session_id
+from hub.viewers import MAX_WATCHES
+from hub.writer import AsgiWriter, MergedCounts, Outgoing, Queued
 from hub.ws import PATH as SOCKET_PATH
 from hub.ws import route_path
 
-__all__ = ["EventRoute", "EventStream", "event_bytes"]
+__all__ = ["AsgiEventWriter", "EventRoute", "EventStream", "EventWriter", "event_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +123,36 @@ def close_event(code: int) -> bytes:
     return b"event: close\ndata: " + orjson.dumps({"code": code, "reason": reason}) + b"\n\n"
 
 
-class EventWriter:
+class AsgiEventWriter(AsgiWriter):
+    """An event stream's portable :class:`~hub.writer.Writer`: every event through the ASGI
+    ``send`` by the stream's drain task (never now: a response body's ``send`` is not stepped
+    by hand here), the close event ending the response."""
+
+    __slots__ = ()
+
+    def ready(self) -> bool:
+        return False  # every frame waits in the outbox, for the drain task
+
+    async def send(self, item: Queued) -> None:
+        body = _sse(item.text.encode()) if isinstance(item, MergedCounts) else event_bytes(item)
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def end(self, code: int) -> None:
+        body = close_event(code)
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class EventWriter(AsgiEventWriter):
     """Writes whole events to a response's transport under uvicorn's h11 protocol: the
-    stream's direct path, used only while the response is under way and not paused."""
+    stream's direct path, used only while the response is under way and not paused (the
+    queued path stays the ASGI ``send``)."""
 
     __slots__ = ("_cycle", "_transport", "chunked")
 
-    def __init__(self, cycle: Any, chunked: bool) -> None:
+    direct = True
+
+    def __init__(self, cycle: Any, chunked: bool, send: Send) -> None:
+        super().__init__(send)
         self._cycle = cycle
         self._transport = cycle.transport
         self.chunked = chunked
@@ -139,19 +166,20 @@ class EventWriter:
             or self._transport.is_closing()
         )
 
-    def write(self, data: bytes) -> None:
-        self._transport.write(data)
+    def write(self, frame: Outgoing) -> bool:
+        self._transport.write(event_bytes(frame, self.chunked))
+        return True
 
     def buffered(self) -> int:
         size: int = self._transport.get_write_buffer_size()
         return size
 
-    def close(self, code: int, grace: float) -> None:
+    def close(self, code: int, grace: float) -> bool:
         """End now, past flow control (a slow consumer): the close event and the response's
         end after what is buffered, then the connection; cut after ``grace`` seconds."""
         transport = self._transport
         if transport.is_closing() or self._cycle.response_complete:
-            return
+            return True  # ending already
         event = close_event(code)
         transport.write(_chunk(event) + b"0\r\n\r\n" if self.chunked else event)
         transport.close()
@@ -160,16 +188,18 @@ class EventWriter:
         # stopped may take the whole grace to let the connection go).
         self._cycle.disconnected = True
         self._cycle.message_event.set()
+        return True
 
 
-def event_writer(send: Send) -> EventWriter | None:
-    """An EventWriter for the response behind ``send`` (after its start was sent), when it is
-    uvicorn's h11 cycle with a body framing known here (chunked, or HTTP/1.0 until close)."""
+def event_writer(send: Send) -> AsgiEventWriter:
+    """The writer of the response behind ``send`` (after its start was sent): an
+    :class:`EventWriter` when it is uvicorn's h11 cycle with a body framing known here
+    (chunked, or HTTP/1.0 until close), else the portable :class:`AsgiEventWriter`."""
     cycle = getattr(send, "__self__", None)
     if cycle is None or type(cycle).__module__ != "uvicorn.protocols.http.h11_impl":
-        return None
+        return AsgiEventWriter(send)
     if not fastpaths.on("event_writer"):  # hub.fastpaths: its check failed, or all are off
-        return None
+        return AsgiEventWriter(send)
     if not all(
         hasattr(cycle, name)
         for name in (
@@ -181,13 +211,13 @@ def event_writer(send: Send) -> EventWriter | None:
             "message_event",
         )
     ):
-        return None
+        return AsgiEventWriter(send)
     framing = type(getattr(cycle.conn, "_writer", None)).__name__
     if framing == "ChunkedWriter":
-        return EventWriter(cycle, True)
+        return EventWriter(cycle, True, send)
     if framing == "Http10Writer":
-        return EventWriter(cycle, False)
-    return None
+        return EventWriter(cycle, False, send)
+    return AsgiEventWriter(send)
 
 
 def server_send(send: Send, depth: int = 6) -> Any:
@@ -219,7 +249,9 @@ class EventStream(Connection):
     """A Connection whose frames are SSE events of one HTTP response.
 
     Until :meth:`open` (the response's start sent, after the join) every frame waits in the
-    outbox; then frames go out as the socket's do, by the direct path or the writer."""
+    outbox (its writer, :class:`AsgiEventWriter`, is never ready and its drain task does not
+    start); then frames go out as the socket's do, through the writer :meth:`open` was given.
+    Streams have no lean path of their own: the fan-out hands them the checked ``push``."""
 
     __slots__ = ("opened",)
 
@@ -227,56 +259,15 @@ class EventStream(Connection):
         super().__init__(*args, **kwargs)
         self.opened = False
 
-    def open(self, writer: EventWriter | None) -> None:
-        self._direct = writer  # type: ignore[assignment]
+    def open(self, writer: AsgiEventWriter) -> None:
+        self.writer = writer
         self.opened = True
         if self._queue or self._close_code is not None:
-            self._start_writer()
+            self._start_task()
 
-    def _steady(self) -> None:
-        self.send_now = None  # the fan-out's lean path is the sockets'; streams take push
-
-    def push(self, frame: Outgoing) -> None:
-        if self._close_code is not None:
-            return
-        if not self.ready:
-            if self._held is None:
-                self._held = []
-            self._held.append(frame)
-            return
-        direct: Any = self._direct
-        if direct is not None and self._writer is None and direct.ready():
-            direct.write(event_bytes(frame, direct.chunked))
-        else:
-            self._enqueue(frame)
-
-    def _start_writer(self) -> None:
+    def _start_task(self) -> None:
         if self.opened:
-            super()._start_writer()
-
-    async def _drain(self) -> None:
-        """The writer: the outbox in order through the ASGI ``send``, then the close event
-        and the response's end when a close was asked."""
-        send = self._send
-        try:
-            while self._queue:
-                item = self._queue.popleft()
-                if item is self._merged:
-                    self._merged = None
-                self._queued_bytes -= item.size
-                if isinstance(item, MergedCounts):
-                    body = _sse(item.text.encode())
-                else:
-                    body = event_bytes(item)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            code = self._close_code
-            if code is not None:
-                body = close_event(code)
-                await send({"type": "http.response.body", "body": body, "more_body": False})
-        except Exception as exc:  # the peer went away mid-send; the reader sees the disconnect
-            log.debug("%s writer stopped: %r", self.id, exc)
-        finally:
-            self._writer = None
+            super()._start_task()
 
 
 def _watches(conn: HTTPConnection) -> tuple[list[str], int]:
@@ -357,8 +348,7 @@ class EventRoute:
         conn = await self.hub.join(
             workspace_id,
             client_id,
-            send,
-            None,
+            AsgiEventWriter(send),
             user=user,
             profile=grant.profile,
             may_watch=grant.may_view,

@@ -220,7 +220,7 @@ def _check_raw_send() -> str | None:
     if transport is None:
         return "asyncio.selector_events has no _SelectorSocketTransport"
     stored = _stores(transport.__init__, *(vars(c).get("__init__") for c in transport.__mro__))
-    lost = [name for name in ("_buffer", "_conn_lost", "_sock") if name not in stored]
+    lost = [name for name in ("_buffer", "_closing") if name not in stored]
     if lost:
         return f"_SelectorSocketTransport no longer sets {', '.join(lost)}"
     if state_attribute() != "_state":
@@ -293,11 +293,17 @@ def _check_compiled_loop() -> str | None:
     from websockets.protocol import State
 
     from hub.connection import Connection
-    from hub.transport import DirectWriter, HubWebSocketProtocol, Watched
+    from hub.transport import DirectWriter, HubWebSocketProtocol, Watched, _Flag
 
     try:
         _fanout.setup(
-            Connection, DirectWriter, HubWebSocketProtocol, Watched, State.OPEN, state_attribute()
+            Connection,
+            DirectWriter,
+            HubWebSocketProtocol,
+            Watched,
+            _Flag,
+            State.OPEN,
+            state_attribute(),
         )
     except TypeError as exc:  # a slot it reads at its offset is not one
         return f"hub._fanout.setup: {exc}"
@@ -439,9 +445,10 @@ TABLE: tuple[FastPath, ...] = (
         "raw_send",
         "asyncio, websockets",
         "CPython 3.11-3.13; 17.4",
-        "asyncio.selector_events._SelectorSocketTransport and its _buffer, _conn_lost, _sock; "
+        "asyncio.selector_events._SelectorSocketTransport and its _buffer, _closing; "
         "websockets Protocol._state",
-        "DirectWriter._send_raw and the compiled loop: send(2) without the transport's checks",
+        "DirectWriter._send_now and the compiled loop: the transport's buffer and state read, "
+        "not asked",
         _check_raw_send,
         needs=("direct_writer",),
     ),
@@ -449,8 +456,8 @@ TABLE: tuple[FastPath, ...] = (
         "compiled_loop",
         "CPython, hub._fanout",
         "CPython 3.11-3.13",
-        "hub/_fanout.c reads Connection, DirectWriter, HubWebSocketProtocol (close_sent) and "
-        "Watched at their slots' offsets (setup())",
+        "hub/_fanout.c reads Connection, DirectWriter, HubWebSocketProtocol (close_sent, "
+        "writable), Watched and _Flag at their slots' offsets (setup())",
         "hub.connection.send_each: the fan-out's loop over a room's sockets, compiled",
         _check_compiled_loop,
         needs=("direct_writer",),
@@ -461,7 +468,7 @@ TABLE: tuple[FastPath, ...] = (
         "0.23",
         "uvloop's TCPTransport: get_write_buffer_size() 0 means nothing waits in libuv, so the "
         "socket's descriptor is written to directly; its timers' when()",
-        "DirectWriter._send_transport on uvloop (HUB_LOOP=uvloop)",
+        "DirectWriter._send_now on uvloop (HUB_LOOP=uvloop)",
         _check_uvloop_transport,
         needs=("direct_writer",),
     ),

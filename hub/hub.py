@@ -8,10 +8,8 @@ bytes to every ready socket of the workspace (:class:`~hub.connection.Connection
 them at once or keeps them in its bounded outbox). The hub also applies the commands a socket
 sends, and the limits on sockets per process and per client.
 
-Viewers (who is here): a socket's ``watch`` joins the room's :class:`~hub.watch.Watches`; a
-change that touched a watched session marks it dirty, and at the next coalescing point the
-hub reads that session's viewers from the backend once and sends each group of watchers what
-moved (one encoding per group). Reads of one workspace run one at a time, under its lock.
+Viewers (who is here) are kept fresh by :class:`~hub.viewers.Viewers`, the viewer-refresh
+shell, told of every ``watch``, ``unwatch``, change and resync here.
 
 A joining socket is registered with its room before the join's first await, so every event
 that lands while it joins (a retire, a delete, a change flushed to the others) reaches it:
@@ -21,13 +19,10 @@ closes close it, and its first frame is the room's view, at least as new as its 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
-
-from starlette.types import Send
 
 from hub import protocol
 from hub.auth import Auth
@@ -40,7 +35,6 @@ from hub.errors import (
     OverCapacity,
     PeerError,
     RateLimited,
-    TooManyWatches,
     UnsupportedFrame,
 )
 from hub.limits import RateLimit
@@ -59,20 +53,14 @@ from hub.protocol import (
     Watch,
 )
 from hub.room import Room
-from hub.transport import DirectWriter
-from hub.watch import Watches
+from hub.viewers import Viewers
+from hub.writer import Writer
 
 __all__ = ["Hub", "Limits"]
 
 log = logging.getLogger(__name__)
 
 _Room = Room[Connection, protocol.Ref]  # a room of this process's sockets
-_Watches = Watches[Connection]
-
-# Sessions one socket may watch at once (docs/protocol.md section 9).
-MAX_WATCHES = 8
-# How long a viewers read that failed (the backend is down) waits before it is tried again.
-VIEWERS_RETRY = 1.0
 
 # How long a parked ack waits for its change to come through the backend's feed before the
 # room re-reads the snapshot (a feed that lags or was silently lost never leaves it unanswered).
@@ -146,6 +134,9 @@ class Hub:
         self._expiry: Deadlines[Connection] = Deadlines(_expiry_stands)
         self._expiry_timer: Timer | None = None
         self._expiry_at = 0.0
+        self.viewers = Viewers(
+            backend, self.rooms, coalesce_window, self._spawn, self._out, lambda: self.clock
+        )
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -159,8 +150,7 @@ class Hub:
         for room in self.rooms.values():
             if room.timer is not None:
                 room.timer.cancel()
-            if room.watches is not None and room.watches.timer is not None:
-                room.watches.timer.cancel()
+            Viewers.close(room)
         for task in list(self._tasks):
             task.cancel()
         await self.backend.close()
@@ -171,8 +161,7 @@ class Hub:
         self,
         workspace_id: str,
         client_id: str,
-        send: Send,
-        direct: DirectWriter | None = None,
+        writer: Writer,
         *,
         user: str | None = None,
         profile: Profile | None = None,
@@ -184,7 +173,8 @@ class Hub:
         first frame; ``may_watch``: whether its grant allows watching viewers; ``connection``:
         the stream's class (an event stream's, hub.events); ``expires``: its token's ``exp``
         (Unix seconds), after which, plus the leeway, it is closed with 4401 "token expired"
-        unless a ``refresh`` frame moved it.
+        unless a ``refresh`` frame moved it. ``writer``: the stream's way out, picked by its
+        endpoint (hub.ws, hub.events).
 
         Raises a PeerError (over capacity, unknown workspace, retired client, a client bound
         to another user) before anything is attached; a stream whose claim goes away while it
@@ -198,7 +188,7 @@ class Hub:
             raise OverCapacity(f"client has {limits.max_streams} sockets in this workspace")
         rate = RateLimit(limits.rate, limits.burst, self.clock.time()) if limits.rate else None
         conn = connection(
-            workspace_id, client_id, send, self.max_outbox_bytes, direct, rate, self.metrics
+            workspace_id, client_id, writer, self.max_outbox_bytes, rate, self.metrics
         )
         conn.may_watch = may_watch
         conn.user = user
@@ -245,7 +235,7 @@ class Hub:
         room = self.rooms.get(conn.workspace_id)
         if room is not None:
             room.conns.discard(conn)
-            self._unwatch_all(room, conn)
+            self.viewers.unwatch_all(room, conn)
             if room.idle:
                 if room.timer is not None:
                     room.timer.cancel()
@@ -311,15 +301,10 @@ class Hub:
             if command.ref is not None:
                 self._acknowledge(conn, command.ref, seq)
         elif isinstance(command, Watch):
-            await self._watch(conn, command)
+            await self.viewers.watch(conn, command)
         elif isinstance(command, Unwatch):
+            self.viewers.unwatch(conn, command.session_id)
             room = self.rooms.get(conn.workspace_id)
-            if conn.watches is not None and command.session_id in conn.watches:
-                limit = conn.watches.pop(command.session_id)
-                if room is not None and room.watches is not None:
-                    room.watches.remove(command.session_id, limit, conn)
-                    if room.watches.empty:
-                        self._drop_watches(room)
             if command.ref is not None:
                 self._ack(conn, command.ref, room.seq if room is not None else 0)
         elif isinstance(command, Sync):
@@ -450,9 +435,8 @@ class Hub:
         """Re-read a workspace whose changes may have been missed (once at a time), and the
         viewers of every session watched there."""
         room = self.rooms.get(workspace_id)
-        if room is not None and room.watches is not None:
-            room.watches.touch(set(room.watches.sessions))
-            self._schedule_viewers(room.watches, room)
+        if room is not None:
+            self.viewers.touch_all(room)
         if room is None or room.resyncing or not room.synced:
             return
         room.resyncing = True
@@ -491,8 +475,7 @@ class Hub:
         room = self.rooms.get(diff.workspace_id)
         if room is None:
             return  # nobody here is watching this workspace
-        if room.watches is not None and room.watches.touch(diff.viewed):
-            self._schedule_viewers(room.watches, room)
+        self.viewers.touched(room, diff.viewed)
         if not diff.changed:
             return
         if not room.merge(diff):
@@ -545,100 +528,3 @@ class Hub:
         self._out["counts"] += len(room.conns)
         room.cost = time.thread_time() - cpu
         self.metrics.fanout.observe(time.perf_counter() - started)
-
-    # -- viewers (who is here) --------------------------------------------------------------
-
-    async def _watch(self, conn: Connection, command: Watch) -> None:
-        """Start (or restart, with a new limit) a socket's watch of a session's viewers: its
-        ``viewers`` frame now, then a ``viewers_diff`` after every change (see hub.watch)."""
-        if not conn.may_watch:
-            raise Forbidden("watching viewers needs a token with the viewers scope")
-        watching = conn.watches or {}
-        if len(watching) >= MAX_WATCHES and command.session_id not in watching:
-            raise TooManyWatches(f"a socket watches at most {MAX_WATCHES} sessions")
-        room = self.rooms.get(conn.workspace_id)
-        if room is None or conn not in room.conns:
-            return  # the socket is leaving
-        watches = room.watches
-        if watches is None:
-            watches = room.watches = _Watches()
-            watches.lock = asyncio.Lock()
-        session_id, limit = command.session_id, command.limit
-        async with watches.lock:
-            wanted = max(limit, watches.limit(session_id) or 0)
-            try:
-                viewers = await self.backend.viewers(conn.workspace_id, session_id, wanted)
-            except BaseException:
-                if watches.empty:
-                    self._drop_watches(room)  # nobody else watches: nothing left behind
-                raise
-            if conn not in room.conns or self.rooms.get(conn.workspace_id) is not room:
-                return  # it left meanwhile
-            room.watches = watches  # (again, if a failed read of another socket dropped it)
-            self._send_viewers(watches.update(viewers))
-            old = watching.get(session_id)
-            if old is not None:
-                watches.remove(session_id, old, conn)
-            frame = watches.add(viewers, limit, conn)
-            if conn.watches is None:
-                conn.watches = {}
-            conn.watches[session_id] = limit
-            self._out["viewers"] += 1
-            conn.push(Outgoing(protocol.encode(dataclasses.replace(frame, ref=command.ref))))
-
-    def _unwatch_all(self, room: _Room, conn: Connection) -> None:
-        watching, conn.watches = conn.watches, None
-        if not watching or room.watches is None:
-            return
-        for session_id, limit in watching.items():
-            room.watches.remove(session_id, limit, conn)
-        if room.watches.empty:
-            self._drop_watches(room)
-
-    @staticmethod
-    def _drop_watches(room: _Room) -> None:
-        if room.watches is not None and room.watches.empty:
-            if room.watches.timer is not None:
-                room.watches.timer.cancel()
-            room.watches = None
-
-    def _schedule_viewers(self, watches: _Watches, room: _Room) -> None:
-        """Read the dirty sessions' viewers at the next coalescing point (like counts)."""
-        if watches.timer is not None:
-            return
-        clock = self.clock
-        due = max(clock.time(), watches.last_flush + self.coalesce_window)
-        watches.timer = clock.call_at(due, self._start_viewers, watches, room)
-
-    def _start_viewers(self, watches: _Watches, room: _Room) -> None:
-        watches.timer = None
-        if room.watches is watches:
-            self._spawn(self._refresh_viewers(watches, room), f"viewers-{room.workspace_id}")
-
-    async def _refresh_viewers(self, watches: _Watches, room: _Room) -> None:
-        """Read every dirty session once and send each group what moved, one read at a time
-        per workspace (so a group's frames never go back in ``seq``)."""
-        clock = self.clock
-        async with watches.lock:
-            while watches.dirty and room.watches is watches:
-                session_id = watches.dirty.pop()
-                limit = watches.limit(session_id)
-                if limit is None:
-                    continue
-                try:
-                    viewers = await self.backend.viewers(room.workspace_id, session_id, limit)
-                except Exception as exc:  # the backend is down: try again a little later
-                    log.warning("viewers of %s failed: %s", room.workspace_id, exc)
-                    watches.dirty.add(session_id)
-                    watches.last_flush = clock.time() + VIEWERS_RETRY - self.coalesce_window
-                    self._schedule_viewers(watches, room)
-                    return
-                self._send_viewers(watches.update(viewers))
-            watches.last_flush = clock.time()
-
-    def _send_viewers(self, frames: list[tuple[set[Connection], protocol.ViewersDiff]]) -> None:
-        for conns, frame in frames:
-            shared = Outgoing(protocol.encode(frame))
-            self._out["viewers_diff"] += len(conns)
-            for conn in conns:
-                conn.push(shared)

@@ -1,7 +1,8 @@
 """The REST contract as an OpenAPI 3.0 document, served at ``/openapi.json``.
 
 Written as data, next to the routes it describes (``hub.rest``), with the same limits as the
-handlers' checks, so that generated clients and schemathesis send what the hub expects.
+handlers' checks, so that generated clients and schemathesis send what the hub expects. The
+session's schemas are made from its one declaration, ``hub.store.SESSION``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hub.protocol import (
     MAX_USER_ID_LENGTH,
     MAX_VIEWERS_LIMIT,
 )
+from hub.store import SESSION, Field
 
 __all__ = ["document"]
 
@@ -28,6 +30,28 @@ def _ref(name: str) -> Schema:
 _COUNT = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 _SESSION_ID = {"type": "string", "maxLength": MAX_SESSION_ID_LENGTH}
 _UUID = {"type": "string", "format": "uuid"}
+
+# The schema of a value of each kind of hub.store.Field.
+_KINDS: dict[str, Schema] = {
+    "session_id": _SESSION_ID,
+    "string": {"type": "string"},
+    "count": _COUNT,
+    "number": {"type": "number", "minimum": 0},
+    "time": {"type": "integer"},
+    "boolean": {"type": "boolean"},
+}
+
+
+def _field(field: Field, creating: bool = False) -> Schema:
+    """A record field's schema (hub.store.SESSION); in a create body it may be null (its
+    default) and, when ``nonempty``, not ""."""
+    schema = dict(_KINDS[field.kind])
+    if creating and field.nonempty:
+        schema["minLength"] = 1
+    if field.nullable or creating:
+        schema["nullable"] = True
+    return schema
+
 
 SCHEMAS: dict[str, Schema] = {
     "Error": {
@@ -49,17 +73,8 @@ SCHEMAS: dict[str, Schema] = {
     "Session": {
         "type": "object",
         "properties": {
-            "id": _SESSION_ID,
-            "workspace_id": {"type": "string"},
-            "parent_session_id": {**_SESSION_ID, "nullable": True},
-            "title": {"type": "string"},
-            "message_count": _COUNT,
-            "prompt_tokens": _COUNT,
-            "completion_tokens": _COUNT,
-            "cost": {"type": "number", "minimum": 0},
-            "created_at": {"type": "integer"},
-            "updated_at": {"type": "integer"},
-            "is_busy": {"type": "boolean"},
+            **{f.name: _field(f) for f in SESSION},
+            # presence at read time, not stored (hub.rest.session_json)
             "attached_clients": _COUNT,
             "attached_users": _COUNT,
         },
@@ -121,23 +136,12 @@ SCHEMAS: dict[str, Schema] = {
     "CreateSession": {
         "type": "object",
         "additionalProperties": False,
-        "properties": {
-            "id": {**_SESSION_ID, "minLength": 1, "nullable": True},
-            "title": {"type": "string", "nullable": True},
-            "parent_session_id": {**_SESSION_ID, "nullable": True},
-        },
+        "properties": {f.name: _field(f, creating=True) for f in SESSION if f.create},
     },
     "UpdateSession": {
         "type": "object",
         "additionalProperties": False,
-        "properties": {
-            "title": {"type": "string"},
-            "message_count": _COUNT,
-            "prompt_tokens": _COUNT,
-            "completion_tokens": _COUNT,
-            "cost": {"type": "number", "minimum": 0},
-            "is_busy": {"type": "boolean"},
-        },
+        "properties": {f.name: _field(f) for f in SESSION if f.update},
     },
     "CurrentSession": {
         "type": "object",

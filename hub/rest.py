@@ -1,27 +1,25 @@
 """REST routes of docs/protocol.md section 5: thin handlers over the store, the backend and the hub.
 
-Every handler reads and checks its input (raising :class:`~hub.errors.PeerError`), calls the
-store and the presence backend, and answers JSON encoded with orjson. Presence figures
-(``online``, ``attached_clients``) are read from live presence at request time.
+The workspace, client and session API and its OpenAPI document; the operator routes (health,
+readiness, metrics, stats) are :mod:`hub.operations`, the files served as they are
+:mod:`hub.assets`. Every handler reads and checks its input (raising
+:class:`~hub.errors.PeerError`), calls the store and the presence backend, and answers JSON
+encoded with orjson. Presence figures (``online``, ``attached_clients``) are read from live
+presence at request time.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Set
-from importlib import resources
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from hub import fastpaths
 from hub.access import Access
 from hub.auth import Grant
 from hub.backends import PresenceBackend
@@ -47,22 +45,11 @@ from hub.protocol import (
     check_session_id,
     viewer_json,
 )
-from hub.store import SESSION_FIELDS, Session, Store, Workspace
+from hub.store import SESSION, SESSION_CREATE, SESSION_FIELDS, Session, Store, Workspace
 
-__all__ = ["Rest", "error_response", "json_response"]
+__all__ = ["Handler", "Rest", "error_response", "json_response", "peer_errors"]
 
 MAX_PATH_LENGTH = 4096
-_STATIC_TYPES = {
-    "hub.js": "text/javascript; charset=utf-8",
-    "hub.d.ts": "text/plain; charset=utf-8",
-}
-
-
-@functools.cache
-def _static(name: str) -> bytes:
-    return resources.files("hub").joinpath("static", name).read_bytes()
-
-
 MAX_INT64 = 2**63 - 1
 
 
@@ -82,7 +69,7 @@ def error_response(
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _peer_errors(handler: Handler) -> Handler:
+def peer_errors(handler: Handler) -> Handler:
     """Turn a PeerError raised by a handler into its JSON error answer."""
 
     async def wrapped(request: Request) -> Response:
@@ -119,21 +106,14 @@ def presence_json(snapshot: Snapshot) -> dict[str, Any]:
 
 
 def session_json(session: Session, snapshot: Snapshot) -> dict[str, Any]:
-    return {
-        "id": session.id,
-        "workspace_id": session.workspace_id,
-        "parent_session_id": session.parent_session_id,
-        "title": session.title,
-        "message_count": session.message_count,
-        "prompt_tokens": session.prompt_tokens,
-        "completion_tokens": session.completion_tokens,
-        "cost": session.cost,
-        "created_at": session.created_at,
-        "updated_at": session.updated_at,
-        "is_busy": session.is_busy,
-        "attached_clients": snapshot.counts.get(session.id, 0),
-        "attached_users": snapshot.users.get(session.id, 0),
-    }
+    """The record's fields (hub.store.SESSION), then its live presence."""
+    data = {name: getattr(session, name) for name in _SESSION_NAMES}
+    data["attached_clients"] = snapshot.counts.get(session.id, 0)
+    data["attached_users"] = snapshot.users.get(session.id, 0)
+    return data
+
+
+_SESSION_NAMES = tuple(f.name for f in SESSION)
 
 
 def _check_fields(body: dict[str, Any], allowed: Set[str]) -> None:
@@ -158,6 +138,15 @@ def _check_type(body: dict[str, Any], name: str, types: tuple[type, ...]) -> Non
         raise BadRequest(f"field {name!r} must be a finite number >= 0")
 
 
+def _given(body: dict[str, Any], name: str) -> Any:
+    """A create body's field (hub.store.SESSION_CREATE) of its JSON type, None when absent or
+    null (its default)."""
+    if body.get(name) is None:
+        return None
+    _check_type(body, name, SESSION_CREATE[name])
+    return body[name]
+
+
 class Rest:
     """The REST handlers, bound to one hub, backend and store."""
 
@@ -173,13 +162,7 @@ class Rest:
     def routes(self) -> list[BaseRoute]:
         w = "/v1/workspaces/{workspace_id}"
         table: list[tuple[str, Handler, list[str]]] = [
-            ("/v1/health", self.health, ["GET"]),
             ("/openapi.json", self.openapi, ["GET"]),
-            ("/v1/stats", self.stats, ["GET"]),
-            ("/v1/ready", self.ready, ["GET"]),
-            ("/metrics", self.metrics, ["GET"]),
-            ("/demo", self.demo, ["GET"]),
-            ("/static/{name}", self.static, ["GET"]),
             ("/v1/workspaces", self.create_workspace, ["POST"]),
             ("/v1/workspaces", self.list_workspaces, ["GET"]),
             (w, self.get_workspace, ["GET"]),
@@ -197,7 +180,7 @@ class Rest:
             (w + "/sessions/{session_id}", self.update_session, ["PUT"]),
             (w + "/sessions/{session_id}", self.delete_session, ["DELETE"]),
         ]
-        return [Route(path, _peer_errors(h), methods=m) for path, h, m in table]
+        return [Route(path, peer_errors(h), methods=m) for path, h, m in table]
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -261,62 +244,6 @@ class Rest:
         return session_json(session, await self.backend.snapshot(session.workspace_id))
 
     # -- routes -----------------------------------------------------------------------------
-
-    async def _checks(self) -> dict[str, str]:
-        """Each dependency: "ok", or what went wrong."""
-        found = {}
-        for name, ping in (("store", self.store.ping), ("backend", self.backend.ping)):
-            try:
-                await asyncio.wait_for(ping(), 1.0)
-                found[name] = "ok"
-            except Exception as exc:  # a dependency down is a status here, not a crash
-                found[name] = f"error: {type(exc).__name__}: {exc}"[:200]
-        return found
-
-    async def health(self, request: Request) -> Response:
-        """Liveness: 200 while the process answers, with the status of each dependency."""
-        return json_response({"status": "ok", **await self._checks()})
-
-    async def ready(self, request: Request) -> Response:
-        """Readiness, for load balancers: 503 while a dependency cannot answer."""
-        checks = await self._checks()
-        ok = all(v == "ok" for v in checks.values())
-        return json_response({"ready": ok, **checks}, 200 if ok else 503)
-
-    async def metrics(self, request: Request) -> Response:
-        """Prometheus exposition (admin when auth is on)."""
-        (await self._grant(request)).check_admin()
-        return Response(self.hub.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-    async def stats(self, request: Request) -> Response:
-        """What this process holds, for operators and leak checks (admin)."""
-        (await self._grant(request)).check_admin()
-        return json_response(
-            {
-                "sockets": self.hub.sockets,
-                "rooms": len(self.hub.rooms),
-                "claims": await self.backend.claim_count(),
-                "tasks": len(asyncio.all_tasks()),
-                # Which fast paths this process takes (hub.fastpaths), and how many sockets
-                # are on the direct path (the rest: the server's ASGI send, e.g. mounted
-                # under a server whose WebSocket protocol is not the one tested).
-                "fast_paths": fastpaths.status(),
-                "direct_sockets": sum(
-                    conn.direct for room in self.hub.rooms.values() for conn in room.conns
-                ),
-            }
-        )
-
-    async def demo(self, request: Request) -> Response:
-        """A page with a workspace's sessions and live badges (open it in two tabs)."""
-        return Response(_static("demo.html"), media_type="text/html; charset=utf-8")
-
-    async def static(self, request: Request) -> Response:
-        """The browser client: ``hub.js`` (an ES module) and its types, ``hub.d.ts``."""
-        name = request.path_params["name"]
-        if name not in _STATIC_TYPES:
-            return error_response(404, "not_found", "no such file")
-        return Response(_static(name), media_type=_STATIC_TYPES[name])
 
     async def openapi(self, request: Request) -> Response:
         """The REST contract as OpenAPI 3.0 (open, like /v1/health)."""
@@ -472,21 +399,15 @@ class Rest:
     async def create_session(self, request: Request) -> Response:
         workspace = await self._workspace(request, await self._grant(request))
         body = await self._body(request)
-        _check_fields(body, {"id", "title", "parent_session_id"})
-        title = ""
-        if body.get("title") is not None:
-            _check_type(body, "title", (str,))
-            title = body["title"]
-        session_id = None
-        if body.get("id") is not None:
-            _check_type(body, "id", (str,))
-            session_id = check_session_id(body["id"])
+        _check_fields(body, SESSION_CREATE.keys())
+        title = _given(body, "title") or ""
+        session_id = _given(body, "id")
+        if session_id is not None:
+            session_id = check_session_id(session_id)
             if session_id == "":
                 raise InvalidSessionId("session id must not be empty")
-        parent = None
-        if body.get("parent_session_id") is not None:
-            _check_type(body, "parent_session_id", (str,))
-            parent = body["parent_session_id"]
+        parent = _given(body, "parent_session_id")
+        if parent is not None:
             try:
                 check_session_id(parent)
             except PeerError:

@@ -4,13 +4,14 @@ A server-to-client WebSocket frame is not masked, so without extensions its byte
 for every recipient: a flush frames its ``counts`` once and writes the same bytes to every
 socket's transport, instead of framing per socket through the ASGI ``send``.
 
-This reaches below uvicorn's public interface, so it is guarded: :func:`direct_writer` returns
-a writer only for uvicorn's ``websockets-sansio`` protocol class (the one tested), only when the
-socket negotiated no extension, and only if the attributes it relies on are there. Otherwise
-(another implementation, permessage-deflate, a future uvicorn that moved things) it returns
-``None`` and the connection uses the portable ASGI path. :meth:`DirectWriter.ready` is checked
-before every write: the fast path is taken only while the transport is open and not paused by
-flow control, and nothing is queued on the portable path.
+This reaches below uvicorn's public interface, so it is guarded: :func:`socket_writer` gives a
+:class:`DirectWriter` (a :class:`~hub.writer.Writer`) only for uvicorn's ``websockets-sansio``
+protocol class (the one tested), only when the socket negotiated no extension, and only if the
+attributes it relies on are there. Otherwise (another implementation, permessage-deflate, a
+future uvicorn that moved things) it gives the portable :class:`~hub.writer.AsgiWriter`.
+:meth:`DirectWriter.ready` is the one rule for a direct write: the fast path is taken only
+while the transport is open and not paused by flow control (and, by the connection, only
+while nothing is queued on the portable path).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import logging
 import os
 import re
 import socket
-import struct
 import sys
 import time
 from collections import deque
@@ -49,11 +49,12 @@ from websockets.utils import accept_key
 from hub import fastpaths
 from hub.admission import Admission
 from hub.protocol import CloseCode
+from hub.writer import AsgiWriter, Outgoing, Writer, frame_text
 
 __all__ = [
     "STATE", "Cork", "DirectWriter", "HubHttpProtocol", "HubServer", "HubWebSocketProtocol",
-    "Watched", "direct_writer", "frame_text", "guard_accepts", "http_protocol",
-    "listening_socket", "watched",
+    "Watched", "frame_text", "guard_accepts", "http_protocol", "listening_socket",
+    "socket_writer", "watched",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,9 @@ _HEAD_TOO_LARGE = (
 
 class _Inbox:
     """What uvicorn's protocol uses of an ``asyncio.Queue`` (one consumer: the ASGI
-    ``receive``), without its three deques (2.3 KB a socket): items live in a deque only while
-    some wait, and ``get`` hands out a future (no coroutine frame held by an idle socket)."""
+    ``receive``), without its three deques (memory an idle socket would keep: figures in
+    docs/performance.md, "Memory per socket"): items live in a deque only while some wait, and
+    ``get`` hands out a future (no coroutine frame held by an idle socket)."""
 
     __slots__ = ("_items", "_waiter")
 
@@ -182,9 +184,10 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
       (:meth:`send_receive_event_to_app`), not after every message.
     """
 
-    # uvicorn's attributes (0.54), as slots: no instance dict of 1.6 KB per socket (uvicorn's
-    # class has a dict, so one it adds later still works, in a dict of its own); the compiled
-    # send loop reads ``close_sent`` at its offset.
+    # uvicorn's attributes (0.54), as slots: no instance dict per socket (its size:
+    # docs/performance.md, "Memory per socket"; uvicorn's class has a dict, so one it adds
+    # later still works, in a dict of its own); the compiled send loop reads ``close_sent``
+    # and ``writable`` at their offsets.
     __slots__ = (
         "app", "app_state", "asgi_version", "client", "close_sent", "close_timeout",
         "close_timer", "config", "conn", "connections", "curr_msg_data_type",
@@ -269,8 +272,9 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def _fresh_parser(conn: Any) -> None:
-    """websockets' server parser keeps the handshake request (its headers: 2 KB) in its frame
-    for the connection's whole life. Once the handshake is done, while the parser waits at the
+    """websockets' server parser keeps the handshake request (its headers; what they cost an
+    idle socket: docs/performance.md, "Memory per socket") in its frame for the connection's
+    whole life. Once the handshake is done, while the parser waits at the
     top of its frame loop (nothing of a frame read yet), a fresh frame parser takes its place:
     the same state, without the request. Anywhere else, or on another websockets, as it was."""
     old = conn.parser
@@ -435,8 +439,8 @@ class HubHttpProtocol(H11Protocol):
 
     - A presence socket's handshake that arrives whole as the connection's first bytes goes to
       the WebSocket protocol at once, as uvicorn's own upgrade does, without h11 parsing it
-      first (websockets parses and checks it either way): a tenth less CPU per socket in a
-      connect storm. Anything else takes h11's path, unchanged.
+      first (websockets parses and checks it either way): less CPU per socket in a connect
+      storm (docs/performance.md). Anything else takes h11's path, unchanged.
     - Connections that must finish (:mod:`hub.admission`): while the connection waits for a
       request head (from accept, and again after each response on a kept-alive connection)
       it is in :attr:`admission`, which closes it once its deadline passes or to make room
@@ -557,8 +561,9 @@ class Watched:
     The lean path must not send while bytes wait in the transport (they would be overtaken).
     asyncio's own transport shows its buffer as an attribute, read for every frame; any other
     (uvloop's) answers ``get_write_buffer_size()``, and on uvloop that call reads libuv's handle,
-    a cache miss per socket and frame (uvloop's fan-out spent 1-5% more CPU per frame than
-    asyncio's, and ``perf`` put the difference in that call). A transport's buffer only grows by
+    a cache miss per socket and frame (it made uvloop's fan-out cost more CPU per frame than
+    asyncio's, and ``perf`` put the difference in that call: docs/performance.md). A
+    transport's buffer only grows by
     a write, so the lean path asks only after a write went through (``wrote``), and notes each
     time it saw the buffer empty. Every writer goes through this object: uvicorn's protocol
     holds it as its transport, and :class:`DirectWriter` writes through it whatever it does not
@@ -598,24 +603,25 @@ def watched(transport: Any) -> Any:
 _TESTED = (WebSocketsSansIOProtocol, HubWebSocketProtocol)
 
 
-def frame_text(payload: bytes) -> bytes:
-    """One final, unmasked text frame (RFC 6455 section 5.2) carrying ``payload``."""
-    n = len(payload)
-    if n < 126:
-        return struct.pack("!BB", 0x81, n) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
+class DirectWriter(AsgiWriter):
+    """A WebSocket's :class:`~hub.writer.Writer` on uvicorn's transport: whole frames written
+    to the transport now, bypassing per-socket framing, and the fan-out's lean path
+    (``send_now``: a flush's frame to the kernel at once); its queued path is the ASGI ``send``
+    (:class:`~hub.writer.AsgiWriter`), which waits for flow control.
 
-
-class DirectWriter:
-    """Writes whole frames to one connection's transport, bypassing per-socket framing."""
+    Whether a frame may be written directly is decided once, by :meth:`ready`; the lean path
+    asks it too, after checking that nothing is buffered ahead. hub/_fanout.c (``clear()``)
+    reads the same facts in the same way, socket by socket (tests/test_send_loop.py holds the
+    two side by side)."""
 
     __slots__ = (
-        "_buffer", "_conn", "_fd", "_proto", "_raw", "_sock", "_transport", "_watch", "send_now",
+        "_buffer", "_conn", "_fd", "_proto", "_raw", "_transport", "_watch", "send_now",
     )  # fmt: skip
 
-    def __init__(self, proto: Any) -> None:
+    direct = True
+
+    def __init__(self, proto: Any, send: Callable[..., Any]) -> None:
+        super().__init__(send)
         self._proto = proto
         transport = proto.transport
         # Any transport but asyncio's own is Watched by the protocol (see Watched): the lean
@@ -623,21 +629,19 @@ class DirectWriter:
         self._watch: Watched | None = transport if type(transport) is Watched else None
         if self._watch is not None:
             transport = self._watch.transport
-        # The leanest path (``send_now``): on asyncio's own socket transport, its write done
-        # without its per-call checks and the websockets connection's state read without its
-        # property; on any other transport (uvloop, TLS) its own write, after the same checks.
+        # asyncio's own socket transport: what is buffered ahead is read from its attribute,
+        # not asked of it (hub.fastpaths, "raw_send"); any other (uvloop, TLS) is asked.
         raw = (
             fastpaths.on("raw_send")
             and type(transport) is _SOCKET_TRANSPORT
-            and all(hasattr(transport, name) for name in ("_buffer", "_conn_lost", "_sock"))
+            and all(hasattr(transport, name) for name in ("_buffer", "_closing"))
             and STATE == "_state"
         )
         # The transport, kept (a protocol's never changes) and used by every method: one
-        # look-up less per socket and frame; ``_raw`` says which checks the lean path makes
-        # (asyncio's attributes, or the transport's methods).
+        # look-up less per socket and frame; ``_raw`` says how the lean path reads what is
+        # buffered ahead (asyncio's attribute, or the transport's method).
         self._transport: Any = transport
         self._raw = raw
-        self._sock: Any = transport._sock if raw else None
         # asyncio 3.11's transport makes its write buffer once and changes it in place: the
         # compiled loop reads its length, not the transport's attribute (None: it reads that).
         buffer = transport._buffer if raw else None
@@ -646,8 +650,7 @@ class DirectWriter:
         )
         self._conn = proto.conn
         # The socket's descriptor, written to directly on a plain TCP transport (never under
-        # TLS, where the socket carries ciphertext): by hub.connection.send_each (compiled),
-        # and by _send_transport.
+        # TLS, where the socket carries ciphertext): by the lean path, here and compiled.
         sock = transport.get_extra_info("socket")
         plain = transport.get_extra_info("ssl_object") is None and (
             type(transport) is _SOCKET_TRANSPORT or fastpaths.on("uvloop_transport")
@@ -655,71 +658,65 @@ class DirectWriter:
         self._fd: int = sock.fileno() if sock is not None and plain else -1
         # send_now(wire) -> bool: a flush's frame for this socket, sent now when nothing
         # stands in its way (False: nothing was written, the caller takes the checked path).
-        self.send_now = self._send_raw if raw else self._send_transport
-
-    def _send_transport(self, wire: bytes) -> bool:
-        """Any transport (uvloop's): write when nothing is buffered and the socket is open
-        (its buffer's size asked only after a write went through it, see Watched)."""
-        transport, watch = self._transport, self._watch
-        if watch is None or watch.wrote:
-            if transport.get_write_buffer_size():
-                return False
-            if watch is not None:
-                watch.wrote = False  # seen empty, and nothing written since
-        if transport.is_closing() or self._proto.close_sent or self._conn.state is not _OPEN:
-            return False
-        if self._fd < 0:
-            self.write(wire)
-            return True
-        try:  # the transport is open, so the descriptor is still this connection's
-            n = os.write(self._fd, wire)
-        except OSError:
-            return False
-        if n != len(wire):
-            self.write(wire[n:])
-        return True
-
-    def _send_raw(self, wire: bytes) -> bool:
-        """asyncio's socket transport: send to the kernel now, as ``transport.write`` would
-        when nothing is buffered, without its per-call checks; False (nothing written) when
-        bytes are buffered ahead, the socket is closing or its kernel buffer is full."""
-        transport: Any = self._transport
-        if (
-            transport._buffer
-            or transport._conn_lost
-            or self._proto.close_sent
-            or self._conn._state is not _OPEN
-        ):
-            return False
-        try:
-            n: int = self._sock.send(wire)
-        except OSError:  # full (EAGAIN) or broken: the transport's own write handles it
-            return False
-        if n != len(wire):
-            transport.write(wire[n:])  # the rest waits in the transport, in order
-        return True
+        # A slot holding the bound method: Connection.send_now is this very object, which is
+        # how the compiled loop knows the writer is one it may read.
+        self.send_now: Callable[[bytes], bool] | None = self._send_now
 
     def ready(self) -> bool:
-        """True while a frame written now goes out in order after everything sent before."""
+        """The rule: a frame may be written to this socket now, and goes out in order after
+        everything sent before, while its transport is open (not closing), no close frame was
+        sent, the WebSocket is OPEN and flow control does not hold writes back. (The lean
+        path's send(2) also needs nothing buffered ahead, which it checks first; the compiled
+        loop reads the same, hub/_fanout.c ``clear()``.)"""
         proto = self._proto
         return (
             proto.writable.is_set()
             and not proto.close_sent
-            and proto.conn.state is _OPEN
+            and self._conn.state is _OPEN
             and not self._transport.is_closing()
         )
 
-    def write(self, wire: bytes) -> None:
-        """Queue ``wire`` in the transport, after everything written before (noted, see
-        Watched)."""
-        (self._watch or self._transport).write(wire)
+    def _send_now(self, wire: bytes) -> bool:
+        """The lean path: a flush's pre-framed ``wire`` to the kernel now, when nothing is
+        buffered ahead (a send(2) would overtake it) and the socket is :meth:`ready`; the
+        bytes the kernel did not take wait in the transport, in order. False: nothing was
+        written (the checked path takes over)."""
+        transport = self._transport
+        if self._raw:
+            if transport._buffer:
+                return False
+        else:  # asked only after a write went through it (see Watched)
+            watch = self._watch
+            if watch is None or watch.wrote:
+                if transport.get_write_buffer_size():
+                    return False
+                if watch is not None:
+                    watch.wrote = False  # seen empty, and nothing written since
+        if not self.ready():
+            return False
+        if self._fd < 0:
+            (self._watch or transport).write(wire)
+            return True
+        try:  # the transport is open, so the descriptor is still this connection's
+            n = os.write(self._fd, wire)
+        except OSError:  # full (EAGAIN) or broken: the transport's own write handles it
+            return False
+        if n != len(wire):
+            (self._watch or transport).write(wire[n:])  # the rest waits, in order
+        return True
+
+    def write(self, frame: Outgoing) -> bool:
+        """Queue the frame's wire bytes in the transport, after everything written before
+        (noted, see Watched)."""
+        (self._watch or self._transport).write(frame.wire)
+        return True
 
     def buffered(self) -> int:
         """Bytes written but not yet taken by the kernel."""
         size: int = self._transport.get_write_buffer_size()
         return size
 
-    def close(self, code: int, grace: float) -> None:
+    def close(self, code: int, grace: float) -> bool:
         """Close now, without waiting for flow control, as uvicorn's own ``websocket.close`` does.
 
         The close frame goes after the bytes already buffered; the application sees the
@@ -728,30 +725,33 @@ class DirectWriter:
         """
         proto, transport = self._proto, self._transport
         if proto.close_sent or transport.is_closing():
-            return
+            return True  # closing already
         proto.conn.send_close(code)
-        self.write(b"".join(proto.conn.data_to_send()))
+        (self._watch or transport).write(b"".join(proto.conn.data_to_send()))
         proto.close_sent = True
         proto.queue.put_nowait({"type": "websocket.disconnect", "code": code})
         if proto.read_paused:
             proto.read_paused = False
             transport.resume_reading()
         proto.close_timer = proto.loop.call_later(grace, transport.abort)
+        return True
 
 
-def direct_writer(asgi_send: Callable[..., Any] | None) -> DirectWriter | None:
-    """A DirectWriter for the connection behind an ASGI ``send``, when that is safe."""
+def socket_writer(asgi_send: Callable[..., Any]) -> Writer:
+    """The writer of the WebSocket behind an ASGI ``send``: a :class:`DirectWriter` when that
+    is safe (uvicorn's tested protocol, no extension, the attributes it relies on there, its
+    fast path on), else the portable :class:`~hub.writer.AsgiWriter`."""
     proto = getattr(asgi_send, "__self__", None)
     if proto is None or type(proto) not in _TESTED or not fastpaths.on("direct_writer"):
-        return None
+        return AsgiWriter(asgi_send)
     if not all(hasattr(proto, name) for name in _NEEDED):
-        return None
+        return AsgiWriter(asgi_send)
     if getattr(proto.conn, "extensions", None) != []:
-        return None
+        return AsgiWriter(asgi_send)
     sock = proto.transport.get_extra_info("socket")
     if sock is not None and not _listeners_bound:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-    return DirectWriter(proto)
+    return DirectWriter(proto, asgi_send)
 
 
 # Linux's TCP_CORK (None elsewhere: Cork then does nothing); the kernel refuses it on anything
@@ -808,12 +808,12 @@ def listening_socket(config: Any) -> socket.socket:
     return sock
 
 
-# Out of descriptors. asyncio's selector loop (measured on 3.11; CPython issue #151615 reports
+# Out of descriptors. asyncio's selector loop (seen on 3.11; CPython issue #151615 reports
 # the same in later versions), when ``accept()`` fails with EMFILE/ENFILE/ENOBUFS/ENOMEM, logs
 # the error with its traceback, stops reading the listening socket and schedules a retry in a
 # second, and then goes on trying: its loop runs up to ``backlog`` times (uvicorn's 2,048) in
 # the same call, so every second at the limit it logs 2,048 tracebacks and schedules 2,048
-# retries (the 282,594 log lines of 10 s in issue 30; 257,748 in about 10 s at a limit of 256).
+# retries (the log lines it made at the limit, issue 30: docs/performance.md).
 # guard_accepts gives a loop an accept that stops at the first such failure, retries after
 # ACCEPT_RETRY, and logs one line per REFUSED_LOG_INTERVAL with the count.
 #

@@ -14,7 +14,7 @@ always leaves the hub in ``finally``, however the socket ended.
 The route is served by :class:`SocketRoute`, which the app asks before Starlette itself (see
 ``hub.app``): a socket then holds no Starlette, router, exception-middleware or route wrappers
 for its whole life (what that saves: docs/performance.md, "Memory per socket"), and the endpoint
-gets the server's own ASGI ``send``, which :func:`~hub.transport.direct_writer` needs.
+gets the server's own ASGI ``send``, which :func:`~hub.transport.socket_writer` needs.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from hub.connection import Connection
 from hub.errors import PeerError
 from hub.hub import Hub
 from hub.protocol import CloseCode
-from hub.transport import Cork, direct_writer
+from hub.transport import Cork, socket_writer
 
 __all__ = ["SocketRoute"]
 
@@ -132,8 +132,7 @@ class SocketRoute:
         return await self.hub.join(
             workspace_id,
             client_id,
-            send,
-            direct_writer(send),
+            socket_writer(send),
             user=user,
             profile=grant.profile,
             may_watch=grant.may_view,

@@ -19,6 +19,7 @@ from hub.backends.memory import MemoryBackend
 from hub.connection import Connection
 from hub.hub import Hub, Limits
 from hub.presence import Presence
+from hub.writer import AsgiWriter
 from tests.harness import run_on
 from tests.timing import FakeClock
 
@@ -89,7 +90,7 @@ async def nothing_more(hub: Hub, conn: Connection, sock: FakeSocket, since: int)
 
 async def join(hub: Hub, client: str) -> tuple[Connection, FakeSocket]:
     sock = FakeSocket()
-    conn = await hub.join(W, client, sock.send)
+    conn = await hub.join(W, client, AsgiWriter(sock.send))
     assert not conn.direct  # fakes have no transport: the portable, queued path
     await settle()
     return conn, sock

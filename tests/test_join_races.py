@@ -17,6 +17,7 @@ from hub.backends.redis import RedisBackend
 from hub.hub import Hub
 from hub.presence import Snapshot
 from hub.protocol import CloseCode
+from hub.writer import AsgiWriter
 from tests.harness import eventually
 
 W = "w-race"
@@ -112,7 +113,7 @@ async def test_a_retire_that_lands_while_a_socket_joins_closes_it_with_4410(
     wrap_attach(joining, retire_elsewhere)
     sock = Socket()
     try:
-        await joining.join(W, A, sock.send)
+        await joining.join(W, A, AsgiWriter(sock.send))
     except Exception as exc:  # refusing the join outright is as good
         assert getattr(exc, "close_code", None) == CloseCode.RETIRED
         return
@@ -127,8 +128,8 @@ async def test_a_joiner_whose_snapshot_is_older_than_its_room_gets_the_change(
     older snapshot. Truth: the joiner's view shows the change (B viewing S1)."""
     joining, other = two_hubs
     watcher = Socket()
-    await joining.join(W, V, watcher.send)  # the room exists and is synced
-    await other.join(W, B, Socket().send)
+    await joining.join(W, V, AsgiWriter(watcher.send))  # the room exists and is synced
+    await other.join(W, B, AsgiWriter(Socket().send))
     await eventually(lambda: watcher.view()[0] == 2)
 
     async def change_elsewhere() -> None:
@@ -146,7 +147,7 @@ async def test_a_joiner_whose_snapshot_is_older_than_its_room_gets_the_change(
 
     joining.backend.attach = stale_attach  # type: ignore[method-assign,assignment]
     joiner = Socket()
-    await joining.join(W, A, joiner.send)
+    await joining.join(W, A, AsgiWriter(joiner.send))
     await eventually(lambda: joiner.view() == (3, {"S1": 1}))
     assert watcher.view() == (3, {"S1": 1})
 
@@ -159,7 +160,7 @@ async def test_a_reassertion_never_brings_a_retired_client_back(
     socket is closed with 4410."""
     holder, other = two_hubs
     sock = Socket()
-    await holder.join(W, A, sock.send)
+    await holder.join(W, A, AsgiWriter(sock.send))
     backend = holder.backend
     assert isinstance(backend, RedisBackend)
     await backend.set_session(W, A, "S1")

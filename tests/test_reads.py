@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from hub.transport import INBOX_HIGH
+from hub.transport import INBOX_HIGH, DirectWriter
 from tests.harness import ServerThread, new_client_id, raw_handshake
 
 ACK = re.compile(rb'"type":"ack"[^}]*"ref":(\d+)|"ref":(\d+)[^}]*"type":"ack"')
@@ -90,8 +90,9 @@ def _setup(make_server: Callable[..., ServerThread]) -> tuple[ServerThread, RawC
 
     def spy() -> Spy:
         (conn,) = server.services.hub.rooms[workspace].conns
-        assert conn._direct is not None  # uvicorn's sansio protocol: the direct path
-        return Spy(conn._direct._proto.transport)
+        writer = conn.writer
+        assert isinstance(writer, DirectWriter)  # uvicorn's sansio protocol: the direct path
+        return Spy(writer._proto.transport)
 
     return server, client, server.call(spy)
 

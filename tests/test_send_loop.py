@@ -1,4 +1,4 @@
-"""The fan-out's send loop (hub.transport.send_each), compiled (hub/_fanout.c) and in Python:
+"""The fan-out's send loop (hub.connection.send_each), compiled (hub/_fanout.c) and in Python:
 in the steady state every socket of a room takes the lean path (none is handed back for the
 checked one), and both loops hand back exactly the same sockets, with the same bytes sent."""
 
@@ -21,7 +21,7 @@ import hub.hub
 from hub import connection
 from hub.connection import Connection, Outgoing
 from hub.settings import Settings
-from hub.transport import DirectWriter, Watched, frame_text, watched
+from hub.transport import DirectWriter, Watched, _Flag, frame_text, watched
 from tests.conftest import FAST
 from tests.harness import ServerThread, Viewer, loopback_pair, new_client_id, run_on
 from tests.services import missing
@@ -74,7 +74,7 @@ async def test_every_steady_socket_takes_the_lean_path(
         behind = [c for c in conns if c.send_now is None or seq <= c.snapshot_seq]
         slow = loop(conns, wire, seq)
         flushes.append((len(conns), slow, behind))
-        watches.extend(c._direct._watch for c in conns if c not in slow)
+        watches.extend(c.writer._watch for c in conns if c not in slow)
         return slow
 
     monkeypatch.setattr(hub.hub, "send_each", send_each)
@@ -111,7 +111,7 @@ class _Proto:
 
     def __init__(self, transport: Any) -> None:
         self.transport = watched(transport)
-        self.writable = asyncio.Event()
+        self.writable: Any = asyncio.Event()  # or the hub protocol's _Flag
         self.writable.set()
         self.conn = ServerProtocol()
         self.conn.state = State.OPEN
@@ -133,7 +133,7 @@ class _Other:
 
 CASES = [
     "steady", "snapshot", "off", "buffered", "lost", "close_sent", "closing", "full",
-    "partial", "other_yes", "other_no",
+    "partial", "paused", "paused_flag", "flag", "other_yes", "other_no",
 ]  # fmt: skip
 SEQ = 7
 
@@ -149,7 +149,7 @@ async def _room(case: str, wire: bytes) -> tuple[Any, socket.socket | None]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, sock)
     proto = _Proto(transport)
-    conn = Connection("w", "c", _no_send, 1 << 20, direct=DirectWriter(proto))
+    conn = Connection("w", "c", DirectWriter(proto, _no_send), 1 << 20)
     conn.start(Outgoing(b"{}"), 0)  # ready and steady, its snapshot (a "{}" frame) sent
     if case == "snapshot":
         conn.snapshot_seq = SEQ
@@ -163,6 +163,12 @@ async def _room(case: str, wire: bytes) -> tuple[Any, socket.socket | None]:
         proto.close_sent = True
     elif case == "closing":
         proto.conn.state = State.CLOSING
+    elif case == "paused":  # flow control holds writes back (an empty buffer all the same)
+        proto.writable.clear()
+    elif case in ("paused_flag", "flag"):  # the hub protocol's own flag (read at its slot)
+        proto.writable = _Flag()
+        if case == "paused_flag":
+            proto.writable.clear()
     elif case == "full":
         sock.setblocking(False)
         with contextlib.suppress(BlockingIOError):
@@ -190,7 +196,10 @@ async def _no_send(message: Any) -> None:
 def test_both_loops_hand_back_the_same_sockets(loop_kind: str) -> None:
     """Every state the checks read, on real sockets and transports (asyncio's own, uvloop's):
     both loops hand back the same connections and put the same bytes on every socket; a
-    partial send leaves the rest queued in the transport, in order."""
+    partial send leaves the rest queued in the transport, in order. This is what holds the
+    rule for a direct write together: DirectWriter.ready in Python, clear() in hub/_fanout.c
+    (each fact it reads has a case of its own: flow control, close sent, the WebSocket's
+    state, the transport closing or lost, something buffered ahead)."""
     compiled()  # skips (or fails in CI) without it
     wire = frame_text(b'{"type":"counts"}')
     big = frame_text(b"z" * (4 << 20))  # more than the socket takes at once: a partial send
@@ -213,7 +222,7 @@ def test_both_loops_hand_back_the_same_sockets(loop_kind: str) -> None:
                 await asyncio.sleep(0.01)
             got[case] = data
             if peer is not None:
-                conn._direct._proto.transport.abort()
+                conn.writer._proto.transport.abort()
                 peer.close()
         calls = {c: rooms[c][0].calls for c in CASES if c.startswith("other")}
         for case in ("buffered", "lost", "full"):  # how much of the filler went varies
@@ -225,11 +234,11 @@ def test_both_loops_hand_back_the_same_sockets(loop_kind: str) -> None:
     assert results["compiled"] == results["python"]
     handed, got, calls = results["compiled"]
     assert handed == sorted(["snapshot", "off", "buffered", "lost", "close_sent", "closing",
-                             "full", "other_no"])  # fmt: skip
+                             "full", "paused", "paused_flag", "other_no"])  # fmt: skip
     head = frame_text(b"{}")  # the snapshot every direct socket got first
-    assert got["steady"] == head + wire
+    assert got["steady"] == got["flag"] == head + wire
     assert got["partial"] == head + wire + big  # nothing lost, in order
-    for case in ("snapshot", "off", "close_sent", "closing"):
+    for case in ("snapshot", "off", "close_sent", "closing", "paused", "paused_flag"):
         assert got[case] == head  # nothing of the frame
     assert calls == {"other_yes": [wire], "other_no": [wire]}
 
@@ -258,7 +267,7 @@ def test_a_watched_transport_is_asked_its_buffer_only_after_a_write(which: str) 
             proto = _Proto(transport)
             watch = proto.transport
             assert type(watch) is Watched and watch.transport is transport
-            conn = Connection("w", "c", _no_send, 1 << 30, direct=DirectWriter(proto))
+            conn = Connection("w", "c", DirectWriter(proto, _no_send), 1 << 30)
             conn.start(Outgoing(b"{}"), 0)  # written through the watch: noted
             assert watch.wrote
             assert loop([conn], wire, SEQ) == []  # asked, empty: sent, and known empty

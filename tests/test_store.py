@@ -4,6 +4,7 @@ PostgreSQL (a fresh database per test)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from hub.errors import Conflict, InvalidParentSession, Unavailable
-from hub.store import Store, open_store
+from hub.store import SESSION, SESSION_COLUMNS, Session, Store, open_store
+from hub.store.postgres import PostgresStore
+from hub.store.sqlite import SqliteStore
 from tests.harness import free_port
 from tests.services import postgres_database
 
@@ -130,3 +133,42 @@ async def test_postgres_unreachable_is_unavailable() -> None:
     s = open_store(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")
     with pytest.raises(Unavailable):
         await s.open()
+
+
+# What each kind of hub.store.Field is kept as, in each store's SQL.
+_SQL_TYPES = {
+    "sqlite": {"session_id": "TEXT", "string": "TEXT", "count": "INTEGER", "number": "REAL",
+               "time": "INTEGER", "boolean": "INTEGER"},
+    "postgres": {"session_id": "text", "string": "text", "count": "bigint",
+                 "number": "double precision", "time": "bigint", "boolean": "boolean"},
+}  # fmt: skip
+# Columns a store keeps for itself (not part of the record): PostgreSQL's insertion order.
+_INTERNAL = {"sqlite": set(), "postgres": {"seq"}}
+
+
+async def _session_columns(store: Store) -> tuple[str, dict[str, tuple[str, bool]]]:
+    """The sessions table as the database has it: column -> (type, nullable)."""
+    if isinstance(store, SqliteStore):
+        async with store.db.execute("PRAGMA table_info(sessions)") as cur:
+            rows = await cur.fetchall()
+        return "sqlite", {r[1]: (r[2], not r[3]) for r in rows}
+    assert isinstance(store, PostgresStore) and store._pool is not None
+    rows = await store._pool.fetch(
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+        "WHERE table_name = 'sessions' AND table_schema = current_schema()"
+    )
+    return "postgres", {r[0]: (r[1], r[2] == "YES") for r in rows}
+
+
+async def test_the_sessions_table_is_the_declared_record(store: Store) -> None:
+    """The session record is declared once (hub.store.SESSION): the REST checks and the
+    OpenAPI schemas are made from it, and each store's table, as the database created it,
+    has exactly its fields, of their kinds' types, null only where it may be; the Session
+    dataclass has them in the same order (the order of the stores' SELECT lists)."""
+    dialect, columns = await _session_columns(store)
+    for name in _INTERNAL[dialect]:
+        columns.pop(name)
+    declared = {f.name: (_SQL_TYPES[dialect][f.kind], f.nullable) for f in SESSION}
+    assert columns == declared
+    assert tuple(f.name for f in dataclasses.fields(Session)) == tuple(f.name for f in SESSION)
+    assert SESSION_COLUMNS.split(", ") == [f.name for f in SESSION]

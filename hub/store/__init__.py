@@ -12,7 +12,10 @@ from typing import Any, Protocol
 
 from hub.errors import InvalidParentSession
 
-__all__ = ["SESSION_FIELDS", "Session", "Store", "Workspace", "check_parent", "open_store"]
+__all__ = [
+    "JSON_TYPES", "SESSION", "SESSION_COLUMNS", "SESSION_CREATE", "SESSION_FIELDS", "Field",
+    "Session", "Store", "Workspace", "check_parent", "open_store",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +40,57 @@ class Session:
     is_busy: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a record as the REST API shows it and the store keeps it.
+
+    ``kind`` says what its values are: "session_id" (a session id, hub.protocol's limits),
+    "string", "count" (an integer 0..2**63-1), "number" (a finite number >= 0), "time" (Unix
+    seconds), "boolean". ``create``: a POST may give it (null: its default); ``update``: a PUT
+    may change it; ``nonempty``: "" is refused where it is given."""
+
+    name: str
+    kind: str
+    nullable: bool = False
+    create: bool = False
+    update: bool = False
+    nonempty: bool = False
+
+
+# The session record, declared once: the REST checks (SESSION_FIELDS, SESSION_CREATE), the
+# OpenAPI schemas (hub.openapi) and the stores' column lists are made from it, and
+# tests/test_store.py holds each store's table, as its database has it, and the Session
+# dataclass to it.
+SESSION: tuple[Field, ...] = (
+    Field("id", "session_id", create=True, nonempty=True),
+    Field("workspace_id", "string"),
+    Field("parent_session_id", "session_id", nullable=True, create=True),
+    Field("title", "string", create=True, update=True),
+    Field("message_count", "count", update=True),
+    Field("prompt_tokens", "count", update=True),
+    Field("completion_tokens", "count", update=True),
+    Field("cost", "number", update=True),
+    Field("created_at", "time"),
+    Field("updated_at", "time"),
+    Field("is_busy", "boolean", update=True),
+)
+
+# The JSON types a value of each kind may have (a bool is never an int or a number).
+JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "session_id": (str,), "string": (str,), "count": (int,), "number": (int, float),
+    "time": (int,), "boolean": (bool,),
+}  # fmt: skip
+
 # Fields a PUT may change, with the JSON types each accepts.
 SESSION_FIELDS: dict[str, tuple[type, ...]] = {
-    "title": (str,),
-    "message_count": (int,),
-    "prompt_tokens": (int,),
-    "completion_tokens": (int,),
-    "cost": (int, float),
-    "is_busy": (bool,),
+    f.name: JSON_TYPES[f.kind] for f in SESSION if f.update
 }
+# Fields a POST may give, with the JSON types each accepts (or null).
+SESSION_CREATE: dict[str, tuple[type, ...]] = {
+    f.name: JSON_TYPES[f.kind] for f in SESSION if f.create
+}
+# The session's columns, in the order of Session's fields (the stores' SELECT lists).
+SESSION_COLUMNS = ", ".join(f.name for f in SESSION)
 
 
 class Store(Protocol):

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from hub.errors import Conflict, Unavailable
-from hub.store import Session, Workspace, check_parent
+from hub.store import SESSION_COLUMNS, Session, Workspace, check_parent
 
 __all__ = ["PostgresStore"]
 
@@ -56,10 +56,7 @@ _MIGRATIONS = (
 )
 _LOCK = 0x70726573  # advisory lock id for migrations ("pres")
 
-_SESSION_COLUMNS = (
-    "id, workspace_id, parent_session_id, title, message_count, prompt_tokens, "
-    "completion_tokens, cost, created_at, updated_at, is_busy"
-)
+_SESSION_COLUMNS = SESSION_COLUMNS  # hub.store.SESSION, in Session's order
 _UNREACHABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
                 asyncpg.ConnectionFailureError, TimeoutError)  # fmt: skip
 

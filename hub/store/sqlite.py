@@ -15,7 +15,7 @@ from typing import Any
 import aiosqlite
 
 from hub.errors import Conflict
-from hub.store import Session, Workspace, check_parent
+from hub.store import SESSION_COLUMNS, Session, Workspace, check_parent
 
 __all__ = ["SqliteStore"]
 
@@ -45,10 +45,7 @@ CREATE TABLE IF NOT EXISTS retired_clients (
 );
 """
 
-_SESSION_COLUMNS = (
-    "id, workspace_id, parent_session_id, title, message_count, prompt_tokens, "
-    "completion_tokens, cost, created_at, updated_at, is_busy"
-)
+_SESSION_COLUMNS = SESSION_COLUMNS  # hub.store.SESSION, in Session's order
 
 
 def _session(row: sqlite3.Row | tuple[Any, ...]) -> Session:

@@ -407,7 +407,13 @@ class RedisBackend:
         webhooks: WebhookStream | None = None,
         tomb_ttl: float = 600.0,
         retired: RetiredRecords | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """``clock``: the time in seconds that the scripts take for "now" (deadlines, expiry,
+        retirements in a workspace), given to each script as its last argument; None (the
+        default): each script reads Redis's own clock (TIME), the one clock every node shares.
+        For tests that move time by hand (tests/test_replay.py)."""
+        self._clock = clock
         self.node = node_id or uuid.uuid4().hex[:12]
         self.webhooks = webhooks
         self._sentinel: Sentinel | None = None
@@ -491,7 +497,8 @@ class RedisBackend:
         publish = "SPUBLISH" if self._cluster else "PUBLISH"
         hooks = self.webhooks
         vacated_ms = int(hooks.vacated_delay * 1000) if hooks is not None else -1
-        index = _lua("_index")  # the timer index rule, of arm.lua and the prelude alike
+        # The timer index rule, of arm.lua, due.lua and the prelude alike; it tells the time.
+        index = f"local CLOCK_ARG = {'true' if self._clock else 'false'}\n" + _lua("_index")
         lib = (
             f"local PUBLISH = '{publish}'\n"
             f"local VACATED_MS, HOOK_MAX = {vacated_ms}, {hooks.limit if hooks else 0}\n"
@@ -786,14 +793,15 @@ class RedisBackend:
                 keys += [_retired(args[0]), _client_spaces(args[0]), _node_spaces(self.node)]
         try:
             try:
-                return await script(keys=keys, args=[workspace_id, *args])
+                return await script(keys=keys, args=[workspace_id, *args, *self._now()])
             except ResponseError as exc:
                 if "workspace_not_found" not in str(exc):
                     raise
                 if not await self._known(workspace_id):
                     raise WorkspaceNotFound(f"workspace {workspace_id[:64]!r} not found") from None
-                await self.scripts["add_workspace"](keys=keys, args=[workspace_id])
-                return await script(keys=keys, args=[workspace_id, *args])
+                add = self.scripts["add_workspace"]
+                await add(keys=keys, args=[workspace_id, *self._now()])
+                return await script(keys=keys, args=[workspace_id, *args, *self._now()])
         except ResponseError as exc:
             if "not_attached" in str(exc):
                 raise NotAttached("client has no live stream in this workspace") from None
@@ -825,7 +833,11 @@ class RedisBackend:
     async def _arm(self, workspace_id: str, deadline: int) -> None:
         """Index a timer a script armed (outside a Cluster the script did it itself)."""
         if deadline >= 0 and self._cluster:
-            await self.scripts["arm"](keys=[TIMERS], args=[workspace_id, deadline])
+            await self.scripts["arm"](keys=[TIMERS], args=[workspace_id, deadline, *self._now()])
+
+    def _now(self) -> list[int]:
+        """The scripts' last argument: the time in ms by ``clock``; none (Redis's TIME)."""
+        return [] if self._clock is None else [int(self._clock() * 1000)]
 
     async def add_workspace(self, workspace_id: str) -> None:
         await self._run("add_workspace", workspace_id)
@@ -1250,7 +1262,7 @@ class RedisBackend:
 
     async def _sweep(self) -> None:
         """Fire due holds and graces, whichever node gets there first."""
-        due = await self.scripts["due"](keys=[TIMERS], args=[100])
+        due = await self.scripts["due"](keys=[TIMERS], args=[100, *self._now()])
         for i in range(0, len(due), 2):
             workspace_id, swept = due[i], due[i + 1]
             next_deadline = await self._run("expire", workspace_id)

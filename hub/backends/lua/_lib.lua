@@ -47,10 +47,7 @@ local CLIENT_RETIRED, CLIENT_SPACES, NODE_SPACES = KEYS[16], KEYS[17], KEYS[18]
 local W = ARGV[1]
 local CHANNEL = 'hub:{' .. W .. '}:ch'
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now_ms = clock_ms  -- (_index.lua)
 
 -- Integers as exact decimal text (cjson and tostring keep 14 digits only).
 local function int(x)

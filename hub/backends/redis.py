@@ -872,7 +872,7 @@ class RedisBackend:
             mine = self._local.setdefault(workspace_id, {})
             first = not mine.get(client_id)
             mine[client_id] = mine.get(client_id, 0) + 1
-            known = self._memory.get(key)
+            known = before = self._memory.get(key)
             if known is None or first:
                 known = Recalled(user=user, profile=profile)
             elif profile is not None:
@@ -890,6 +890,8 @@ class RedisBackend:
                 raise
             except Exception:
                 self._unlocal(workspace_id, client_id)
+                if before is not None and key in self._memory:
+                    self._memory[key] = before  # a refused stream's profile is not the user's
                 raise
             self._learn(workspace_id, client_id, *state)
         await self._recheck_retired(workspace_id, client_id)

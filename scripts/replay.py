@@ -16,6 +16,7 @@ import argparse
 import random
 import sys
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def replay(kind: str, examples: int, at: int, shrink: bool, redis: RedisServer |
     try:
         check()
         held = True
-    except Exception as exc:  # hypothesis re-raises the (shrunk) failure, history printed
+    except Exception as exc:  # hypothesis re-raises the (shrunk) failure, the history noted
+        traceback.print_exception(exc, limit=-3, file=sys.stdout)
         print(f"{kind}: FAILED after {histories} histories: {type(exc).__name__}: {exc}")
         held = False
     took = time.monotonic() - started

@@ -137,6 +137,15 @@ class _Sink:
         pass
 
 
+async def refuses(call: Any, *refusals: type[Exception]) -> None:
+    """``await call()`` must raise one of ``refusals``."""
+    try:
+        await call()
+    except refusals:
+        return
+    raise AssertionError(f"the backend did not refuse: {', '.join(r.__name__ for r in refusals)}")
+
+
 class Replay:
     """One history on one kind of backend and on the core, checked after every step."""
 
@@ -153,6 +162,9 @@ class Replay:
         self.events: list[Seen] = []  # what the occupancy rules made, in order
         self.seen: list[Seen] = []  # what the backend's outbox held, in order
         self.streams_on: dict[tuple[int, str], int] = {}  # what each node's sockets hold
+        # What each node remembers of the claims it holds streams of (Redis: re-asserted),
+        # modelled on the core's versions, independently of what Redis answers.
+        self.memory: dict[tuple[int, str], Recalled] = {}
         self.ran: Counter[str] = Counter()  # what the history exercised (scripts/replay.py)
         self.steps = 0
         self.nodes: list[Any] = []
@@ -170,17 +182,32 @@ class Replay:
         self.events.extend((e.name, e.session_id, e.seq) for e in events)
         self.ran.update(e.name for e in events)
 
-    def remembered(self, node: int, clients: dict[str, int]) -> dict[str, Recalled]:
-        """What a Redis node remembers of its clients (what it re-asserts), on the core's
-        clock: Redis's starts where the workspace's seq did (``base``), and ticks where the
-        core's does."""
-        known = {}
-        for c in clients:
-            r = self.nodes[node].remembered(self.workspace, c) or Recalled()
-            sv = r.session_v - self.base if r.session_v else 0
-            rv = r.released_v - self.base if r.released_v else 0
-            known[c] = dataclasses.replace(r, session_v=sv, released_v=rv)
-        return known
+    def state(self, client: str) -> Recalled | None:
+        """The client's claim in the core with its versions (read from the core's own record:
+        its public reads do not show versions)."""
+        claim = self.model._spaces[self.workspace].claims.get(client)
+        if claim is None:
+            return None
+        return Recalled(claim.session_id, claim.session_v, claim.released, claim.released_v)
+
+    def learn(self, node: int, client: str, session_only: bool = False) -> None:
+        """A node learns the claim's state from an answer (RedisBackend._learn's rule, on the
+        core's versions): each field that is newer than what it remembers."""
+        known, state = self.memory.get((node, client)), self.state(client)
+        if known is None or state is None:
+            return
+        if state.session_v > known.session_v:
+            known = dataclasses.replace(
+                known, session_id=state.session_id, session_v=state.session_v
+            )
+        if state.released_v > known.released_v and not session_only:
+            known = dataclasses.replace(known, released=state.released, released_v=state.released_v)
+        self.memory[node, client] = known
+
+    def recalled(self, node: int) -> dict[str, Recalled]:
+        """What the node re-asserts of each client it holds streams of (the core's model of
+        its memory, checked against the node's after every step)."""
+        return {c: self.memory[node, c] for c in self.mine(node)}
 
     def mine(self, node: int) -> dict[str, int]:
         return {c: n for (i, c), n in self.streams_on.items() if i == node and n}
@@ -227,18 +254,29 @@ class Replay:
         await self.nodes[0].add_workspace(self.workspace)
         self.base = (await self.nodes[0].snapshot(self.workspace)).seq
 
-    async def same(self, model: Any, backend: Any) -> bool:
+    async def same(self, model: Any, backend: Any, *also: type[Exception]) -> bool:
         """Call the core (``model()``), then the backend (``await backend()``): a refusal must
-        be the same refusal. Whether the call went through."""
+        be the same refusal (or one of ``also``). Whether the call went through."""
         try:
             self.track(model())
         except (ClientRetired, Forbidden, NotAttached) as refused:
             self.ran[f"refused: {type(refused).__name__}"] += 1
-            with pytest.raises(type(refused)):
-                await backend()
+            await refuses(backend, type(refused), *also)
             return False
         await backend()
         return True
+
+    async def reasserted(self, node: int) -> None:
+        """The node wrote its streams back: the core takes them with the node's memory, and
+        the node learns each claim that stands."""
+        mine = self.mine(node)
+        self.track(
+            self.model.set_streams(
+                self.workspace, self.names[node], mine, self.recalled(node), self.clock.now
+            )
+        )
+        for c in mine:
+            self.learn(node, c)
 
     async def step(
         self, op: str, index: int, node: int, session: str, user: str | None, dt: float
@@ -258,13 +296,14 @@ class Replay:
                 await RedisHooks.clear(self.nodes[1 - node], w, name)
                 self.track(model.clear_node(name, now))
             else:
-                memory = self.remembered(node, self.mine(node))
                 await RedisHooks.reassert(backend, w)
-                self.track(model.set_streams(w, name, self.mine(node), memory, now))
+                await self.reasserted(node)
         elif op == "detach":
             if not self.streams_on.get((node, client)):
                 return  # a node only ever detaches a stream it holds
             self.streams_on[node, client] -= 1
+            if not self.streams_on[node, client]:
+                del self.streams_on[node, client], self.memory[node, client]
             await backend.detach(w, client)
             self.track(model.detach(w, client, now, node=name))
         elif op == "attach":
@@ -274,32 +313,39 @@ class Replay:
                 lambda: backend.attach(w, client, user, profile),
             )
             if attached:
-                self.streams_on[node, client] = self.streams_on.get((node, client), 0) + 1
+                key = (node, client)
+                known = self.memory.get(key)
+                if known is None:  # its first stream here: the node remembers from now on
+                    self.memory[key] = Recalled(user=user, profile=profile)
+                elif profile is not None:
+                    self.memory[key] = dataclasses.replace(known, profile=profile)
+                self.streams_on[key] = self.streams_on.get(key, 0) + 1
+                self.learn(node, client)
         elif op == "set_profile":
             profile = {"p": self.steps}
-            try:
-                self.track(model.set_profile(w, client, profile, now))
-            except (NotAttached, ClientRetired) as refused:
-                # Redis answers a retired client's profile with not_attached (its socket is
-                # closed by then: no frame of it comes from a hub).
-                either = (NotAttached, ClientRetired) if self.kind == "redis" else type(refused)
-                with pytest.raises(either):
-                    await backend.set_profile(w, client, profile)
-                return
-            await backend.set_profile(w, client, profile)
+            # Redis answers a retired client's profile with not_attached (its socket is
+            # closed by then: no frame of it comes from a hub).
+            if await self.same(
+                lambda: model.set_profile(w, client, profile, now),
+                lambda: backend.set_profile(w, client, profile),
+                *((NotAttached,) if self.kind == "redis" else ()),
+            ):
+                known = self.memory.get((node, client))
+                if known is not None:
+                    self.memory[node, client] = dataclasses.replace(known, profile=profile)
         elif op == "set_session":
             if self.streams_on.get((node, client)) and client not in {
                 c.client_id for c in model.claims(w) if c.streams
             }:
                 # The node holds a stream the store forgot (it was cleared): the backend
                 # writes the node's streams back and applies the frame.
-                memory = self.remembered(node, self.mine(node))
-                self.track(model.set_streams(w, name, self.mine(node), memory, now))
+                await self.reasserted(node)
                 self.ran["set_session after a clear"] += 1
-            await self.same(
+            if await self.same(
                 lambda: model.set_session(w, client, session, now),
                 lambda: backend.set_session(w, client, session),
-            )
+            ):
+                self.learn(node, client, session_only=True)
         elif op == "hold":
             await self.same(lambda: model.hold(w, client, now), lambda: backend.hold(w, client))
         else:
@@ -330,6 +376,7 @@ class Replay:
         await self.nodes[node].retire(client)
         self.track(self.model.retire(client, self.clock.now))
         for i in (0, 1):
+            self.memory.pop((i, client), None)
             for _ in range(self.streams_on.pop((i, client), 0)):
                 if self.kind == "redis":
                     await self.nodes[i].detach(self.workspace, client)
@@ -359,8 +406,21 @@ class Replay:
                 )  # fmt: skip
             assert sorted(await b.claims(w), key=lambda c: c.client_id) == claims
             assert [await b.is_retired(c) for c in CLIENTS] == retired
+        if self.kind == "redis":
+            for i, b in enumerate(self.nodes):
+                got = {c: self.converted(b.remembered(w, c)) for c in CLIENTS}
+                assert got == {c: self.memory.get((i, c)) for c in CLIENTS}
         self.seen += await self.drain()
         assert self.seen == self.events
+
+    def converted(self, r: Recalled | None) -> Recalled | None:
+        """A node's memory on the core's clock: Redis's starts where the workspace's seq did
+        (``base``), and ticks where the core's does."""
+        if r is None:
+            return None
+        sv = r.session_v - self.base if r.session_v else 0
+        rv = r.released_v - self.base if r.released_v else 0
+        return dataclasses.replace(r, session_v=sv, released_v=rv)
 
     async def drain(self) -> list[Seen]:
         """The webhook events the backend queued since the last drain (taken and

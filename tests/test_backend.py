@@ -8,24 +8,18 @@ several nodes sharing one Redis (tests/test_cluster.py drives whole hub processe
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
 from hub.backends import PresenceBackend
 from hub.backends.memory import MemoryBackend
-from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
-from hub.occupancy import Occupancy
-from hub.presence import Diff, Presence, Recalled
+from hub.errors import ClientRetired, Forbidden, NotAttached, Unavailable, WorkspaceNotFound
+from hub.presence import Diff, Presence
 from hub.protocol import CloseCode
 from tests.harness import eventually
 from tests.services import RedisServer
@@ -371,175 +365,7 @@ async def test_an_emptied_redis_gets_each_nodes_streams_back(
     assert W in events.resyncs
 
 
-# -- the backends against the pure core, on random histories -----------------------------------
-
-CLIENTS = [A, B, "00000000-0000-4000-8000-00000000000c"]
-Op = tuple[str, int, int, str, str | None]  # (operation, client index, node, session, user)
-CLAIM_OPS = ["hold", "attach", "set_session", "detach", "release", "set_profile"]
-# Node events (Redis only): the other node clears this one (taken for dead), or this node
-# re-asserts its streams (it found itself forgotten).
-NODE_OPS = ["clear", "reassert"]
-OPS = st.tuples(
-    st.sampled_from(CLAIM_OPS + NODE_OPS),
-    st.integers(0, len(CLIENTS) - 1),
-    st.integers(0, 1),
-    st.sampled_from(["", "S1", "S2"]),
-    st.sampled_from(["ana", "ana", "bo", None]),
-)
-
-
-def _remembered(backend: Any, workspace: str, clients: Any, base: int) -> dict[str, Recalled]:
-    """What a Redis node remembers of its clients (what it re-asserts), with its versions on
-    the core's clock: Redis's starts where the workspace's seq did (``base``) and ticks where
-    the core's does."""
-    known = {}
-    for c in clients:
-        r = backend.remembered(workspace, c) or Recalled()
-        sv = r.session_v - base if r.session_v else 0
-        rv = r.released_v - base if r.released_v else 0
-        known[c] = dataclasses.replace(r, session_v=sv, released_v=rv)
-    return known
-
-
-async def _replay(kind: str, url: str, ops: list[Op]) -> None:
-    """Apply ``ops`` to a backend (two nodes of it for Redis) and to the core; after every
-    step the backend must show what the core shows. Timers are far away: only transitions."""
-    long: dict[str, Any] = {"create_grace": 60.0, "detach_grace": 60.0}
-    model = Presence(**long, tomb_ttl=600.0)  # as Redis keeps them
-    occupancy = Occupancy(60.0)  # webhooks on: the occupied events must follow the core's
-    events: list[tuple[str, str | None, int]] = []
-
-    def track(diffs: Diff | list[Diff]) -> None:
-        for diff in diffs if isinstance(diffs, list) else [diffs]:
-            events.extend((e.name, e.session_id, e.seq) for e in occupancy.apply(diff, 0))
-
-    workspace = f"model-{uuid.uuid4().hex}"
-    model.add_workspace(workspace)
-    nodes: list[Any]
-    if kind == "memory":
-        nodes = [MemoryBackend(Presence(**long), occupancy=Occupancy(60.0), receivers=["r"])] * 2
-    else:
-        from hub.backends.redis import RedisBackend, WebhookStream
-
-        async def known(workspace_id: str) -> bool:
-            return workspace_id == workspace
-
-        hooks = WebhookStream(("r",), 60.0)
-        nodes = [RedisBackend(url, known=known, webhooks=hooks, **long) for _ in range(2)]
-    await nodes[0].add_workspace(workspace)
-    base = (await nodes[0].snapshot(workspace)).seq
-    streams_on: dict[tuple[int, str], int] = {}  # what each node holds (a node detaches its own)
-    names = [str(i) if kind == "memory" else b.node for i, b in enumerate(nodes)]
-    try:
-        for step, (op, index, node, session, user) in enumerate(ops):
-            client = CLIENTS[index]
-            backend = nodes[node]
-            name = names[node]
-            if op in NODE_OPS:
-                if kind == "memory":
-                    continue  # one process: no nodes to clear
-                if op == "clear":
-                    await nodes[1 - node]._set_streams(workspace, name, {})
-                    track(model.clear_node(name, 0))
-                else:
-                    mine = {c: n for (i, c), n in streams_on.items() if i == node and n}
-                    memory = _remembered(backend, workspace, mine, base)
-                    await backend._reassert_in(workspace)
-                    track(model.set_streams(workspace, name, mine, memory, 0))
-            elif op == "detach":
-                if not streams_on.get((node, client)):
-                    continue  # a node only ever detaches a stream it holds
-                streams_on[node, client] -= 1
-                await backend.detach(workspace, client)
-                track(model.detach(workspace, client, 0, node=name))
-            elif op == "attach":
-                profile: dict[str, object] | None = {"n": step} if step % 2 else None
-                try:
-                    track(model.attach(workspace, client, 0, node=name, user=user, profile=profile))
-                except Forbidden:
-                    with pytest.raises(Forbidden):
-                        await backend.attach(workspace, client, user, profile)
-                    continue
-                streams_on[node, client] = streams_on.get((node, client), 0) + 1
-                await backend.attach(workspace, client, user, profile)
-            elif op == "set_profile":
-                try:
-                    model.set_profile(workspace, client, {"p": step}, 0)
-                except NotAttached:
-                    with pytest.raises(NotAttached):
-                        await backend.set_profile(workspace, client, {"p": step})
-                    continue
-                await backend.set_profile(workspace, client, {"p": step})
-            elif op == "set_session":
-                try:
-                    track(model.set_session(workspace, client, session, 0))
-                except NotAttached:
-                    if streams_on.get((node, client)):
-                        # The node holds a stream the store forgot (it was cleared): the
-                        # backend writes the node's streams back and applies the frame.
-                        mine = {c: n for (i, c), n in streams_on.items() if i == node and n}
-                        memory = _remembered(backend, workspace, mine, base)
-                        track(model.set_streams(workspace, name, mine, memory, 0))
-                        track(model.set_session(workspace, client, session, 0))
-                    else:
-                        with pytest.raises(NotAttached):
-                            await backend.set_session(workspace, client, session)
-                        continue
-                await backend.set_session(workspace, client, session)
-            else:
-                await getattr(backend, op)(workspace, client)
-                track(getattr(model, op)(workspace, client, 0))
-            want = model.snapshot(workspace)
-            for b in nodes:
-                got = await b.snapshot(workspace)
-                assert (got.online, got.counts, got.seq - base) == (
-                    want.online,
-                    want.counts,
-                    want.seq,
-                )
-                assert (got.users, got.online_users) == (want.users, want.online_users)
-                for s in ("", "S1", "S2"):
-                    seen = await b.viewers(workspace, s, 100)
-                    truth = model.viewers(workspace, s, 100)
-                    assert (seen.total, seen.anonymous, seen.viewers) == (
-                        truth.total, truth.anonymous, truth.viewers,
-                    )  # fmt: skip
-                claims = sorted(await b.claims(workspace), key=lambda c: c.client_id)
-                assert claims == sorted(model.claims(workspace), key=lambda c: c.client_id)
-        assert await _occupied_events(nodes[0], workspace, base) == events
-    finally:
-        for b in nodes[: 1 if kind == "memory" else 2]:
-            await b.close()
-
-
-async def _occupied_events(
-    backend: Any, workspace: str, base: int
-) -> list[tuple[str, str | None, int]]:
-    """The webhook events a backend made for the workspace: (name, session, seq - base)."""
-    if isinstance(backend, MemoryBackend):
-        encoded = list(backend.outbox("r")._waiting)
-    else:
-        from hub.backends.redis import OUTBOX
-
-        encoded = [fields["e"] for _, fields in await backend.redis.xrange(OUTBOX)]
-    made = [json.loads(e) for e in encoded]
-    return [
-        (e["name"], e.get("session_id"), e["seq"] - base)
-        for e in made
-        if e["workspace_id"] == workspace
-    ]
-
-
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(ops=st.lists(OPS, max_size=40))
-def test_backends_follow_the_core_on_any_history(
-    kind: str, ops: list[Op], request: pytest.FixtureRequest
-) -> None:
-    url = request.getfixturevalue("redis_url") if kind == "redis" else ""
-    asyncio.run(_replay(kind, url, ops))
+# The backends against the pure core, on random histories: tests/test_replay.py.
 
 
 def test_every_workspace_key_is_in_one_cluster_slot() -> None:
@@ -816,7 +642,6 @@ async def test_a_write_answered_unavailable_that_reaches_redis_late_is_refused(
     held S3 reaches Redis (chaos seeds 105 and 109). Truth: A views S2, the acknowledged
     write, and the S3 the client was told had failed is done nowhere."""
     from hub.backends.redis import RedisBackend
-    from hub.errors import Unavailable
     from tests.faultproxy import FaultProxy
 
     b = await by_hand(nodes)

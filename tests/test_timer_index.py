@@ -1,6 +1,7 @@
 """The cluster-wide timer index (``hub:timers``: workspace -> earliest deadline, ms) of the
-Redis backend, run as its scripts run (``lua/_index.lua`` prepended to ``arm.lua``, then
-``due.lua`` and ``reindex.lua`` as a sweep calls them) on a redis-server of the test's own.
+Redis backend, run as its scripts run (registered by ``scripts.load``, each with its prelude:
+``arm.lua``, then ``due.lua`` and ``reindex.lua`` as a sweep calls them) on a redis-server of
+the test's own.
 
 The rule under test: an entry never hides a timer. An arm lowers the entry to an earlier
 deadline; an entry already due is never moved later (chaos seed 103: every node was cut off
@@ -11,27 +12,22 @@ flight survives that sweep's reindex."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from importlib import resources
 from typing import Any
 
 import pytest
 import redis
 
+from hub.backends.redis.scripts import load
 from tests.services import RedisServer
 
 INDEX = "hub:timers"
 
 
-def _lua(name: str) -> str:
-    return (resources.files("hub.backends") / "lua" / f"{name}.lua").read_text()
-
-
 class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._arm = client.register_script(_lua("_index") + "\n" + _lua("arm"))
-        self._due = client.register_script(_lua("due"))
-        self._reindex = client.register_script(_lua("reindex"))
+        loaded = load(client, cluster=False, vacated_ms=-1, hook_max=0, tomb_ms=600_000)
+        self._arm, self._due, self._reindex = loaded["arm"], loaded["due"], loaded["reindex"]
 
     def now(self) -> int:
         seconds, micros = self.client.time()

@@ -47,10 +47,7 @@ local CLIENT_RETIRED, CLIENT_SPACES, NODE_SPACES = KEYS[16], KEYS[17], KEYS[18]
 local W = ARGV[1]
 local CHANNEL = 'hub:{' .. W .. '}:ch'
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now_ms = clock_ms  -- (_index.lua)
 
 -- Integers as exact decimal text (cjson and tostring keep 14 digits only).
 local function int(x)
@@ -400,7 +397,7 @@ local function snapshot()
   return {meta[1], tonumber(meta[2]), redis.call('HGETALL', COUNTS), tonumber(meta[3] or '0'), redis.call('HGETALL', USERS)}
 end
 
--- The write's deadline: redis.py appends 'D:<ms, Redis time>' to the ARGV of every call it
+-- The write's deadline: redis/backend.py appends 'D:<ms, Redis time>' to the ARGV of every call it
 -- answers for, the moment past which it has told the client "unavailable" (its timeout). A
 -- call that reaches Redis later (it sat in a stalled link, a paused Redis, a kernel buffer)
 -- would overwrite what was acknowledged since, through another node, with a write the client

@@ -105,7 +105,13 @@ class RedisBackend:
         webhooks: WebhookStream | None = None,
         tomb_ttl: float = 600.0,
         retired: RetiredRecords | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """``clock``: the time in seconds that the scripts take for "now" (deadlines, expiry,
+        retirements in a workspace), given to each script as its last argument; None (the
+        default): each script reads Redis's own clock (TIME), the one clock every node shares.
+        For tests that move time by hand (tests/test_replay.py)."""
+        self._clock = clock
         self.node = node_id or uuid.uuid4().hex[:12]
         self.webhooks = webhooks
         # Whether the durable store has the workspace: Redis may have lost what it knew.
@@ -131,7 +137,7 @@ class RedisBackend:
         self.redis, self._sentinel = connect.open_client(url, self._options, timeout)
         self._cluster = False  # a Redis Cluster (found at start): sharded pub/sub
         self.scripts: dict[str, Any] = {}  # by name; replaced in place (see _use)
-        self._timers = Timers(self.scripts, self._expire)
+        self._timers = Timers(self.scripts, self._expire, self.now)
         self._stopping = asyncio.Event()
         self._feed = Feed(
             self.node,
@@ -161,6 +167,7 @@ class RedisBackend:
             vacated_ms=int(hooks.vacated_delay * 1000) if hooks is not None else -1,
             hook_max=hooks.limit if hooks else 0,
             tomb_ms=self._tomb_ms,
+            clock_arg=self._clock is not None,
         )
         self.scripts.clear()
         self.scripts.update(loaded)
@@ -313,7 +320,13 @@ class RedisBackend:
         moment, in Redis's time, past which this node has answered it unavailable. Sent with
         the call, so that a call which reaches Redis later (held in a stalled link, a paused
         Redis) is refused there instead of overwriting what was acknowledged since."""
+        if self._clock is not None:  # the scripts' time is the given clock's
+            return f"D:{int((self._clock() + self._timeout) * 1000)}"
         return f"D:{int(time.time() * 1000 + self._skew_ms + self._timeout * 1000)}"
+
+    def now(self) -> list[int]:
+        """The scripts' last argument: the time in ms by ``clock``; none (Redis's TIME)."""
+        return [] if self._clock is None else [int(self._clock() * 1000)]
 
     async def _script(
         self, name: str, workspace_id: str, *args: Any, deadline: str | None = None
@@ -321,7 +334,9 @@ class RedisBackend:
         script = self.scripts[name]
         client_id = str(args[0]) if args else ""
         keys = scripts.script_keys(name, workspace_id, client_id, self.node, self._cluster)
-        argv = [workspace_id, *args] if deadline is None else [workspace_id, *args, deadline]
+        argv = [workspace_id, *args, *self.now()]
+        if deadline is not None:
+            argv.append(deadline)  # after the clock: the prelude takes it off first
         try:
             try:
                 return await script(keys=keys, args=argv)
@@ -330,7 +345,7 @@ class RedisBackend:
                     raise
                 if not await self._known(workspace_id):
                     raise WorkspaceNotFound(f"workspace {workspace_id[:64]!r} not found") from None
-                await self.scripts["add_workspace"](keys=keys, args=[workspace_id])
+                await self.scripts["add_workspace"](keys=keys, args=[workspace_id, *self.now()])
                 return await script(keys=keys, args=argv)
         except ResponseError as exc:
             raise scripts.refusal(exc) from None
@@ -386,7 +401,7 @@ class RedisBackend:
         the start (so a re-assertion never sees a stream without its user)."""
         text = orjson.dumps(profile).decode() if profile is not None else ""
         async with self._gate.write():
-            self.truth.attach(workspace_id, client_id, user, profile)
+            before = self.truth.attach(workspace_id, client_id, user, profile)
             try:
                 await self._index_claim(workspace_id, client_id)
                 args = (client_id, self.node, user or "", text, self.standing.generation)
@@ -398,7 +413,7 @@ class RedisBackend:
                 self.truth.detach(workspace_id, client_id)
                 raise
             except Exception:
-                self.truth.detach(workspace_id, client_id)
+                self.truth.refused(workspace_id, client_id, before)
                 raise
             self.truth.learn(workspace_id, client_id, *state)
         await self._recheck_retired(workspace_id, client_id)

@@ -129,19 +129,30 @@ class Truth:
 
     def attach(
         self, workspace_id: str, client_id: str, user: str | None, profile: Profile | None
-    ) -> None:
+    ) -> Recalled | None:
         """One more stream, recorded before its script runs (so a re-assertion never sees a
-        stream without its user). A client's first stream here starts its memory afresh."""
+        stream without its user). A client's first stream here starts its memory afresh.
+        Returns the memory as it was, for :meth:`refused`."""
         mine = self._local.setdefault(workspace_id, {})
         first = not mine.get(client_id)
         mine[client_id] = mine.get(client_id, 0) + 1
         key = (workspace_id, client_id)
-        known = self._memory.get(key)
+        known = before = self._memory.get(key)
         if known is None or first:
             known = Recalled(user=user, profile=profile)
         elif profile is not None:
             known = dataclasses.replace(known, profile=profile)
         self._memory[key] = known
+        return before
+
+    def refused(self, workspace_id: str, client_id: str, before: Recalled | None) -> None:
+        """An attach whose script refused the stream (another user's client id, a retired
+        client): one stream fewer, and the memory as it was before (a refused stream's
+        profile is not the user's)."""
+        self.detach(workspace_id, client_id)
+        key = (workspace_id, client_id)
+        if before is not None and key in self._memory:
+            self._memory[key] = before
 
     def detach(self, workspace_id: str, client_id: str) -> None:
         """One stream fewer (a detach, or an attach that failed); the last one takes the

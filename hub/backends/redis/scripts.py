@@ -144,12 +144,21 @@ def lua(name: str) -> str:
 
 
 def load(
-    client: Any, *, cluster: bool, vacated_ms: int, hook_max: int, tomb_ms: int
+    client: Any,
+    *,
+    cluster: bool,
+    vacated_ms: int,
+    hook_max: int,
+    tomb_ms: int,
+    clock_arg: bool = False,
 ) -> dict[str, Any]:
     """Every script registered on ``client`` (by name), each with its prelude; the workspace
-    scripts publish the way the deployment listens (``cluster``: sharded pub/sub)."""
+    scripts publish the way the deployment listens (``cluster``: sharded pub/sub).
+    ``clock_arg``: each script takes the time as its last argument instead of Redis's TIME
+    (a backend given a clock, for tests)."""
     publish = "SPUBLISH" if cluster else "PUBLISH"
-    index = lua("_index")  # the timer index rule, of arm.lua and the prelude alike
+    # The timer index rule, of arm.lua, due.lua and the prelude alike; it tells the time.
+    index = f"local CLOCK_ARG = {'true' if clock_arg else 'false'}\n" + lua("_index")
     lib = (
         f"local PUBLISH = '{publish}'\n"
         f"local VACATED_MS, HOOK_MAX = {vacated_ms}, {hook_max}\n"

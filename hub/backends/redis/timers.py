@@ -69,20 +69,26 @@ class Timers:
     """The deadline index, through the scripts of ``scripts`` (the backend's, kept up to date
     in place); ``expire`` runs a workspace's expiry script the way the backend runs any."""
 
-    def __init__(self, scripts: Mapping[str, Any], expire: Callable[[str], Awaitable[Any]]) -> None:
+    def __init__(
+        self,
+        scripts: Mapping[str, Any],
+        expire: Callable[[str], Awaitable[Any]],
+        now: Callable[[], list[int]] = list,
+    ) -> None:
         self.scripts = scripts
         self.expire = expire
+        self.now = now  # the scripts' clock argument (none: Redis's TIME), see scripts.load
         self.cluster = False  # on a Cluster the scripts cannot index their timers themselves
 
     async def arm(self, workspace_id: str, deadline: int) -> None:
         """Index a timer a script armed (``deadline`` < 0: none); outside a Cluster the script
         did it itself."""
         if deadline >= 0 and self.cluster:
-            await self.scripts["arm"](keys=[TIMERS], args=[workspace_id, deadline])
+            await self.scripts["arm"](keys=[TIMERS], args=[workspace_id, deadline, *self.now()])
 
     async def sweep(self) -> None:
         """Fire due holds and graces, whichever node gets there first."""
-        due = await self.scripts["due"](keys=[TIMERS], args=[SWEEP_BATCH])
+        due = await self.scripts["due"](keys=[TIMERS], args=[SWEEP_BATCH, *self.now()])
         for i in range(0, len(due), 2):
             workspace_id, swept = due[i], due[i + 1]
             next_deadline = await self.expire(workspace_id)

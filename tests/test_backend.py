@@ -774,7 +774,7 @@ async def test_a_release_the_holding_node_missed_survives_a_redis_restarted_empt
     redis_server.flush()
     order = (a, b) if first == "holder" else (b, a)
     for node in order:
-        await node._reassert()
+        await node.reassert()
     assert await _claims(b) == {A: ("S3", True, 1)}
     await a.detach(W, A)
     assert await _claims(b) == {}  # no grace
@@ -808,5 +808,5 @@ async def test_a_claim_made_anew_after_a_release_is_not_released_by_its_write_ba
     redis_server.flush()
     order = (a, b, c) if first == "holder" else (c, b, a)
     for node in order:
-        await node._reassert()
+        await node.reassert()
     assert await _claims(b) == {A: (session, False, 1)}

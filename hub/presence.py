@@ -78,6 +78,12 @@ never overwrites a newer state.
                                     too; a memory of the claim made anew (versions 0, or newer
                                     than the tombstone's) merges alone
 
+In the Redis backend the store itself can lose everything (Redis restarted empty), which this
+core never does: there the node that answered a release or a hold keeps its versioned mark
+and writes it back at its re-assertion, merged by the same two rules (newer wins; only into a
+state that predates it, as :func:`_predates` tells a tombstone's), so that an acknowledged
+release survives even when the node holding the client's stream never heard of it.
+
 A re-asserted claim takes its user from the node's memory (recorded with the stream, so it is
 never anonymous for a named user), and a retired client never comes back.
 

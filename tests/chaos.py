@@ -427,7 +427,8 @@ class Chaos:
             c.released, c.released_sure = True, True
             c.forget_closed()  # no stream: the claim is gone, so is its session
             return True
-        c.released_sure = False
+        if not (c.released and c.released_sure):  # adds nothing to an acked release
+            c.released_sure = False
         return False
 
     async def retire(self, c: Client, node: int) -> bool:

@@ -753,3 +753,60 @@ async def test_the_memory_backend_keeps_retirements_across_a_restart(records: An
             await second.attach(W, A)
     finally:
         await second.close()
+
+
+# -- releases outlive Redis: the node that acknowledged one writes it back ---------------------
+
+
+@pytest.mark.parametrize("first", ["holder", "releaser"])
+async def test_a_release_the_holding_node_missed_survives_a_redis_restarted_empty(
+    nodes: Any, redis_server: RedisServer, first: str
+) -> None:
+    """Fault (found by scripts/chaos.py, seed 105): A's socket lives on a; A is released
+    through b (204) while a misses the news (its feed cut); then Redis restarts empty. Truth:
+    once both nodes re-assert, in either order, A is released (its last close skips the
+    grace), not re-created unreleased from a's memory."""
+    a, b = await by_hand(nodes), await by_hand(nodes)
+    await a.attach(W, A, "ana")
+    await a.set_session(W, A, "S3")
+    await b.release(W, A)  # acknowledged through b; a's feed is not read
+    assert not a.remembered(W, A).released
+    redis_server.flush()
+    order = (a, b) if first == "holder" else (b, a)
+    for node in order:
+        await node.reassert()
+    assert await _claims(b) == {A: ("S3", True, 1)}
+    await a.detach(W, A)
+    assert await _claims(b) == {}  # no grace
+
+
+@pytest.mark.parametrize("first", ["holder", "releaser"])
+@pytest.mark.parametrize("anew", ["join", "join and set", "create"])
+async def test_a_claim_made_anew_after_a_release_is_not_released_by_its_write_back(
+    nodes: Any, redis_server: RedisServer, first: str, anew: str
+) -> None:
+    """Fault: A is released through b while its socket lives on a (a misses the news); then
+    the claim is made anew, after the release: A closes and joins again on a (versions 0, or
+    a session set since), or a create holds it again through c (a newer version of the mark,
+    which a misses too); then Redis restarts empty. Truth: b's write-back of its older
+    release does not release the newer claim."""
+    a, b, c = await by_hand(nodes), await by_hand(nodes), await by_hand(nodes)
+    await a.attach(W, A, "ana")
+    await a.set_session(W, A, "S3")
+    await b.release(W, A)  # a's feed is not read
+    session = "S3"
+    if anew == "create":
+        await c.hold(W, A)  # clears the mark, at a newer version
+    else:
+        await a.detach(W, A)  # released: ended at once
+        assert await _claims(b) == {}
+        await a.attach(W, A, "ana")  # a claim made anew, at versions 0
+        session = ""
+        if anew == "join and set":
+            await a.set_session(W, A, "S1")
+            session = "S1"
+    redis_server.flush()
+    order = (a, b, c) if first == "holder" else (c, b, a)
+    for node in order:
+        await node.reassert()
+    assert await _claims(b) == {A: (session, False, 1)}

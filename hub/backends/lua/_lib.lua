@@ -24,8 +24,9 @@
 --  11 hooks   HASH   webhooks (docs/protocol.md section 10): session_id (or '' for the workspace) ->
 --                    'o' occupied, 'v' vacating (its vacated timer is the member
 --                    '\t'<session_id> of timers); used while scripts.py sets VACATED_MS >= 0
---  12 gone    HASH   client_id -> cjson {s, sv, r, rv}: the last state of a claim that ended,
---                    for TOMB_MS (a re-assertion merges it: hub/presence.py, Versions)
+--  12 gone    HASH   client_id -> cjson {s, sv, r, rv, mr, mv}: the last state of a claim that
+--                    ended, for TOMB_MS (a re-assertion merges it: hub/presence.py, Versions),
+--                    and a released mark mr at version mv written back by mark.lua
 -- Outside a Redis Cluster (one Redis, or Sentinel's), keys outside the workspace follow, so
 -- that one script does what would otherwise take more round trips:
 --  13 outbox  STREAM the webhook events for every receiver (hub:webhooks; one consumer group
@@ -144,7 +145,13 @@ local function remove_claim(client, claim, tomb)
   end
   if not tomb then return false end
   local st = state(claim)
-  redis.call('HSET', GONE, client, cjson.encode({s = st[1], sv = st[2], r = st[3], rv = st[4]}))
+  local last = {s = st[1], sv = st[2], r = st[3], rv = st[4]}
+  local raw = redis.call('HGET', GONE, client)
+  if raw then  -- a mark written back (mark.lua) stays with the tombstone
+    local before = cjson.decode(raw)
+    last.mr, last.mv = before.mr, before.mv
+  end
+  redis.call('HSET', GONE, client, cjson.encode(last))
   local deadline = now_ms() + TOMB_MS
   timer(deadline, '\r' .. client)
   return deadline
@@ -361,6 +368,15 @@ local function predates(memory, tomb)
   local sv, rv = version(memory.sv), version(memory.rv)
   if sv == 0 and rv == 0 then return false end
   return sv <= version(tomb.sv) and rv <= version(tomb.rv)
+end
+
+-- A released mark written back by the node that acknowledged it (mark.lua), kept in the
+-- tombstone as mr (0|1) at version mv: it merges into a claim (newer wins) only through a
+-- state that predates it (saw a version, none newer than mv), since every claim made anew
+-- after it is at versions 0 or newer (presence.py, _predates). Returns whether it changed.
+local function marked(client, claim, seen, tomb)
+  if not tomb.mv or not predates(seen, {sv = tomb.mv, rv = tomb.mv}) then return false end
+  return merge(client, claim, {r = tomb.mr, rv = tomb.mv})
 end
 
 -- The earliest timer of this workspace, or -1.

@@ -1,7 +1,8 @@
 -- A creation hold (ARGV: workspace, client, create_grace_ms), the workspace made known if it
 -- is not (docs/protocol.md section 2, POST /v1/workspaces): a new claim counting nowhere, or
 -- a grace claim turned into a hold; the released mark is cleared (a new version of it, which
--- the nodes holding the client's streams learn from the feed). Returns {seq, deadline|-1}.
+-- the nodes holding the client's streams learn from the feed). Returns {seq, deadline|-1,
+-- the mark's version} (the node that answered keeps it, to write it back: mark.lua).
 ensure_workspace()  -- the store has it (redis/backend.py asked)
 local client = ARGV[2]
 index_claim(nil)
@@ -18,4 +19,4 @@ if claim.n == 0 then
   timer(deadline, client)
 end
 save_claim(client, claim)
-return {commit({r = {[client] = {0, claim.rv}}}), deadline}
+return {commit({r = {[client] = {0, claim.rv}}}), deadline, claim.rv}

@@ -1,6 +1,7 @@
 -- Release (ARGV: workspace, client): removed now without streams (its tombstone keeps the
 -- mark), else marked, and removed at its last close; without a claim, the tombstone is marked. The mark is versioned, and the nodes
--- holding the client's streams learn it from the feed. Returns {seq, deadline armed|-1}.
+-- holding the client's streams learn it from the feed. Returns {seq, deadline armed|-1, the
+-- mark's version} (the node that answered keeps it, to write it back: mark.lua).
 require_workspace()
 local client = ARGV[2]
 local claim = load_claim(client)
@@ -13,7 +14,7 @@ if claim then
   else
     deadline = remove_claim(client, claim, true)
   end
-  return {commit({r = {[client] = {1, claim.rv}}}), deadline or -1}
+  return {commit({r = {[client] = {1, claim.rv}}}), deadline or -1, claim.rv}
 end
 -- No claim: Redis may have lost it while a node still holds a stream of the client (it has not
 -- re-asserted yet). The tombstone keeps the mark, so that the re-assertion merges it (an
@@ -24,4 +25,4 @@ tomb.r, tomb.rv = 1, tick()
 redis.call('HSET', GONE, client, cjson.encode(tomb))
 deadline = now_ms() + TOMB_MS
 timer(deadline, '\r' .. client)
-return {seq(), deadline}
+return {seq(), deadline, tomb.rv}

@@ -49,9 +49,15 @@ local function apply(client, target)
     bind(claim, recalled.u or '')
     local tomb = redis.call('HGET', GONE, client)
     if tomb then
-      merge(client, claim, cjson.decode(tomb))
-      redis.call('HDEL', GONE, client)
-      redis.call('ZREM', TIMERS, '\r' .. client)
+      tomb = cjson.decode(tomb)
+      merge(client, claim, tomb)
+      marked(client, claim, recalled, tomb)
+      if tomb.mv then  -- the mark stays, for another node's memory that predates it
+        redis.call('HSET', GONE, client, cjson.encode({s = '', sv = '0', r = 0, rv = '0', mr = tomb.mr, mv = tomb.mv}))
+      else
+        redis.call('HDEL', GONE, client)
+        redis.call('ZREM', TIMERS, '\r' .. client)
+      end
     end
     if claim.u and redis.call('HEXISTS', PEOPLE, 'p\n' .. claim.u) == 0 then
       profile = recalled.p or ''
@@ -62,7 +68,9 @@ local function apply(client, target)
     local tomb = redis.call('HGET', GONE, client)
     if tomb then
       tomb = cjson.decode(tomb)
-      if predates(recalled, tomb) and merge(client, claim, tomb) then
+      local changed = predates(recalled, tomb) and merge(client, claim, tomb)
+      -- and a mark written back by the node that acknowledged it (mark.lua), on the same rule
+      if marked(client, claim, recalled, tomb) or changed then
         save_claim(client, claim)
       end
     end

@@ -33,7 +33,7 @@ from hub.backends import Events, RetiredRecords
 from hub.backends.redis import connect, nodes, scripts
 from hub.backends.redis.feed import Feed
 from hub.backends.redis.messages import FeedMessage, session_event
-from hub.backends.redis.nodes import Standing, Truth
+from hub.backends.redis.nodes import Marks, Standing, Truth
 from hub.backends.redis.outbox import RedisOutbox, WebhookStream
 from hub.backends.redis.scripts import NODES, OUTBOX
 from hub.backends.redis.timers import Timers, every
@@ -153,6 +153,8 @@ class RedisBackend:
         #: This node's truth (what it re-asserts) and its standing in Redis (whether to, and
         #: the generation that fences its stream writes).
         self.truth = Truth()
+        #: The released marks this node acknowledged, written back at every re-assertion.
+        self.marks = Marks(self._tomb_ms / 1000)
         self.standing = Standing(self.node, time.time())
         self._gate = _Gate()
         self._tasks: list[asyncio.Task[None]] = []
@@ -384,7 +386,8 @@ class RedisBackend:
         if not await self._known(workspace_id):
             raise WorkspaceNotFound(f"workspace {workspace_id[:64]!r} not found")
         await self._index_claim(workspace_id, client_id)
-        seq, deadline = await self._run("hold", workspace_id, client_id, self._create_ms)
+        seq, deadline, version = await self._run("hold", workspace_id, client_id, self._create_ms)
+        self.marks.keep(workspace_id, client_id, False, version, time.monotonic())
         await self._recheck_retired(workspace_id, client_id)
         await self._call(self._timers.arm(workspace_id, deadline))
         return int(seq)
@@ -492,7 +495,8 @@ class RedisBackend:
         return int(seq)
 
     async def release(self, workspace_id: str, client_id: str) -> int:
-        seq, deadline = await self._run("release", workspace_id, client_id)
+        seq, deadline, version = await self._run("release", workspace_id, client_id)
+        self.marks.keep(workspace_id, client_id, True, version, time.monotonic())
         await self._call(self._timers.arm(workspace_id, deadline))
         return int(seq)
 
@@ -600,6 +604,7 @@ class RedisBackend:
             self.standing.reasserting(cleared)
             await self._announce()
             await self._restore_retirements()
+            await self._restore_marks()
             spaces = scripts.node_spaces(self.node)
             recorded = scripts.strs(await self.redis.smembers(spaces))
             for workspace_id in sorted(recorded | self.truth.workspaces()):
@@ -635,6 +640,20 @@ class RedisBackend:
                     px = max(1, int((until - now) * 1000))
                     pipe.set(scripts.retired_key(client_id), 1, px=px)
                 await self._call(pipe.execute())
+
+    async def _restore_marks(self) -> None:
+        """Write the released marks this node acknowledged back (Redis may have restarted
+        empty): each merges newer-wins into a claim that predates it, and stays in the
+        tombstone for a node that re-asserts such a claim later (lua/mark.lua). A workspace
+        the store no longer has drops its marks."""
+        for workspace_id, client_id, released, version in self.marks.kept(time.monotonic()):
+            try:
+                args = (client_id, int(released), version)
+                _, deadline = await self._run("mark", workspace_id, *args)
+            except WorkspaceNotFound:
+                self.marks.drop(workspace_id, client_id)
+                continue
+            await self._timers.arm(workspace_id, deadline)
 
     async def _reassert_in(self, workspace_id: str) -> None:
         """Write this node's streams in one workspace back (a frame found them gone)."""

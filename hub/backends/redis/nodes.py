@@ -37,6 +37,13 @@ Truth (:class:`Truth`): what this node re-asserts.
     user and profile). Answers and feed messages may come in any order, so memory takes each
     field only when its version is newer (:meth:`Truth.learn`); claims gone for good (a
     retired client, a deleted workspace) are forgotten, never re-asserted.
+
+Marks (:class:`Marks`): what this node acknowledged of released marks.
+    A release (204) or a create's hold answered here, with the version of the mark it wrote,
+    kept for the tombstones' lifetime and written back at every re-assertion
+    (``lua/mark.lua``): Redis may lose it (restarted empty) while the node holding the
+    client's stream never heard of it (its feed was cut). Redis merges it newer-wins, only
+    into a claim whose state predates it, so a claim made anew after it keeps its own.
 """
 
 from __future__ import annotations
@@ -215,3 +222,35 @@ class Truth:
             if known.profile is not None:
                 claim["p"] = orjson.dumps(known.profile).decode()
         return claims
+
+
+class Marks:
+    """The released marks this node acknowledged (released: a release; not: a create's
+    hold), each with its version, kept for ``ttl`` seconds from its answer (``now`` on any
+    monotonic clock), oldest first."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        # (workspace, client) -> (released, version, kept until), in the order answered
+        self._kept: dict[tuple[str, str], tuple[bool, int, float]] = {}
+
+    def keep(
+        self, workspace_id: str, client_id: str, released: bool, version: Any, now: float
+    ) -> None:
+        self._expire(now)
+        self._kept.pop((workspace_id, client_id), None)  # the newest answer goes last
+        self._kept[workspace_id, client_id] = (released, int(version), now + self.ttl)
+
+    def kept(self, now: float) -> list[tuple[str, str, bool, int]]:
+        """The marks still kept: (workspace, client, released, version)."""
+        self._expire(now)
+        return [(w, c, r, v) for (w, c), (r, v, _) in self._kept.items()]
+
+    def drop(self, workspace_id: str, client_id: str) -> None:
+        """A mark with nothing left to write back to (its workspace is gone)."""
+        self._kept.pop((workspace_id, client_id), None)
+
+    def _expire(self, now: float) -> None:
+        kept = self._kept
+        while kept and next(iter(kept.values()))[2] <= now:
+            del kept[next(iter(kept))]

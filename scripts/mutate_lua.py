@@ -75,8 +75,10 @@ MUTATIONS = [
     M("merge leaves the version clock behind", "_lib.lua",
       "  if top > ver then redis.call('HSET', META, 'ver', int(top)) end", "",
       equivalent="a memory or tombstone carries only versions this Redis gave, "
-      "never above its clock; only a Redis that lost its data (not in the replay) "
-      "needs the catch-up"),
+      "never above its clock; a Redis restarted empty restarts the clock at its TIME in "
+      "microseconds (ensure_workspace), above every version given before unless more than "
+      "a million were given a second or Redis's clock went back, which no test reaches "
+      "(test_backend's empty-Redis tests pass with it: --command)"),
     M("predates a memory that saw nothing", "_lib.lua",
       "  if sv == 0 and rv == 0 then return false end", ""),
     M("predates only a strictly older memory", "_lib.lua",
@@ -182,7 +184,11 @@ MUTATIONS = [
     M("set_streams: a claim brought back ignores its tombstone", "set_streams.lua",
       "      merge(client, claim, cjson.decode(tomb))\n", ""),
     M("set_streams: the tombstone outlives the claim brought back", "set_streams.lua",
-      "      redis.call('HDEL', GONE, client)\n", ""),
+      "      redis.call('HDEL', GONE, client)\n", "",
+      equivalent="the claim brought back merged that tombstone, so holds every field at "
+      "its version or a newer one, and merge takes only newer ones: while the claim stands "
+      "the tombstone left (its timer is still removed) changes nothing, and every end of "
+      "the claim replaces it (remove_claim) or deletes it (retire, remove_workspace)"),
     M("set_streams: a standing claim always merges its tombstone", "set_streams.lua",
       "      if predates(recalled, tomb) and merge(client, claim, tomb) then",
       "      if merge(client, claim, tomb) then"),
@@ -193,7 +199,11 @@ MUTATIONS = [
       "  local merged = target > 0 and merge(client, claim, recalled)",
       "  local merged = false"),
     M("set_streams: a claim brought back counts the node's old streams", "set_streams.lua",
-      "    delta = target  -- whatever", "    -- whatever"),
+      "    delta = target  -- whatever", "    -- whatever",
+      equivalent="a node's field of a client exists only while its claim does (every "
+      "script that moves a field moves the claim's streams by as much; a claim ends without "
+      "streams, or in retire, which deletes the fields; a Redis that lost data lost both, "
+      "one hash tag): a claim found gone has no old streams, and target - 0 = target"),
     M("set_streams: a profile of the memory is not restored", "set_streams.lua",
       "      profile = recalled.p or ''", "      profile = ''"),
     M("expire: a timer due this instant waits", "expire.lua",
@@ -201,7 +211,11 @@ MUTATIONS = [
     M("expire: an expired claim leaves no tombstone", "expire.lua",
       "      remove_claim(member, claim, true)", "      remove_claim(member, claim, false)"),
     M("expire: an attached claim expires", "expire.lua",
-      "    if claim and claim.n == 0 then", "    if claim then"),
+      "    if claim and claim.n == 0 then", "    if claim then",
+      equivalent="no attached claim has a timer: hold and move_streams arm one only at 0 "
+      "streams, and the first stream removes it (move_streams). This check and that removal "
+      "guard each other: each mutation alone is equivalent, see 'the first stream leaves "
+      "the timer armed'"),
     M("expire: tombstones never go", "expire.lua",
       "    redis.call('HDEL', GONE, string.sub(member, 2))", ""),
     M("expire: a vacated timer of an occupied session fires", "expire.lua",

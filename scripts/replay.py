@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/replay.py                         # 500 histories per backend
     .venv/bin/python scripts/replay.py --examples 5000 --kind redis --seed 7
+    .venv/bin/python scripts/replay.py --examples 0            # the scripted histories only
 
 Each history runs on the memory backend and/or two Redis nodes on a redis-server of its own
 (free port), and on the core with the occupancy rules; every step is checked. Prints the seed,
@@ -39,7 +40,7 @@ def replay(kind: str, examples: int, at: int, shrink: bool, redis: RedisServer |
 
     @seed(at)
     @settings(
-        max_examples=examples,
+        max_examples=max(1, examples),  # (0: not run)
         deadline=None,
         database=None,
         phases=phases,

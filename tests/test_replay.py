@@ -2,19 +2,22 @@
 
 A history is a list of steps: the claim calls of the port (hold, attach, set_session, detach,
 release, set_profile, retire), time passing (``advance``: creation holds, reconnect graces,
-tombstones and vacated delays run out), and, on Redis, node events (a survivor clears a node
-taken for dead; a node re-asserts its streams). The same history goes to the pure core
-(:mod:`hub.presence`) with the occupancy rules (:mod:`hub.occupancy`), and to a backend: the
-memory backend, or two :class:`~hub.backends.redis.RedisBackend` nodes sharing one
-redis-server. After every step each node must show exactly what the core shows: counts, seq,
-users, viewers, every claim with its state (held, attached, grace) and released mark, who is
-retired, and the webhook events (occupied, vacated) made so far, in order, with their seq.
+tombstones and vacated delays run out), and, on Redis, time passing with no node sweeping
+(``pause``: what came due waits for the next ``advance``) and node events (a survivor clears a
+node taken for dead; a node re-asserts its streams). Histories written by hand (SCRIPTED), each
+aimed at one path that random ones seldom reach in full, run besides the random ones. The same
+history goes to the pure core (:mod:`hub.presence`) with the occupancy rules
+(:mod:`hub.occupancy`), and to a backend: the memory backend, or two
+:class:`~hub.backends.redis.RedisBackend` nodes sharing one redis-server. After every step each
+node must show exactly what the core shows: counts, seq, users, viewers, every claim with its
+state (held, attached, grace) and released mark, who is retired, and the webhook events
+(occupied, vacated) made so far, in order, with their seq.
 
-Time is the history's: a :class:`Clock` that moves only at ``advance``. The core is given its
-``now``. The memory backend reads the event loop's clock and arms its one timer on it, so its
-history runs on a :class:`ClockLoop`, whose clock is that Clock. The Redis nodes are given the
-Clock (``RedisBackend(clock=)``): their scripts take its time for now, and when time passes one
-node sweeps the timers, as whichever node gets there first would.
+Time is the history's: a :class:`Clock` that moves only at ``advance`` and ``pause``. The core
+is given its ``now``. The memory backend reads the event loop's clock and arms its one timer on
+it, so its history runs on a :class:`ClockLoop`, whose clock is that Clock. The Redis nodes are
+given the Clock (``RedisBackend(clock=)``): their scripts take its time for now, and when time
+passes one node sweeps the timers, as whichever node gets there first would.
 
 The Redis nodes' loops (heartbeat, sweep, change feed) are not started: nothing happens behind
 the history's back, and a node knows only what its own calls answered (a node that missed the
@@ -52,15 +55,15 @@ START = 1000.0
 CLIENTS = [f"00000000-0000-4000-8000-00000000000{c}" for c in "abc"]
 SESSIONS = ["", "S1", "S2"]
 USERS = ["ana", "ana", "bo", None]
-# The operations, some several times to weigh them (a retire takes a client out for the rest
-# of the history: rarely). The node events run on Redis only (one process has no nodes).
-CLAIM_OPS = ["hold", "attach", "attach", "attach", "set_session", "set_session", "detach", "detach"]
-OTHER_OPS = ["release", "set_profile", "advance", "advance", "advance", "advance", "retire"]
-NODE_OPS = ["clear", "reassert"]
 # Time passes and no node sweeps (all cut off from Redis, or every sweep failed): the timers
 # that came due wait, in the core too, until the next ``advance`` sweeps. Redis only (the
 # memory backend's timer runs at the loop's next turn: there it is an ``advance``).
 PAUSE = "pause"
+# The operations, some several times to weigh them (a retire takes a client out for the rest
+# of the history: rarely). The node events run on Redis only (one process has no nodes).
+CLAIM_OPS = ["hold", "attach", "attach", "attach", "set_session", "set_session", "detach", "detach"]
+OTHER_OPS = ["release", "set_profile", "advance", "advance", "advance", "advance", PAUSE, "retire"]
+NODE_OPS = ["clear", "reassert"]
 # A node cleared, its claims' graces run out, the node re-asserts: where tombstones and
 # versions decide, so these come more often than their share.
 NODE_WEIGHTS = NODE_OPS * 2
@@ -558,16 +561,19 @@ def test_backends_follow_the_core_on_the_scripted_histories(
 
 
 def test_the_replay_catches_broken_scripts() -> None:
-    """The mutation harness (scripts/mutate_lua.py) still runs, and the replay still catches
-    three representative broken transitions: a grace claim left marked held, a timer due this
-    instant left waiting, a retired client's claim left standing."""
+    """The mutation harness (scripts/mutate_lua.py) still runs, and the scripted histories
+    alone still catch five representative broken transitions: a grace claim left marked held,
+    a timer due this instant left waiting, a retired client's claim left standing, a released
+    claim's last close starting a grace, a due index entry moved later by an arm."""
     from scripts.mutate_lua import MUTATIONS, mutate
 
     chosen = [
         "a grace claim stays marked held",
         "expire: a timer due this instant waits",
         "retire: the claim stays",
+        "the last close of a released claim starts grace",
+        "index: an entry already due is moved to the later deadline",
     ]
     mutations = [m for m in MUTATIONS if m.name in chosen]
     assert len(mutations) == len(chosen)
-    assert mutate(mutations, examples=40, seed=1) == dict.fromkeys(chosen, "caught")
+    assert mutate(mutations, examples=0, seed=1) == dict.fromkeys(chosen, "caught")

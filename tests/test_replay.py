@@ -121,6 +121,9 @@ SCRIPTED: dict[str, list[Op]] = {
         do("attach"), do("attach", node=1), do("set_session", node=1, session="S1"),
         do("clear"), do("clear", node=1), do("advance", dt=DETACH), do("reassert"),
     ],
+    "a first set of the session a claim has takes a version": [
+        do("attach"), do("set_session"), do("attach", node=1), do("set_session", node=1),
+    ],
     "a claim in grace takes no profile": [
         do("attach", dt=10), do("detach"), do("set_profile"), do("attach"),
     ],

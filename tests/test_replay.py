@@ -80,10 +80,12 @@ HISTORIES = st.lists(OPS, min_size=10, max_size=50)  # 20 steps on average
 KINDS = ("memory", "redis")
 
 
-def do(op: str, client: int = 0, node: int = 0, session: str = "", dt: float = 1.0) -> Op:
-    """One step of a scripted history, by user "ana" (an attach with ``dt`` > 9 sets a
-    profile; a retire with ``dt`` > 9 reaches the other node after it re-asserts)."""
-    return (op, client, node, session, "ana", dt)
+def do(
+    op: str, client: int = 0, node: int = 0, session: str = "", dt: float = 1.0, user: str = "ana"
+) -> Op:
+    """One step of a scripted history (an attach with ``dt`` > 9 sets a profile; a retire with
+    ``dt`` > 9 reaches the other node after it re-asserts)."""
+    return (op, client, node, session, user, dt)
 
 
 # Histories written by hand, each aimed at one path that random ones seldom reach in full
@@ -123,6 +125,15 @@ SCRIPTED: dict[str, list[Op]] = {
     ],
     "a first set of the session a claim has takes a version": [
         do("attach"), do("set_session"), do("attach", node=1), do("set_session", node=1),
+    ],
+    "a grace turned into a hold; a vacated event when the delay ends": [
+        do("attach"), do("detach"), do("hold"), do("advance", dt=VACATED),
+    ],
+    "a profile replaced; a client bound to another user refused": [
+        do("attach", dt=10), do("set_profile"), do("attach", user="bo"),
+    ],
+    "a stream its node no longer holds detaches nothing": [
+        do("attach"), do("attach", node=1), do("clear"), do("detach"), do("detach", node=1),
     ],
     "a claim in grace takes no profile": [
         do("attach", dt=10), do("detach"), do("set_profile"), do("attach"),

@@ -91,16 +91,21 @@ class Occupancy:
         return self._timers.next()
 
     def expire(self, now: float) -> list[Event]:
-        """The vacated events whose delay has ended at ``now``; each once."""
-        events = []
+        """The vacated events whose delay has ended at ``now``; each once, a workspace's
+        sessions before the workspace itself (as the Redis scripts send them: a workspace
+        vacated, occupied again and vacated again at one instant has timers whose order in
+        the heap says nothing of that)."""
+        events: list[Event] = []
+        last: list[Event] = []  # the workspaces' own, after every session's
         for workspace_id, key in self._timers.due(now):
             space = self._spaces[workspace_id]
             del space.vacating[key]
             space.occupied.discard(key)
-            events.append(_event("vacated", workspace_id, key, space.seq))
+            event = _event("vacated", workspace_id, key, space.seq)
+            (last if key is WORKSPACE else events).append(event)
             if not space.occupied:
                 del self._spaces[workspace_id]
-        return events
+        return events + last
 
     def forget(self, workspace_id: str) -> None:
         """A deleted workspace: nothing more is sent for it."""

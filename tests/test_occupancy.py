@@ -39,6 +39,21 @@ def test_occupied_at_once_vacated_after_the_delay_sessions_first() -> None:
     assert occ.expire(100) == []
 
 
+def test_the_workspace_vacates_after_its_sessions_even_when_it_vacated_twice_at_once() -> None:
+    """Found by the replay against Redis: the workspace and S1 vacated, occupied again and
+    vacated again (with S2) at one instant; the heap's order of their timers says nothing of
+    the rule, which is sessions first, the workspace last."""
+    occ = Occupancy(delay=5)
+    occ.apply(diff(1, 1, S1=1), 0)
+    occ.apply(diff(2, 0, S1=0), 0)
+    occ.apply(diff(3, 1, S1=1), 0)
+    occ.apply(diff(4, None, S1=0, S2=1), 0)
+    occ.apply(diff(5, 0, S2=0), 0)
+    got = names(occ.expire(5))
+    assert got[-1] == ("workspace_vacated", None, 5)
+    assert sorted(got[:-1]) == [("session_vacated", "S1", 5), ("session_vacated", "S2", 5)]
+
+
 def test_a_return_within_the_delay_sends_nothing() -> None:
     occ = Occupancy(delay=5)
     occ.apply(diff(1, 1, S1=1), 0)

@@ -51,9 +51,11 @@ class Scripts:
 @pytest.fixture(scope="module")
 def scripts() -> Iterator[Scripts]:
     server = RedisServer()
+    client = redis.Redis.from_url(server.url)
     try:
-        yield Scripts(redis.Redis.from_url(server.url))
+        yield Scripts(client)
     finally:
+        client.close()
         server.kill()
 
 

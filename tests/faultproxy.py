@@ -158,6 +158,11 @@ class FaultProxy:
             await asyncio.gather(*link.tasks, return_exceptions=True)
         finally:
             self.links.discard(link)
+            # Both ways have ended (each peer closed, or the proxy did): a dropped link's
+            # pumps close nothing (it says nothing), so its sockets are let go of here.
+            for end in (writer, up_writer):
+                if not end.transport.is_closing():
+                    end.transport.abort()
 
     # -- faults -------------------------------------------------------------------------------
 

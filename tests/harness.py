@@ -72,9 +72,11 @@ class ServerThread(ThreadedHub):
         future = asyncio.run_coroutine_threadsafe(_call(fn), self.loop)
         return future.result(timeout=5 * UNIT)
 
+    PREFIX = ""  # where the hub is mounted in the served app (MountedThread: /presence)
+
     def ws_url(self, workspace_id: str, client_id: str | None) -> str:
         query = "" if client_id is None else f"?client_id={client_id}"
-        return f"ws://127.0.0.1:{self.port}/v1/workspaces/{workspace_id}/ws{query}"
+        return f"ws://127.0.0.1:{self.port}{self.PREFIX}/v1/workspaces/{workspace_id}/ws{query}"
 
 
 class ClusterThread(ServerThread):
@@ -133,10 +135,6 @@ class MountedThread(ServerThread):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.PREFIX}"
-
-    def ws_url(self, workspace_id: str, client_id: str | None) -> str:
-        query = "" if client_id is None else f"?client_id={client_id}"
-        return f"ws://127.0.0.1:{self.port}{self.PREFIX}/v1/workspaces/{workspace_id}/ws{query}"
 
 
 class AlternatingTransport(httpx.AsyncBaseTransport):

@@ -67,22 +67,25 @@ never overwrites a newer state.
     a release that finds no claim   marks the tombstone released (at the next tick): the claim
                                     may be lost while a node still holds a stream of the
                                     client, and its re-assertion must not forget the release
-    a claim made by a join or hold  versions 0: a memory of an older state can only exist on
-                                    a node that still holds a stream of the client, so the
-                                    claim never truly ended, and that memory is the truth
-                                    (the store was cleared or lost it). The ended claim's
-                                    tombstone stays: a memory that predates it (it saw versions,
-                                    none newer than the tombstone's) is of the ended claim,
-                                    and the tombstone is merged before it, so what that node
-                                    missed before the end (a session, a release) comes back
-                                    too; a memory of the claim made anew (versions 0, or newer
-                                    than the tombstone's) merges alone
+    a claim made by a join or hold  versions 0, and a **birth** (``born``: the next tick):
+                                    a memory of an older state can only exist on a node that
+                                    still holds a stream of the client, so the claim never
+                                    truly ended, and that memory is the truth (the store was
+                                    cleared or lost it). The ended claim's tombstone stays: a
+                                    memory born no later than the tombstone's claim is of that
+                                    claim (or an older one), and the tombstone is merged before
+                                    it, so what that node missed before the end (a session, a
+                                    release) comes back too; a memory of a claim made anew
+                                    (born later) merges alone
+    a merge                         the claim's birth becomes the earliest of the two: a claim
+                                    that took a node's memory of an older claim continues it
 
 In the Redis backend the store itself can lose everything (Redis restarted empty), which this
 core never does: there the node that answered a release or a hold keeps its versioned mark
 and writes it back at its re-assertion, merged by the same two rules (newer wins; only into a
-state that predates it, as :func:`_predates` tells a tombstone's), so that an acknowledged
-release survives even when the node holding the client's stream never heard of it.
+claim born before the mark), so that an acknowledged release survives even when the node
+holding the client's stream never heard of it. Births are what tell the claims apart: versions
+alone cannot, since a claim made anew and one whose node never saw a change are both at 0.
 
 A re-asserted claim takes its user from the node's memory (recorded with the stream, so it is
 never anonymous for a named user), and a retired client never comes back.
@@ -217,17 +220,15 @@ class Recalled:
     released_v: int = 0
     user: str | None = None
     profile: Profile | None = None
+    born: int = 0  # the claim's birth (see Versions above); 0: unknown
 
 
 def _predates(memory: Recalled, tomb: Recalled) -> bool:
-    """Whether a node's memory is of the claim a tombstone ended (or an older one): it saw a
-    version, and none newer than the tombstone's. Every version given since that claim ended
-    is newer (the clock only grows), so a memory of the claim made anew after it is never
-    taken for one of the ended claim; a memory at versions 0 has seen nothing to tell."""
-    seen = memory.session_v or memory.released_v
-    return bool(seen) and (
-        memory.session_v <= tomb.session_v and memory.released_v <= tomb.released_v
-    )
+    """Whether a node's memory is of the claim a tombstone ended (or an older one): born no
+    later. A claim made anew after that end is born later (the clock only grows), so a memory
+    of it is never taken for one of the ended claim; a memory with no birth (it never learned
+    one) tells nothing."""
+    return 0 < memory.born <= tomb.born
 
 
 @dataclass(slots=True)
@@ -238,6 +239,7 @@ class _Claim:
     released: bool = False
     session_v: int = 0  # versions of session_id and released (see Versions above)
     released_v: int = 0
+    born: int = 0  # a tick: which claim this is (see Versions above)
     user: str | None = None  # None: anonymous
     bound: bool = False  # the user was fixed by the claim's first stream
     # With streams == 0: True for a creation hold, False for a detach grace.
@@ -584,7 +586,10 @@ class Presence:
             # as it drops any tombstone.
             tomb = space.gone.get(client_id)
             last = tomb[0] if tomb is not None else Recalled()
-            released = Recalled(last.session_id, last.session_v, True, self._tick(space))
+            # Born at the mark: every claim born before it predates it (any of them may be
+            # the lost one), every claim made after it does not.
+            tick = self._tick(space)
+            released = Recalled(last.session_id, last.session_v, True, tick, born=tick)
             until = now + self.tomb_ttl
             space.gone[client_id] = (released, until)
             self._timers.push(until, (_TOMB, workspace_id, client_id))
@@ -715,10 +720,12 @@ class Presence:
             raise ClientRetired(f"client {client_id} is retired")
 
     def _born(self, workspace_id: str, space: _Space, client_id: str) -> _Claim:
-        """A claim made by a join or a hold, at versions 0 (see Versions above). The ended
-        claim's tombstone stays: a node that comes back with streams of that ended claim
-        brings what it missed back from there (see set_streams)."""
-        return self._new_claim(workspace_id, space, client_id)
+        """A claim made by a join or a hold, at versions 0, born at the next tick (see
+        Versions above). The ended claim's tombstone stays: a node that comes back with
+        streams of that ended claim brings what it missed back from there (see set_streams)."""
+        claim = self._new_claim(workspace_id, space, client_id)
+        claim.born = self._tick(space)
+        return claim
 
     @staticmethod
     def _tick(space: _Space) -> int:
@@ -726,14 +733,17 @@ class Presence:
         return space.clock
 
     def _merge(self, space: _Space, change: _Change, claim: _Claim, known: Recalled) -> None:
-        """Take from ``known`` each field whose version is newer than the claim's."""
+        """Take from ``known`` each field whose version is newer than the claim's, and its
+        birth when earlier."""
         if known.session_v > claim.session_v:
             if known.session_id != claim.session_id:
                 self._switch(change, claim, known.session_id)
             claim.session_v = known.session_v
         if known.released_v > claim.released_v:
             claim.released, claim.released_v = known.released, known.released_v
-        space.clock = max(space.clock, known.session_v, known.released_v)
+        if known.born and (not claim.born or known.born < claim.born):
+            claim.born = known.born  # it continues that older claim
+        space.clock = max(space.clock, known.session_v, known.released_v, known.born)
 
     @staticmethod
     def _switch(change: _Change, claim: _Claim, session_id: str) -> None:
@@ -788,7 +798,10 @@ class Presence:
         claim = space.claims.pop(client_id)
         self._unindex(workspace_id, client_id)
         if now is not None and self.tomb_ttl > 0:
-            last = Recalled(claim.session_id, claim.session_v, claim.released, claim.released_v)
+            last = Recalled(
+                claim.session_id, claim.session_v, claim.released, claim.released_v,
+                born=claim.born,
+            )  # fmt: skip
             until = now + self.tomb_ttl
             space.gone[client_id] = (last, until)
             self._timers.push(until, (_TOMB, workspace_id, client_id))

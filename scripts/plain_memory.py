@@ -3,7 +3,7 @@ plain uvicorn with ``HUB_FAST_PATHS=off`` (``scripts/mounted_app.py``, as ``scri
 server ``mounted`` runs it), N idle sockets opened, the Python heap traced (``tracemalloc``)
 before and after, each allocation put down to the package of the line that made it.
 
-    .venv/bin/python scripts/plain_memory.py [--n 500]
+    .venv/bin/python scripts/plain_memory.py [--n 500] [--top 40] [--ws wsproto]
 
 Prints bytes per socket by owner (the hub, uvicorn, websockets, asyncio, Starlette and
 FastAPI, the rest). The Python heap only: RSS (what ``bench.py`` reports) adds the allocator's
@@ -43,7 +43,7 @@ def owner(filename: str) -> str:
     return "the rest (stdlib, uuid, weakref, sockets)"
 
 
-def serve(port: int, n: int) -> None:
+def serve(port: int, n: int, top: int, ws: str) -> None:
     """The server side (a child process): the app, and a route that snapshots the heap."""
     tracemalloc.start()
     import uvicorn
@@ -61,11 +61,16 @@ def serve(port: int, n: int) -> None:
             for stat in snapshots[1].compare_to(snapshots[0], "filename"):
                 name = owner(stat.traceback[0].filename)
                 by[name] = by.get(name, 0) + stat.size_diff
+            lines = snapshots[1].compare_to(snapshots[0], "lineno")[:top]
+            for stat in lines:
+                frame = stat.traceback[0]
+                where = frame.filename.split("site-packages/")[-1]
+                by[f"line {where}:{frame.lineno}"] = stat.size_diff
             return by
         return {}
 
     mounted_app.app.add_api_route("/snapshot", snapshot)
-    uvicorn.run(mounted_app.app, port=port, loop="asyncio", log_level="warning")
+    uvicorn.run(mounted_app.app, port=port, loop="asyncio", ws=ws, log_level="warning")
 
 
 async def drive(port: int, n: int) -> dict[str, int]:
@@ -97,26 +102,33 @@ async def drive(port: int, n: int) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--top", type=int, default=0, help="the K lines that allocated most")
+    parser.add_argument("--ws", default="auto", help="uvicorn's --ws (auto: websockets-sansio)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.n)
+        serve(args.serve, args.n, args.top, args.ws)
         return
     from tests.harness import free_port
 
     port = free_port()
     env = {**os.environ, "HUB_FAST_PATHS": "off", "HUB_RATE_LIMIT": "0"}
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], env=env)
+    argv = [__file__, "--serve", str(port), "--top", str(args.top), "--ws", args.ws]
+    server = subprocess.Popen([sys.executable, *argv], env=env)
     try:
         time.sleep(0.5)
         by = asyncio.run(drive(port, args.n))
     finally:
         server.terminate()
         server.wait()
+    lines = {name: size for name, size in by.items() if name.startswith("line ")}
+    by = {name: size for name, size in by.items() if name not in lines}
     total = sum(by.values())
     print(f"Python heap per idle socket, N={args.n}: {total / args.n:,.0f} bytes")
     for name, size in sorted(by.items(), key=lambda item: -item[1]):
         print(f"  {name:42} {size / args.n:8,.0f}  {100 * size / total:5.1f}%")
+    for name, size in sorted(lines.items(), key=lambda item: -item[1]):
+        print(f"  {name[5:]:70} {size / args.n:8,.0f}")
 
 
 if __name__ == "__main__":

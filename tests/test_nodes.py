@@ -186,7 +186,7 @@ def test_forgotten_claims_are_not_re_asserted() -> None:
 def test_what_a_node_writes_back_is_its_memory_with_versions_as_text() -> None:
     truth = Truth()
     truth.attach(W, A, "ana", {"name": "Ana"})
-    truth.learn(W, A, "S1", 12345678901234567, 1, 12345678901234568)
+    truth.learn(W, A, "S1", 12345678901234567, 1, 12345678901234568, 12345678901234566)
     truth.attach(W, B, None, None)
     assert truth.recalled(W, [A, B, "never-held"]) == {
         A: {
@@ -194,12 +194,26 @@ def test_what_a_node_writes_back_is_its_memory_with_versions_as_text() -> None:
             "sv": "12345678901234567",
             "r": 1,
             "rv": "12345678901234568",
+            "cb": "12345678901234566",
             "u": "ana",
             "p": '{"name":"Ana"}',
         },
-        B: {"s": "", "sv": "0", "r": 0, "rv": "0"},
-        "never-held": {"s": "", "sv": "0", "r": 0, "rv": "0"},
+        B: {"s": "", "sv": "0", "r": 0, "rv": "0", "cb": "0"},
+        "never-held": {"s": "", "sv": "0", "r": 0, "rv": "0", "cb": "0"},
     }
+
+
+def test_a_node_remembers_the_earliest_birth_of_a_claim() -> None:
+    """A claim re-created from an older memory continues that older claim: the birth a node
+    learns only ever goes back (hub.presence, Versions), and an answer with none keeps it."""
+    truth = Truth()
+    truth.attach(W, A, "ana", None)
+    truth.learn(W, A, "", 0, 0, 0, 7)
+    truth.learn(W, A, "", 0, 0, 0, 9)  # a claim made anew that took this memory: still 7
+    truth.learn(W, A, "S1", 10, 0, 0)  # a feed message: no birth
+    assert truth.remembered(W, A) == Recalled("S1", 10, user="ana", born=7)
+    truth.learn(W, A, "", 0, 0, 0, 3)
+    assert truth.remembered(W, A) == Recalled("S1", 10, user="ana", born=3)
 
 
 def test_a_profile_is_remembered_only_for_a_claim_held_here() -> None:

@@ -737,7 +737,7 @@ def test_a_claim_made_anew_keeps_the_tombstone_for_a_node_that_missed_the_end(
     claim made anew). n1's re-assertion brings back S3 and the release it missed, not S2."""
     pt.attach(W, A, 0, node="n1")
     pt.set_session(W, A, "S2", 0)
-    missed = Recalled("S2", 1)  # what n1 saw
+    missed = Recalled("S2", 2, born=1)  # what n1 saw (born 1, S2 2)
     pt.set_session(W, A, "S3", 1)
     pt.release(W, A, 1)
     pt.clear_node("n1", 2)
@@ -756,7 +756,7 @@ def test_what_a_claim_made_anew_was_told_wins_over_a_node_that_missed_the_end(
     the no-op still takes a version, so n1's older S3 does not come back over it."""
     pt.attach(W, A, 0, node="n1")
     pt.set_session(W, A, "S3", 0)
-    missed = Recalled("S3", 1)
+    missed = Recalled("S3", 2, born=1)
     pt.release(W, A, 1)
     pt.clear_node("n1", 2)
     pt.attach(W, A, 3, node="n2")
@@ -776,18 +776,19 @@ def test_a_memory_of_the_claim_made_anew_does_not_take_the_tombstone(pt: Presenc
     pt.attach(W, A, 2, node="n2")
     pt.set_session(W, A, "S5", 2)
     (mine,) = pt.claims(W)
-    memory = Recalled("S5", 3)  # what n2 saw of the claim made anew (S3 1, release 2, S5 3)
+    # what n2 saw of the claim made anew (born 1, S3 2, release 3, born 4, S5 5)
+    memory = Recalled("S5", 5, born=4)
     assert mine.session_id == "S5"
     pt.set_streams(W, "n2", {A: 1}, {A: memory}, 3)
     assert _views(pt) == {A: ("S5", False, 1)}
-    pt.set_streams(W, "n2", {A: 1}, {A: Recalled()}, 3)  # a memory at versions 0: the same
+    pt.set_streams(W, "n2", {A: 1}, {A: Recalled()}, 3)  # a memory with no birth: the same
     assert _views(pt) == {A: ("S5", False, 1)}
 
 
 def test_a_hold_clears_the_released_mark_for_good(pt: Presence) -> None:
     pt.attach(W, A, 0, node="n1")
     pt.release(W, A, 0)
-    remembered = Recalled(released=True, released_v=1)
+    remembered = Recalled(released=True, released_v=2, born=1)
     pt.hold(W, A, 1)  # a create after the release clears it, with a newer version
     pt.set_streams(W, "n1", {A: 1}, {A: remembered}, 2)
     assert _views(pt) == {A: ("", False, 1)}

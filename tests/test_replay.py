@@ -276,7 +276,9 @@ class Replay:
         claim = self.model._spaces[self.workspace].claims.get(client)
         if claim is None:
             return None
-        return Recalled(claim.session_id, claim.session_v, claim.released, claim.released_v)
+        return Recalled(
+            claim.session_id, claim.session_v, claim.released, claim.released_v, born=claim.born
+        )
 
     def learn(self, node: int, client: str, session_only: bool = False) -> None:
         """A node learns the claim's state from an answer (RedisBackend._learn's rule, on the
@@ -290,6 +292,8 @@ class Replay:
             )
         if state.released_v > known.released_v and not session_only:
             known = dataclasses.replace(known, released=state.released, released_v=state.released_v)
+        if not session_only and state.born and (not known.born or state.born < known.born):
+            known = dataclasses.replace(known, born=state.born)
         self.memory[node, client] = known
 
     def recalled(self, node: int) -> dict[str, Recalled]:
@@ -517,7 +521,8 @@ class Replay:
             return None
         sv = r.session_v - self.base if r.session_v else 0
         rv = r.released_v - self.base if r.released_v else 0
-        return dataclasses.replace(r, session_v=sv, released_v=rv)
+        born = r.born - self.base if r.born else 0
+        return dataclasses.replace(r, session_v=sv, released_v=rv, born=born)
 
     async def drain(self) -> list[Seen]:
         """The webhook events the backend queued since the last drain (taken and

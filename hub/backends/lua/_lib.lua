@@ -104,9 +104,16 @@ local function tick()
   return int(redis.call('HINCRBY', META, 'ver', 1))
 end
 
--- What a node learns of a claim it holds: {session, its version, released 0|1, its version}.
+-- What a node learns of a claim it holds: {session, its version, released 0|1, its version,
+-- birth} (hub/presence.py, Versions: the birth tells which claim it is).
 local function state(claim)
-  return {claim.s, claim.sv or '0', claim.r, claim.rv or '0'}
+  return {claim.s, claim.sv or '0', claim.r, claim.rv or '0', claim.cb or '0'}
+end
+
+-- A claim made by a join or a hold: born at the next tick (hub/presence.py, _born).
+local function born(claim)
+  claim.cb = tick()
+  return claim
 end
 
 -- Whether a write of `node` made under generation `gen` is stale: the node has since written
@@ -145,7 +152,7 @@ local function remove_claim(client, claim, tomb)
   end
   if not tomb then return false end
   local st = state(claim)
-  local last = {s = st[1], sv = st[2], r = st[3], rv = st[4]}
+  local last = {s = st[1], sv = st[2], r = st[3], rv = st[4], cb = st[5]}
   local raw = redis.call('HGET', GONE, client)
   if raw then  -- a mark written back (mark.lua) stays with the tombstone
     local before = cjson.decode(raw)
@@ -356,26 +363,32 @@ local function merge(client, claim, known)
     claim.r, claim.rv = tonumber(known.r or 0), int(rv)
     changed = true
   end
+  local cb = version(known.cb)
+  if cb > 0 and (version(claim.cb) == 0 or cb < version(claim.cb)) then
+    claim.cb = int(cb)  -- it continues that older claim
+    changed = true
+  end
   local ver = tonumber(redis.call('HGET', META, 'ver') or '0')
-  local top = math.max(sv, rv)
+  local top = math.max(sv, rv, cb)
   if top > ver then redis.call('HSET', META, 'ver', int(top)) end
   return changed
 end
 
--- Whether a node's memory is of the claim a tombstone ended (or an older one): it saw a
--- version, and none newer than the tombstone's (presence.py, _predates).
+-- Whether a node's memory is of the claim a tombstone ended (or an older one): born no later
+-- (presence.py, _predates); a memory with no birth tells nothing.
 local function predates(memory, tomb)
-  local sv, rv = version(memory.sv), version(memory.rv)
-  if sv == 0 and rv == 0 then return false end
-  return sv <= version(tomb.sv) and rv <= version(tomb.rv)
+  local cb = version(memory.cb)
+  return cb > 0 and cb <= version(tomb.cb)
 end
 
 -- A released mark written back by the node that acknowledged it (mark.lua), kept in the
 -- tombstone as mr (0|1) at version mv: it merges into a claim (newer wins) only through a
--- state that predates it (saw a version, none newer than mv), since every claim made anew
--- after it is at versions 0 or newer (presence.py, _predates). Returns whether it changed.
+-- state born before it (`seen`: the claim itself, or a node's memory of it), since every
+-- claim made anew after the mark is born later. Returns whether it changed.
 local function marked(client, claim, seen, tomb)
-  if not tomb.mv or not predates(seen, {sv = tomb.mv, rv = tomb.mv}) then return false end
+  if not tomb.mv then return false end
+  local cb = version(seen.cb)
+  if cb == 0 or cb >= version(tomb.mv) then return false end
   return merge(client, claim, {r = tomb.mr, rv = tomb.mv})
 end
 

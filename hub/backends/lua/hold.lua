@@ -8,7 +8,7 @@ local client = ARGV[2]
 index_claim(nil)
 local claim = load_claim(client)
 if not claim then
-  claim = new_claim()  -- the ended claim's tombstone stays (set_streams.lua)
+  claim = born(new_claim())  -- the ended claim's tombstone stays (set_streams.lua)
 end
 claim.r = 0
 claim.rv = tick()

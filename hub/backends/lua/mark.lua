@@ -2,9 +2,9 @@
 -- 0|1, its version): a release (1) or a create's hold (0), kept by the node for TOMB_MS and
 -- written back at each of its re-assertions, since Redis may have lost it (restarted empty)
 -- while the node holding the client's stream never heard of it (its feed was cut). Newer
--- wins, and only over a state that predates the mark (_lib.lua, marked): a claim made anew
--- after it (a join: versions 0; a session or hold since: newer) keeps its own. The
--- tombstone keeps the mark too, for a node whose memory predates it and re-asserts later.
+-- wins, and only over a claim born before the mark (_lib.lua, marked): a claim made anew
+-- after it (born later) keeps its own. The tombstone keeps the mark too, for a node whose
+-- memory of a claim born before it re-asserts later.
 -- Returns {seq, earliest deadline armed|-1}.
 require_workspace()
 local client, mark = ARGV[2], {mr = tonumber(ARGV[3]), mv = ARGV[4]}

@@ -22,6 +22,7 @@ end
 local raw = redis.call('HGET', GONE, client)
 local tomb = raw and cjson.decode(raw) or {s = '', sv = '0', r = 0, rv = '0'}
 tomb.r, tomb.rv = 1, tick()
+tomb.cb = tomb.rv  -- born at the mark: any claim born before it may be the lost one
 redis.call('HSET', GONE, client, cjson.encode(tomb))
 deadline = now_ms() + TOMB_MS
 timer(deadline, '\r' .. client)

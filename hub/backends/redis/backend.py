@@ -692,8 +692,8 @@ class RedisBackend:
             return
         _, deadline, retired, states = answer
         await self._timers.arm(workspace_id, deadline)
-        for i in range(0, len(states), 5):
-            self.truth.learn(workspace_id, *states[i : i + 5])
+        for i in range(0, len(states), 6):
+            self.truth.learn(workspace_id, *states[i : i + 6])
         retired = list(retired or ())
         if own and streams:  # retired where Redis lost the workspace's record of it
             async with self.redis.pipeline(transaction=False) as pipe:

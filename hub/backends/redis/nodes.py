@@ -34,8 +34,9 @@ The generation fence (:meth:`Standing.fence`).
 Truth (:class:`Truth`): what this node re-asserts.
     The streams its sockets hold, per workspace and client, and what it remembers of each such
     claim (:class:`~hub.presence.Recalled`: session and released mark with their versions,
-    user and profile). Answers and feed messages may come in any order, so memory takes each
-    field only when its version is newer (:meth:`Truth.learn`); claims gone for good (a
+    the claim's birth, user and profile). Answers and feed messages may come in any order, so
+    memory takes each field only when its version is newer, and the birth when earlier
+    (:meth:`Truth.learn`); claims gone for good (a
     retired client, a deleted workspace) are forgotten, never re-asserted.
 
 Marks (:class:`Marks`): what this node acknowledged of released marks.
@@ -43,7 +44,7 @@ Marks (:class:`Marks`): what this node acknowledged of released marks.
     kept for the tombstones' lifetime and written back at every re-assertion
     (``lua/mark.lua``): Redis may lose it (restarted empty) while the node holding the
     client's stream never heard of it (its feed was cut). Redis merges it newer-wins, only
-    into a claim whose state predates it, so a claim made anew after it keeps its own.
+    into a claim born before it, so a claim made anew after it keeps its own.
 """
 
 from __future__ import annotations
@@ -186,18 +187,28 @@ class Truth:
             del self._local[workspace_id]
 
     def learn(
-        self, workspace_id: str, client_id: str, session_id: Any, sv: Any, r: Any, rv: Any
+        self,
+        workspace_id: str,
+        client_id: str,
+        session_id: Any,
+        sv: Any,
+        r: Any,
+        rv: Any,
+        born: Any = 0,
     ) -> None:
-        """Take each field of a claim's state that is newer than what is remembered (only
-        for a claim this node holds streams of)."""
+        """Take each field of a claim's state that is newer than what is remembered, and its
+        birth when earlier (only for a claim this node holds streams of; see
+        :mod:`hub.presence`, Versions)."""
         known = self._memory.get((workspace_id, client_id))
         if known is None:
             return
-        sv, rv = int(sv), int(rv)
+        sv, rv, born = int(sv), int(rv), int(born)
         if sv > known.session_v:
             known = dataclasses.replace(known, session_id=str(session_id), session_v=sv)
         if rv > known.released_v:
             known = dataclasses.replace(known, released=bool(int(r)), released_v=rv)
+        if born and (not known.born or born < known.born):
+            known = dataclasses.replace(known, born=born)
         self._memory[workspace_id, client_id] = known
 
     def set_profile(self, workspace_id: str, client_id: str, profile: Profile) -> None:
@@ -216,6 +227,7 @@ class Truth:
                 "sv": str(known.session_v),
                 "r": int(known.released),
                 "rv": str(known.released_v),
+                "cb": str(known.born),
             }
             if known.user is not None:
                 claim["u"] = known.user

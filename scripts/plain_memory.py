@@ -3,7 +3,7 @@ plain uvicorn with ``HUB_FAST_PATHS=off`` (``scripts/mounted_app.py``, as ``scri
 server ``mounted`` runs it), N idle sockets opened, the Python heap traced (``tracemalloc``)
 before and after, each allocation put down to the package of the line that made it.
 
-    .venv/bin/python scripts/plain_memory.py [--n 500] [--top 40] [--ws wsproto]
+    .venv/bin/python scripts/plain_memory.py [--n 500] [--top 40] [--ws wsproto] [--rss]
 
 Prints bytes per socket by owner (the hub, uvicorn, websockets, asyncio, Starlette and
 FastAPI, the rest). The Python heap only: RSS (what ``bench.py`` reports) adds the allocator's
@@ -43,9 +43,11 @@ def owner(filename: str) -> str:
     return "the rest (stdlib, uuid, weakref, sockets)"
 
 
-def serve(port: int, n: int, top: int, ws: str) -> None:
-    """The server side (a child process): the app, and a route that snapshots the heap."""
-    tracemalloc.start()
+def serve(port: int, n: int, top: int, ws: str, rss: bool) -> None:
+    """The server side (a child process): the app, and a route that snapshots the heap (with
+    ``rss``, nothing traced: tracing costs memory of its own)."""
+    if not rss:
+        tracemalloc.start()
     import uvicorn
 
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -55,6 +57,8 @@ def serve(port: int, n: int, top: int, ws: str) -> None:
 
     async def snapshot() -> dict[str, int]:
         gc.collect()
+        if rss:
+            return {}
         snapshots.append(tracemalloc.take_snapshot())
         if len(snapshots) == 2:
             by: dict[str, int] = {}
@@ -73,7 +77,15 @@ def serve(port: int, n: int, top: int, ws: str) -> None:
     uvicorn.run(mounted_app.app, port=port, loop="asyncio", ws=ws, log_level="warning")
 
 
-async def drive(port: int, n: int) -> dict[str, int]:
+def resident(pid: int) -> int:
+    """The process's resident set, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def drive(port: int, n: int, pid: int) -> dict[str, int]:
     import httpx
     from websockets.asyncio.client import connect
 
@@ -93,9 +105,11 @@ async def drive(port: int, n: int) -> dict[str, int]:
         sockets = [await open_one() for _ in range(20)]  # warm up: first-use caches
         await asyncio.sleep(1)
         await http.get("/snapshot")
+        before = resident(pid)
         sockets += [await open_one() for _ in range(n)]
         await asyncio.sleep(2)
         by: dict[str, int] = (await http.get("/snapshot")).json()
+        by["rss"] = resident(pid) - before
         return by
 
 
@@ -104,23 +118,29 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--top", type=int, default=0, help="the K lines that allocated most")
     parser.add_argument("--ws", default="auto", help="uvicorn's --ws (auto: websockets-sansio)")
+    parser.add_argument("--rss", action="store_true", help="the RSS only, nothing traced")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.n, args.top, args.ws)
+        serve(args.serve, args.n, args.top, args.ws, args.rss)
         return
     from tests.harness import free_port
 
     port = free_port()
     env = {**os.environ, "HUB_FAST_PATHS": "off", "HUB_RATE_LIMIT": "0"}
     argv = [__file__, "--serve", str(port), "--top", str(args.top), "--ws", args.ws]
+    argv += ["--rss"] if args.rss else []
     server = subprocess.Popen([sys.executable, *argv], env=env)
     try:
         time.sleep(0.5)
-        by = asyncio.run(drive(port, args.n))
+        by = asyncio.run(drive(port, args.n, server.pid))
     finally:
         server.terminate()
         server.wait()
+    rss = by.pop("rss")
+    if args.rss:
+        print(f"RSS per idle socket, N={args.n}, --ws {args.ws}: {rss / args.n:,.0f} bytes")
+        return
     lines = {name: size for name, size in by.items() if name.startswith("line ")}
     by = {name: size for name, size in by.items() if name not in lines}
     total = sum(by.values())

@@ -39,6 +39,7 @@ from hub.errors import (
 )
 from hub.limits import RateLimit
 from hub.metrics import Metrics
+from hub.multimap import MultiMap
 from hub.presence import Diff, Profile, Snapshot
 from hub.protocol import (
     CloseCode,
@@ -124,7 +125,7 @@ class Hub:
         self.limits = limits or Limits()
         self.sockets = 0  # local sockets joined and not yet left
         self.rooms: dict[str, _Room] = {}
-        self._by_client: dict[str, set[Connection]] = {}
+        self._by_client: MultiMap[Connection] = MultiMap()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._given_clock = clock
         self.clock: Clock  # set by start(): the given clock, else the loop
@@ -183,7 +184,7 @@ class Hub:
         limits = self.limits
         if self.sockets >= limits.max_sockets:
             raise OverCapacity(f"this server holds its maximum of {limits.max_sockets} sockets")
-        mine = self._by_client.get(client_id, ())
+        mine = self._by_client.get(client_id)
         if sum(1 for c in mine if c.workspace_id == workspace_id) >= limits.max_streams:
             raise OverCapacity(f"client has {limits.max_streams} sockets in this workspace")
         rate = RateLimit(limits.rate, limits.burst, self.clock.time()) if limits.rate else None
@@ -225,7 +226,7 @@ class Hub:
         if room is None:
             room = self.rooms[conn.workspace_id] = _Room(conn.workspace_id, self.coalesce_window)
         room.conns.add(conn)
-        self._by_client.setdefault(conn.client_id, set()).add(conn)
+        self._by_client.add(conn.client_id, conn)
         self.sockets += 1
         return room
 
@@ -240,11 +241,7 @@ class Hub:
                 if room.timer is not None:
                     room.timer.cancel()
                 del self.rooms[conn.workspace_id]
-        conns = self._by_client.get(conn.client_id)
-        if conns is not None:
-            conns.discard(conn)
-            if not conns:
-                del self._by_client[conn.client_id]
+        self._by_client.discard(conn.client_id, conn)
 
     async def leave(self, conn: Connection) -> None:
         """Unregister a stream that ended, and detach it unless its claim is already gone."""

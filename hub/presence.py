@@ -117,6 +117,7 @@ from typing import Any
 
 from hub.deadlines import Deadlines
 from hub.errors import ClientRetired, Forbidden, NotAttached, WorkspaceNotFound
+from hub.multimap import MultiMap
 
 __all__ = [
     "ClaimState", "ClaimView", "Diff", "Presence", "Profile", "Recalled", "Snapshot", "Viewer",
@@ -385,7 +386,7 @@ class Presence:
         self.retire_ttl = retire_ttl
         self.tomb_ttl = tomb_ttl
         self._spaces: dict[str, _Space] = {}
-        self._by_client: dict[str, set[str]] = {}  # client -> workspaces it has claims in
+        self._by_client: MultiMap[str] = MultiMap()  # client -> workspaces it has claims in
         self._retired: dict[str, float] = {}  # client -> refused until
         self._timers: Deadlines[_Timer] = Deadlines(self._live)
 
@@ -604,7 +605,7 @@ class Presence:
         self._retired[client_id] = until
         self._timers.push(until, (_RETIRED, "", client_id))
         diffs = []
-        for workspace_id in sorted(self._by_client.get(client_id, ())):
+        for workspace_id in sorted(self._by_client.get(client_id)):
             space = self._spaces[workspace_id]
             claim = space.claims[client_id]
             change = _Change(workspace_id, space)
@@ -755,7 +756,7 @@ class Presence:
 
     def _new_claim(self, workspace_id: str, space: _Space, client_id: str) -> _Claim:
         claim = space.claims[client_id] = _Claim(client_id)
-        self._by_client.setdefault(client_id, set()).add(workspace_id)
+        self._by_client.add(client_id, workspace_id)
         return claim
 
     def _move(
@@ -832,10 +833,7 @@ class Presence:
         change.touch(space.present.get(user, ()))
 
     def _unindex(self, workspace_id: str, client_id: str) -> None:
-        spaces = self._by_client[client_id]
-        spaces.discard(workspace_id)
-        if not spaces:
-            del self._by_client[client_id]
+        self._by_client.discard(client_id, workspace_id)
 
     def _arm(self, workspace_id: str, claim: _Claim, deadline: float) -> None:
         claim.deadline = deadline

@@ -315,22 +315,28 @@ class Driver(WsClient):
 # -- the servers ----------------------------------------------------------------------------
 
 
+# The hub mounted in a FastAPI app under plain uvicorn, by server kind: uvicorn's extra options
+# (its WebSocket implementation: its default, websockets-sansio, or wsproto).
+MOUNTED = {"mounted": [], "mounted-wsproto": ["--ws", "wsproto"]}
+
+
 class Server:
     def __init__(
         self, kind: str, port: int, workdir: str, env: dict[str, str] | None = None
     ) -> None:
         self.kind = kind
         self.port = port
-        self.hub = kind in ("hub", "before", "uvloop", "python", "sse", "mounted")
+        mounted = kind in MOUNTED
+        self.hub = kind in ("hub", "before", "uvloop", "python", "sse") or mounted
         # The mounted hub's URLs are below its mount (scripts/mounted_app.py).
-        self.prefix = "/presence" if kind == "mounted" else ""
+        self.prefix = "/presence" if mounted else ""
         if kind == "before":
             env = {**(env or {}), "PYTHONPATH": BEFORE[0]}
         if kind == "python":  # the same hub with its send loop in Python (hub.transport)
             env = {**(env or {}), "HUB_PURE_PYTHON": "1"}
         if kind == "node":
             cmd = ["node", str(NODE_WS / "server.js"), "--port", str(port)]
-        elif kind == "mounted":
+        elif mounted:
             # The hub in a FastAPI app under plain uvicorn, as a user runs it, on the plain
             # path (HUB_FAST_PATHS=off); the per-socket rate limit off, as for the hub.
             env = {**(env or {}), "HUB_FAST_PATHS": "off", "HUB_RATE_LIMIT": "0"}
@@ -338,7 +344,7 @@ class Server:
             # need it), and as `hub serve` runs by default.
             cmd = [sys.executable, "-m", "uvicorn", "mounted_app:app",
                    "--app-dir", str(ROOT / "scripts"), "--port", str(port),
-                   "--loop", "asyncio", "--log-level", "warning"]  # fmt: skip
+                   "--loop", "asyncio", "--log-level", "warning", *MOUNTED[kind]]  # fmt: skip
         elif self.hub:
             # The driver sends far faster than one client may (100 changes/s, bursts of 50):
             # the per-socket rate limit is off here, everything else is as shipped.
@@ -1257,7 +1263,7 @@ def main(argv: list[str] | None = None) -> int:
         help="hub, baseline (websockets.broadcast), node (Node ws), uvloop (the hub on "
         "uvloop), python (the hub without its compiled send loop), before (--before), sse "
         "(the hub, its viewers on the event stream), mounted (the hub in a FastAPI app under "
-        "plain uvicorn, HUB_FAST_PATHS=off)",
+        "plain uvicorn, HUB_FAST_PATHS=off), mounted-wsproto (the same, uvicorn --ws wsproto)",
     )
     parser.add_argument(
         "--transport",
@@ -1392,7 +1398,7 @@ def main(argv: list[str] | None = None) -> int:
                 rounds[-1][kind] = r
         by_kind = {kind: median_result([rd[kind] for rd in rounds]) for kind in args.servers}
         if "hub" in by_kind and len(by_kind) > 1:
-            for other in ("baseline", "node", "uvloop", "python", "before", "sse", "mounted"):
+            for other in ("baseline", "node", "uvloop", "python", "before", "sse", *MOUNTED):
                 if other in by_kind:
                     print(table(by_kind["hub"], by_kind[other], other, other[:6]), flush=True)
                     if len(rounds) > 1:

@@ -30,6 +30,7 @@ OWNERS = (
     ("uvicorn", "/uvicorn/"),
     ("websockets", "/websockets/"),
     ("h11", "/h11/"),
+    ("wsproto", "/wsproto/"),
     ("starlette", "/starlette/"),
     ("fastapi", "/fastapi/"),
     ("asyncio", "/asyncio/"),

@@ -150,10 +150,14 @@ class Client:
         claim must be gone. Its next stream starts a new claim (session "", not released),
         unless that join reaches the hub before the old stream's close did (a close travels on
         its own socket, maybe to a frozen node; order across sockets is not promised): so the
-        next stream finds either, and the client is unsure until settled."""
+        next stream finds either, and the client is unsure until settled. A release that was
+        not answered may have landed (a reply lost in a stalled link): then the last close
+        ended the claim and took its session with it, so the session is unsure too."""
         self.streams = [s for s in self.streams if s.open]
         if not self.streams and self.released and self.released_sure:
             self.session, self.released, self.ended = "", False, True
+        elif not self.streams and not self.released_sure:
+            self.sure = False
 
     def joined(self) -> None:
         """A stream of it joined."""

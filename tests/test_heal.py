@@ -4,12 +4,12 @@ Redis nodes: after every heal, the truth.
 :mod:`tests.test_replay` holds the Redis scripts to the pure core, step by step; this file
 holds both to what a client sees, at the one moment the contract promises it: once every node
 has written its streams back (a heal). A history is a list of steps: clients attach and detach
-streams on nodes, set their session through a node holding one of their streams, are released
-or retired through any node; a survivor clears a node taken for dead (``clear``), Redis
-restarts empty (``flush``), a node re-asserts on its own (``reassert``, as a heartbeat or a
-frame makes it do), a node re-asserts while another step runs through another node (``race``:
-their calls to Redis interleave) and every node re-asserts, in an order the history picks
-(``heal``).
+streams on nodes, set their session on a socket (through a node holding one of their streams)
+or over REST (through any node), are released or retired through any node; a survivor clears
+a node taken for dead (``clear``), Redis restarts empty (``flush``), a node re-asserts on its
+own (``reassert``, as a heartbeat or a frame makes it do), a node re-asserts while another
+step runs through another node (``race``: their calls to Redis interleave) and every node
+re-asserts, in an order the history picks (``heal``).
 
 The truth is the counting rule over the streams the history holds open and the operations that
 were acknowledged: after a heal every node answers, for each client with streams open, one
@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hub.backends.redis import RedisBackend
-from hub.errors import ClientRetired
+from hub.errors import ClientRetired, NotAttached
 from tests.services import RedisServer
 
 NODES = 3
@@ -48,12 +48,13 @@ ORDERS = list(itertools.permutations(range(NODES)))
 # Steps of a history, some several times to weigh them: a retire takes a client out for good
 # (rarely), a heal checks (often enough that a history has several).
 OPS = (
-    ["attach"] * 4 + ["detach"] * 3 + ["set_session"] * 3 + ["release"] * 2
+    ["attach"] * 4 + ["detach"] * 3 + ["set_session"] * 3 + ["rest_session"] * 2
+    + ["release"] * 2
     + ["clear"] * 3 + ["flush", "reassert", "reassert", "retire"] + ["heal"] * 2
     + ["race"] * 3
 )  # fmt: skip
 # What a ``race`` runs on the next node while a node re-asserts (its order picks one).
-RACING = ["attach", "detach", "set_session", "release", "clear", "reassert"]
+RACING = ["attach", "detach", "set_session", "rest_session", "release", "clear", "reassert"]
 Op = tuple[str, int, int, str, int]  # (operation, client, node, session, order of a heal)
 STEPS = st.tuples(
     st.sampled_from(OPS),
@@ -154,6 +155,18 @@ class Heal:
                 return  # a frame comes on a socket the node holds
             await node.set_session(w, client, session)
             truth.session = session
+        elif op == "rest_session":
+            # POST .../current-session through any node: 409 when the store has no attached
+            # claim (Redis lost it, or the node holding its stream was cleared)
+            try:
+                await node.set_session(w, client, session)
+            except NotAttached:
+                return
+            except ClientRetired:
+                assert truth.retired, f"{client} refused as retired"
+                return
+            assert self.total(client), f"{client} set a session with no stream open"
+            truth.session = session
         elif op == "release":
             await node.release(w, client)
             if truth.alive and not self.total(client):
@@ -229,6 +242,12 @@ SCRIPTED: dict[str, list[Op]] = {
     # The node holding the stream and the mark never learned the release (versions 0).
     "a release written back after Redis restarted empty": [
         ("attach", 0, 0, "", 0), ("release", 0, 0, "", 0), ("flush", 0, 0, "", 0),
+        ("heal", 0, 0, "", 0),
+    ],
+    # The session was set over REST through node 1, which holds no stream of the client, and
+    # node 0's feed never told it (not running here, as when the link drops the message).
+    "a session set through another node, written back after Redis restarted empty": [
+        ("attach", 0, 0, "", 0), ("rest_session", 0, 1, "S1", 0), ("flush", 0, 0, "", 0),
         ("heal", 0, 0, "", 0),
     ],
     # Node 2's join makes the claim anew after the restart; node 1's memory of the older claim

@@ -6,7 +6,7 @@ makes (was the heartbeat key there, what is the clear count) and the wall clock 
 
 from __future__ import annotations
 
-from hub.backends.redis.nodes import UNFENCED, Standing, Truth, dead, others
+from hub.backends.redis.nodes import UNFENCED, Marks, Standing, Truth, dead, others
 from hub.presence import Recalled
 
 T0 = 1_700_000_000.0  # the wall clock, seconds
@@ -223,3 +223,19 @@ def test_a_profile_is_remembered_only_for_a_claim_held_here() -> None:
     truth.attach(W, A, "ana", None)
     truth.set_profile(W, A, {"n": 2})
     assert truth.remembered(W, A) == Recalled(user="ana", profile={"n": 2})
+
+
+def test_marks_keep_the_newest_release_and_session_of_each_claim_for_their_ttl() -> None:
+    marks = Marks(ttl=10)
+    marks.keep(W, A, True, 5, now=0)
+    marks.keep_session(W, A, "S1", 7, now=1)
+    marks.keep(W, A, False, 4, now=2)  # older than the release kept: not taken
+    marks.keep_session(W, B, "S2", 3, now=3)
+    marks.keep_session(W, A, "S3", 8, now=4)  # the newest answer goes last
+    assert marks.kept(now=5) == [
+        (W, B, Recalled("S2", 3)),
+        (W, A, Recalled("S3", 8, True, 5)),
+    ]
+    assert marks.kept(now=13) == [(W, A, Recalled("S3", 8, True, 5))]  # B's ran out
+    marks.drop(W, A)
+    assert marks.kept(now=13) == []

@@ -154,9 +154,9 @@ local function remove_claim(client, claim, tomb)
   local st = state(claim)
   local last = {s = st[1], sv = st[2], r = st[3], rv = st[4], cb = st[5]}
   local raw = redis.call('HGET', GONE, client)
-  if raw then  -- a mark written back (mark.lua) stays with the tombstone
+  if raw then  -- the marks written back (mark.lua) stay with the tombstone
     local before = cjson.decode(raw)
-    last.mr, last.mv = before.mr, before.mv
+    last.mr, last.mv, last.ms, last.msv = before.mr, before.mv, before.ms, before.msv
   end
   redis.call('HSET', GONE, client, cjson.encode(last))
   local deadline = now_ms() + TOMB_MS
@@ -381,15 +381,25 @@ local function predates(memory, tomb)
   return cb > 0 and cb <= version(tomb.cb)
 end
 
--- A released mark written back by the node that acknowledged it (mark.lua), kept in the
--- tombstone as mr (0|1) at version mv: it merges into a claim (newer wins) only through a
--- state born before it (`seen`: the claim itself, or a node's memory of it), since every
--- claim made anew after the mark is born later. Returns whether it changed.
+-- The marks written back by the node that acknowledged them (mark.lua), kept in the
+-- tombstone: a released mark mr (0|1) at version mv, a session ms at version msv. Each merges
+-- into a claim (newer wins) only through a state born before it (`seen`: the claim itself,
+-- or a node's memory of it), since every claim made anew after the mark is born later.
+-- Returns whether it changed.
 local function marked(client, claim, seen, tomb)
-  if not tomb.mv then return false end
   local cb = version(seen.cb)
-  if cb == 0 or cb >= version(tomb.mv) then return false end
-  return merge(client, claim, {r = tomb.mr, rv = tomb.mv})
+  if cb == 0 then return false end
+  local known = {}
+  if tomb.mv and cb < version(tomb.mv) then known.r, known.rv = tomb.mr, tomb.mv end
+  if tomb.msv and cb < version(tomb.msv) then known.s, known.sv = tomb.ms, tomb.msv end
+  if not known.rv and not known.sv then return false end
+  return merge(client, claim, known)
+end
+
+-- What of a tombstone outlives the claim it is merged into: its marks (mark.lua).
+local function marks_of(tomb)
+  if not tomb.mv and not tomb.msv then return nil end
+  return {s = '', sv = '0', r = 0, rv = '0', mr = tomb.mr, mv = tomb.mv, ms = tomb.ms, msv = tomb.msv}
 end
 
 -- The earliest timer of this workspace, or -1.

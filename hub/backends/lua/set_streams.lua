@@ -53,8 +53,9 @@ local function apply(client, target)
       tomb = cjson.decode(tomb)
       merge(client, claim, tomb)
       marked(client, claim, recalled, tomb)
-      if tomb.mv then  -- the mark stays, for another node's memory that predates it
-        redis.call('HSET', GONE, client, cjson.encode({s = '', sv = '0', r = 0, rv = '0', mr = tomb.mr, mv = tomb.mv}))
+      local kept = marks_of(tomb)
+      if kept then  -- the marks stay, for another node's memory of a claim born before them
+        redis.call('HSET', GONE, client, cjson.encode(kept))
       else
         redis.call('HDEL', GONE, client)
         redis.call('ZREM', TIMERS, '\r' .. client)

@@ -471,6 +471,9 @@ class RedisBackend:
             self.truth.learn(
                 workspace_id, client_id, session_id, sv, known.released, known.released_v
             )
+        # Kept, as a release is: the nodes holding the client's streams may not have heard of
+        # it (a cut feed) when Redis loses it, or this node's stream may close first.
+        self.marks.keep_session(workspace_id, client_id, session_id, sv, time.monotonic())
         return int(seq)
 
     async def detach(self, workspace_id: str, client_id: str) -> int:
@@ -642,16 +645,22 @@ class RedisBackend:
                 await self._call(pipe.execute())
 
     async def _restore_marks(self) -> None:
-        """Write the released marks this node acknowledged back (Redis may have restarted
-        empty): each merges newer-wins into a claim that predates it, and stays in the
-        tombstone for a node that re-asserts such a claim later (lua/mark.lua). A workspace
-        the store no longer has drops its marks."""
-        for workspace_id, client_id, released, version in self.marks.kept(time.monotonic()):
+        """Write the released marks and sessions this node acknowledged back (Redis may have
+        restarted empty), one call per workspace: each merges newer-wins into a claim born
+        before it, and stays in the tombstone for a node that re-asserts such a claim later
+        (lua/mark.lua). A workspace the store no longer has drops its marks."""
+        spaces: dict[str, dict[str, dict[str, Any]]] = {}
+        for workspace_id, client_id, m in self.marks.kept(time.monotonic()):
+            spaces.setdefault(workspace_id, {})[client_id] = {
+                "s": m.session_id, "sv": str(m.session_v),
+                "r": int(m.released), "rv": str(m.released_v),
+            }  # fmt: skip
+        for workspace_id, marks in spaces.items():
             try:
-                args = (client_id, int(released), version)
-                _, deadline = await self._run("mark", workspace_id, *args)
+                _, deadline = await self._run("mark", workspace_id, orjson.dumps(marks).decode())
             except WorkspaceNotFound:
-                self.marks.drop(workspace_id, client_id)
+                for client_id in marks:
+                    self.marks.drop(workspace_id, client_id)
                 continue
             await self._timers.arm(workspace_id, deadline)
 

@@ -237,32 +237,52 @@ class Truth:
 
 
 class Marks:
-    """The released marks this node acknowledged (released: a release; not: a create's
-    hold), each with its version, kept for ``ttl`` seconds from its answer (``now`` on any
-    monotonic clock), oldest first."""
+    """What this node acknowledged of claims: released marks (released: a release; not: a
+    create's hold) and sessions (a ``set_session``, on a socket or over REST), each with its
+    version, kept for ``ttl`` seconds from the answer (``now`` on any monotonic clock), oldest
+    first; per claim the newest of each kind."""
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        # (workspace, client) -> (released, version, kept until), in the order answered
-        self._kept: dict[tuple[str, str], tuple[bool, int, float]] = {}
+        # (workspace, client) -> (session, its version, released, its version, kept until),
+        # in the order answered; a version of 0: none of that kind
+        self._kept: dict[tuple[str, str], tuple[str, int, bool, int, float]] = {}
 
     def keep(
         self, workspace_id: str, client_id: str, released: bool, version: Any, now: float
     ) -> None:
-        self._expire(now)
-        self._kept.pop((workspace_id, client_id), None)  # the newest answer goes last
-        self._kept[workspace_id, client_id] = (released, int(version), now + self.ttl)
+        """A released mark answered (a release: True; a create's hold: False)."""
+        s, sv, r, rv = self._take(workspace_id, client_id, now)
+        if int(version) > rv:
+            r, rv = released, int(version)
+        self._kept[workspace_id, client_id] = (s, sv, r, rv, now + self.ttl)
 
-    def kept(self, now: float) -> list[tuple[str, str, bool, int]]:
-        """The marks still kept: (workspace, client, released, version)."""
+    def keep_session(
+        self, workspace_id: str, client_id: str, session_id: str, version: Any, now: float
+    ) -> None:
+        """A session answered."""
+        s, sv, r, rv = self._take(workspace_id, client_id, now)
+        if int(version) > sv:
+            s, sv = session_id, int(version)
+        self._kept[workspace_id, client_id] = (s, sv, r, rv, now + self.ttl)
+
+    def kept(self, now: float) -> list[tuple[str, str, Recalled]]:
+        """The marks still kept: (workspace, client, the marks as a memory of the claim: a
+        version of 0 for a kind with none)."""
         self._expire(now)
-        return [(w, c, r, v) for (w, c), (r, v, _) in self._kept.items()]
+        return [(w, c, Recalled(s, sv, r, rv)) for (w, c), (s, sv, r, rv, _) in self._kept.items()]
 
     def drop(self, workspace_id: str, client_id: str) -> None:
         """A mark with nothing left to write back to (its workspace is gone)."""
         self._kept.pop((workspace_id, client_id), None)
 
+    def _take(self, workspace_id: str, client_id: str, now: float) -> tuple[str, int, bool, int]:
+        """The claim's marks, taken out (the newest answer goes last)."""
+        self._expire(now)
+        s, sv, r, rv, _ = self._kept.pop((workspace_id, client_id), ("", 0, False, 0, 0.0))
+        return s, sv, r, rv
+
     def _expire(self, now: float) -> None:
         kept = self._kept
-        while kept and next(iter(kept.values()))[2] <= now:
+        while kept and next(iter(kept.values()))[4] <= now:
             del kept[next(iter(kept))]

@@ -252,19 +252,13 @@ class Marks:
         self, workspace_id: str, client_id: str, released: bool, version: Any, now: float
     ) -> None:
         """A released mark answered (a release: True; a create's hold: False)."""
-        s, sv, r, rv = self._take(workspace_id, client_id, now)
-        if int(version) > rv:
-            r, rv = released, int(version)
-        self._kept[workspace_id, client_id] = (s, sv, r, rv, now + self.ttl)
+        self._keep(workspace_id, client_id, now, released=(released, int(version)))
 
     def keep_session(
         self, workspace_id: str, client_id: str, session_id: str, version: Any, now: float
     ) -> None:
         """A session answered."""
-        s, sv, r, rv = self._take(workspace_id, client_id, now)
-        if int(version) > sv:
-            s, sv = session_id, int(version)
-        self._kept[workspace_id, client_id] = (s, sv, r, rv, now + self.ttl)
+        self._keep(workspace_id, client_id, now, session=(session_id, int(version)))
 
     def kept(self, now: float) -> list[tuple[str, str, Recalled]]:
         """The marks still kept: (workspace, client, the marks as a memory of the claim: a
@@ -276,11 +270,23 @@ class Marks:
         """A mark with nothing left to write back to (its workspace is gone)."""
         self._kept.pop((workspace_id, client_id), None)
 
-    def _take(self, workspace_id: str, client_id: str, now: float) -> tuple[str, int, bool, int]:
-        """The claim's marks, taken out (the newest answer goes last)."""
+    def _keep(
+        self,
+        workspace_id: str,
+        client_id: str,
+        now: float,
+        session: tuple[str, int] | None = None,
+        released: tuple[bool, int] | None = None,
+    ) -> None:
+        """Take a newer mark of either kind; the claim's marks go last (the newest answer)."""
         self._expire(now)
-        s, sv, r, rv, _ = self._kept.pop((workspace_id, client_id), ("", 0, False, 0, 0.0))
-        return s, sv, r, rv
+        key = (workspace_id, client_id)
+        s, sv, r, rv, _ = self._kept.pop(key, ("", 0, False, 0, 0.0))
+        if session is not None and session[1] > sv:
+            s, sv = session
+        if released is not None and released[1] > rv:
+            r, rv = released
+        self._kept[key] = (s, sv, r, rv, now + self.ttl)
 
     def _expire(self, now: float) -> None:
         kept = self._kept

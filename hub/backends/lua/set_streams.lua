@@ -1,16 +1,15 @@
 -- Set one node's streams here to exactly ARGV[3] and merge what the node remembers of the
 -- claims it names (hub/presence.py, set_streams and Versions). ARGV: workspace, node, cjson
 -- {client: n}, cjson {client: {s, sv, r, rv, cb = birth, u = user (absent: anonymous), p =
--- profile JSON text}} (the node's memory of each), detach_grace_ms, the node's generation (-1: a survivor
--- clearing a node taken for dead, never fenced). A node re-asserting after Redis lost its data
--- or after it was cleared, and a survivor clearing a dead node ({}), both come here. A claim
--- found gone comes back from its tombstone and the node's memory, the newer of the two for
--- each field; a claim still there takes from the memory only what is newer. A client retired
--- here is never brought back: its streams are dropped and it is named in the answer, so that
--- the node closes its sockets. Returns {seq, earliest deadline armed|-1, retired, flat
--- {client, session, its version, released, its version, birth} of every claim named that
--- stands},
--- or {-1} when the node's generation is stale.
+-- profile JSON text}} (the node's memory of each), detach_grace_ms, the node's generation
+-- (-1: a survivor clearing a node taken for dead, never fenced). A node re-asserting after
+-- Redis lost its data or after it was cleared, and a survivor clearing a dead node ({}), both
+-- come here. A claim found gone comes back from its tombstone and the node's memory, the newer
+-- of the two for each field; a claim still there takes from the memory only what is newer. A
+-- client retired here is never brought back: its streams are dropped and it is named in the
+-- answer, so that the node closes its sockets. Returns {seq, earliest deadline armed|-1,
+-- retired, flat {client, session, its version, released, its version, birth} of every claim
+-- named that stands}, or {-1} when the node's generation is stale.
 local node = ARGV[2]
 local want = cjson.decode(ARGV[3])
 if next(want) ~= nil then

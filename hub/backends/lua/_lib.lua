@@ -24,9 +24,10 @@
 --  11 hooks   HASH   webhooks (docs/protocol.md section 10): session_id (or '' for the workspace) ->
 --                    'o' occupied, 'v' vacating (its vacated timer is the member
 --                    '\t'<session_id> of timers); used while scripts.py sets VACATED_MS >= 0
---  12 gone    HASH   client_id -> cjson {s, sv, r, rv, mr, mv}: the last state of a claim that
---                    ended, for TOMB_MS (a re-assertion merges it: hub/presence.py, Versions),
---                    and a released mark mr at version mv written back by mark.lua
+--  12 gone    HASH   client_id -> cjson {s, sv, r, rv, cb, mr, mv, ms, msv}: the last state of
+--                    a claim that ended, for TOMB_MS (a re-assertion merges it:
+--                    hub/presence.py, Versions), and the marks written back by write_marks: a
+--                    released mark mr at version mv, a session ms at version msv
 -- Outside a Redis Cluster (one Redis, or Sentinel's), keys outside the workspace follow, so
 -- that one script does what would otherwise take more round trips:
 --  13 outbox  STREAM the webhook events for every receiver (hub:webhooks; one consumer group
@@ -154,7 +155,7 @@ local function remove_claim(client, claim, tomb)
   local st = state(claim)
   local last = {s = st[1], sv = st[2], r = st[3], rv = st[4], cb = st[5]}
   local raw = redis.call('HGET', GONE, client)
-  if raw then  -- the marks written back (mark.lua) stay with the tombstone
+  if raw then  -- the marks written back (write_marks) stay with the tombstone
     local before = cjson.decode(raw)
     last.mr, last.mv, last.ms, last.msv = before.mr, before.mv, before.ms, before.msv
   end
@@ -381,7 +382,7 @@ local function predates(memory, tomb)
   return cb > 0 and cb <= version(tomb.cb)
 end
 
--- The marks written back by the node that acknowledged them (mark.lua), kept in the
+-- The marks written back by the node that acknowledged them (write_marks), kept in the
 -- tombstone: a released mark mr (0|1) at version mv, a session ms at version msv. Each merges
 -- into a claim (newer wins) only through a state born before it (`seen`: the claim itself,
 -- or a node's memory of it), since every claim made anew after the mark is born later.
@@ -396,10 +397,58 @@ local function marked(client, claim, seen, tomb)
   return merge(client, claim, known)
 end
 
--- What of a tombstone outlives the claim it is merged into: its marks (mark.lua).
+-- What of a tombstone outlives the claim it is merged into: its marks (write_marks).
 local function marks_of(tomb)
   if not tomb.mv and not tomb.msv then return nil end
   return {s = '', sv = '0', r = 0, rv = '0', mr = tomb.mr, mv = tomb.mv, ms = tomb.ms, msv = tomb.msv}
+end
+
+-- Write back the marks a node acknowledged ({client: {s, sv, r, rv}}, decoded): per client a
+-- released mark r at version rv (a release: 1; a create's hold: 0) and a session s at version
+-- sv (a set_session, on a socket or over REST), a version of '0' for a kind it has none of.
+-- The node keeps them for TOMB_MS and writes them back with its streams at each re-assertion
+-- (set_streams.lua), since Redis may have lost them (restarted empty) while the node holding
+-- the client's stream never heard of them (its feed was cut), or no node holds a stream that
+-- heard. Newer wins, and only over a claim born before the mark (marked): a claim made anew
+-- after it (born later) keeps its own. The tombstone keeps the marks too, for a node whose
+-- memory of a claim born before them re-asserts later. Returns {client: {r, rv}} of the
+-- claims whose released mark it set (for the feed), and the earliest deadline it armed or
+-- false.
+local function write_marks(marks)
+  local told, earliest = {}, false
+  local function armed(deadline)
+    if deadline and (not earliest or deadline < earliest) then earliest = deadline end
+  end
+  local gone = now_ms() + TOMB_MS
+  for client, m in pairs(marks) do
+    local mark = {}
+    if version(m.rv) > 0 then mark.mr, mark.mv = tonumber(m.r), m.rv end
+    if version(m.sv) > 0 then mark.ms, mark.msv = m.s, m.sv end
+    local claim = load_claim(client)
+    if claim and marked(client, claim, claim, mark) then
+      told[client] = {claim.r, claim.rv}
+      if claim.r == 1 and claim.n == 0 then
+        armed(remove_claim(client, claim, true))  -- released without a stream: ended now
+      else
+        save_claim(client, claim)
+      end
+    end
+    local raw = redis.call('HGET', GONE, client)
+    local tomb = raw and cjson.decode(raw) or {s = '', sv = '0', r = 0, rv = '0'}
+    local newer = false
+    if mark.mv and version(tomb.mv) < version(mark.mv) then
+      tomb.mr, tomb.mv, newer = mark.mr, mark.mv, true
+    end
+    if mark.msv and version(tomb.msv) < version(mark.msv) then
+      tomb.ms, tomb.msv, newer = mark.ms, mark.msv, true
+    end
+    if newer then
+      redis.call('HSET', GONE, client, cjson.encode(tomb))
+      timer(gone, '\r' .. client)
+      armed(gone)
+    end
+  end
+  return told, earliest
 end
 
 -- The earliest timer of this workspace, or -1.

@@ -2,7 +2,7 @@
 -- is not (docs/protocol.md section 2, POST /v1/workspaces): a new claim counting nowhere, or
 -- a grace claim turned into a hold; the released mark is cleared (a new version of it, which
 -- the nodes holding the client's streams learn from the feed). Returns {seq, deadline|-1,
--- the mark's version} (the node that answered keeps it, to write it back: mark.lua).
+-- the mark's version} (the node that answered keeps it, to write it back: _lib.lua, write_marks).
 ensure_workspace()  -- the store has it (redis/backend.py asked)
 local client = ARGV[2]
 index_claim(nil)

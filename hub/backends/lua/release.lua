@@ -1,7 +1,7 @@
 -- Release (ARGV: workspace, client): removed now without streams (its tombstone keeps the
 -- mark), else marked, and removed at its last close; without a claim, the tombstone is marked. The mark is versioned, and the nodes
 -- holding the client's streams learn it from the feed. Returns {seq, deadline armed|-1, the
--- mark's version} (the node that answered keeps it, to write it back: mark.lua).
+-- mark's version} (the node that answered keeps it, to write it back: _lib.lua, write_marks).
 require_workspace()
 local client = ARGV[2]
 local claim = load_claim(client)

@@ -2,7 +2,9 @@
 -- claims it names (hub/presence.py, set_streams and Versions). ARGV: workspace, node, cjson
 -- {client: n}, cjson {client: {s, sv, r, rv, cb = birth, u = user (absent: anonymous), p =
 -- profile JSON text}} (the node's memory of each), detach_grace_ms, the node's generation
--- (-1: a survivor clearing a node taken for dead, never fenced). A node re-asserting after
+-- (-1: a survivor clearing a node taken for dead, never fenced), cjson {client: {s, sv, r,
+-- rv}}: the marks the node keeps, written back first (_lib.lua, write_marks; {} for a
+-- survivor). A node re-asserting after
 -- Redis lost its data or after it was cleared, and a survivor clearing a dead node ({}), both
 -- come here. A claim found gone comes back from its tombstone and the node's memory, the newer
 -- of the two for each field; a claim still there takes from the memory only what is newer. A
@@ -12,8 +14,11 @@
 -- named that stands}, or {-1} when the node's generation is stale.
 local node = ARGV[2]
 local want = cjson.decode(ARGV[3])
+local marks = cjson.decode(ARGV[7])
 if next(want) ~= nil then
   ensure_workspace()
+elseif next(marks) ~= nil then
+  require_workspace()  -- the node asks the store, and makes it known, when Redis forgot it
 elseif not known() then
   return {0, -1, {}, {}}
 end
@@ -33,6 +38,8 @@ local earliest = -1
 local function armed(deadline)
   if deadline and (earliest < 0 or deadline < earliest) then earliest = deadline end
 end
+local told, marked_until = write_marks(marks)
+armed(marked_until)
 local function apply(client, target)
   local field = prefix .. client
   local delta = target - (have[client] or 0)
@@ -70,7 +77,8 @@ local function apply(client, target)
     if tomb then
       tomb = cjson.decode(tomb)
       local changed = predates(recalled, tomb) and merge(client, claim, tomb)
-      -- and a mark written back by the node that acknowledged it (mark.lua), on the same rule
+      -- and the marks written back by the node that acknowledged them (write_marks), on the
+      -- same rule
       if marked(client, claim, recalled, tomb) or changed then
         save_claim(client, claim)
       end
@@ -114,4 +122,4 @@ for client, _ in pairs(want) do
     for _, v in ipairs(st) do table.insert(states, v) end
   end
 end
-return {commit(), earliest, retired, states}
+return {commit(next(told) ~= nil and {r = told} or nil), earliest, retired, states}

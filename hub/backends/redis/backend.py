@@ -601,27 +601,40 @@ class RedisBackend:
             await self._reassert_in(workspace_id)
 
     async def _reassert(self, cleared: str | None) -> None:
-        """Write this node's streams back, exactly as its sockets hold them (``cleared``: the
-        clear count read before)."""
+        """Write this node's streams back, exactly as its sockets hold them, with the marks it
+        keeps (``cleared``: the clear count read before)."""
         async with self._gate.alone():
             self.standing.reasserting(cleared)
             await self._announce()
             await self._restore_retirements()
-            await self._restore_marks()
+            marks = self._marks()
             spaces = scripts.node_spaces(self.node)
             recorded = scripts.strs(await self.redis.smembers(spaces))
-            for workspace_id in sorted(recorded | self.truth.workspaces()):
+            for workspace_id in sorted(recorded | self.truth.workspaces() | marks.keys()):
                 mine = self.truth.streams(workspace_id)
-                if mine and not await self._known(workspace_id):
+                if (mine or workspace_id in marks) and not await self._known(workspace_id):
+                    for client_id in marks.get(workspace_id, ()):
+                        self.marks.drop(workspace_id, client_id)
                     continue  # deleted meanwhile: its sockets are being closed
-                await self.redis.sadd(spaces, workspace_id)
-                await self._set_streams(workspace_id, self.node, mine)
+                if mine:
+                    await self.redis.sadd(spaces, workspace_id)
+                await self._set_streams(workspace_id, self.node, mine, marks.get(workspace_id))
                 if not self.truth.streams(workspace_id):  # none, or all retired meanwhile
                     await self.redis.srem(spaces, workspace_id)
         held = len(self.truth.workspaces())
         log.info("node %s re-asserted its streams in %d workspaces", self.node, held)
         for workspace_id in self._feed.watched():
             self._resync(workspace_id)
+
+    def _marks(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The marks this node keeps, by workspace, as set_streams.lua writes them back."""
+        spaces: dict[str, dict[str, dict[str, Any]]] = {}
+        for workspace_id, client_id, m in self.marks.kept(time.monotonic()):
+            spaces.setdefault(workspace_id, {})[client_id] = {
+                "s": m.session_id, "sv": str(m.session_v),
+                "r": int(m.released), "rv": str(m.released_v),
+            }  # fmt: skip
+        return spaces
 
     async def _restore_retirements(self) -> None:
         """Write the recorded retirements back before the streams (Redis may have restarted
@@ -644,26 +657,6 @@ class RedisBackend:
                     pipe.set(scripts.retired_key(client_id), 1, px=px)
                 await self._call(pipe.execute())
 
-    async def _restore_marks(self) -> None:
-        """Write the released marks and sessions this node acknowledged back (Redis may have
-        restarted empty), one call per workspace: each merges newer-wins into a claim born
-        before it, and stays in the tombstone for a node that re-asserts such a claim later
-        (lua/mark.lua). A workspace the store no longer has drops its marks."""
-        spaces: dict[str, dict[str, dict[str, Any]]] = {}
-        for workspace_id, client_id, m in self.marks.kept(time.monotonic()):
-            spaces.setdefault(workspace_id, {})[client_id] = {
-                "s": m.session_id, "sv": str(m.session_v),
-                "r": int(m.released), "rv": str(m.released_v),
-            }  # fmt: skip
-        for workspace_id, marks in spaces.items():
-            try:
-                _, deadline = await self._run("mark", workspace_id, orjson.dumps(marks).decode())
-            except WorkspaceNotFound:
-                for client_id in marks:
-                    self.marks.drop(workspace_id, client_id)
-                continue
-            await self._timers.arm(workspace_id, deadline)
-
     async def _reassert_in(self, workspace_id: str) -> None:
         """Write this node's streams in one workspace back (a frame found them gone)."""
         async with self._gate.alone():
@@ -682,9 +675,16 @@ class RedisBackend:
         workspace by workspace, to a node taken for dead."""
         await self._set_streams(workspace_id, node, {})
 
-    async def _set_streams(self, workspace_id: str, node: str, streams: dict[str, int]) -> None:
+    async def _set_streams(
+        self,
+        workspace_id: str,
+        node: str,
+        streams: dict[str, int],
+        marks: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         """Set ``node``'s streams in the workspace, with what this node remembers of each claim
-        (merged by version: lua/set_streams.lua), and learn each claim's state back. For this
+        and the ``marks`` it keeps there, written back first (merged by version and birth:
+        lua/set_streams.lua), and learn each claim's state back. For this
         node's own streams the write is fenced by its generation, and the clients re-created
         are indexed for retire; a survivor clearing another node passes no memory and no
         generation. The clients retired there are not brought back: when they are this
@@ -696,7 +696,8 @@ class RedisBackend:
         claims = self.truth.recalled(workspace_id, streams)
         want = orjson.dumps(streams).decode()
         args = (node, want, orjson.dumps(claims).decode(), self._grace_ms)
-        answer = await self._run("set_streams", workspace_id, *args, self.standing.fence(node))
+        fence, written = self.standing.fence(node), orjson.dumps(marks or {}).decode()
+        answer = await self._run("set_streams", workspace_id, *args, fence, written)
         if self.standing.fenced(int(answer[0])):  # this node moved on since this call began
             return
         _, deadline, retired, states = answer

@@ -39,12 +39,13 @@ Truth (:class:`Truth`): what this node re-asserts.
     (:meth:`Truth.learn`); claims gone for good (a
     retired client, a deleted workspace) are forgotten, never re-asserted.
 
-Marks (:class:`Marks`): what this node acknowledged of released marks.
-    A release (204) or a create's hold answered here, with the version of the mark it wrote,
-    kept for the tombstones' lifetime and written back at every re-assertion
-    (``lua/mark.lua``): Redis may lose it (restarted empty) while the node holding the
-    client's stream never heard of it (its feed was cut). Redis merges it newer-wins, only
-    into a claim born before it, so a claim made anew after it keeps its own.
+Marks (:class:`Marks`): what this node acknowledged of claims' states.
+    A release (204) or a create's hold answered here, and a session set here (on a socket or
+    over REST), each with the version it wrote, kept for the tombstones' lifetime and written
+    back with the streams at every re-assertion (``lua/_lib.lua``, ``write_marks``): Redis may
+    lose them (restarted empty) while the node holding the client's stream never heard of them
+    (its feed was cut). Redis merges each newer-wins, only into a claim born before it, so a
+    claim made anew after it keeps its own.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def node_channel(node: str) -> str:
 
 WORKSPACE_SCRIPTS = (
     "add_workspace", "attach", "detach", "expire", "hold", "release", "remove_workspace",
-    "retire", "set_profile", "set_session", "set_streams", "snapshot", "viewers", "mark",
+    "retire", "set_profile", "set_session", "set_streams", "snapshot", "viewers",
 )  # fmt: skip
 INDEX_SCRIPTS = ("arm", "due", "reindex")  # on TIMERS alone
 OUTBOX_SCRIPTS = ("outbox_take", "outbox_keep", "outbox_ack")  # on OUTBOX_KEYS alone
@@ -112,7 +112,6 @@ IDEMPOTENT = frozenset(
         "add_workspace",
         "expire",
         "hold",
-        "mark",
         "release",
         "retire",
         "set_profile",

@@ -3,6 +3,7 @@
     .venv/bin/python scripts/chaos.py                          # one schedule, a random seed
     .venv/bin/python scripts/chaos.py --seed 7 --rounds 12     # that schedule again
     .venv/bin/python scripts/chaos.py --schedules 20 --rounds 12   # seeds seed..seed+19
+    .venv/bin/python scripts/chaos.py --seed 7 --logs /tmp/chaos   # each node's whole log
 
 Each schedule starts its own redis-server (free port), a fresh PostgreSQL database, a webhook
 receiver and ``--nodes`` hub processes, plays the workload and one or two faults per round,
@@ -32,8 +33,14 @@ async def main(args: argparse.Namespace) -> int:
     for seed in range(args.seed, args.seed + args.schedules):
         print(f"schedule seed {seed}: {args.rounds} rounds on {args.nodes} nodes", flush=True)
         with tempfile.TemporaryDirectory(prefix="hub-chaos-") as tmp:
+            logs = args.logs / f"seed-{seed}" if args.logs is not None else None
             chaos = await run_schedule(
-                seed, args.rounds, Path(tmp), nodes=args.nodes, say=lambda s: print(s, flush=True)
+                seed,
+                args.rounds,
+                Path(tmp),
+                nodes=args.nodes,
+                say=lambda s: print(s, flush=True),
+                logs=logs,
             )
         every += chaos.rounds
         if chaos.violations or len(chaos.rounds) < args.rounds:
@@ -59,6 +66,12 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--schedules", type=int, default=1, help="seeds seed..seed+N-1")
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=None,
+        help="a folder for each seed's node logs (debug level) and timed operations",
+    )
     args = parser.parse_args()
     if args.seed is None:
         args.seed = random.randrange(1_000_000)

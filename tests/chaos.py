@@ -183,18 +183,25 @@ class Node:
     generation: int = 0
     log: deque[str] = field(default_factory=lambda: deque(maxlen=400))
     tracebacks: int = 0
+    file: Path | None = None  # every line is appended here too (--logs)
 
     reader: threading.Thread | None = None
 
     def drain(self) -> None:
         def pump(process: HubProcess, log: deque[str]) -> None:
             assert process.proc.stdout is not None
+            out = self.file.open("a") if self.file is not None else None
             with contextlib.suppress(ValueError, OSError):  # closed by a kill9's communicate
                 for raw in process.proc.stdout:
                     line = raw.decode(errors="replace").rstrip()
                     if "Traceback" in line:
                         self.tracebacks += 1
                     log.append(line)
+                    if out is not None:
+                        out.write(line + "\n")
+                        out.flush()
+            if out is not None:
+                out.close()
 
         self.reader = threading.Thread(target=pump, args=(self.process, self.log), daemon=True)
         self.reader.start()
@@ -211,8 +218,13 @@ class Chaos:
         clients: int = 40,
         workspaces: int = 3,
         say: Callable[[str], None] = print,
+        logs: Path | None = None,
     ) -> None:
+        """``logs``: a folder for every node's whole log, at debug level (``node-<i>.log``),
+        and the workload's operations with their wall-clock times (``ops.log``), to read a
+        failing seed against."""
         self.seed = seed
+        self.logs = logs
         self.rng = random.Random(seed)
         self.tmp = tmp
         self.n_nodes = nodes
@@ -253,10 +265,14 @@ class Chaos:
             "HUB_WEBHOOK_VACATED_DELAY": "1",
             "HUB_WEBHOOK_RETRY_MAX": "2",  # a delivery that failed during a fault comes soon
         }
+        if self.logs is not None:
+            env["HUB_LOG_LEVEL"] = "debug"
+            self.logs.mkdir(parents=True, exist_ok=True)
         urls = [p.url for p in self.proxies]
         self.cluster = await asyncio.to_thread(Cluster, self.tmp, redis, urls, **env)
         self.nodes = [Node(p, u) for p, u in zip(self.cluster.nodes, urls, strict=True)]
-        for node in self.nodes:
+        for i, node in enumerate(self.nodes):
+            node.file = self.logs / f"node-{i}.log" if self.logs is not None else None
             node.drain()
         for i in range(self.n_workspaces):
             body = {"path": f"/chaos/{self.seed}/{i}"}
@@ -346,6 +362,14 @@ class Chaos:
         self.ops[op] = self.ops.get(op, 0) + 1
         if c is not None:
             c.history.append(f"{time.monotonic() - self.started:.2f} {op} {detail}".rstrip())
+        self.trace(f"{op} {c.name} {c.id} {detail}" if c is not None else f"{op} {detail}")
+
+    def trace(self, line: str) -> None:
+        """One line of ops.log (with ``logs``): the wall-clock time, as the nodes' logs."""
+        if self.logs is not None:
+            stamp = time.strftime("%H:%M:%S", time.gmtime()) + f".{time.time() % 1:.3f}"[2:]
+            with (self.logs / "ops.log").open("a") as out:
+                out.write(f"{stamp} {line.rstrip()}\n")
 
     async def open_stream(self, c: Client, node: int) -> Stream | None:
         """Open a stream; it is open in the truth once its snapshot came."""
@@ -533,6 +557,13 @@ class Chaos:
         """Apply one fault and heal it; returns once healed."""
         await asyncio.sleep(self.rng.uniform(0.0, 1.0))
         proxy = self.proxies[node]
+        self.trace(f"fault {describe(kind, node, seconds)}: begins")
+        try:
+            await self._fault(kind, node, seconds, proxy)
+        finally:
+            self.trace(f"fault {describe(kind, node, seconds)}: healed")
+
+    async def _fault(self, kind: str, node: int, seconds: float, proxy: FaultProxy) -> None:
         if kind == "node-pause":
             proc = self.nodes[node].process.proc
             self.paused.add(node)
@@ -588,7 +619,7 @@ class Chaos:
         old = self.nodes[node]
         env = {**self.cluster.env, "HUB_REDIS_URL": old.url}
         process = await asyncio.to_thread(HubProcess, self.tmp / "unused.db", **env)
-        fresh = Node(process, old.url, old.generation + 1, old.log, old.tracebacks)
+        fresh = Node(process, old.url, old.generation + 1, old.log, old.tracebacks, old.file)
         fresh.drain()
         self.nodes[node] = fresh
         self.cluster.nodes[node] = process
@@ -823,6 +854,7 @@ class Chaos:
         stop.set()
         await work
         r = Round(index, [describe(*f) for f in faults], dict(self.ops))
+        self.trace(f"round {index}: healed, converging")
         before = len(self.violations)
         r.converged = await self.converge(healed)
         r.violations = self.violations[before:]
@@ -903,9 +935,14 @@ def convergence_figures(rounds: list[Round]) -> dict[str, tuple[int, float, floa
 
 
 async def run_schedule(
-    seed: int, rounds: int, tmp: Path, nodes: int = 3, say: Callable[[str], None] = print
+    seed: int,
+    rounds: int,
+    tmp: Path,
+    nodes: int = 3,
+    say: Callable[[str], None] = print,
+    logs: Path | None = None,
 ) -> Chaos:
-    chaos = Chaos(seed, tmp, nodes=nodes, say=say)
+    chaos = Chaos(seed, tmp, nodes=nodes, say=say, logs=logs)
     try:
         await chaos.run(rounds)
     finally:

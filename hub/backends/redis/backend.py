@@ -419,6 +419,10 @@ class RedisBackend:
                 self.truth.refused(workspace_id, client_id, before)
                 raise
             self.truth.learn(workspace_id, client_id, *state)
+            log.debug(
+                "attach workspace=%s client=%s generation=%s: seq=%s state=%s",
+                workspace_id, client_id, args[-1], seq, state,
+            )  # fmt: skip
         await self._recheck_retired(workspace_id, client_id)
         return scripts.snapshot_of(workspace_id, seq, online, counts, online_users, users)
 
@@ -487,6 +491,10 @@ class RedisBackend:
                 log.warning("detach of %s deferred: %s", client_id, exc.message)
                 self.standing.suspect()
                 return 0
+            log.debug(
+                "detach workspace=%s client=%s generation=%s: seq=%s stale=%s",
+                workspace_id, client_id, args[-1], seq, stale,
+            )  # fmt: skip
             if int(stale):
                 self.standing.suspect()  # a newer write of this node went first: re-assert
         return int(seq)
@@ -584,6 +592,10 @@ class RedisBackend:
             clock = [await self.redis.time()]
         self._read_skew(sent, clock[0])
         if self.standing.must_reassert(bool(alive), cleared):
+            log.debug(
+                "re-asserting: beating=%s dirty=%s cleared=%s (was %s)",
+                bool(alive), self.standing.dirty, cleared, self.standing.cleared,
+            )  # fmt: skip
             await self._reassert(cleared)
         await self._clear_dead_nodes()
         await self._feed.leave_unwatched()
@@ -698,6 +710,10 @@ class RedisBackend:
         args = (node, want, orjson.dumps(claims).decode(), self._grace_ms)
         fence, written = self.standing.fence(node), orjson.dumps(marks or {}).decode()
         answer = await self._run("set_streams", workspace_id, *args, fence, written)
+        log.debug(
+            "set_streams workspace=%s node=%s generation=%s streams=%s marks=%s: %s",
+            workspace_id, node, fence, want, written, answer,
+        )  # fmt: skip
         if self.standing.fenced(int(answer[0])):  # this node moved on since this call began
             return
         _, deadline, retired, states = answer

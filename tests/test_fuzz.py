@@ -54,7 +54,7 @@ def verdict(text: str | bytes) -> str:
     return "snapshot" if isinstance(command, Sync) else "pong"
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.text() | st.binary() | JSON.map(json.dumps) | FRAMES.map(json.dumps))
 def test_the_parser_answers_anything_with_a_command_or_a_peer_error(text: str | bytes) -> None:
     try:
@@ -219,7 +219,7 @@ async def test_invalid_utf8_in_a_text_frame_fails_the_connection_with_1007(
 _FUZZ_SECRET = "f" * 40
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(
     st.fixed_dictionaries(
         {"type": st.just("refresh")},
@@ -301,7 +301,7 @@ def hostile_tokens(draw: st.DrawFn) -> str:
     return "".join(chars)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(
     st.dictionaries(st.sampled_from(CLAIMS) | st.text(max_size=8), JSON, max_size=8), st.booleans()
 )
@@ -325,7 +325,7 @@ def test_signed_tokens_with_hostile_claims_are_refused_or_granted(
         assert hub_token
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=750, deadline=None)
 @given(hostile_tokens())
 def test_hostile_tokens_are_refused_with_a_cause_never_a_crash(token: str) -> None:
     auth, valid = _fuzz_auth()
@@ -358,7 +358,7 @@ JWK = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=750, deadline=None)
 @given(
     st.binary(max_size=200)
     | JSON.map(lambda d: json.dumps(d).encode())

@@ -1282,7 +1282,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--hub-args", default="", help='extra hub serve flags, e.g. "--loop uvloop"'
     )
-    parser.add_argument("--quick", action="store_true", help="N=50, 2 s, a smoke run")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="N=50, 2 s, a smoke run (--n, --seconds, --sets and --rate given as well win)",
+    )
     parser.add_argument(
         "--slow",
         type=int,
@@ -1315,8 +1319,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat takes 1 or more rounds")
-    if args.quick:
-        args.n, args.seconds, args.sets, args.rate = [50], 2.0, 200, 50.0
+    if args.quick:  # its figures are the defaults then: those given on the command line win
+        parser.set_defaults(n=[50], seconds=2.0, sets=200, rate=50.0)
+        args = parser.parse_args(argv)
     if args.transport == "sse":
         args.servers = ["hub", "sse"]
     HUB_ARGS.extend(args.hub_args.split())

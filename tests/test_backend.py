@@ -615,6 +615,69 @@ async def test_a_join_while_a_node_is_taken_for_dead_does_not_roll_back_what_it_
     assert await _claims(b) == {A: ("S3", True, 2)}
 
 
+async def test_two_re_assertions_of_a_node_let_no_write_between_them(nodes: Any) -> None:
+    """Fault (scripts/chaos.py seeds 402, 302 and 218: a join missing from every count, a
+    ghost after a close, a client with two sockets counted as one): node a, taken for dead
+    and back, re-asserts all its streams at its heartbeat while a frame that found its claim
+    gone re-asserts one workspace. The second re-assertion, done first, opened the gate for
+    writes while the first still had to write back what it had read of a's streams: a close
+    and a join let in then were undone by it. Truth: A closed (in grace, counted nowhere), B
+    joined (one stream), on every count."""
+    a, b = await by_hand(nodes), await by_hand(nodes)
+    await a.attach(W, A)
+    await b.clear_node_in(W, a.node)  # a taken for dead: both re-assertions have work
+    known, slow = a._known, [0.3]
+
+    async def slow_known(workspace_id: str) -> bool:  # the store, slow once
+        if slow:
+            await asyncio.sleep(slow.pop())
+        return bool(await known(workspace_id))
+
+    a._known = slow_known
+
+    async def close_and_join() -> None:
+        await asyncio.sleep(0.05)  # both re-assertions are under way
+        await asyncio.gather(a.detach(W, A), a.attach(W, B))
+
+    await asyncio.wait_for(asyncio.gather(a.reassert(), a.reassert(W), close_and_join()), 5)
+    assert a.truth.streams(W) == {B: 1}
+    assert await _claims(b) == {A: ("", False, 0), B: ("", False, 1)}
+    assert (await b.snapshot(W)).online == 1
+
+
+async def test_the_gate_lets_a_re_assertion_run_alone_whatever_wakes_first() -> None:
+    """The rule under the test above, in every order of wake-ups: while a re-assertion runs,
+    no write runs and no other re-assertion does; writes run side by side."""
+    from hub.backends.redis.backend import _Gate
+
+    gate, alone, writes, side_by_side = _Gate(), [0], [0], [0]
+    wrong: list[str] = []
+
+    async def reassert() -> None:
+        async with gate.alone():
+            alone[0] += 1
+            for _ in range(2):
+                if alone[0] != 1 or writes[0]:
+                    wrong.append(f"re-assertion beside {alone[0] - 1} others, {writes[0]} writes")
+                await asyncio.sleep(0.01)
+            alone[0] -= 1
+
+    async def write() -> None:
+        async with gate.write():
+            writes[0] += 1
+            side_by_side[0] = max(side_by_side[0], writes[0])
+            for _ in range(2):
+                if alone[0]:
+                    wrong.append("a write beside a re-assertion")
+                await asyncio.sleep(0.005)
+            writes[0] -= 1
+
+    jobs = [reassert() if i % 3 == 0 else write() for i in range(30)]
+    await asyncio.wait_for(asyncio.gather(*jobs), 10)
+    assert wrong == []
+    assert side_by_side[0] > 1
+
+
 async def test_a_stream_write_that_arrives_after_its_node_gave_up_is_refused(
     nodes: Any,
 ) -> None:

@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 
 
 class _Gate:
-    """Stream writes run side by side; a re-assertion of this node's streams runs alone, so it
-    never races a write it did not see."""
+    """Stream writes run side by side; a re-assertion of this node's streams runs alone: no
+    write runs while it does, and no other re-assertion (each writes back what it read of
+    this node's truth, so a write let in before it has written would be undone by it)."""
 
     def __init__(self) -> None:
         self._writes = 0
@@ -56,10 +57,14 @@ class _Gate:
         self._idle.set()
         self._open = asyncio.Event()
         self._open.set()
+        self._alone = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[None]:
-        await self._open.wait()
+        # Looked at again once woken: a re-assertion may have closed the gate between the
+        # wake-up and this task's turn.
+        while not self._open.is_set():
+            await self._open.wait()
         self._writes += 1
         self._idle.clear()
         try:
@@ -71,12 +76,14 @@ class _Gate:
 
     @contextlib.asynccontextmanager
     async def alone(self) -> AsyncIterator[None]:
-        self._open.clear()
-        try:
-            await self._idle.wait()
-            yield
-        finally:
-            self._open.set()
+        async with self._alone:
+            self._open.clear()
+            try:
+                while self._writes:
+                    await self._idle.wait()
+                yield
+            finally:
+                self._open.set()
 
 
 class RedisBackend:

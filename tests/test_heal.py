@@ -8,7 +8,9 @@ streams on nodes, set their session on a socket (through a node holding one of t
 or over REST (through any node), are released or retired through any node; a survivor clears
 a node taken for dead (``clear``), Redis restarts empty (``flush``), a node re-asserts on its
 own (``reassert``, as a heartbeat or a frame makes it do), a node re-asserts while another
-step runs through another node (``race``: their calls to Redis interleave) and every node
+step runs through another node (``race``: their calls to Redis interleave), a node re-asserts
+everything while a frame makes it re-assert one workspace and another step runs through it
+(``race_here``: what a node taken for dead meets when it comes back) and every node
 re-asserts, in an order the history picks (``heal``).
 
 The truth is the counting rule over the streams the history holds open and the operations that
@@ -36,7 +38,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.backends.redis import RedisBackend
+from hub.backends.redis import RedisBackend, scripts
 from hub.errors import ClientRetired, NotAttached
 from tests.services import RedisServer
 
@@ -51,7 +53,7 @@ OPS = (
     ["attach"] * 4 + ["detach"] * 3 + ["set_session"] * 3 + ["rest_session"] * 2
     + ["release"] * 2
     + ["clear"] * 3 + ["flush", "reassert", "reassert", "retire"] + ["heal"] * 2
-    + ["race"] * 3
+    + ["race"] * 3 + ["race_here"] * 2
 )  # fmt: skip
 # What a ``race`` runs on the next node while a node re-asserts (its order picks one).
 RACING = ["attach", "detach", "set_session", "rest_session", "release", "clear", "reassert"]
@@ -105,6 +107,7 @@ class Heal:
 
     async def run(self, ops: list[Op]) -> Counter[str]:
         async def known(workspace_id: str) -> bool:
+            await asyncio.sleep(0.002)  # the records store answers on its own time (a thread)
             return workspace_id == self.workspace
 
         self.nodes = [
@@ -192,9 +195,17 @@ class Heal:
         elif op == "race":
             # A node re-asserts while another step runs through the next node: their calls to
             # Redis interleave wherever either waits (the steps of a re-assertion are many).
-            other = RACING[order % len(RACING)]
+            other = RACING[(order + index) % len(RACING)]
             racer = self.step(other, index, (i + 1) % NODES, session, order)
             await asyncio.gather(self.reassert(i), racer)
+        elif op == "race_here":
+            # Node i re-asserts everything (its heartbeat) and one workspace (a frame that
+            # found its claim gone) while a step runs through it: a join, a close, a frame.
+            other = RACING[(order + index) % len(RACING)]
+            racer = self.step(other, index, i, session, order)
+            await asyncio.gather(self.reassert(i), node.reassert(w), racer)
+            if other != "clear":  # nobody took node i for dead meanwhile
+                await self.holds_its_streams(i)
         else:
             assert op == "heal"
             for j in ORDERS[order]:
@@ -209,6 +220,22 @@ class Heal:
         for c, t in self.truth.items():
             if t.retired:
                 self.streams.pop((i, c), None)
+
+    async def holds_its_streams(self, i: int) -> None:
+        """Redis counts exactly node ``i``'s open streams, with no heal: a node that has
+        re-asserted and was not cleared since will not re-assert again, so a stream its own
+        re-assertion undid (a join or a close let in half-way) would stay wrong for good."""
+        node = self.nodes[i]
+        key = scripts.workspace_keys(self.workspace)[scripts.STREAMS_KEY]
+        prefix = node.node + "|"
+        counted = {
+            c.removeprefix(prefix): int(n)
+            for c, n in (await node.redis.hgetall(key)).items()
+            if c.startswith(prefix) and not self.truth[c.removeprefix(prefix)].retired
+        }
+        held = {c: self.streams[i, c] for c in CLIENTS if self.streams[i, c]}
+        held = {c: n for c, n in held.items() if not self.truth[c].retired}
+        assert counted == held, f"node {i}: Redis counts {counted}, its sockets {held}"
 
     async def check(self) -> None:
         """Every node answers the truth: the claims of the clients with streams open, each
@@ -257,6 +284,18 @@ SCRIPTED: dict[str, list[Op]] = {
         ("attach", 0, 1, "", 0), ("set_session", 0, 1, "S1", 0), ("release", 0, 0, "", 0),
         ("flush", 0, 0, "", 0), ("attach", 0, 2, "", 0),
         ("heal", 0, 0, "", ORDERS.index((1, 0, 2))),
+    ],
+    # Node 0, cleared, comes back: its heartbeat re-asserts everything while a frame makes it
+    # re-assert the workspace, and a join (client a) or a close (client b) runs through it;
+    # the first re-assertion done must not let them in while the other still has to write
+    # (chaos seeds 402 and 302).
+    "a join while a node re-asserts twice": [
+        ("attach", 1, 0, "", 0), ("clear", 1, 0, "", 0), ("race_here", 0, 0, "", 0),
+        ("heal", 0, 0, "", 0),
+    ],
+    "a close while a node re-asserts twice": [
+        ("attach", 1, 0, "", 0), ("clear", 1, 0, "", 0), ("race_here", 1, 0, "", 0),
+        ("heal", 0, 0, "", 0),
     ],
 }  # fmt: skip
 

@@ -45,6 +45,7 @@ _WORKSPACE_KEYS = (
     "arrive", "hooks", "gone",
 )  # fmt: skip
 CLAIMS_KEY = _WORKSPACE_KEYS.index("claims")  # where the claims hash is in workspace_keys()
+STREAMS_KEY = _WORKSPACE_KEYS.index("streams")  # and the streams per node|client
 
 
 def workspace_keys(workspace_id: str) -> list[str]:

@@ -293,8 +293,12 @@ class SentinelSet:
     MASTER = "mymaster"
 
     def __init__(self, tmp: Path) -> None:
-        self.master = RedisServer()
-        self.replica = RedisServer("--replicaof", "127.0.0.1", str(self.master.port))
+        # A master starts a replica's full sync at once, not after Redis's default 5 s wait for
+        # more replicas to share it (repl-diskless-sync-delay): here and, after a failover, on
+        # the promoted replica when the old master comes back as its replica.
+        at_once = ("--repl-diskless-sync-delay", "0")
+        self.master = RedisServer(*at_once)
+        self.replica = RedisServer(*at_once, "--replicaof", "127.0.0.1", str(self.master.port))
         self.port = free_port()
         conf = tmp / "sentinel.conf"
         conf.write_text(

@@ -220,7 +220,8 @@ def sentinel_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, SentinelSet]]:
 
 
 def hub_clients(port: int) -> list[str]:
-    """The client connections of a redis-server that are not a sentinel's or a replica's."""
+    """The client connections of a redis-server that are not a sentinel's or a replica's, nor
+    (on a replica) its link to its master."""
     client = redis.Redis(port=port, decode_responses=True)
     try:
         listed = client.client_list()
@@ -231,6 +232,7 @@ def hub_clients(port: int) -> list[str]:
         for c in listed
         if not c.get("name", "").startswith("sentinel")
         and "S" not in c.get("flags", "")  # a replica's link
+        and "M" not in c.get("flags", "")  # a replica's own link to its master
         and c.get("cmd") not in ("client|list", "client")  # this one
     ]
 

@@ -873,3 +873,43 @@ async def test_a_claim_made_anew_after_a_release_is_not_released_by_its_write_ba
     for node in order:
         await node.reassert()
     assert await _claims(b) == {A: (session, False, 1)}
+
+
+async def test_a_session_mark_written_back_into_a_claim_never_released_reaches_every_socket(
+    nodes: Any, redis_server: RedisServer
+) -> None:
+    """Fault (scripts/chaos.py seed 501, round 4: Redis restarted empty while a node paused):
+    A's S1, set through b (which holds no stream of A), was lost with Redis's data and came
+    back with b's kept marks into the claim that a re-asserted. The feed message said A's
+    released mark without its version (A was never released), no node could read it, and
+    every socket kept the counts before it at the newest seq. Truth: the change reaches the
+    nodes' rooms as a change, with S1 counted."""
+    a, b = await by_hand(nodes), await by_hand(nodes)
+    c, events = await nodes(node_ttl=60.0)  # its feed runs: it tells its rooms
+    await c.watch(W)
+    await a.attach(W, A)
+    await b.set_session(W, A, "S1")  # acknowledged through b; a's feed is not read
+    redis_server.flush()
+    await a.reassert()  # A's claim comes back from a's memory: no session, never released
+    await eventually(lambda: any(d.online == 1 for d in events.diffs), within=5)
+    events.resyncs.clear()
+    events.diffs.clear()
+    await b.reassert()  # b writes back its kept mark: S1
+    await eventually(lambda: any(d.counts.get("S1") == 1 for d in events.diffs), within=5)
+    assert events.resyncs == []  # heard as a change, not re-read after an unreadable message
+
+
+def test_an_unreadable_feed_message_makes_the_node_re_read_its_workspace() -> None:
+    """A message the node cannot parse (a script's bug, a version skew) is logged and its
+    workspace re-read from Redis, instead of being dropped with its change."""
+    from hub.backends.redis import scripts
+    from hub.backends.redis.feed import Feed
+
+    resynced: list[str] = []
+    feed = Feed(
+        "n1", heartbeat=1.0, timeout=1.0, stopping=asyncio.Event(), heard=lambda m: None,
+        resync=resynced.append, lost=lambda exc: asyncio.sleep(0),
+    )  # fmt: skip
+    message = {"type": "message", "channel": scripts.channel(W), "data": b'{"r": {"x": [0]}}'}
+    feed.dispatch(message)
+    assert resynced == [W]

@@ -426,7 +426,7 @@ local function write_marks(marks)
     if version(m.sv) > 0 then mark.ms, mark.msv = m.s, m.sv end
     local claim = load_claim(client)
     if claim and marked(client, claim, claim, mark) then
-      told[client] = {claim.r, claim.rv}
+      told[client] = {claim.r, claim.rv or '0'}  -- a claim never released has no rv
       if claim.r == 1 and claim.n == 0 then
         armed(remove_claim(client, claim, true))  -- released without a stream: ended now
       else

@@ -298,4 +298,13 @@ class Feed:
             return
         if kind not in ("message", "smessage") or not scripts.is_channel(channel):
             return
-        self.heard(parse(scripts.workspace_of(channel), message["data"]))
+        workspace_id = scripts.workspace_of(channel)
+        try:
+            parsed = parse(workspace_id, message["data"])
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # What it said is read back from Redis instead: the sockets would otherwise keep
+            # the counts before it, at the newest seq, until the next change.
+            log.error("presence feed: unreadable message in %s (%r): re-read", workspace_id, exc)
+            self.resync(workspace_id)
+            return
+        self.heard(parsed)

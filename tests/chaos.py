@@ -182,8 +182,8 @@ class Node:
     url: str  # its Redis URL (its fault proxy)
     generation: int = 0
     log: deque[str] = field(default_factory=lambda: deque(maxlen=400))
-    tracebacks: int = 0
     file: Path | None = None  # every line is appended here too (--logs)
+    errors: list[str] = field(default_factory=list)  # its ERROR lines: each a defect
 
     reader: threading.Thread | None = None
 
@@ -194,8 +194,8 @@ class Node:
             with contextlib.suppress(ValueError, OSError):  # closed by a kill9's communicate
                 for raw in process.proc.stdout:
                     line = raw.decode(errors="replace").rstrip()
-                    if "Traceback" in line:
-                        self.tracebacks += 1
+                    if " ERROR " in line:
+                        self.errors.append(line)
                     log.append(line)
                     if out is not None:
                         out.write(line + "\n")
@@ -619,7 +619,7 @@ class Chaos:
         old = self.nodes[node]
         env = {**self.cluster.env, "HUB_REDIS_URL": old.url}
         process = await asyncio.to_thread(HubProcess, self.tmp / "unused.db", **env)
-        fresh = Node(process, old.url, old.generation + 1, old.log, old.tracebacks, old.file)
+        fresh = Node(process, old.url, old.generation + 1, old.log, old.file, old.errors)
         fresh.drain()
         self.nodes[node] = fresh
         self.cluster.nodes[node] = process
@@ -844,6 +844,7 @@ class Chaos:
     # -- a schedule -------------------------------------------------------------------------
 
     async def run_round(self, index: int) -> Round:
+        logged = [len(node.errors) for node in self.nodes]
         faults = self.pick_faults()
         self.ops = {}
         stop = asyncio.Event()
@@ -857,6 +858,9 @@ class Chaos:
         self.trace(f"round {index}: healed, converging")
         before = len(self.violations)
         r.converged = await self.converge(healed)
+        for i, node in enumerate(self.nodes):  # what a node logged as an error is a defect
+            for line in node.errors[logged[i] :]:
+                self.violation(f"node {i} logged an error: {line}")
         r.violations = self.violations[before:]
         self.rounds.append(r)
         return r

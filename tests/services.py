@@ -139,6 +139,7 @@ class RedisClusterSet:
             [self.binary, "--port", str(port), "--bind", "127.0.0.1",
              "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
              "--cluster-node-timeout", str(self.node_timeout),
+             "--repl-diskless-sync-delay", "0",  # a replica's sync at once (as SentinelSet)
              "--save", "", "--appendonly", "no", "--dir", str(self.tmp / f"cluster-{port}")],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip

@@ -206,14 +206,17 @@ class RoundTrips:
         self.viewers.append(viewer)
         return viewer
 
-    async def measure(self, trials: int = 3, gap: float = 1.5) -> tuple[list[Measured], ...]:
+    async def measure(
+        self, trials: int = 3, gap: float = 1.5, first_gap: float | None = None
+    ) -> tuple[list[Measured], ...]:
         """Each operation once on a Redis that has not run the hub's scripts yet (its first
-        use: each script is loaded on the way), then ``trials`` times, each ``gap`` seconds
-        after the last thing this client did (a node at rest: its pooled connections have
-        been idle that long). The first use, and the trials."""
+        use: each script is loaded on the way), ``first_gap`` seconds apart (default: ``gap``),
+        then ``trials`` times, each ``gap`` seconds after the last thing this client did (a
+        node at rest: its pooled connections have been idle that long). The first use, and the
+        trials."""
         first_use = {name: Measured(name) for name in TARGETS}
         results = {name: Measured(name) for name in TARGETS}
-        await self._round(first_use, gap, "first")
+        await self._round(first_use, gap if first_gap is None else first_gap, "first")
         for trial in range(trials):
             await self._round(results, gap, f"t{trial}")
         return list(first_use.values()), list(results.values())

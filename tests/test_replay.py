@@ -560,7 +560,7 @@ def run_history(kind: str, ops: list[Op], redis: RedisServer | None = None) -> C
 
 @pytest.mark.parametrize("kind", KINDS)
 @settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=HISTORIES)
 def test_backends_follow_the_core_on_any_history(

@@ -4,7 +4,7 @@
 // status of a refused handshake: it gets close 1006, which is what the fake gives.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { test } from "node:test";
+import { describe, it, test } from "node:test";
 
 import { FINAL_CLOSE_CODES, HubConnection, backoffDelay } from "../../hub/static/hub.js";
 
@@ -152,39 +152,43 @@ class Script {
   }
 }
 
-for (const scenario of VECTORS.scenarios) {
-  test(`hub.js follows the model: ${scenario.name}`, async () => {
-    const script = new Script(scenario);
-    const closes = [];
-    const hub = new HubConnection("http://h:1", {
-      workspaceId: "w",
-      clientId: "c",
-      WebSocket: script.socketClass(),
-      transport: "websocket", // the reconnect model; the fallback has scenarios of its own
-      getToken: tokens(scenario.token_ttl ?? 3600),
-      backoffBase: OPTIONS.backoff_base * 1000,
-      backoffMax: OPTIONS.backoff_max * 1000,
-      ackTimeout: OPTIONS.ack_timeout * 1000,
+// The scenarios run side by side: each plays its own fake sockets against its own connection,
+// and most of each one's time is the wait for an attempt that should not come.
+describe("hub.js follows the model", { concurrency: true }, () => {
+  for (const scenario of VECTORS.scenarios) {
+    it(scenario.name, async () => {
+      const script = new Script(scenario);
+      const closes = [];
+      const hub = new HubConnection("http://h:1", {
+        workspaceId: "w",
+        clientId: "c",
+        WebSocket: script.socketClass(),
+        transport: "websocket", // the reconnect model; the fallback has scenarios of its own
+        getToken: tokens(scenario.token_ttl ?? 3600),
+        backoffBase: OPTIONS.backoff_base * 1000,
+        backoffMax: OPTIONS.backoff_max * 1000,
+        ackTimeout: OPTIONS.ack_timeout * 1000,
+      });
+      script.hub = hub;
+      hub.addEventListener("closed", (e) => closes.push(e.detail.code));
+      const want = scenario.expect;
+      const deadline = Date.now() + 5000;
+      while (script.made < want.attempts && Date.now() < deadline) await sleep(5);
+      await Promise.all(script.running);
+      await sleep(300); // room for an attempt that should not come
+      await Promise.all(script.running);
+      assert.deepEqual(script.failures, []);
+      assert.equal(script.made, want.attempts);
+      assert.equal(hub.attempts, want.attempts);
+      assert.equal(hub.closeCode, want.final);
+      assert.deepEqual(closes, want.final === null ? [] : [want.final]);
+      if (want.final !== null) {
+        await assert.rejects(hub.setSession("S9"), (e) => e.code === "closed");
+      }
+      hub.close();
     });
-    script.hub = hub;
-    hub.addEventListener("closed", (e) => closes.push(e.detail.code));
-    const want = scenario.expect;
-    const deadline = Date.now() + 5000;
-    while (script.made < want.attempts && Date.now() < deadline) await sleep(5);
-    await Promise.all(script.running);
-    await sleep(300); // room for an attempt that should not come
-    await Promise.all(script.running);
-    assert.deepEqual(script.failures, []);
-    assert.equal(script.made, want.attempts);
-    assert.equal(hub.attempts, want.attempts);
-    assert.equal(hub.closeCode, want.final);
-    assert.deepEqual(closes, want.final === null ? [] : [want.final]);
-    if (want.final !== null) {
-      await assert.rejects(hub.setSession("S9"), (e) => e.code === "closed");
-    }
-    hub.close();
-  });
-}
+  }
+});
 
 // -- the fallback to the event stream (VECTORS.fallback) ------------------------------------
 

@@ -80,6 +80,20 @@ class Script {
     this.calls.set(step.call, entry);
   }
 
+  /** The connection under test (workspace "w", client "c"), on this script's sockets, with the
+   * model's backoff and any other options. */
+  connect(options) {
+    this.hub = new HubConnection("http://h:1", {
+      workspaceId: "w",
+      clientId: "c",
+      WebSocket: this.socketClass(),
+      backoffBase: OPTIONS.backoff_base * 1000,
+      backoffMax: OPTIONS.backoff_max * 1000,
+      ...options,
+    });
+    return this.hub;
+  }
+
   socketClass() {
     const script = this;
     return class ScriptedSocket {
@@ -159,17 +173,11 @@ describe("hub.js follows the model", { concurrency: true }, () => {
     it(scenario.name, async () => {
       const script = new Script(scenario);
       const closes = [];
-      const hub = new HubConnection("http://h:1", {
-        workspaceId: "w",
-        clientId: "c",
-        WebSocket: script.socketClass(),
+      const hub = script.connect({
         transport: "websocket", // the reconnect model; the fallback has scenarios of its own
         getToken: tokens(scenario.token_ttl ?? 3600),
-        backoffBase: OPTIONS.backoff_base * 1000,
-        backoffMax: OPTIONS.backoff_max * 1000,
         ackTimeout: OPTIONS.ack_timeout * 1000,
       });
-      script.hub = hub;
       hub.addEventListener("closed", (e) => closes.push(e.detail.code));
       const want = scenario.expect;
       const deadline = Date.now() + 5000;
@@ -234,16 +242,7 @@ for (const scenario of VECTORS.fallback.scenarios) {
       storage.setItem("presence-hub.sse-until", Date.now() + scenario.remembered_for * 1000);
     }
     const transports = [];
-    const hub = new HubConnection("http://h:1", {
-      workspaceId: "w",
-      clientId: "c",
-      WebSocket: script.socketClass(),
-      EventSource: FakeEventSource,
-      storage,
-      backoffBase: OPTIONS.backoff_base * 1000,
-      backoffMax: OPTIONS.backoff_max * 1000,
-    });
-    script.hub = hub;
+    const hub = script.connect({ EventSource: FakeEventSource, storage });
     hub.addEventListener("transport", (e) => transports.push(e.detail.transport));
     const want = scenario.expect;
     const deadline = Date.now() + 3000;

@@ -6,7 +6,7 @@ the timers (:mod:`.timers`); what it decides about this node (when to re-assert,
 generation fence, what it remembers) it asks the pure :mod:`.nodes`. Its own work is the
 I/O around them: which calls make a node doubt Redis, the heartbeat's reads and writes, the
 re-assertion and the clearing of dead nodes, and the gate that keeps a re-assertion from
-racing the writes it did not see.
+racing the writes it did not see, or another re-assertion.
 
 Redis unreachable: calls raise :class:`~hub.errors.Unavailable` (REST 503, close 1013)
 within the socket timeout (on a Cluster each call is bounded as a whole, since a topology

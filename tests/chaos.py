@@ -367,7 +367,8 @@ class Chaos:
     def trace(self, line: str) -> None:
         """One line of ops.log (with ``logs``): the wall-clock time, as the nodes' logs."""
         if self.logs is not None:
-            stamp = time.strftime("%H:%M:%S", time.gmtime()) + f".{time.time() % 1:.3f}"[2:]
+            now = time.time()
+            stamp = time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
             with (self.logs / "ops.log").open("a") as out:
                 out.write(f"{stamp} {line.rstrip()}\n")
 

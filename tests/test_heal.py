@@ -233,8 +233,8 @@ class Heal:
             for c, n in (await node.redis.hgetall(key)).items()
             if c.startswith(prefix) and not self.truth[c.removeprefix(prefix)].retired
         }
-        held = {c: self.streams[i, c] for c in CLIENTS if self.streams[i, c]}
-        held = {c: n for c, n in held.items() if not self.truth[c].retired}
+        open_here = [c for c in CLIENTS if self.streams[i, c] and not self.truth[c].retired]
+        held = {c: self.streams[i, c] for c in open_here}
         assert counted == held, f"node {i}: Redis counts {counted}, its sockets {held}"
 
     async def check(self) -> None:
